@@ -1,0 +1,320 @@
+/**
+ * Admits calls at the rates a provider allows — requests and tokens per window,
+ * several limits at once — behind one shared cooldown gate.
+ *
+ * Each limit is a token bucket in GCRA form ("virtual scheduling"): a limit of
+ * `limit` units per `window` with a `burst` admits, in any interval of length
+ * `t`, at most `max(burst, largest single cost) + limit × t / window` units.
+ * The default burst is 1 unit, so calls are spread evenly over the window
+ * instead of all firing at its start: a provider whose own bucket holds only a
+ * fraction of a second of rate never sees a burst from us. A call's start is
+ * reserved on every limit at once, at the earliest moment all of them allow,
+ * in arrival order (a large call never starves behind small ones; it goes into
+ * debt instead, and the calls after it wait the debt out).
+ *
+ * Tokens are reserved from an estimate before the call and `settle`d with the
+ * actual count after it, moving the bucket by the difference. A `RateLimited`
+ * failure closes the gate: no call of any fiber using this limiter starts
+ * until the provider's `retryAfter` has passed, and the request buckets restart
+ * empty, so the reopening is paced too. Limits can be replaced while calls run.
+ *
+ * Why not `@effect/experimental`'s `RateLimiter`: its token bucket's burst is
+ * the whole limit (5 200 RPM may start 5 200 calls at once), it cannot refund
+ * an over-estimate, and it reserves each key separately, so a start cannot be
+ * committed on an RPM and a TPM limit together. The GCRA state here is two
+ * numbers per limit, the shape a Redis script can hold when limits must be
+ * shared across processes.
+ *
+ * What it does not promise: only the moment an attempt starts is limited, not
+ * how many run at once (that is `ConcurrencyLimiter`'s job), and a reservation
+ * whose caller is interrupted is not given back.
+ *
+ * @since 0.1.0
+ */
+import * as Cause from "effect/Cause"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type Unit = "requests" | "tokens"
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Limit {
+  readonly unit: Unit
+  /** Units per window, > 0. */
+  readonly limit: number
+  readonly window: Duration.DurationInput
+  /** Units that may start at once, ≥ 1. Default `1` (evenly spaced). */
+  readonly burst?: number
+}
+
+/**
+ * The limits in force. The shorthands and `limits` add up: give
+ * `requestsPerMinute` and `tokensPerMinute` together to enforce both.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Limits {
+  readonly requestsPerSecond?: number
+  readonly requestsPerMinute?: number
+  readonly tokensPerSecond?: number
+  readonly tokensPerMinute?: number
+  /** Burst of the shorthand limits, in their units. Default `1`. */
+  readonly burst?: number
+  readonly limits?: ReadonlyArray<Limit>
+}
+
+/**
+ * What one call costs. Default: 1 request, 0 tokens.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Cost {
+  readonly requests?: number
+  readonly tokens?: number
+}
+
+/**
+ * A granted start, to `settle` once the actual token count is known.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Reservation {
+  readonly requests: number
+  readonly tokens: number
+  /** Time spent waiting for the limits. */
+  readonly waitedMillis: number
+  /** Time spent waiting for the cooldown gate. */
+  readonly gateWaitedMillis: number
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Limiter {
+  /** Waits until the gate is open and every limit admits `cost`, then reserves it. */
+  readonly acquire: (cost?: Cost) => Effect.Effect<Reservation>
+  /** Reserves `cost` only if it may start right now; `undefined` otherwise (nothing reserved). */
+  readonly unsafeTryAcquire: (cost?: Cost) => Reservation | undefined
+  /** Corrects a reservation's tokens to what the call really used. */
+  readonly settle: (reservation: Reservation, actual: Cost) => Effect.Effect<void>
+  /** Closes the gate for `duration` from now (never shortens it); whether it moved. */
+  readonly closeGate: (duration: Duration.DurationInput) => Effect.Effect<boolean>
+  /** Clock millis at which the gate opens (in the past when open). */
+  readonly gateOpensAt: Effect.Effect<number>
+  /** Replaces the limits; buckets of limits that stay keep their state. */
+  readonly setLimits: (limits: Limits) => Effect.Effect<void>
+  readonly limits: Effect.Effect<ReadonlyArray<Limit>>
+}
+
+/**
+ * The limiter of a batch. Without this layer a batch makes its own unlimited
+ * limiter (which still has a cooldown gate).
+ *
+ * @since 0.1.0
+ * @category tags
+ */
+export class RateLimiter extends Context.Tag("effect-batch/RateLimiter")<RateLimiter, Limiter>() {}
+
+const invalid = (what: string): never => {
+  throw new Cause.IllegalArgumentException(`RateLimiter: ${what}`)
+}
+
+/**
+ * Every limit a `Limits` value describes, validated.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const normalize = (limits: Limits): ReadonlyArray<Limit> => {
+  const burst = limits.burst
+  const out: Array<Limit> = []
+  const add = (unit: Unit, limit: number | undefined, window: Duration.DurationInput, name: string) => {
+    if (limit === undefined) return
+    if (!(limit > 0) || !Number.isFinite(limit)) invalid(`${name} must be a finite number > 0, got ${limit}`)
+    out.push(burst === undefined ? { unit, limit, window } : { unit, limit, window, burst })
+  }
+  add("requests", limits.requestsPerSecond, "1 second", "requestsPerSecond")
+  add("requests", limits.requestsPerMinute, "1 minute", "requestsPerMinute")
+  add("tokens", limits.tokensPerSecond, "1 second", "tokensPerSecond")
+  add("tokens", limits.tokensPerMinute, "1 minute", "tokensPerMinute")
+  for (const [i, limit] of (limits.limits ?? []).entries()) {
+    if (limit.unit !== "requests" && limit.unit !== "tokens") invalid(`limits[${i}].unit must be "requests" or "tokens"`)
+    if (!(limit.limit > 0) || !Number.isFinite(limit.limit)) {
+      invalid(`limits[${i}].limit must be a finite number > 0, got ${limit.limit}`)
+    }
+    out.push(limit)
+  }
+  for (const [i, limit] of out.entries()) {
+    const windowMs = Duration.toMillis(Duration.decode(limit.window))
+    if (!(windowMs > 0) || !Number.isFinite(windowMs)) invalid(`limit ${i} (${limit.unit}) needs a finite window > 0`)
+    if (limit.burst !== undefined && !(limit.burst >= 1)) invalid(`burst must be ≥ 1, got ${limit.burst}`)
+  }
+  return out
+}
+
+interface Bucket {
+  readonly spec: Limit
+  readonly key: string
+  /** Milliseconds of bucket per unit. */
+  readonly interval: number
+  /** Milliseconds of credit the bucket holds when full. */
+  readonly burst: number
+  /** Theoretical arrival time: when the bucket will be full again. */
+  tat: number
+}
+
+const bucketKey = (limit: Limit) => `${limit.unit}/${Duration.toMillis(Duration.decode(limit.window))}`
+
+const costOf = (bucket: Bucket, requests: number, tokens: number) =>
+  bucket.spec.unit === "requests" ? requests : tokens
+
+/**
+ * A limiter enforcing `limits` (none: unlimited, gate only).
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (limits: Limits = {}): Effect.Effect<Limiter> =>
+  Effect.clockWith((clock) =>
+    Effect.sync(() => {
+      const now = () => clock.unsafeCurrentTimeMillis()
+      let buckets: Array<Bucket> = []
+      let gateOpensAt = Number.NEGATIVE_INFINITY
+
+      const install = (specs: ReadonlyArray<Limit>) => {
+        const previous = new Map(buckets.map((b) => [b.key, b]))
+        const at = now()
+        buckets = specs.map((spec) => {
+          const interval = Duration.toMillis(Duration.decode(spec.window)) / spec.limit
+          const key = bucketKey(spec)
+          const kept = previous.get(key)
+          // Outstanding debt is kept in units, so it drains at the new rate.
+          const tat = kept === undefined ? at : at + Math.max(0, kept.tat - at) * (interval / kept.interval)
+          return { spec, key, interval, burst: (spec.burst ?? 1) * interval, tat }
+        })
+      }
+      install(normalize(limits))
+
+      /** The earliest start at or after `at` that every bucket allows for this cost. */
+      const earliestStart = (at: number, requests: number, tokens: number): number => {
+        let start = at
+        for (const bucket of buckets) {
+          const cost = costOf(bucket, requests, tokens) * bucket.interval
+          // A cost larger than the burst waits for a full bucket and then goes into debt.
+          const earliest = bucket.tat - Math.max(0, bucket.burst - cost)
+          if (earliest > start) start = earliest
+        }
+        return start
+      }
+
+      /** Reserves `cost` on every bucket at the earliest start they all allow; returns that start. */
+      const reserve = (at: number, requests: number, tokens: number): number => {
+        const start = earliestStart(at, requests, tokens)
+        for (const bucket of buckets) {
+          bucket.tat = Math.max(bucket.tat, start) + costOf(bucket, requests, tokens) * bucket.interval
+        }
+        return start
+      }
+
+      const free: Reservation = { requests: 1, tokens: 0, waitedMillis: 0, gateWaitedMillis: 0 }
+      const unsafeTryAcquire = (cost?: Cost): Reservation | undefined => {
+        const at = now()
+        if (gateOpensAt > at) return undefined
+        if (cost === undefined && buckets.length === 0) return free
+        const requests = cost?.requests ?? 1
+        const tokens = cost?.tokens ?? 0
+        if (earliestStart(at, requests, tokens) > at) return undefined
+        reserve(at, requests, tokens)
+        return { requests, tokens, waitedMillis: 0, gateWaitedMillis: 0 }
+      }
+
+      const acquire = (cost?: Cost): Effect.Effect<Reservation> =>
+        Effect.suspend(() => {
+          const requests = cost?.requests ?? 1
+          const tokens = cost?.tokens ?? 0
+          if (buckets.length === 0 && gateOpensAt <= now()) {
+            return Effect.succeed({ requests, tokens, waitedMillis: 0, gateWaitedMillis: 0 })
+          }
+          return Effect.gen(function*() {
+            let gateWaited = 0
+            let waited = 0
+            let reserved = false
+            while (true) {
+              const at = now()
+              if (gateOpensAt > at) {
+                yield* Effect.sleep(Duration.millis(gateOpensAt - at))
+                gateWaited += now() - at
+                continue
+              }
+              if (reserved) break
+              reserved = true
+              const start = reserve(at, requests, tokens)
+              if (start > at) {
+                yield* Effect.sleep(Duration.millis(start - at))
+                waited += now() - at
+              }
+            }
+            return { requests, tokens, waitedMillis: waited, gateWaitedMillis: gateWaited }
+          })
+        })
+
+      const settle = (reservation: Reservation, actual: Cost) =>
+        Effect.sync(() => {
+          const deltaRequests = (actual.requests ?? reservation.requests) - reservation.requests
+          const deltaTokens = (actual.tokens ?? reservation.tokens) - reservation.tokens
+          if (deltaRequests === 0 && deltaTokens === 0) return
+          for (const bucket of buckets) {
+            bucket.tat += costOf(bucket, deltaRequests, deltaTokens) * bucket.interval
+          }
+        })
+
+      const closeGate = (duration: Duration.DurationInput) =>
+        Effect.sync(() => {
+          const until = now() + Duration.toMillis(Duration.decode(duration))
+          if (until <= gateOpensAt) return false
+          gateOpensAt = until
+          for (const bucket of buckets) {
+            // Restart empty: one call may start at `until`, the rest are paced from there.
+            if (bucket.spec.unit === "requests") bucket.tat = Math.max(bucket.tat, until + bucket.burst - bucket.interval)
+          }
+          return true
+        })
+
+      return {
+        acquire,
+        unsafeTryAcquire,
+        settle,
+        closeGate,
+        gateOpensAt: Effect.sync(() => gateOpensAt),
+        setLimits: (next: Limits) => Effect.sync(() => install(normalize(next))),
+        limits: Effect.sync(() => buckets.map((b) => b.spec))
+      }
+    })
+  )
+
+/**
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (limits: Limits): Layer.Layer<RateLimiter> => Layer.effect(RateLimiter, make(limits))
+
+/**
+ * A limiter with no limits: it only holds the cooldown gate.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerUnlimited: Layer.Layer<RateLimiter> = Layer.effect(RateLimiter, make())

@@ -1,0 +1,25 @@
+/**
+ * effect-batch: run large batches of IO-bound work — LLM and HTTP calls above
+ * all — as fast as the provider allows, never past its limits.
+ *
+ * @since 0.1.0
+ */
+
+/** @since 0.1.0 */
+export * as Batch from "./Batch.js"
+/** @since 0.1.0 */
+export * as BatchReport from "./BatchReport.js"
+/** @since 0.1.0 */
+export * as ConcurrencyLimiter from "./ConcurrencyLimiter.js"
+/** @since 0.1.0 */
+export * as LimitAlgorithm from "./LimitAlgorithm.js"
+/** @since 0.1.0 */
+export * as Progress from "./Progress.js"
+/** @since 0.1.0 */
+export * as RateLimiter from "./RateLimiter.js"
+/** @since 0.1.0 */
+export * as RetryPolicy from "./RetryPolicy.js"
+/** @since 0.1.0 */
+export * as TaskError from "./TaskError.js"
+/** @since 0.1.0 */
+export * as TaskResult from "./TaskResult.js"

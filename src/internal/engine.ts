@@ -1,0 +1,437 @@
+/**
+ * The engine behind `Batch.run`, `Batch.stream` and `Batch.forEach`.
+ *
+ * Workers (as many as the limiter's maximum) each loop: take a concurrency
+ * permit, pull the next item (so the input is read only as permits free up),
+ * run it. Per attempt the item waits on the rate limiter holding its permit
+ * (so starts stay paced), runs, reports a sample to the limiter and gives the
+ * permit back. An item that must wait to retry leaves its worker: it goes on
+ * in a fiber of its own, sleeping without a permit and taking a new one before
+ * its next attempt, while the worker moves on to the next item. Every item
+ * settles as exactly one `TaskResult`.
+ *
+ * Not built on `Stream.mapEffect` (≈100 µs per item with concurrency; see
+ * EFFECT-NOTES pitfall 21), and the per-item path is written with plain
+ * combinators and mutable counters (fibers interleave only at yields), because
+ * every Effect step here is paid a million times in a big batch.
+ */
+import * as Cause from "effect/Cause"
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as FiberId from "effect/FiberId"
+import * as FiberSet from "effect/FiberSet"
+import * as Option from "effect/Option"
+import { Collector } from "../BatchReport.js"
+import type { BatchReport } from "../BatchReport.js"
+import * as ConcurrencyLimiter from "../ConcurrencyLimiter.js"
+import * as Progress from "../Progress.js"
+import * as RateLimiter from "../RateLimiter.js"
+import * as RetryPolicy from "../RetryPolicy.js"
+import * as TaskError from "../TaskError.js"
+import * as TaskResult from "../TaskResult.js"
+import * as ItemSource from "./itemSource.js"
+import type { Holder, Ledger } from "./permitPool.js"
+
+export interface Config<A, B, E> {
+  readonly concurrency?: number | undefined
+  readonly timeout?: Duration.DurationInput | undefined
+  readonly deadline?: Duration.DurationInput | undefined
+  readonly key?: ((item: A, index: number) => unknown) | undefined
+  readonly priority?: ((item: A, index: number) => number) | undefined
+  readonly classify?: ((error: E) => TaskError.TaskError) | undefined
+  readonly estimate?: ((item: A, index: number) => RateLimiter.Cost) | undefined
+  readonly settle?: ((value: B, item: A, index: number) => RateLimiter.Cost) | undefined
+}
+
+export type Outcome<B, E> = TaskResult.TaskResult<B, E | TaskError.TaskError>
+
+export interface Summary<E> {
+  readonly report: BatchReport
+  /** In fail-fast mode, the first final failure. */
+  readonly failure: Option.Option<E | TaskError.TaskError>
+}
+
+/** One admitted item on its way to an outcome. */
+interface ItemRun<A, B, E> extends Holder {
+  readonly item: A
+  readonly index: number
+  readonly admittedAt: number
+  attempts: number
+  state: RetryPolicy.State
+  /** Still on the worker that admitted it (an item leaves its worker to wait for a retry). */
+  onWorker: boolean
+  /** Set when other items with the same key wait for this one. */
+  shared: { readonly key: unknown, readonly deferred: Deferred.Deferred<Outcome<B, E>> } | undefined
+}
+
+const positiveMillis = (name: string, input: Duration.DurationInput | undefined): number | undefined => {
+  if (input === undefined) return undefined
+  const ms = Duration.toMillis(Duration.decode(input))
+  if (!(ms > 0)) throw new Cause.IllegalArgumentException(`Batch: ${name} must be > 0, got ${Duration.format(input)}`)
+  return ms
+}
+
+const limiterFor = (concurrency: number | undefined): Effect.Effect<ConcurrencyLimiter.Limiter> => {
+  if (concurrency !== undefined) {
+    if (!Number.isInteger(concurrency) || concurrency < 1) {
+      return Effect.die(new Cause.IllegalArgumentException(`Batch: concurrency must be an integer ≥ 1, got ${concurrency}`))
+    }
+    return ConcurrencyLimiter.makeFixed(concurrency)
+  }
+  return Effect.flatMap(
+    Effect.serviceOption(ConcurrencyLimiter.ConcurrencyLimiter),
+    Option.match({
+      onNone: () => ConcurrencyLimiter.makeFixed(ConcurrencyLimiter.defaultConcurrency),
+      onSome: Effect.succeed
+    })
+  )
+}
+
+const rateLimiter: Effect.Effect<RateLimiter.Limiter> = Effect.flatMap(
+  Effect.serviceOption(RateLimiter.RateLimiter),
+  Option.match({ onNone: () => RateLimiter.make(), onSome: Effect.succeed })
+)
+
+const defectAsPermanent = (cause: Cause.Cause<unknown>): TaskError.Permanent =>
+  new TaskError.Permanent({
+    message: Cause.isInterruptedOnly(cause)
+      ? "the task interrupted itself"
+      : `the task died: ${Cause.pretty(cause).split("\n")[0]}`,
+    cause: Cause.squash(cause)
+  })
+
+const isDeadline = (error: TaskError.TaskError) => error._tag === "Timeout" && error.scope === "deadline"
+
+/**
+ * Reports one settled result. Returning `undefined` means it was handled at
+ * once (the common case for `run`), which spares the engine an effect.
+ */
+export type Emit<B, E> = (result: Outcome<B, E>) => Effect.Effect<void> | undefined
+
+export const run = <A, B, E, R, ES, RS>(
+  input: ItemSource.Input<A, ES, RS>,
+  task: (item: A, index: number) => Effect.Effect<B, E, R>,
+  config: Config<A, B, E>,
+  emit: Emit<B, E>,
+  failFast: boolean
+): Effect.Effect<Summary<E>, ES, R | RS> =>
+  Effect.scoped(Effect.gen(function*() {
+    const timeoutMs = positiveMillis("timeout", config.timeout)
+    const deadlineMs = positiveMillis("deadline", config.deadline)
+    const limiter = yield* limiterFor(config.concurrency)
+    const rate = yield* rateLimiter
+    const policy = yield* RetryPolicy.RetryPolicy
+    const progress = yield* Progress.Progress
+    const clock = yield* Effect.clock
+    const now = () => clock.unsafeCurrentTimeMillis()
+    // Registered before the fibers' set, so it runs after they are interrupted.
+    const ledger: Ledger = { held: 0 }
+    yield* Effect.addFinalizer(() => limiter.releaseLedger(ledger))
+    const source = yield* ItemSource.make(input, config.priority)
+    const fibers = yield* FiberSet.make<void, never>()
+    const runFiber = yield* FiberSet.runtime(fibers)<R | RS>()
+    const halted = yield* Deferred.make<void>()
+    const collector = new Collector(now())
+    collector.limit(now(), yield* limiter.current)
+    const classify = config.classify
+      ? (e: E | TaskError.TaskError) => (TaskError.isTaskError(e) ? e : config.classify!(e as E))
+      : TaskError.classify
+    const inFlightByKey = config.key ? new Map<unknown, Deferred.Deferred<Outcome<B, E>>>() : undefined
+    const deadlineError = () =>
+      new TaskError.Timeout({ message: `deadline of ${deadlineMs} ms reached`, scope: "deadline" })
+    const timeoutError = () =>
+      new TaskError.Timeout({ message: `attempt timed out after ${timeoutMs} ms`, after: Duration.millis(timeoutMs!) })
+
+    let stopReason: TaskResult.SkipReason | undefined
+    let firstFailure: Option.Option<E | TaskError.TaskError> = Option.none()
+    let inFlight = 0
+
+    const progressEvent = (result: Outcome<B, E>): Progress.Event =>
+      result._tag === "Succeeded"
+        ? {
+            _tag: "ItemSucceeded",
+            index: result.index,
+            attempts: result.attempts,
+            durationMs: result.durationMs,
+            source: result.source
+          }
+        : result._tag === "Failed"
+          ? {
+              _tag: "ItemFailed",
+              index: result.index,
+              attempts: result.attempts,
+              errorClass: result.errorClass,
+              error: result.error
+            }
+          : { _tag: "ItemSkipped", index: result.index, reason: result.reason }
+
+    /** Records and reports a result, then goes on with `next`. */
+    const finish = <X, Y, Z>(result: Outcome<B, E>, next: Effect.Effect<X, Y, Z>): Effect.Effect<X, Y, Z> => {
+      collector.result(result)
+      let effect: Effect.Effect<X, Y, Z> = next
+      if (failFast && result._tag === "Failed" && stopReason === undefined) {
+        stopReason = "failFast"
+        firstFailure = Option.some(result.error)
+        effect = Effect.zipRight(Deferred.succeed(halted, undefined), effect)
+      }
+      const emitted = emit(result)
+      if (emitted !== undefined) effect = Effect.zipRight(emitted, effect)
+      return progress.enabled ? Effect.zipRight(progress.emit(progressEvent(result)), effect) : effect
+    }
+
+    /** Gives the permit back, reports the outcome (to waiting duplicates too), goes on with `next`. */
+    const settle = <X, Y, Z>(
+      run: ItemRun<A, B, E>,
+      result: Outcome<B, E>,
+      next: Effect.Effect<X, Y, Z>
+    ): Effect.Effect<X, Y, Z> => {
+      limiter.unsafeRelease(run)
+      const shared = run.shared
+      if (shared === undefined) return finish(result, next)
+      inFlightByKey!.delete(shared.key)
+      return Effect.zipRight(Deferred.succeed(shared.deferred, result), finish(result, next))
+    }
+
+    const elapsed = (run: ItemRun<A, B, E>) => now() - run.admittedAt
+    const remaining = (run: ItemRun<A, B, E>) =>
+      deadlineMs === undefined ? Number.POSITIVE_INFINITY : deadlineMs - elapsed(run)
+    const failDeadline = <X, Y, Z>(run: ItemRun<A, B, E>, next: Effect.Effect<X, Y, Z>) =>
+      settle(run, TaskResult.failed(run.index, deadlineError(), "Timeout", run.attempts, elapsed(run)), next)
+
+    /** Runs `effect` within the item's deadline; `undefined` when the deadline came first. */
+    const withinDeadline = <X>(run: ItemRun<A, B, E>, effect: Effect.Effect<X>): Effect.Effect<X | undefined> =>
+      deadlineMs === undefined
+        ? effect
+        : Effect.timeoutTo(effect, {
+            duration: Math.max(0, remaining(run)),
+            onSuccess: (x): X | undefined => x,
+            onTimeout: () => undefined
+          })
+
+    const limitMoved = (limit: number | undefined): Effect.Effect<void> => {
+      if (limit === undefined) return Effect.void
+      collector.limit(now(), limit)
+      return progress.enabled ? progress.emit({ _tag: "LimitChanged", limit }) : Effect.void
+    }
+
+    const closeGate = (run: ItemRun<A, B, E>, cooldown: Duration.Duration): Effect.Effect<void> =>
+      Effect.flatMap(rate.closeGate(cooldown), (moved) => {
+        if (!moved) return Effect.void
+        collector.gateClosures++
+        return progress.enabled
+          ? progress.emit({ _tag: "GateClosed", index: run.index, durationMs: Duration.toMillis(cooldown) })
+          : Effect.void
+      })
+
+    /**
+     * One attempt of `run` (which holds a permit), and what follows it; `next`
+     * is where its worker goes on once the item has settled or left it.
+     */
+    const attempt = <X, Y, Z>(run: ItemRun<A, B, E>, next: Effect.Effect<X, Y, Z>): Effect.Effect<X, Y, Z | R> => {
+      if (stopReason !== undefined) return settle(run, TaskResult.skipped(run.index, stopReason, run.attempts), next)
+      if (deadlineMs !== undefined && remaining(run) <= 0) return failDeadline(run, next)
+      const cost = config.estimate?.(run.item, run.index)
+      const ready = rate.unsafeTryAcquire(cost)
+      if (ready !== undefined) return call(run, ready, next)
+      return Effect.flatMap(withinDeadline(run, rate.acquire(cost)), (reservation) => {
+        if (reservation === undefined) return failDeadline(run, next)
+        collector.rateLimitWaitMs += reservation.waitedMillis
+        collector.gateWaitMs += reservation.gateWaitedMillis
+        if (stopReason !== undefined) return settle(run, TaskResult.skipped(run.index, stopReason, run.attempts), next)
+        return call(run, reservation, next)
+      })
+    }
+
+    const call = <X, Y, Z>(
+      run: ItemRun<A, B, E>,
+      reservation: RateLimiter.Reservation,
+      next: Effect.Effect<X, Y, Z>
+    ): Effect.Effect<X, Y, Z | R> => {
+      run.attempts++
+      collector.attempts++
+      let effect = task(run.item, run.index)
+      if (timeoutMs !== undefined || deadlineMs !== undefined) {
+        const left = remaining(run)
+        if (left <= 0) return failDeadline(run, next)
+        const byDeadline = left < (timeoutMs ?? Number.POSITIVE_INFINITY)
+        effect = Effect.timeoutFail(effect, {
+          duration: byDeadline ? left : timeoutMs!,
+          onTimeout: byDeadline ? deadlineError : timeoutError
+        }) as typeof effect
+      }
+      if (progress.enabled) {
+        effect = Effect.zipRight(progress.emit({ _tag: "AttemptStarted", index: run.index, attempt: run.attempts }), effect)
+      }
+      const adaptive = limiter.adaptive
+      const startedAt = adaptive ? now() : 0
+      const inFlightAtStart = ++inFlight
+      const sample = (dropped: boolean) =>
+        Effect.flatMap(
+          limiter.record({ startedAt, latencyMs: now() - startedAt, inFlight: inFlightAtStart, dropped }),
+          limitMoved
+        )
+      return Effect.matchCauseEffect(effect, {
+        onSuccess: (value) => {
+          inFlight--
+          let settled = settle(run, TaskResult.succeeded(run.index, value, run.attempts, elapsed(run)), next)
+          if (config.settle) {
+            settled = Effect.zipRight(rate.settle(reservation, config.settle(value, run.item, run.index)), settled)
+          }
+          return adaptive ? Effect.zipRight(sample(false), settled) : settled
+        },
+        onFailure: (cause) => {
+          inFlight--
+          limiter.unsafeRelease(run)
+          const failure = Cause.failureOption(cause)
+          const error: E | TaskError.TaskError = Option.isSome(failure) ? failure.value : defectAsPermanent(cause)
+          const classified = classify(error)
+          const after = failed(run, error, classified, next)
+          return adaptive ? Effect.zipRight(sample(TaskError.isDrop(classified._tag)), after) : after
+        }
+      })
+    }
+
+    /** After a failed attempt (permit already given back): retry, or settle as final. */
+    const failed = <X, Y, Z>(
+      run: ItemRun<A, B, E>,
+      error: E | TaskError.TaskError,
+      classified: TaskError.TaskError,
+      next: Effect.Effect<X, Y, Z>
+    ): Effect.Effect<X, Y, Z | R> => {
+      const errorClass = classified._tag
+      if (errorClass === "QuotaExhausted") stopReason ??= "quota"
+      return Effect.flatMap(RetryPolicy.step(policy, run.state, classified, now()), (decision) => {
+        const gate = errorClass === "RateLimited"
+          ? closeGate(run, TaskError.retryAfter(classified) ?? Duration.millis(decision?.delayMillis ?? 1000))
+          : Effect.void
+        if (decision === undefined || isDeadline(classified)) {
+          const result = TaskResult.failed(run.index, error, errorClass, run.attempts, elapsed(run))
+          return Effect.zipRight(gate, settle(run, result, next))
+        }
+        if (decision.delayMillis >= remaining(run)) return Effect.zipRight(gate, failDeadline(run, next))
+        if (stopReason !== undefined) {
+          return Effect.zipRight(gate, settle(run, TaskResult.skipped(run.index, stopReason, run.attempts), next))
+        }
+        collector.retry(errorClass)
+        run.state = decision.state
+        const announced = progress.enabled
+          ? Effect.zipRight(
+              progress.emit({
+                _tag: "Retrying",
+                index: run.index,
+                attempt: run.attempts,
+                errorClass,
+                delayMs: decision.delayMillis
+              }),
+              gate
+            )
+          : gate
+        const retry = <X2, Y2, Z2>(then: Effect.Effect<X2, Y2, Z2>) =>
+          Effect.zipRight(
+            decision.delayMillis > 0 ? Effect.sleep(Duration.millis(decision.delayMillis)) : Effect.void,
+            Effect.flatMap(withinDeadline(run, Effect.as(limiter.take(run), true)), (taken) =>
+              taken === undefined ? failDeadline(run, then) : attempt(run, then))
+          )
+        if (!run.onWorker) return Effect.zipRight(announced, retry(next))
+        // Leave the worker: it goes on with the next item while this one waits.
+        run.onWorker = false
+        return Effect.zipRight(announced, Effect.suspend(() => {
+          runFiber(retry(Effect.void))
+          return next
+        }))
+      })
+    }
+
+    /** Starts an admitted item (holding the permit its worker took); its worker goes on with `next`. */
+    const admit = <X, Y, Z>(run: ItemRun<A, B, E>, next: Effect.Effect<X, Y, Z>): Effect.Effect<X, Y, Z | R> => {
+      if (inFlightByKey === undefined) return attempt(run, next)
+      const key = config.key!(run.item, run.index)
+      const leader = inFlightByKey.get(key)
+      if (leader === undefined) {
+        const deferred = Deferred.unsafeMake<Outcome<B, E>>(FiberId.none)
+        inFlightByKey.set(key, deferred)
+        run.shared = { key, deferred }
+        return attempt(run, next)
+      }
+      // A duplicate needs no permit: it waits for its leader's outcome, off the worker.
+      limiter.unsafeRelease(run)
+      runFiber(Effect.flatMap(withinDeadline(run, Deferred.await(leader)), (outcome) =>
+        finish(
+          outcome === undefined
+            ? TaskResult.failed(run.index, deadlineError(), "Timeout", 0, elapsed(run))
+            : outcome._tag === "Succeeded"
+              ? TaskResult.succeeded(run.index, outcome.value, 0, elapsed(run), "shared")
+              : outcome._tag === "Failed"
+                ? TaskResult.failed(run.index, outcome.error, outcome.errorClass, 0, elapsed(run))
+                : TaskResult.skipped(run.index, outcome.reason),
+          Effect.void
+        )))
+      return next
+    }
+
+    const start = (
+      holder: Holder,
+      next: ItemSource.Admitted<A> | undefined
+    ): Effect.Effect<void, ES, R | RS> => {
+      if (next === undefined) {
+        limiter.unsafeRelease(holder)
+        return Effect.void
+      }
+      if (stopReason !== undefined) {
+        limiter.unsafeRelease(holder)
+        return finish(TaskResult.skipped(next.index, stopReason), Effect.void)
+      }
+      // Hand the permit over from the worker's holder to the item.
+      holder.holding = false
+      const run: ItemRun<A, B, E> = {
+        item: next.item,
+        index: next.index,
+        admittedAt: now(),
+        attempts: 0,
+        state: RetryPolicy.initial(policy),
+        onWorker: true,
+        shared: undefined,
+        holding: true,
+        ledger
+      }
+      return admit(run, worker)
+    }
+
+    const pull = (holder: Holder): Effect.Effect<void, ES, R | RS> => {
+      const next = source.unsafeTryNext()
+      if (next !== ItemSource.notReady) return start(holder, next)
+      return Effect.flatMap(
+        Effect.onError(source.next, () => limiter.release(holder)),
+        (admitted) => start(holder, admitted)
+      )
+    }
+
+    /** Takes a permit, pulls an item, runs it; until the input is exhausted or the batch stops. */
+    const worker: Effect.Effect<void, ES, R | RS> = Effect.suspend(() => {
+      if (stopReason !== undefined) return Effect.void
+      const holder: Holder = { holding: false, ledger }
+      if (limiter.tryTake(holder)) return pull(holder)
+      return Effect.flatMap(limiter.take(holder), () => pull(holder))
+    })
+
+    const skipRest: Effect.Effect<void, ES, RS> = Effect.suspend(() =>
+      Effect.flatMap(source.next, (next) =>
+        next === undefined ? Effect.void : finish(TaskResult.skipped(next.index, stopReason!), skipRest))
+    )
+
+    const workerCount = Math.max(1, Math.min(limiter.max, source.total ?? limiter.max))
+    const workers = Effect.all(Array.from({ length: workerCount }, () => worker), {
+      concurrency: "unbounded",
+      discard: true
+    })
+    const all = Effect.zipRight(
+      workers,
+      Effect.zipRight(
+        FiberSet.awaitEmpty(fibers),
+        Effect.suspend(() => (stopReason !== undefined && stopReason !== "failFast" ? skipRest : Effect.void))
+      )
+    )
+    yield* failFast ? Effect.raceFirst(all, Deferred.await(halted)) : all
+    return { report: collector.finish(now()), failure: firstFailure }
+  }))
