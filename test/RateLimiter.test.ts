@@ -1,0 +1,160 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Clock, Effect, FastCheck, Fiber, TestClock } from "effect"
+import * as RateLimiter from "../src/RateLimiter.js"
+
+interface Grant {
+  readonly at: number
+  readonly requests: number
+  readonly tokens: number
+}
+
+/** The most units of `unit` granted in any interval [t_i, t_j], minus what the limit allows in it. */
+const worstExcess = (
+  grants: ReadonlyArray<Grant>,
+  unit: "requests" | "tokens",
+  limit: number,
+  windowMs: number,
+  burst: number
+) => {
+  const sorted = [...grants].sort((a, b) => a.at - b.at)
+  const largest = Math.max(0, ...sorted.map((g) => g[unit]))
+  let worst = Number.NEGATIVE_INFINITY
+  for (let i = 0; i < sorted.length; i++) {
+    let used = 0
+    for (let j = i; j < sorted.length; j++) {
+      used += sorted[j]![unit]
+      const allowed = Math.max(burst, largest) + (limit * (sorted[j]!.at - sorted[i]!.at)) / windowMs
+      worst = Math.max(worst, used - allowed)
+    }
+  }
+  return worst
+}
+
+const runCallers = (
+  limiter: RateLimiter.Limiter,
+  callers: ReadonlyArray<{ readonly offset: number, readonly requests: number, readonly tokens: number }>
+) =>
+  Effect.gen(function*() {
+    const grants: Array<Grant> = []
+    const fiber = yield* Effect.forEach(callers, ({ offset, requests, tokens }) =>
+      Effect.gen(function*() {
+        yield* Effect.sleep(offset)
+        yield* limiter.acquire({ requests, tokens })
+        grants.push({ at: yield* Clock.currentTimeMillis, requests, tokens })
+      }), { concurrency: "unbounded", discard: true }).pipe(Effect.fork)
+    yield* TestClock.adjust("1 days")
+    yield* Fiber.join(fiber)
+    return grants
+  })
+
+describe("RateLimiter", () => {
+  it.effect.prop(
+    "never more starts or tokens in any interval than the limits allow: max(burst, largest cost) + limit × t / window",
+    {
+      rps: FastCheck.integer({ min: 1, max: 50 }),
+      window: FastCheck.integer({ min: 100, max: 5000 }),
+      burst: FastCheck.integer({ min: 1, max: 5 }),
+      tpw: FastCheck.integer({ min: 50, max: 5000 }),
+      callers: FastCheck.array(
+        FastCheck.record({
+          offset: FastCheck.integer({ min: 0, max: 3000 }),
+          requests: FastCheck.constant(1),
+          tokens: FastCheck.integer({ min: 0, max: 800 })
+        }),
+        { minLength: 1, maxLength: 40 }
+      )
+    },
+    ({ burst, callers, rps, tpw, window }) =>
+      Effect.gen(function*() {
+        const limiter = yield* RateLimiter.make({
+          limits: [
+            { unit: "requests", limit: rps, window, burst },
+            { unit: "tokens", limit: tpw, window }
+          ]
+        })
+        const grants = yield* runCallers(limiter, callers)
+        expect(grants.length).toBe(callers.length)
+        expect(worstExcess(grants, "requests", rps, window, burst)).toBeLessThanOrEqual(1e-6)
+        expect(worstExcess(grants, "tokens", tpw, window, 1)).toBeLessThanOrEqual(1e-6)
+      }),
+    { fastCheck: { numRuns: 40 }, timeout: 180_000 }
+  )
+
+  it.effect("spreads calls evenly over the window instead of bursting at its start", () =>
+    Effect.gen(function*() {
+      const limiter = yield* RateLimiter.make({ requestsPerSecond: 5 })
+      const grants = yield* runCallers(limiter, Array.from({ length: 6 }, () => ({ offset: 0, requests: 1, tokens: 0 })))
+      expect(grants.map((g) => g.at)).toEqual([0, 200, 400, 600, 800, 1000])
+    }))
+
+  it.effect("a burst lets that many calls start at once, then paces the rest", () =>
+    Effect.gen(function*() {
+      const limiter = yield* RateLimiter.make({ requestsPerSecond: 5, burst: 3 })
+      const grants = yield* runCallers(limiter, Array.from({ length: 5 }, () => ({ offset: 0, requests: 1, tokens: 0 })))
+      expect(grants.map((g) => g.at)).toEqual([0, 0, 0, 200, 400])
+    }))
+
+  it.effect("a call costing more than the burst goes into debt instead of starving", () =>
+    Effect.gen(function*() {
+      const limiter = yield* RateLimiter.make({ tokensPerSecond: 100 })
+      const grants = yield* runCallers(limiter, [
+        { offset: 0, requests: 1, tokens: 300 },
+        { offset: 1, requests: 1, tokens: 10 },
+        { offset: 2, requests: 1, tokens: 10 }
+      ])
+      expect(grants.map((g) => g.at)).toEqual([0, 3000, 3100])
+    }))
+
+  it.effect("settling a reservation with fewer tokens gives the difference back", () =>
+    Effect.gen(function*() {
+      const limiter = yield* RateLimiter.make({ tokensPerSecond: 100 })
+      const first = yield* limiter.acquire({ tokens: 500 })
+      yield* limiter.settle(first, { tokens: 100 })
+      const fiber = yield* Effect.fork(Effect.zipRight(limiter.acquire({ tokens: 50 }), Clock.currentTimeMillis))
+      yield* TestClock.adjust("10 seconds")
+      expect(yield* Fiber.join(fiber)).toBe(1000)
+    }))
+
+  it.effect("the cooldown gate holds every caller until it opens, then paces them", () =>
+    Effect.gen(function*() {
+      const limiter = yield* RateLimiter.make({ requestsPerSecond: 10 })
+      yield* limiter.closeGate("20 seconds")
+      expect(yield* limiter.closeGate("5 seconds")).toBe(false) // never shortened
+      const grants = yield* runCallers(limiter, Array.from({ length: 3 }, (_, i) => ({ offset: i * 1000, requests: 1, tokens: 0 })))
+      expect(grants.map((g) => g.at)).toEqual([20_000, 20_100, 20_200])
+    }))
+
+  it.effect("an unlimited limiter still has a gate", () =>
+    Effect.gen(function*() {
+      const limiter = yield* RateLimiter.make()
+      expect(limiter.unsafeTryAcquire()).toBeDefined()
+      yield* limiter.closeGate("3 seconds")
+      expect(limiter.unsafeTryAcquire()).toBeUndefined()
+      const grants = yield* runCallers(limiter, [{ offset: 0, requests: 1, tokens: 0 }, { offset: 0, requests: 1, tokens: 0 }])
+      expect(grants.map((g) => g.at)).toEqual([3000, 3000])
+    }))
+
+  it.effect("limits can be replaced while calls wait", () =>
+    Effect.gen(function*() {
+      const limiter = yield* RateLimiter.make({ requestsPerSecond: 1 })
+      const times: Array<number> = []
+      const fiber = yield* Effect.forEach(Array.from({ length: 4 }), () =>
+        Effect.zipRight(limiter.acquire(), Effect.flatMap(Clock.currentTimeMillis, (t) => Effect.sync(() => times.push(t)))), {
+        concurrency: 1,
+        discard: true
+      }).pipe(Effect.fork)
+      yield* TestClock.adjust("1 millis")
+      yield* limiter.setLimits({ requestsPerSecond: 10 })
+      yield* TestClock.adjust("10 seconds")
+      yield* Fiber.join(fiber)
+      // The second call keeps its reservation at t=1000; the debt it left drains at the new rate.
+      expect(times).toEqual([0, 1000, 1000, 1100])
+      expect((yield* limiter.limits).map((l) => l.limit)).toEqual([10])
+    }))
+
+  it("rejects bad limits, naming them", () => {
+    expect(() => RateLimiter.normalize({ requestsPerMinute: 0 })).toThrow(/requestsPerMinute must be a finite number > 0, got 0/)
+    expect(() => RateLimiter.normalize({ limits: [{ unit: "requests", limit: 5, window: 0 }] })).toThrow(/window > 0/)
+    expect(() => RateLimiter.normalize({ tokensPerMinute: 10, burst: 0 })).toThrow(/burst must be ≥ 1, got 0/)
+  })
+})
