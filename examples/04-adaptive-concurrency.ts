@@ -146,22 +146,25 @@ const chart = (rows: ReadonlyArray<Row>) => {
   return lines
 }
 
+// Latency-driven: shrinks once latency passes rttTolerance × the no-load latency, before
+// anything is dropped. `smoothing` is applied per sample; at ~400 samples/s the default 0.2
+// swings the limit.
+const gradient = ConcurrencyLimiter.layerAdaptive(LimitAlgorithm.gradient({ initial: 8, max: 128, smoothing: 0.05 }))
+
+// Drop-driven: +1 per round trip until the provider sheds load (503, 429, timeout), then × 0.9.
+// (`timeoutMs` would also count slow successes as drops.)
+const aimd = ConcurrencyLimiter.layerAdaptive(LimitAlgorithm.aimd({ initial: 8, max: 128 }))
+
+// Either is provided like any layer: `Batch.run(items, request).pipe(Effect.provide(gradient))`.
+
 const program = Effect.gen(function*() {
   yield* Console.log(`${REQUESTS} requests to a provider with ${SLOTS} slots of ${BASE_LATENCY_MS} ms ` +
     `(best possible: ${(REQUESTS * BASE_LATENCY_MS / SLOTS / 1000).toFixed(2)} s), 503 above ${SHED_ABOVE} in flight\n`)
   const rows = [
     yield* run("fixed 8", { concurrency: 8 }),
     yield* run("fixed 64", { concurrency: 64 }),
-    // Latency-driven: shrinks once latency passes rttTolerance × the no-load latency, before anything
-    // is dropped. `smoothing` is applied per sample; at ~400 samples/s the default 0.2 swings the limit.
-    yield* run("adaptive gradient", {
-      limiter: ConcurrencyLimiter.layerAdaptive(LimitAlgorithm.gradient({ initial: 8, max: 128, smoothing: 0.05 }))
-    }),
-    // Drop-driven: +1 per round trip until the provider sheds load, then × 0.9. (`timeoutMs` would
-    // also count slow successes as drops.)
-    yield* run("adaptive aimd", {
-      limiter: ConcurrencyLimiter.layerAdaptive(LimitAlgorithm.aimd({ initial: 8, max: 128 }))
-    })
+    yield* run("adaptive gradient", { limiter: gradient }),
+    yield* run("adaptive aimd", { limiter: aimd })
   ]
   yield* Console.log(["", ...table(rows), ""].join("\n"))
   yield* Console.log("concurrency limit over time\n")
