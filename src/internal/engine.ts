@@ -27,22 +27,15 @@ import type { BatchReport } from "../BatchReport.js"
 import * as ConcurrencyLimiter from "../ConcurrencyLimiter.js"
 import * as Progress from "../Progress.js"
 import * as RateLimiter from "../RateLimiter.js"
+import type { Options } from "../Batch.js"
 import * as RetryPolicy from "../RetryPolicy.js"
 import * as TaskError from "../TaskError.js"
 import * as TaskResult from "../TaskResult.js"
 import * as ItemSource from "./itemSource.js"
 import type { Holder, Ledger } from "./permitPool.js"
 
-export interface Config<A, B, E> {
-  readonly concurrency?: number | undefined
-  readonly timeout?: Duration.DurationInput | undefined
-  readonly deadline?: Duration.DurationInput | undefined
-  readonly key?: ((item: A, index: number) => unknown) | undefined
-  readonly priority?: ((item: A, index: number) => number) | undefined
-  readonly classify?: ((error: E) => TaskError.TaskError) | undefined
-  readonly estimate?: ((item: A, index: number) => RateLimiter.Cost) | undefined
-  readonly settle?: ((value: B, item: A, index: number) => RateLimiter.Cost) | undefined
-}
+/** The engine reads `Batch.Options` (documented there); `bufferSize` is the stream's business. */
+export type Config<A, B, E> = Omit<Options<A, B, E>, "bufferSize">
 
 export type Outcome<B, E> = TaskResult.TaskResult<B, E | TaskError.TaskError>
 
