@@ -13,10 +13,12 @@
  * Limits and policies come from the context: `ConcurrencyLimiter` (unless
  * `concurrency` is given; default 16), `RateLimiter` (default: unlimited, with
  * a cooldown gate of the batch's own), `RetryPolicy` (default:
- * `RetryPolicy.make()`), `Progress` (default: silent). Each item goes through:
- * permit → rate limiter and its gate → attempt (with `timeout`) → sample to the
- * limiter → on failure, `classify` → the retry policy decides (waiting without
- * a permit) or the failure is final.
+ * `RetryPolicy.make()`), `Progress` (default: silent), `Budget` (default: the
+ * batch's own, uncapped). Each item goes through: permit → rate limiter and its
+ * gate → budget reservation → attempt (with `timeout`) → sample to the limiter
+ * → on success, `settle` the actual cost; on failure, `classify` → the retry
+ * policy decides (waiting without a permit) or the failure is final. The task
+ * runs with the batch's `RateLimiter` in its context.
  *
  * What it does not promise: an item is attempted at least once per admission
  * and at most `maxAttempts` times, but attempts interrupted by `deadline` or by
@@ -35,6 +37,7 @@ import * as Mailbox from "effect/Mailbox"
 import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
 import type { BatchReport } from "./BatchReport.js"
+import type * as Budget from "./Budget.js"
 import * as engine from "./internal/engine.js"
 import type * as RateLimiter from "./RateLimiter.js"
 import type * as TaskError from "./TaskError.js"
@@ -57,6 +60,17 @@ export type Input<A, ES = never, RS = never> = Iterable<A> | Stream.Stream<A, ES
  * @category models
  */
 export type Task<A, B, E, R> = (item: A, index: number) => Effect.Effect<B, E, R>
+
+/**
+ * What one attempt costs: the rate limiter reads `requests` and `tokens`, the
+ * `Budget` reads `usd`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Cost extends RateLimiter.Cost {
+  readonly usd?: number
+}
 
 /**
  * @since 0.1.0
@@ -86,10 +100,16 @@ export interface Options<A, B, E> {
   readonly priority?: ((item: A, index: number) => number) | undefined
   /** Maps the task's failures onto the taxonomy. Default: `TaskError.classify`. */
   readonly classify?: ((error: E) => TaskError.TaskError) | undefined
-  /** What an attempt costs the rate limiter (e.g. estimated tokens). Default: 1 request. */
-  readonly estimate?: ((item: A, index: number) => RateLimiter.Cost) | undefined
-  /** What a successful attempt really cost; the limiter settles the difference. Default: the estimate. */
-  readonly settle?: ((value: B, item: A, index: number) => RateLimiter.Cost) | undefined
+  /**
+   * What an attempt is expected to cost: requests and tokens for the rate
+   * limiter, USD for the `Budget`. Default: 1 request, nothing else.
+   */
+  readonly estimate?: ((item: A, index: number) => Cost) | undefined
+  /**
+   * What a successful attempt really cost; the rate limiter and the budget
+   * settle the difference. Default: the estimate.
+   */
+  readonly settle?: ((value: B, item: A, index: number) => Cost) | undefined
   /** `stream` only: settled results buffered ahead of a slow consumer. Default `256`. */
   readonly bufferSize?: number | undefined
 }
@@ -194,7 +214,8 @@ export const stream: {
 
 /**
  * Fail-fast: the values in input order, or the first final failure (which
- * interrupts every item still in flight).
+ * interrupts every item still in flight), or `BudgetExceeded` when the budget
+ * stopped admitting.
  *
  * @since 0.1.0
  * @category running
@@ -203,12 +224,14 @@ export const forEach: {
   <A, B, E, R>(
     task: Task<A, B, E, R>,
     options?: Options<A, B, E>
-  ): <ES = never, RS = never>(items: Input<A, ES, RS>) => Effect.Effect<Array<B>, E | TaskError.TaskError | ES, R | RS>
+  ): <ES = never, RS = never>(
+    items: Input<A, ES, RS>
+  ) => Effect.Effect<Array<B>, E | TaskError.TaskError | Budget.BudgetExceeded | ES, R | RS>
   <A, B, E, R, ES = never, RS = never>(
     items: Input<A, ES, RS>,
     task: Task<A, B, E, R>,
     options?: Options<A, B, E>
-  ): Effect.Effect<Array<B>, E | TaskError.TaskError | ES, R | RS>
+  ): Effect.Effect<Array<B>, E | TaskError.TaskError | Budget.BudgetExceeded | ES, R | RS>
 } = dual(
   isDataFirst,
   <A, B, E, R, ES, RS>(items: Input<A, ES, RS>, task: Task<A, B, E, R>, options: Options<A, B, E> = {}) =>
@@ -219,7 +242,11 @@ export const forEach: {
           if (result._tag === "Succeeded") values[result.index] = result.value
           return undefined
         }, true),
-        ({ failure }) => Option.match(failure, { onNone: () => Effect.succeed(values), onSome: Effect.fail })
+        ({ failure, report }): Effect.Effect<Array<B>, E | TaskError.TaskError | Budget.BudgetExceeded> =>
+          Option.match(failure, {
+            onNone: () => (report.budgetExceeded === undefined ? Effect.succeed(values) : Effect.fail(report.budgetExceeded)),
+            onSome: Effect.fail
+          })
       )
     })
 )

@@ -9,6 +9,7 @@
  *
  * @since 0.1.0
  */
+import type * as Budget from "./Budget.js"
 import * as TaskError from "./TaskError.js"
 import type * as TaskResult from "./TaskResult.js"
 
@@ -46,6 +47,12 @@ export interface BatchReport {
   readonly gateClosures: number
   /** `[msSinceStart, limit]`, starting with the initial limit. */
   readonly concurrency: ReadonlyArray<readonly [number, number]>
+  /** Tokens estimated before attempts (`estimate`) and reported after successful ones (`settle`). */
+  readonly tokens: { readonly estimated: number, readonly actual: number }
+  /** USD, likewise (`estimate(...).usd`, `settle(...).usd`). */
+  readonly cost: { readonly estimated: number, readonly actual: number }
+  /** Set when the budget stopped the batch. */
+  readonly budgetExceeded: Budget.BudgetExceeded | undefined
 }
 
 const zeroBy = <K extends string>(keys: ReadonlyArray<K>): Record<K, number> =>
@@ -78,6 +85,11 @@ export class Collector {
   rateLimitWaitMs = 0
   gateWaitMs = 0
   gateClosures = 0
+  estimatedTokens = 0
+  actualTokens = 0
+  estimatedCost = 0
+  actualCost = 0
+  budgetExceeded: Budget.BudgetExceeded | undefined = undefined
   private readonly concurrency: Array<readonly [number, number]> = []
 
   constructor(readonly startedAt: number) {}
@@ -148,7 +160,10 @@ export class Collector {
       rateLimitWaitMs: this.rateLimitWaitMs,
       gateWaitMs: this.gateWaitMs,
       gateClosures: this.gateClosures,
-      concurrency: [...this.concurrency]
+      concurrency: [...this.concurrency],
+      tokens: { estimated: this.estimatedTokens, actual: this.actualTokens },
+      cost: { estimated: this.estimatedCost, actual: this.actualCost },
+      budgetExceeded: this.budgetExceeded
     }
   }
 }
@@ -188,6 +203,13 @@ export const format = (report: BatchReport): string => {
         `${limits.length - 1} changes)`
     ]
   ]
+  if (report.tokens.estimated > 0 || report.tokens.actual > 0) {
+    rows.push(["tokens", `estimated ${report.tokens.estimated}, actual ${report.tokens.actual}`])
+  }
+  if (report.cost.estimated > 0 || report.cost.actual > 0) {
+    rows.push(["cost", `estimated $${report.cost.estimated.toFixed(4)}, actual $${report.cost.actual.toFixed(4)}`])
+  }
+  if (report.budgetExceeded !== undefined) rows.push(["budget", report.budgetExceeded.message])
   const width = Math.max(...rows.map(([k]) => k.length))
   return rows.map(([k, v]) => `${k.padEnd(width)}  ${v}`).join("\n")
 }

@@ -10,6 +10,8 @@ export * as Batch from "./Batch.js"
 /** @since 0.1.0 */
 export * as BatchReport from "./BatchReport.js"
 /** @since 0.1.0 */
+export * as Budget from "./Budget.js"
+/** @since 0.1.0 */
 export * as ConcurrencyLimiter from "./ConcurrencyLimiter.js"
 /** @since 0.1.0 */
 export * as LimitAlgorithm from "./LimitAlgorithm.js"
@@ -17,6 +19,8 @@ export * as LimitAlgorithm from "./LimitAlgorithm.js"
 export * as Progress from "./Progress.js"
 /** @since 0.1.0 */
 export * as RateLimiter from "./RateLimiter.js"
+/** @since 0.1.0 */
+export * as ResultCache from "./ResultCache.js"
 /** @since 0.1.0 */
 export * as RetryPolicy from "./RetryPolicy.js"
 /** @since 0.1.0 */

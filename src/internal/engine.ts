@@ -27,7 +27,8 @@ import type { BatchReport } from "../BatchReport.js"
 import * as ConcurrencyLimiter from "../ConcurrencyLimiter.js"
 import * as Progress from "../Progress.js"
 import * as RateLimiter from "../RateLimiter.js"
-import type { Options } from "../Batch.js"
+import type { Cost, Options } from "../Batch.js"
+import * as Budget from "../Budget.js"
 import * as RetryPolicy from "../RetryPolicy.js"
 import * as TaskError from "../TaskError.js"
 import * as TaskResult from "../TaskResult.js"
@@ -81,6 +82,11 @@ const limiterFor = (concurrency: number | undefined): Effect.Effect<ConcurrencyL
   )
 }
 
+const budgetLedger: Effect.Effect<Budget.Ledger> = Effect.flatMap(
+  Effect.serviceOption(Budget.Budget),
+  Option.match({ onNone: () => Budget.make(), onSome: Effect.succeed })
+)
+
 const rateLimiter: Effect.Effect<RateLimiter.Limiter> = Effect.flatMap(
   Effect.serviceOption(RateLimiter.RateLimiter),
   Option.match({ onNone: () => RateLimiter.make(), onSome: Effect.succeed })
@@ -114,6 +120,7 @@ export const run = <A, B, E, R, ES, RS>(
     const deadlineMs = positiveMillis("deadline", config.deadline)
     const limiter = yield* limiterFor(config.concurrency)
     const rate = yield* rateLimiter
+    const budget = yield* budgetLedger
     const policy = yield* RetryPolicy.RetryPolicy
     const progress = yield* Progress.Progress
     const clock = yield* Effect.clock
@@ -123,7 +130,8 @@ export const run = <A, B, E, R, ES, RS>(
     yield* Effect.addFinalizer(() => limiter.releaseLedger(ledger))
     const source = yield* ItemSource.make(input, config.priority)
     const fibers = yield* FiberSet.make<void, never>()
-    const runFiber = yield* FiberSet.runtime(fibers)<R | RS>()
+    // Tasks see the batch's rate limiter, so an adapter can teach it the limits a provider reports.
+    const runFiber = yield* Effect.provideService(FiberSet.runtime(fibers)<R | RS>(), RateLimiter.RateLimiter, rate)
     const halted = yield* Deferred.make<void>()
     const collector = new Collector(now())
     collector.limit(now(), yield* limiter.current)
@@ -226,21 +234,30 @@ export const run = <A, B, E, R, ES, RS>(
       if (deadlineMs !== undefined && remaining(run) <= 0) return failDeadline(run, next)
       const cost = config.estimate?.(run.item, run.index)
       const ready = rate.unsafeTryAcquire(cost)
-      if (ready !== undefined) return call(run, ready, next)
+      if (ready !== undefined) return call(run, cost, ready, next)
       return Effect.flatMap(withinDeadline(run, rate.acquire(cost)), (reservation) => {
         if (reservation === undefined) return failDeadline(run, next)
         collector.rateLimitWaitMs += reservation.waitedMillis
         collector.gateWaitMs += reservation.gateWaitedMillis
         if (stopReason !== undefined) return settle(run, TaskResult.skipped(run.index, stopReason, run.attempts), next)
-        return call(run, reservation, next)
+        return call(run, cost, reservation, next)
       })
     }
 
     const call = <X, Y, Z>(
       run: ItemRun<A, B, E>,
+      cost: Cost | undefined,
       reservation: RateLimiter.Reservation,
       next: Effect.Effect<X, Y, Z>
     ): Effect.Effect<X, Y, Z | R> => {
+      const usd = cost?.usd ?? 0
+      if (!budget.unsafeReserve(usd)) {
+        stopReason ??= "budget"
+        collector.budgetExceeded ??= budget.unsafeSnapshot().exceeded
+        return settle(run, TaskResult.skipped(run.index, stopReason, run.attempts), next)
+      }
+      collector.estimatedCost += usd
+      collector.estimatedTokens += cost?.tokens ?? 0
       run.attempts++
       collector.attempts++
       let effect = task(run.item, run.index)
@@ -268,14 +285,18 @@ export const run = <A, B, E, R, ES, RS>(
         onSuccess: (value) => {
           inFlight--
           let settled = settle(run, TaskResult.succeeded(run.index, value, run.attempts, elapsed(run)), next)
-          if (config.settle) {
-            settled = Effect.zipRight(rate.settle(reservation, config.settle(value, run.item, run.index)), settled)
-          }
+          const actual = config.settle?.(value, run.item, run.index) ?? cost
+          const actualUsd = actual?.usd ?? usd
+          budget.unsafeSettle(usd, actualUsd)
+          collector.actualCost += actualUsd
+          collector.actualTokens += actual?.tokens ?? 0
+          if (config.settle) settled = Effect.zipRight(rate.settle(reservation, actual!), settled)
           return adaptive ? Effect.zipRight(sample(false), settled) : settled
         },
         onFailure: (cause) => {
           inFlight--
           limiter.unsafeRelease(run)
+          budget.unsafeRelease(usd)
           const failure = Cause.failureOption(cause)
           const error: E | TaskError.TaskError = Option.isSome(failure) ? failure.value : defectAsPermanent(cause)
           const classified = classify(error)
@@ -425,6 +446,6 @@ export const run = <A, B, E, R, ES, RS>(
         Effect.suspend(() => (stopReason !== undefined && stopReason !== "failFast" ? skipRest : Effect.void))
       )
     )
-    yield* failFast ? Effect.raceFirst(all, Deferred.await(halted)) : all
+    yield* Effect.provideService(failFast ? Effect.raceFirst(all, Deferred.await(halted)) : all, RateLimiter.RateLimiter, rate)
     return { report: collector.finish(now()), failure: firstFailure }
   }))

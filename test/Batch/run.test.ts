@@ -5,14 +5,9 @@ import * as ConcurrencyLimiter from "../../src/ConcurrencyLimiter.js"
 import * as RetryPolicy from "../../src/RetryPolicy.js"
 import * as TaskError from "../../src/TaskError.js"
 import type * as TaskResult from "../../src/TaskResult.js"
+import { runOnTestClock } from "../support/TestTime.js"
 
-/** Forks `effect`, runs the test clock far ahead, and joins. */
-const settle = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
-  Effect.gen(function*() {
-    const fiber = yield* Effect.fork(effect)
-    yield* TestClock.adjust("1 days")
-    return yield* Fiber.join(fiber)
-  })
+const settle = <A, E, R>(effect: Effect.Effect<A, E, R>) => runOnTestClock(effect)
 
 type Step = "ok" | "Transient" | "RateLimited" | "Overloaded" | "Timeout" | "Permanent"
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Clock, Duration, Effect, Fiber, Layer, TestClock } from "effect"
+import { Clock, Duration, Effect, Layer } from "effect"
 import * as Batch from "../../src/Batch.js"
 import type { BatchReport } from "../../src/BatchReport.js"
 import * as ConcurrencyLimiter from "../../src/ConcurrencyLimiter.js"
@@ -8,13 +8,10 @@ import * as Progress from "../../src/Progress.js"
 import * as RateLimiter from "../../src/RateLimiter.js"
 import * as RetryPolicy from "../../src/RetryPolicy.js"
 import * as TaskError from "../../src/TaskError.js"
+import { runOnTestClock } from "../support/TestTime.js"
 
 const settle = <A, E, R>(effect: Effect.Effect<A, E, R>, horizon: Duration.DurationInput = "1 days") =>
-  Effect.gen(function*() {
-    const fiber = yield* Effect.fork(effect)
-    yield* TestClock.adjust(horizon)
-    return yield* Fiber.join(fiber)
-  })
+  runOnTestClock(effect, horizon)
 
 /** Average of the limit over [from, to] ms, weighting each value by how long it held. */
 const averageLimit = (report: BatchReport, from: number, to: number) => {
