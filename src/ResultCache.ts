@@ -1,0 +1,379 @@
+/**
+ * A store of finished task results, so a re-run never pays twice for the same
+ * call.
+ *
+ * A batch looks each item's cache key up before calling; a hit succeeds with
+ * `source: "cache"` and makes no call, and a success is stored under its key.
+ * Keys come from `key(parts)`: the SHA-256 of the canonical JSON of what
+ * decides the answer, e.g. `{ model, params, input }`. Values are JSON (the
+ * engine encodes them with a Schema first); every backend stores the JSON
+ * text, so what comes back is a fresh copy equal to
+ * `JSON.parse(JSON.stringify(value))`, whichever backend holds it.
+ *
+ * Backends: `layerMemory` (a `Map`, optionally bounded with LRU eviction) and
+ * `layerSql`, which needs only a `SqlClient` (SQLite or PostgreSQL) and
+ * creates its table if missing. Wiring a concrete client is the caller's job.
+ *
+ * What it does not promise: entries never expire (no TTL: delete a key, or
+ * drop the table, to forget it); it is not a lock, so two fibers or processes
+ * that miss the same key at once both call and both store (the last write
+ * wins, and both values were valid answers); a failure of the store is a
+ * `ResultCacheError` that the engine treats as a miss, never as a failed item.
+ *
+ * @since 0.1.0
+ */
+import type * as SqlClient from "@effect/sql/SqlClient"
+import type * as SqlError from "@effect/sql/SqlError"
+import * as Cause from "effect/Cause"
+import * as Context from "effect/Context"
+import * as Data from "effect/Data"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import { createHash } from "node:crypto"
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type Operation = "get" | "getMany" | "set" | "delete" | "size"
+
+/**
+ * The store could not do `operation`: it is unreachable, a stored value is
+ * not JSON, or a value to store is not JSON. Callers treat it as a miss (on
+ * reads) or a lost write, and log it.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class ResultCacheError extends Data.TaggedError("ResultCacheError")<{
+  readonly operation: Operation
+  readonly key?: string
+  readonly cause: unknown
+}> {
+  override get message(): string {
+    const reason = this.cause instanceof Error ? this.cause.message : String(this.cause)
+    return `ResultCache.${this.operation}${this.key === undefined ? "" : ` (key ${this.key})`} failed: ${reason}`
+  }
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Store {
+  /** The stored JSON value of `key`, or `None`. */
+  readonly get: (key: string) => Effect.Effect<Option.Option<unknown>, ResultCacheError>
+  /** The stored values of those `keys` that have one (misses are absent from the map). */
+  readonly getMany: (keys: Iterable<string>) => Effect.Effect<ReadonlyMap<string, unknown>, ResultCacheError>
+  /** Stores `value` (which must be JSON) under `key`, replacing what was there. */
+  readonly set: (key: string, value: unknown) => Effect.Effect<void, ResultCacheError>
+  /** Forgets `key`; nothing happens if it is absent. */
+  readonly delete: (key: string) => Effect.Effect<void, ResultCacheError>
+  /** The number of stored entries. */
+  readonly size: Effect.Effect<number, ResultCacheError>
+}
+
+/**
+ * The result cache of a batch. Without this layer a batch caches nothing.
+ *
+ * @since 0.1.0
+ * @category tags
+ */
+export class ResultCache extends Context.Tag("effect-batch/ResultCache")<ResultCache, Store>() {}
+
+// ---------------------------------------------------------------------------
+// keys
+// ---------------------------------------------------------------------------
+
+const pathOf = (parent: string, name: string): string =>
+  /^[A-Za-z_$][A-Za-z0-9_$]*$/.test(name) ? `${parent}.${name}` : `${parent}[${JSON.stringify(name)}]`
+
+const unhashable = (what: string, path: string, hint: string): never => {
+  throw new Cause.IllegalArgumentException(`ResultCache.key: cannot hash ${what} at ${path} (${hint})`)
+}
+
+const canonical = (value: unknown, name: string, path: string, ancestors: Set<object>): string | undefined => {
+  if (value !== null && typeof value === "object" && typeof (value as { toJSON?: unknown }).toJSON === "function") {
+    // As JSON.stringify does: a Date hashes as its ISO string.
+    value = (value as { toJSON: (key: string) => unknown }).toJSON(name)
+  }
+  if (value instanceof Number || value instanceof String || value instanceof Boolean) value = value.valueOf()
+  switch (typeof value) {
+    case "undefined":
+      return undefined
+    case "string":
+    case "boolean":
+      return JSON.stringify(value)
+    case "number":
+      // JSON would write NaN and ±Infinity as null, so two different requests would share a key.
+      return Number.isFinite(value) ? JSON.stringify(value) : unhashable(String(value), path, "only finite numbers are JSON")
+    case "bigint":
+      return unhashable("a bigint", path, "convert it to a string or number first")
+    case "symbol":
+      return unhashable("a symbol", path, "pass plain JSON data")
+    case "function":
+      return unhashable("a function", path, "pass plain JSON data")
+  }
+  if (value === null) return "null"
+  const object = value as object
+  if (object instanceof Map || object instanceof Set) {
+    // JSON would write `{}`: every Map would share one key.
+    return unhashable(`a ${object instanceof Map ? "Map" : "Set"}`, path, "convert it to an object or array first")
+  }
+  if (ancestors.has(object)) return unhashable("a cycle", path, "the value refers to itself")
+  ancestors.add(object)
+  let out: string
+  if (Array.isArray(object)) {
+    const items: Array<string> = []
+    for (let i = 0; i < object.length; i++) {
+      // As in JSON, an undefined element (or a hole) is null, so positions are kept.
+      items.push(canonical(object[i], String(i), `${path}[${i}]`, ancestors) ?? "null")
+    }
+    out = `[${items.join(",")}]`
+  } else {
+    const fields: Array<string> = []
+    for (const field of Object.keys(object).sort()) {
+      const encoded = canonical((object as Record<string, unknown>)[field], field, pathOf(path, field), ancestors)
+      if (encoded !== undefined) fields.push(`${JSON.stringify(field)}:${encoded}`)
+    }
+    out = `{${fields.join(",")}}`
+  }
+  ancestors.delete(object)
+  return out
+}
+
+/**
+ * The canonical JSON text of `parts`, the text `key` hashes: object fields
+ * sorted by name (UTF-16 code unit order) at every depth, arrays in their
+ * order, `undefined` fields dropped and `toJSON` applied as `JSON.stringify`
+ * does. Throws `IllegalArgumentException` naming the path (`$.params.fn`) of
+ * a function, symbol, bigint, non-finite number, `Map`, `Set` or cycle, and
+ * when `parts` itself is `undefined`.
+ *
+ * @since 0.1.0
+ * @category keys
+ */
+export const canonicalJson = (parts: unknown): string =>
+  canonical(parts, "", "$", new Set()) ?? unhashable("undefined", "$", "there is nothing to hash")
+
+/**
+ * A stable cache key for `parts`: the SHA-256, in lowercase hex, of
+ * `canonicalJson(parts)`. Field order does not matter; everything JSON keeps
+ * does, so a different model, any changed parameter or input gives a different
+ * key. Pass everything that decides the answer (model, parameters, prompt
+ * version, input) and nothing that does not (request ids, timestamps), or
+ * every run misses.
+ *
+ * @example
+ * ```ts
+ * ResultCache.key({ model: "gpt-4o-mini", params: { temperature: 0 }, input: "Hello" })
+ * ```
+ *
+ * @since 0.1.0
+ * @category keys
+ */
+export const key = (parts: unknown): string => createHash("sha256").update(canonicalJson(parts), "utf8").digest("hex")
+
+// ---------------------------------------------------------------------------
+// memory
+// ---------------------------------------------------------------------------
+
+const encode = (operation: Operation, key: string, value: unknown): Effect.Effect<string, ResultCacheError> =>
+  Effect.try({
+    try: () => {
+      const json: string | undefined = JSON.stringify(value)
+      if (json === undefined) throw new TypeError(`a value of type ${typeof value} is not JSON`)
+      return json
+    },
+    catch: (cause) => new ResultCacheError({ operation, key, cause })
+  })
+
+const decode = (operation: Operation, key: string, json: string): Effect.Effect<unknown, ResultCacheError> =>
+  Effect.try({ try: () => JSON.parse(json) as unknown, catch: (cause) => new ResultCacheError({ operation, key, cause }) })
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface MemoryOptions {
+  /**
+   * The most entries kept; storing one more evicts the least recently read
+   * or written. Default: unbounded. An integer ≥ 1.
+   */
+  readonly capacity?: number
+}
+
+/**
+ * A store in a `Map`, lost with the process. Values are kept as JSON text,
+ * as the SQL store keeps them, so both behave alike.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const makeMemory = (options: MemoryOptions = {}): Effect.Effect<Store> => {
+  const capacity = options.capacity ?? Number.POSITIVE_INFINITY
+  if (options.capacity !== undefined && !(Number.isInteger(capacity) && capacity >= 1)) {
+    throw new Cause.IllegalArgumentException(`ResultCache.layerMemory: capacity must be an integer ≥ 1, got ${options.capacity}`)
+  }
+  return Effect.sync(() => {
+    // A Map iterates in insertion order, so re-inserting on use makes its first key the least recently used.
+    const entries = new Map<string, string>()
+    const read = (key: string): string | undefined => {
+      const json = entries.get(key)
+      if (json !== undefined && capacity !== Number.POSITIVE_INFINITY) {
+        entries.delete(key)
+        entries.set(key, json)
+      }
+      return json
+    }
+    return {
+      get: (key) =>
+        Effect.suspend(() => {
+          const json = read(key)
+          return json === undefined ? Effect.succeedNone : Effect.asSome(decode("get", key, json))
+        }),
+      getMany: (keys) =>
+        Effect.suspend(() => {
+          const found = new Map<string, unknown>()
+          for (const key of keys) {
+            const json = read(key)
+            // Cannot throw: the text was written by JSON.stringify.
+            if (json !== undefined) found.set(key, JSON.parse(json))
+          }
+          return Effect.succeed(found)
+        }),
+      set: (key, value) =>
+        Effect.map(encode("set", key, value), (json) => {
+          entries.delete(key)
+          entries.set(key, json)
+          if (entries.size > capacity) entries.delete(entries.keys().next().value!)
+        }),
+      delete: (key) => Effect.sync(() => void entries.delete(key)),
+      size: Effect.sync(() => entries.size)
+    }
+  })
+}
+
+/**
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerMemory = (options: MemoryOptions = {}): Layer.Layer<ResultCache> =>
+  Layer.effect(ResultCache, makeMemory(options))
+
+// ---------------------------------------------------------------------------
+// SQL
+// ---------------------------------------------------------------------------
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface SqlOptions {
+  /**
+   * The table, created if missing. A plain identifier: letters, digits and
+   * `_`, not starting with a digit, at most 63 characters (PostgreSQL would
+   * silently cut a longer name). Default `"effect_batch_result_cache"`.
+   */
+  readonly table?: string
+}
+
+const identifier = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/
+
+// SQLite allows 999 bound parameters per statement before 3.32.
+const keysPerQuery = 500
+
+// Loaded when a SQL store is built, so that importing this module (or the package) does not need @effect/sql.
+const loadSql = Effect.tryPromise({
+  try: () => Promise.all([import("@effect/sql/SqlClient"), import("@effect/sql/SqlError")]),
+  catch: (cause) => new Cause.RuntimeException(`ResultCache.layerSql needs the package @effect/sql: ${String(cause)}`)
+}).pipe(Effect.orDie)
+
+/**
+ * A store in a SQL table, through whatever `SqlClient` is provided: SQLite
+ * (3.24 or later) or PostgreSQL (9.5 or later); other dialects fail to build.
+ * The table holds `key TEXT PRIMARY KEY`, `value TEXT` (the JSON) and
+ * `created_at` (when the value was written; a `TIMESTAMPTZ` on PostgreSQL,
+ * ISO-8601 UTC text on SQLite). Names go to the database as given: the
+ * client's name transforms are switched off with `withoutTransforms()`
+ * (which `@effect/sql` 0.52 ignores on a client that transforms query names
+ * but not result names; the store then works under the transformed names).
+ * `@effect/sql` is loaded only when a SQL store is built, so the memory
+ * store works without it.
+ *
+ * Throws `IllegalArgumentException` for a table name that is not a plain
+ * identifier.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const makeSql = (options: SqlOptions = {}): Effect.Effect<Store, SqlError.SqlError, SqlClient.SqlClient> => {
+  const table = options.table ?? "effect_batch_result_cache"
+  if (!identifier.test(table)) {
+    throw new Cause.IllegalArgumentException(
+      "ResultCache.layerSql: table must be a plain identifier (letters, digits, _; not starting with a digit; " +
+        `at most 63 characters), got ${JSON.stringify(table)}`
+    )
+  }
+  return Effect.gen(function*() {
+    const [{ SqlClient: ClientTag }, { SqlError: SqlFailure }] = yield* loadSql
+    const sql = (yield* ClientTag).withoutTransforms()
+    const createdAt = yield* sql.onDialectOrElse({
+      sqlite: () => Effect.succeed(sql.literal("TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))")),
+      pg: () => Effect.succeed(sql.literal("TIMESTAMPTZ NOT NULL DEFAULT now()")),
+      orElse: () => Effect.fail(new SqlFailure({ message: "ResultCache.layerSql supports only SQLite and PostgreSQL clients" }))
+    })
+    yield* sql`CREATE TABLE IF NOT EXISTS ${sql(table)} (key TEXT PRIMARY KEY, value TEXT NOT NULL, created_at ${createdAt})`
+
+    const failed = (operation: Operation, key?: string) => (cause: SqlError.SqlError) =>
+      new ResultCacheError(key === undefined ? { operation, cause } : { operation, key, cause })
+
+    return {
+      get: (key) =>
+        sql<{ readonly value: string }>`SELECT value FROM ${sql(table)} WHERE key = ${key}`.pipe(
+          Effect.mapError(failed("get", key)),
+          Effect.flatMap((rows) => rows.length === 0 ? Effect.succeedNone : Effect.asSome(decode("get", key, rows[0]!.value)))
+        ),
+      getMany: (keys) =>
+        Effect.gen(function*() {
+          const unique = Array.from(new Set(keys))
+          const found = new Map<string, unknown>()
+          for (let i = 0; i < unique.length; i += keysPerQuery) {
+            const chunk = sql.in("key", unique.slice(i, i + keysPerQuery))
+            const rows = yield* sql<{ readonly key: string, readonly value: string }>`SELECT key, value FROM ${sql(table)} WHERE ${chunk}`
+              .pipe(Effect.mapError(failed("getMany")))
+            for (const row of rows) found.set(row.key, yield* decode("getMany", row.key, row.value))
+          }
+          return found
+        }),
+      set: (key, value) =>
+        Effect.gen(function*() {
+          const json = yield* encode("set", key, value)
+          yield* sql`INSERT INTO ${sql(table)} (key, value) VALUES (${key}, ${json})
+            ON CONFLICT (key) DO UPDATE SET value = excluded.value, created_at = excluded.created_at`
+            .pipe(Effect.mapError(failed("set", key)))
+        }),
+      delete: (key) => sql`DELETE FROM ${sql(table)} WHERE key = ${key}`.pipe(Effect.mapError(failed("delete", key)), Effect.asVoid),
+      // count(*) is a number on SQLite, a string on PostgreSQL (bigint), a bigint with SafeIntegers.
+      size: sql<{ readonly n: number | string | bigint }>`SELECT count(*) AS n FROM ${sql(table)}`.pipe(
+        Effect.mapError(failed("size")),
+        Effect.map((rows) => Number(rows[0]?.n ?? 0))
+      )
+    }
+  })
+}
+
+/**
+ * A store in a SQL table (see `makeSql`). Provide a client, e.g.
+ * `SqliteClient.layer({ filename: "cache.db" })` from `@effect/sql-sqlite-node`
+ * or `PgClient.layer({ url })` from `@effect/sql-pg`.
+ *
+ * Throws `IllegalArgumentException` for a table name that is not a plain
+ * identifier.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerSql = (options: SqlOptions = {}): Layer.Layer<ResultCache, SqlError.SqlError, SqlClient.SqlClient> =>
+  Layer.effect(ResultCache, makeSql(options))
