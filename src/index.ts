@@ -16,6 +16,8 @@ export * as ConcurrencyLimiter from "./ConcurrencyLimiter.js"
 /** @since 0.1.0 */
 export * as LimitAlgorithm from "./LimitAlgorithm.js"
 /** @since 0.1.0 */
+export * as OpenAiCompat from "./OpenAiCompat.js"
+/** @since 0.1.0 */
 export * as Progress from "./Progress.js"
 /** @since 0.1.0 */
 export * as RateLimiter from "./RateLimiter.js"
@@ -23,6 +25,8 @@ export * as RateLimiter from "./RateLimiter.js"
 export * as ResultCache from "./ResultCache.js"
 /** @since 0.1.0 */
 export * as RetryPolicy from "./RetryPolicy.js"
+/** @since 0.1.0 */
+export * as Simulator from "./Simulator.js"
 /** @since 0.1.0 */
 export * as TaskError from "./TaskError.js"
 /** @since 0.1.0 */
