@@ -306,6 +306,36 @@ export const make = (limits: Limits = {}): Effect.Effect<Limiter> =>
   )
 
 /**
+ * Tightens `limiter` to per-minute limits a provider announced (e.g. in
+ * `x-ratelimit-limit-requests` / `-tokens`): a limit of that unit per minute
+ * is added when there is none, lowered when the provider's is lower, and
+ * never raised, so a limit you configured stays an upper bound. Whether the
+ * limits changed. Cheap when nothing changes; call it on every response.
+ *
+ * @since 0.1.0
+ * @category learning
+ */
+export const learn = (
+  limiter: Limiter,
+  announced: { readonly requestsPerMinute?: number | undefined, readonly tokensPerMinute?: number | undefined }
+): Effect.Effect<boolean> =>
+  Effect.flatMap(limiter.limits, (current) => {
+    const next = [...current]
+    let changed = false
+    const tighten = (unit: Unit, perMinute: number | undefined) => {
+      if (perMinute === undefined || !(perMinute > 0) || !Number.isFinite(perMinute)) return
+      const i = next.findIndex((limit) => limit.unit === unit && Duration.toMillis(Duration.decode(limit.window)) === 60_000)
+      if (i === -1) next.push({ unit, limit: perMinute, window: "1 minute" })
+      else if (next[i]!.limit > perMinute) next[i] = { ...next[i]!, limit: perMinute }
+      else return
+      changed = true
+    }
+    tighten("requests", announced.requestsPerMinute)
+    tighten("tokens", announced.tokensPerMinute)
+    return changed ? Effect.as(limiter.setLimits({ limits: next }), true) : Effect.succeed(false)
+  })
+
+/**
  * @since 0.1.0
  * @category layers
  */
