@@ -35,6 +35,7 @@ import * as Effect from "effect/Effect"
 import { dual } from "effect/Function"
 import * as Mailbox from "effect/Mailbox"
 import * as Option from "effect/Option"
+import type * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
 import type { BatchReport } from "./BatchReport.js"
 import type * as Budget from "./Budget.js"
@@ -60,6 +61,18 @@ export type Input<A, ES = never, RS = never> = Iterable<A> | Stream.Stream<A, ES
  * @category models
  */
 export type Task<A, B, E, R> = (item: A, index: number) => Effect.Effect<B, E, R>
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface CacheOptions<A, B> {
+  /** The item's key, e.g. `ResultCache.key({ model, params, input })`. */
+  readonly key: (item: A, index: number) => string
+  /** How a value is stored: `Schema.encode` before, `Schema.decodeUnknown` after. */
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- any encoded form (Schema's `I` is invariant)
+  readonly schema?: Schema.Schema<B, any> | undefined
+}
 
 /**
  * What one attempt costs: the rate limiter reads `requests` and `tokens`, the
@@ -110,6 +123,15 @@ export interface Options<A, B, E> {
    * settle the difference. Default: the estimate.
    */
   readonly settle?: ((value: B, item: A, index: number) => Cost) | undefined
+  /**
+   * Reuse earlier results: an item whose `key` the `ResultCache` in context
+   * holds succeeds with `source: "cache"` and no call; a success is stored
+   * under its key, encoded with `schema` (default: the value itself, which
+   * must then be JSON). A store that fails counts as a miss, never as a
+   * failed item. Without a `ResultCache` layer, a memory store of the batch's
+   * own. Default: no cache.
+   */
+  readonly cache?: CacheOptions<A, B> | undefined
   /** `stream` only: settled results buffered ahead of a slow consumer. Default `256`. */
   readonly bufferSize?: number | undefined
 }

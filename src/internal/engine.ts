@@ -22,6 +22,7 @@ import * as Effect from "effect/Effect"
 import * as FiberId from "effect/FiberId"
 import * as FiberSet from "effect/FiberSet"
 import * as Option from "effect/Option"
+import * as Schema from "effect/Schema"
 import { Collector } from "../BatchReport.js"
 import type { BatchReport } from "../BatchReport.js"
 import * as ConcurrencyLimiter from "../ConcurrencyLimiter.js"
@@ -29,6 +30,7 @@ import * as Progress from "../Progress.js"
 import * as RateLimiter from "../RateLimiter.js"
 import type { Cost, Options } from "../Batch.js"
 import * as Budget from "../Budget.js"
+import * as ResultCache from "../ResultCache.js"
 import * as RetryPolicy from "../RetryPolicy.js"
 import * as TaskError from "../TaskError.js"
 import * as TaskResult from "../TaskResult.js"
@@ -55,6 +57,8 @@ interface ItemRun<A, B, E> extends Holder {
   state: RetryPolicy.State
   /** Still on the worker that admitted it (an item leaves its worker to wait for a retry). */
   onWorker: boolean
+  /** Where a success is stored, when the batch has a cache. */
+  cacheKey: string | undefined
   /** Set when other items with the same key wait for this one. */
   shared: { readonly key: unknown, readonly deferred: Deferred.Deferred<Outcome<B, E>> } | undefined
 }
@@ -86,6 +90,34 @@ const budgetLedger: Effect.Effect<Budget.Ledger> = Effect.flatMap(
   Effect.serviceOption(Budget.Budget),
   Option.match({ onNone: () => Budget.make(), onSome: Effect.succeed })
 )
+
+const resultCache: Effect.Effect<ResultCache.Store> = Effect.flatMap(
+  Effect.serviceOption(ResultCache.ResultCache),
+  Option.match({ onNone: () => ResultCache.makeMemory(), onSome: Effect.succeed })
+)
+
+/** The cache as the engine uses it: lookups that miss on any error, stores that never fail. */
+const cacheFor = <A, B>(options: NonNullable<Config<A, B, unknown>["cache"]>, store: ResultCache.Store) => {
+  const schema = options.schema
+  const decode = schema === undefined ? (json: unknown) => Effect.succeed(json as B) : Schema.decodeUnknown(schema)
+  const encode = schema === undefined ? (value: B) => Effect.succeed<unknown>(value) : Schema.encode(schema)
+  return {
+    key: options.key,
+    lookup: (key: string): Effect.Effect<Option.Option<B>> =>
+      store.get(key).pipe(
+        Effect.flatMap(Option.match({
+          onNone: () => Effect.succeedNone,
+          onSome: (json) => Effect.asSome(decode(json))
+        })),
+        Effect.catchAll((error) => Effect.as(Effect.logWarning("effect-batch: cache lookup failed, treated as a miss", error), Option.none()))
+      ),
+    store: (key: string, value: B): Effect.Effect<void> =>
+      encode(value).pipe(
+        Effect.flatMap((json) => store.set(key, json)),
+        Effect.catchAll((error) => Effect.logWarning("effect-batch: cache store failed", error))
+      )
+  }
+}
 
 const rateLimiter: Effect.Effect<RateLimiter.Limiter> = Effect.flatMap(
   Effect.serviceOption(RateLimiter.RateLimiter),
@@ -121,6 +153,7 @@ export const run = <A, B, E, R, ES, RS>(
     const limiter = yield* limiterFor(config.concurrency)
     const rate = yield* rateLimiter
     const budget = yield* budgetLedger
+    const cache = config.cache === undefined ? undefined : cacheFor(config.cache, yield* resultCache)
     const policy = yield* RetryPolicy.RetryPolicy
     const progress = yield* Progress.Progress
     const clock = yield* Effect.clock
@@ -291,6 +324,7 @@ export const run = <A, B, E, R, ES, RS>(
           collector.actualCost += actualUsd
           collector.actualTokens += actual?.tokens ?? 0
           if (config.settle) settled = Effect.zipRight(rate.settle(reservation, actual!), settled)
+          if (run.cacheKey !== undefined) settled = Effect.zipRight(cache!.store(run.cacheKey, value), settled)
           return adaptive ? Effect.zipRight(sample(false), settled) : settled
         },
         onFailure: (cause) => {
@@ -359,6 +393,20 @@ export const run = <A, B, E, R, ES, RS>(
 
     /** Starts an admitted item (holding the permit its worker took); its worker goes on with `next`. */
     const admit = <X, Y, Z>(run: ItemRun<A, B, E>, next: Effect.Effect<X, Y, Z>): Effect.Effect<X, Y, Z | R> => {
+      if (cache === undefined) return dedupe(run, next)
+      const key = cache.key(run.item, run.index)
+      return Effect.flatMap(cache.lookup(key), (hit) => {
+        if (Option.isSome(hit)) {
+          limiter.unsafeRelease(run)
+          return finish(TaskResult.succeeded(run.index, hit.value, 0, elapsed(run), "cache"), next)
+        }
+        run.cacheKey = key
+        return dedupe(run, next)
+      })
+    }
+
+    /** Lets one item per `key` in flight make the call; the others wait for its outcome. */
+    const dedupe = <X, Y, Z>(run: ItemRun<A, B, E>, next: Effect.Effect<X, Y, Z>): Effect.Effect<X, Y, Z | R> => {
       if (inFlightByKey === undefined) return attempt(run, next)
       const key = config.key!(run.item, run.index)
       const leader = inFlightByKey.get(key)
@@ -405,6 +453,7 @@ export const run = <A, B, E, R, ES, RS>(
         attempts: 0,
         state: RetryPolicy.initial(policy),
         onWorker: true,
+        cacheKey: undefined,
         shared: undefined,
         holding: true,
         ledger
