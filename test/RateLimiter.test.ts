@@ -1,6 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Clock, Effect, FastCheck, Fiber, TestClock } from "effect"
+import { Clock, Effect, FastCheck, TestClock } from "effect"
 import * as RateLimiter from "../src/RateLimiter.js"
+import { joinOnTestClock } from "./support/TestTime.js"
 
 interface Grant {
   readonly at: number
@@ -42,8 +43,7 @@ const runCallers = (
         yield* limiter.acquire({ requests, tokens })
         grants.push({ at: yield* Clock.currentTimeMillis, requests, tokens })
       }), { concurrency: "unbounded", discard: true }).pipe(Effect.fork)
-    yield* TestClock.adjust("1 days")
-    yield* Fiber.join(fiber)
+    yield* joinOnTestClock(fiber, "1 days")
     return grants
   })
 
@@ -111,8 +111,7 @@ describe("RateLimiter", () => {
       const first = yield* limiter.acquire({ tokens: 500 })
       yield* limiter.settle(first, { tokens: 100 })
       const fiber = yield* Effect.fork(Effect.zipRight(limiter.acquire({ tokens: 50 }), Clock.currentTimeMillis))
-      yield* TestClock.adjust("10 seconds")
-      expect(yield* Fiber.join(fiber)).toBe(1000)
+      expect(yield* joinOnTestClock(fiber, "10 seconds")).toBe(1000)
     }))
 
   it.effect("the cooldown gate holds every caller until it opens, then paces them", () =>
@@ -145,8 +144,7 @@ describe("RateLimiter", () => {
       }).pipe(Effect.fork)
       yield* TestClock.adjust("1 millis")
       yield* limiter.setLimits({ requestsPerSecond: 10 })
-      yield* TestClock.adjust("10 seconds")
-      yield* Fiber.join(fiber)
+      yield* joinOnTestClock(fiber, "10 seconds")
       // The second call keeps its reservation at t=1000; the debt it left drains at the new rate.
       expect(times).toEqual([0, 1000, 1000, 1100])
       expect((yield* limiter.limits).map((l) => l.limit)).toEqual([10])

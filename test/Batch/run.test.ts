@@ -1,11 +1,11 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Clock, Duration, Effect, FastCheck, Fiber, Layer, pipe, TestClock } from "effect"
+import { Clock, Duration, Effect, FastCheck, Layer, pipe } from "effect"
 import * as Batch from "../../src/Batch.js"
 import * as ConcurrencyLimiter from "../../src/ConcurrencyLimiter.js"
 import * as RetryPolicy from "../../src/RetryPolicy.js"
 import * as TaskError from "../../src/TaskError.js"
 import type * as TaskResult from "../../src/TaskResult.js"
-import { runOnTestClock } from "../support/TestTime.js"
+import { joinOnTestClock, runOnTestClock } from "../support/TestTime.js"
 
 const settle = <A, E, R>(effect: Effect.Effect<A, E, R>) => runOnTestClock(effect)
 
@@ -157,8 +157,7 @@ describe("Batch.run", () => {
           Effect.provide(RetryPolicy.layer({ maxAttempts: 100, base: "100 millis", factor: 1, jitter: 0 }))
         )
       )
-      yield* TestClock.adjust("10 seconds")
-      const { results } = yield* Fiber.join(fiber)
+      const { results } = yield* joinOnTestClock(fiber, "10 seconds")
       // 400 ms, +100 wait, 400 ms (t=900), +100 wait reaches the deadline: no third attempt.
       expect(calls).toBe(2)
       expect(results[0]).toMatchObject({ _tag: "Failed", errorClass: "Timeout", attempts: 2 })
@@ -173,8 +172,7 @@ describe("Batch.run", () => {
           deadline: "2 seconds"
         })
       )
-      yield* TestClock.adjust("2 seconds")
-      const { results } = yield* Fiber.join(fiber)
+      const { results } = yield* joinOnTestClock(fiber, "2 seconds")
       expect(interrupted).toBe(true)
       expect(results[0]).toMatchObject({ _tag: "Failed", errorClass: "Timeout", attempts: 1, durationMs: 2000 })
     }))

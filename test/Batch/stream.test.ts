@@ -2,6 +2,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Chunk, Duration, Effect, Fiber, Stream, TestClock } from "effect"
 import * as Batch from "../../src/Batch.js"
 import * as TaskError from "../../src/TaskError.js"
+import { joinOnTestClock } from "../support/TestTime.js"
 
 describe("Batch.stream", () => {
   it.effect("emits results as they settle, from a Stream source", () =>
@@ -38,8 +39,7 @@ describe("Batch.stream", () => {
           yield* Effect.onInterrupt(Effect.sleep(Duration.millis(10 + i)), () => Effect.sync(() => interrupted++))
           return i
         }), { concurrency: 5 }).pipe(Stream.take(3), Stream.runCollect, Effect.fork)
-      yield* TestClock.adjust("1 second")
-      const taken = yield* Fiber.join(fiber)
+      const taken = yield* joinOnTestClock(fiber, "1 second")
       expect(Chunk.size(taken)).toBe(3)
       expect(started).toBeLessThan(100)
       expect(interrupted).toBeGreaterThan(0)

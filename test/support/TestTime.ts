@@ -1,21 +1,21 @@
 /**
- * Runs an effect to completion on the `TestClock`.
+ * Runs effects to completion on the `TestClock`.
  *
  * `TestClock.adjust(d)` fires the sleeps that are scheduled by the time it
  * looks; a fiber that was still busy (a loaded machine) and schedules its sleep
  * a moment later would wait forever, and the test would hang at its join. So
- * this polls the fiber on the live clock and moves test time on again only when
+ * these poll the fiber on the live clock and move test time on again only when
  * the fiber has been idle for a while without finishing.
  */
 import { Duration, Effect, Fiber, Option, TestClock, TestServices } from "effect"
 
-export const runOnTestClock = <A, E, R>(
-  effect: Effect.Effect<A, E, R>,
+/** Moves test time by `step` until `fiber` is done (at most `maxSteps` times), and joins it. */
+export const joinOnTestClock = <A, E>(
+  fiber: Fiber.Fiber<A, E>,
   step: Duration.DurationInput = "1 days",
   maxSteps = 20
-): Effect.Effect<A, E, R> =>
+): Effect.Effect<A, E> =>
   Effect.gen(function*() {
-    const fiber = yield* Effect.fork(effect)
     for (let i = 0; i < maxSteps; i++) {
       yield* TestClock.adjust(step)
       for (let poll = 0; poll < 50; poll++) {
@@ -26,3 +26,10 @@ export const runOnTestClock = <A, E, R>(
     }
     return yield* Effect.dieMessage(`still running after ${maxSteps} × ${Duration.format(step)} of test time`)
   })
+
+/** Forks `effect` and joins it on the test clock. */
+export const runOnTestClock = <A, E, R>(
+  effect: Effect.Effect<A, E, R>,
+  step: Duration.DurationInput = "1 days",
+  maxSteps = 20
+): Effect.Effect<A, E, R> => Effect.flatMap(Effect.fork(effect), (fiber) => joinOnTestClock(fiber, step, maxSteps))
