@@ -106,6 +106,16 @@ export const costOf = (prices: Prices, usage: Usage): number => {
 }
 
 /**
+ * The projected cost of a whole batch: what was spent, plus the items left at
+ * the average cost of the items settled so far (0 before any has settled).
+ *
+ * @since 0.1.0
+ * @category prices
+ */
+export const projectedCost = (spent: number, settledItems: number, totalItems: number): number =>
+  settledItems <= 0 ? spent : spent + (spent / settledItems) * Math.max(0, totalItems - settledItems)
+
+/**
  * The budget refused an attempt: `spent + reserved + next` would pass `maxCost`.
  *
  * @since 0.1.0

@@ -23,6 +23,12 @@ describe("Budget", () => {
     expect(() => Budget.unsafeMake({ maxCost: Number.NaN })).toThrow(/maxCost/)
   })
 
+  it("projects the cost of what is left from the average so far", () => {
+    expect(Budget.projectedCost(2, 10, 50)).toBeCloseTo(10, 12)
+    expect(Budget.projectedCost(0, 0, 50)).toBe(0)
+    expect(Budget.projectedCost(3, 60, 50)).toBe(3)
+  })
+
   it("reserves up to the cap, settles to actual cost, releases failures", () => {
     const ledger = Budget.unsafeMake({ maxCost: 1 })
     expect(ledger.unsafeReserve(0.4)).toBe(true)
