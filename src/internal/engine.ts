@@ -335,7 +335,10 @@ export const run = <A, B, E, R, ES, RS>(
           const error: E | TaskError.TaskError = Option.isSome(failure) ? failure.value : defectAsPermanent(cause)
           const classified = classify(error)
           const after = failed(run, error, classified, next)
-          return adaptive ? Effect.zipRight(sample(TaskError.isDrop(classified._tag)), after) : after
+          // A rejected request (400, no quota) says nothing about capacity: answered at once, it would pass for
+          // an unloaded round trip and pull a latency-based limit down to its floor.
+          const informative = classified._tag !== "Permanent" && classified._tag !== "QuotaExhausted"
+          return adaptive && informative ? Effect.zipRight(sample(TaskError.isDrop(classified._tag)), after) : after
         }
       })
     }

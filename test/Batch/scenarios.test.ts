@@ -164,4 +164,29 @@ describe("Batch scenarios", () => {
       // Throughput close to the service's 400 requests/s.
       expect(report.throughput).toBeGreaterThan(300)
     }))
+
+  it.effect("rejected requests (Permanent, QuotaExhausted) are not samples for adaptive concurrency", () =>
+    Effect.gen(function*() {
+      const base = yield* ConcurrencyLimiter.make(LimitAlgorithm.gradient({ initial: 4 }))
+      const samples: Array<boolean> = []
+      const counting = {
+        ...base,
+        record: (sample: Parameters<typeof base.record>[0]) => (samples.push(sample.dropped), base.record(sample))
+      }
+      const task = (n: number): Effect.Effect<number, TaskError.TaskError> =>
+        n % 3 === 0
+          ? Effect.fail(new TaskError.Permanent({ status: 400 }))
+          : n % 3 === 1
+            ? Effect.zipRight(Effect.sleep("10 millis"), Effect.succeed(n))
+            : Effect.zipRight(Effect.sleep("10 millis"), Effect.fail(new TaskError.Overloaded({})))
+      yield* settle(
+        Batch.run(Array.from({ length: 9 }, (_, i) => i), task).pipe(
+          Effect.provideService(ConcurrencyLimiter.ConcurrencyLimiter, counting),
+          Effect.provide(RetryPolicy.layer({ maxAttempts: 1 }))
+        )
+      )
+      // 3 successes and 3 overloads are samples (the overloads as drops); the 3 rejections are not.
+      expect(samples.length).toBe(6)
+      expect(samples.filter((dropped) => dropped).length).toBe(3)
+    }))
 })
