@@ -1,0 +1,505 @@
+/**
+ * `effect-batch run <prompts.jsonl> --out results.jsonl`: sends every prompt
+ * of a JSONL file to an OpenAI-compatible chat API (or to the simulator) as
+ * one batch, writes each result as it settles, shows progress, and ends with
+ * the batch report.
+ *
+ * The input is streamed into `Batch.stream` (`JsonlInput`); lines that cannot
+ * be sent never reach the batch: they come out as `Failed` results with a
+ * `TaskError.Permanent` naming `file:line`, make no call and take no permit,
+ * rate-limit slot or budget. Limits come from the flags: `--rpm` / `--tpm`
+ * (`RateLimiter.layer`; without them an unlimited limiter that learns the
+ * provider's limits from its `x-ratelimit-*` headers), `--concurrency N` or
+ * `adaptive` (`LimitAlgorithm.gradient`, the default), `--max-cost`
+ * (`Budget`), `--max-attempts` (`RetryPolicy`), `--timeout` (per attempt).
+ * `--cache FILE` keeps answers in SQLite (`ResultCache.layerSql`), so a
+ * second run over the same input pays for nothing, and identical requests in
+ * flight at once share one call.
+ *
+ * Everything that can be checked before the first call is: flags, the input
+ * file, the API key (read from the environment variable `--api-key-env`
+ * names, kept `Redacted`), the results file (opened for writing), the cache
+ * file. Any of those failing is a `UsageError` (exit code 2) and no call is
+ * made.
+ *
+ * What it does not promise: results come out in completion order (each line
+ * carries `index` and `line`); costs are known only for models with prices
+ * (`Budget.defaultPrices`), so `--max-cost` needs one; an interrupted run
+ * (Ctrl-C) keeps the lines already written and prints the report so far, but
+ * the calls in flight are lost.
+ *
+ * @since 0.1.0
+ */
+import * as Args from "@effect/cli/Args"
+import * as Command from "@effect/cli/Command"
+import * as Options from "@effect/cli/Options"
+import type * as PlatformError from "@effect/platform/Error"
+import * as FileSystem from "@effect/platform/FileSystem"
+import type * as HttpClient from "@effect/platform/HttpClient"
+import * as SqliteClient from "@effect/sql-sqlite-node/SqliteClient"
+import * as Cause from "effect/Cause"
+import * as Chunk from "effect/Chunk"
+import * as Config from "effect/Config"
+import * as Console from "effect/Console"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Redacted from "effect/Redacted"
+import * as Stream from "effect/Stream"
+import * as Batch from "../Batch.js"
+import * as BatchReport from "../BatchReport.js"
+import * as Budget from "../Budget.js"
+import * as ConcurrencyLimiter from "../ConcurrencyLimiter.js"
+import * as LimitAlgorithm from "../LimitAlgorithm.js"
+import * as OpenAiCompat from "../OpenAiCompat.js"
+import * as Progress from "../Progress.js"
+import * as RateLimiter from "../RateLimiter.js"
+import * as ResultCache from "../ResultCache.js"
+import * as RetryPolicy from "../RetryPolicy.js"
+import * as Simulator from "../Simulator.js"
+import * as TaskError from "../TaskError.js"
+import * as TaskResult from "../TaskResult.js"
+import { ItemsUnsuccessful, UsageError } from "./CliError.js"
+import * as JsonlInput from "./JsonlInput.js"
+import * as ProgressDisplay from "./ProgressDisplay.js"
+import * as ResultsWriter from "./ResultsWriter.js"
+import * as RunMonitor from "./RunMonitor.js"
+import * as SimulateCommand from "./SimulateCommand.js"
+
+/**
+ * What `run` is asked to do; the flags, parsed.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface RunOptions {
+  /** The JSONL input. */
+  readonly input: string
+  /** The JSONL results, created or truncated. */
+  readonly out: string
+  /** Required with `baseUrl`; default `sim-chat` with `simulate`. */
+  readonly model?: string | undefined
+  /** An OpenAI-compatible base URL, e.g. `https://api.openai.com/v1`; or `simulate`. */
+  readonly baseUrl?: string | undefined
+  /** The environment variable holding the API key. Default `OPENAI_API_KEY`. */
+  readonly apiKeyEnv?: string | undefined
+  /** Start the simulator on a free loopback port and use it. */
+  readonly simulate?: boolean | undefined
+  /** With `simulate`: the simulator's options, over `SimulateCommand.demo`. */
+  readonly simulator?: Simulator.Options | undefined
+  readonly rpm?: number | undefined
+  readonly tpm?: number | undefined
+  /** A fixed limit (integer ≥ 1, or its text) or `"adaptive"` (default). */
+  readonly concurrency?: number | string | undefined
+  /** Budget cap in USD. */
+  readonly maxCost?: number | undefined
+  /** SQLite file of the result cache. */
+  readonly cache?: string | undefined
+  /** Attempts per item, the first included. Default: `RetryPolicy`'s (5). */
+  readonly maxAttempts?: number | undefined
+  /** Per attempt, in seconds. Default: none. */
+  readonly timeoutSeconds?: number | undefined
+  /** Default `auto`. */
+  readonly progress?: ProgressDisplay.Mode | undefined
+  /** Where progress and notes go. Default: stderr. */
+  readonly progressOutput?: ProgressDisplay.Output | undefined
+}
+
+/**
+ * What a finished run did.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Outcome {
+  readonly report: BatchReport.BatchReport
+  /** Lines written to the results file. */
+  readonly written: number
+  readonly out: string
+  /** Input lines rejected before the batch (not JSON, or not a request). */
+  readonly rejected: number
+  /** What the simulator saw, when the run used one. */
+  readonly simulator: Simulator.Metrics | undefined
+}
+
+/** Rejected lines printed above the progress line; the rest are only in the results file. */
+const maxNotes = 10
+
+const defaultApiKeyEnv = "OPENAI_API_KEY"
+
+/**
+ * The adaptive limit: latency-driven, from 8 up to 128, smoothed for a few
+ * hundred samples per second (as in `examples/04-adaptive-concurrency.ts`).
+ *
+ * @since 0.1.0
+ * @category defaults
+ */
+export const adaptiveAlgorithm = () => LimitAlgorithm.gradient({ initial: 8, max: 128, smoothing: 0.05 })
+
+const usage = (message: string) => new UsageError({ message })
+
+/** The checked settings of a run. */
+interface Settings {
+  readonly model: string
+  readonly concurrency: number | "adaptive"
+  readonly limits: RateLimiter.Limits
+  readonly prices: Budget.Prices | undefined
+}
+
+const positive = (flag: string, value: number | undefined, integer = false): Effect.Effect<void, UsageError> =>
+  value === undefined || (Number.isFinite(value) && value > 0 && (!integer || Number.isInteger(value)))
+    ? Effect.void
+    : Effect.fail(usage(`${flag} must be ${integer ? "an integer" : "a number"} > 0, got ${value}`))
+
+const parseConcurrency = (value: number | string | undefined): Effect.Effect<number | "adaptive", UsageError> => {
+  if (value === undefined || value === "adaptive") return Effect.succeed("adaptive")
+  const n = typeof value === "number" ? value : /^\s*\d+\s*$/.test(value) ? Number(value) : Number.NaN
+  return Number.isInteger(n) && n >= 1
+    ? Effect.succeed(n)
+    : Effect.fail(usage(`--concurrency must be an integer ≥ 1 or "adaptive", got ${JSON.stringify(String(value))}`))
+}
+
+const settingsOf = (options: RunOptions): Effect.Effect<Settings, UsageError> =>
+  Effect.gen(function*() {
+    if (options.simulate === true && options.baseUrl !== undefined) {
+      return yield* usage("--simulate and --base-url exclude each other: the simulator is the provider")
+    }
+    if (options.simulate !== true && options.baseUrl === undefined) {
+      return yield* usage("--base-url is required (the provider's OpenAI-compatible base URL), or --simulate")
+    }
+    if (options.simulate !== true && options.simulator !== undefined && Object.keys(options.simulator).length > 0) {
+      return yield* usage("the --sim-* flags tune the simulator, and need --simulate")
+    }
+    const model = options.model ?? (options.simulate === true ? "sim-chat" : undefined)
+    if (model === undefined || model.trim() === "") return yield* usage("--model is required")
+    yield* positive("--rpm", options.rpm)
+    yield* positive("--tpm", options.tpm)
+    yield* positive("--max-attempts", options.maxAttempts, true)
+    yield* positive("--timeout", options.timeoutSeconds)
+    if (options.maxCost !== undefined && !(Number.isFinite(options.maxCost) && options.maxCost >= 0)) {
+      return yield* usage(`--max-cost must be a number ≥ 0 (USD), got ${options.maxCost}`)
+    }
+    const prices = Budget.defaultPrices[model]
+    if (options.maxCost !== undefined && prices === undefined) {
+      return yield* usage(`--max-cost needs the prices of the model, and none are known for ${JSON.stringify(model)}`)
+    }
+    const concurrency = yield* parseConcurrency(options.concurrency)
+    const limits: RateLimiter.Limits = {
+      ...(options.rpm === undefined ? {} : { requestsPerMinute: options.rpm }),
+      ...(options.tpm === undefined ? {} : { tokensPerMinute: options.tpm })
+    }
+    return { model, concurrency, limits, prices }
+  })
+
+const checkInput = (path: string): Effect.Effect<void, UsageError, FileSystem.FileSystem> =>
+  Effect.flatMap(FileSystem.FileSystem, (fs) =>
+    fs.stat(path).pipe(
+      Effect.mapError((error) =>
+        usage(error._tag === "SystemError" && error.reason === "NotFound"
+          ? `input file not found: ${path}`
+          : `cannot read the input file ${path}: ${error.message}`)),
+      Effect.filterOrFail((info) => info.type === "File", () => usage(`the input ${path} is not a file`)),
+      Effect.asVoid
+    ))
+
+const readApiKey = (name: string): Effect.Effect<Redacted.Redacted, UsageError> =>
+  Config.redacted(name).pipe(
+    Effect.mapError(() =>
+      usage(`the API key is read from the environment variable ${name}, which is not set (set it, or name another variable with --api-key-env)`)),
+    Effect.filterOrFail(
+      (key) => Redacted.value(key).trim() !== "",
+      () => usage(`the environment variable ${name} (the API key) is empty`)
+    )
+  )
+
+const causeMessage = (cause: Cause.Cause<unknown>): string => {
+  const error = Cause.squash(cause)
+  return error instanceof Error ? error.message : String(error)
+}
+
+const cacheLayer = (filename: string): Layer.Layer<ResultCache.ResultCache, UsageError> =>
+  ResultCache.layerSql().pipe(
+    Layer.provide(SqliteClient.layer({ filename })),
+    Layer.catchAllCause((cause) => Layer.fail(usage(`cannot open the cache ${filename}: ${causeMessage(cause)}`)))
+  )
+
+/** A rejected line as the batch would report it: failed for good, no attempt. */
+const rejectedResult = (rejected: JsonlInput.Rejected): TaskResult.Failed<TaskError.Permanent> =>
+  TaskResult.failed(rejected.index, new TaskError.Permanent({ message: rejected.message }), "Permanent", 0, 0)
+
+/**
+ * Runs the batch; fails with a `UsageError` before any call when the flags,
+ * the input, the key, the output or the cache are not usable.
+ *
+ * @since 0.1.0
+ * @category running
+ */
+export const run = (
+  options: RunOptions
+): Effect.Effect<Outcome, UsageError | PlatformError.PlatformError, FileSystem.FileSystem | HttpClient.HttpClient> =>
+  Effect.scoped(Effect.gen(function*() {
+    const settings = yield* settingsOf(options)
+    yield* checkInput(options.input)
+    const apiKey = options.simulate === true ? undefined : yield* readApiKey(options.apiKeyEnv ?? defaultApiKeyEnv)
+    const cache = options.cache === undefined
+      ? undefined
+      : Context.get(yield* Layer.build(cacheLayer(options.cache)), ResultCache.ResultCache)
+    const simulator = options.simulate === true
+      ? Context.get(
+          yield* Layer.build(SimulateCommand.layer({ ...SimulateCommand.demo, ...options.simulator })),
+          Simulator.Simulator
+        )
+      : undefined
+    const baseUrl = simulator === undefined ? options.baseUrl! : `${simulator.url}/v1`
+    const llm = yield* Effect.try({
+      try: () => OpenAiCompat.chat({ baseUrl, apiKey, model: settings.model, prices: settings.prices }),
+      catch: (error) => usage(`--base-url: ${error instanceof Error ? error.message : String(error)}`)
+    })
+    // Last of the checks: a run that cannot start leaves an existing results file as it was.
+    const writer = yield* ResultsWriter.open(options.out, { input: options.input })
+
+    const { concurrency } = settings
+    const limiter = concurrency === "adaptive"
+      ? yield* ConcurrencyLimiter.make(adaptiveAlgorithm())
+      : yield* ConcurrencyLimiter.makeFixed(concurrency)
+    const budget = yield* Budget.make({ maxCost: options.maxCost })
+    const clock = yield* Effect.clock
+    const monitor = RunMonitor.make({ now: () => clock.unsafeCurrentTimeMillis(), initialLimit: yield* limiter.current })
+    // The batch's limiter, telling the monitor how long each start waited.
+    const baseLimiter = yield* RateLimiter.make(settings.limits)
+    const rateLimiter: RateLimiter.Limiter = {
+      ...baseLimiter,
+      acquire: (cost) => Effect.tap(baseLimiter.acquire(cost), (reservation) => Effect.sync(() => monitor.waited(reservation)))
+    }
+    const display = yield* ProgressDisplay.start({
+      monitor,
+      mode: options.progress ?? "auto",
+      output: options.progressOutput
+    })
+    yield* JsonlInput.count(options.input).pipe(
+      Effect.tap((n) => Effect.sync(() => monitor.setTotal(n))),
+      Effect.ignore,
+      Effect.forkScoped
+    )
+
+    // Batch index → input line, for the items between admission and their result.
+    const origins = new Map<number, JsonlInput.Entry>()
+    let nextBatchIndex = 0
+    let rejected = 0
+    const reject = (lines: ReadonlyArray<JsonlInput.Rejected>) =>
+      Effect.suspend(() => {
+        const records = lines.map((line) => {
+          const result = rejectedResult(line)
+          monitor.result(result)
+          return ResultsWriter.recordOf(line, result)
+        })
+        const notes = lines.filter((_, i) => rejected + i < maxNotes).map((line) => display.note(line.message))
+        if (rejected < maxNotes && rejected + lines.length >= maxNotes) {
+          notes.push(display.note(`(further rejected lines are only in ${options.out})`))
+        }
+        rejected += lines.length
+        return Effect.zipRight(writer.write(records), Effect.all(notes, { discard: true }))
+      })
+    const entries = JsonlInput.read(options.input).pipe(
+      Stream.mapChunksEffect((chunk) => {
+        const valid: Array<JsonlInput.Entry> = []
+        const invalid: Array<JsonlInput.Rejected> = []
+        for (const item of chunk) {
+          if (item._tag === "Entry") {
+            origins.set(nextBatchIndex++, item)
+            valid.push(item)
+          } else {
+            invalid.push(item)
+          }
+        }
+        const out = Chunk.unsafeFromArray(valid)
+        return invalid.length === 0 ? Effect.succeed(out) : Effect.as(reject(invalid), out)
+      })
+    )
+
+    const keys = new WeakMap<JsonlInput.Entry, string>()
+    const keyOf = (entry: JsonlInput.Entry) => {
+      let key = keys.get(entry)
+      if (key === undefined) {
+        key = llm.cacheKey(entry.input)
+        keys.set(entry, key)
+      }
+      return key
+    }
+    const estimate = llm.options.estimate!
+    const settle = llm.options.settle!
+    const batchOptions: Batch.Options<JsonlInput.Entry, OpenAiCompat.ChatCompletion, TaskError.TaskError> = {
+      estimate: (entry, index) => {
+        const cost = estimate(entry.input, entry.index)
+        monitor.estimated(index, cost)
+        return cost
+      },
+      settle: (completion, entry) => {
+        const cost = settle(completion, entry.input, entry.index)
+        monitor.settled(cost)
+        return cost
+      },
+      ...(options.timeoutSeconds === undefined ? {} : { timeout: Duration.seconds(options.timeoutSeconds) }),
+      ...(cache === undefined ? {} : { cache: { key: keyOf }, key: keyOf })
+    }
+    const task = (entry: JsonlInput.Entry) => llm.task(entry.input, entry.index)
+
+    const results = Batch.stream(entries, task, batchOptions).pipe(
+      Stream.runForEachChunk((chunk) =>
+        Effect.suspend(() => {
+          const records: Array<ResultsWriter.OutputRecord> = []
+          for (const result of chunk) {
+            const origin = origins.get(result.index)!
+            origins.delete(result.index)
+            monitor.result(result)
+            records.push(ResultsWriter.recordOf(origin, result))
+          }
+          return writer.write(records)
+        })
+      )
+    )
+    const report = () => monitor.report(budget.unsafeSnapshot().exceeded)
+    let context = Context.empty().pipe(
+      Context.add(RateLimiter.RateLimiter, rateLimiter),
+      Context.add(ConcurrencyLimiter.ConcurrencyLimiter, limiter),
+      Context.add(Budget.Budget, budget),
+      Context.add(Progress.Progress, Progress.make((event) => Effect.sync(() => monitor.event(event))))
+    )
+    if (cache !== undefined) context = Context.add(context, ResultCache.ResultCache, cache)
+    if (options.maxAttempts !== undefined) {
+      context = Context.add(context, RetryPolicy.RetryPolicy, RetryPolicy.make({ maxAttempts: options.maxAttempts }))
+    }
+    yield* results.pipe(
+      Effect.provide(context),
+      Effect.onInterrupt(() =>
+        Effect.zipRight(display.stop, Console.error(`interrupted; the report so far:\n${BatchReport.format(report())}`)))
+    )
+    yield* display.stop
+    return {
+      report: report(),
+      written: yield* writer.written,
+      out: options.out,
+      rejected,
+      simulator: simulator === undefined ? undefined : yield* simulator.metrics
+    }
+  }))
+
+/**
+ * What the command prints after a run: the report, where the results are,
+ * and what the simulator saw.
+ *
+ * @since 0.1.0
+ * @category formatting
+ */
+export const summary = (outcome: Outcome): string => {
+  const lines = [BatchReport.format(outcome.report), `results     ${outcome.written} lines in ${outcome.out}`]
+  if (outcome.rejected > 0) lines.push(`rejected    ${outcome.rejected} input lines (not JSON, or not a chat request)`)
+  if (outcome.simulator !== undefined) {
+    const statuses = Object.entries(outcome.simulator.byStatus).map(([status, n]) => `${status}×${n}`).join(", ")
+    lines.push(`simulator   received ${outcome.simulator.received} requests (${statuses === "" ? "none" : statuses})`)
+  }
+  return lines.join("\n")
+}
+
+const some = <A>(option: Option.Option<A>): A | undefined => Option.getOrUndefined(option)
+
+/**
+ * @since 0.1.0
+ * @category commands
+ */
+export const command = Command.make(
+  "run",
+  {
+    input: Args.file({ name: "prompts.jsonl" }).pipe(
+      Args.withDescription("JSONL input: per line a prompt (a JSON string) or a chat request object, with an optional id.")
+    ),
+    out: Options.file("out").pipe(
+      Options.withAlias("o"),
+      Options.withPseudoName("FILE"),
+      Options.withDescription("JSONL results, written as items settle.")
+    ),
+    baseUrl: Options.text("base-url").pipe(
+      Options.withPseudoName("URL"),
+      Options.withDescription("Base URL of an OpenAI-compatible API, e.g. https://api.openai.com/v1."),
+      Options.optional
+    ),
+    apiKeyEnv: Options.text("api-key-env").pipe(
+      Options.withPseudoName("VAR"),
+      Options.withDescription("Environment variable holding the API key."),
+      Options.withDefault(defaultApiKeyEnv)
+    ),
+    simulate: Options.boolean("simulate").pipe(
+      Options.withDescription("Start the simulated provider (rate-limited, flaky, capacity-limited) and use it.")
+    ),
+    model: Options.text("model").pipe(
+      Options.withPseudoName("NAME"),
+      Options.withDescription("Model name (default with --simulate: sim-chat)."),
+      Options.optional
+    ),
+    rpm: Options.float("rpm").pipe(
+      Options.withPseudoName("N"),
+      Options.withDescription("Requests per minute (default: learned from the provider's headers)."),
+      Options.optional
+    ),
+    tpm: Options.float("tpm").pipe(
+      Options.withPseudoName("N"),
+      Options.withDescription("Tokens per minute (default: learned from the provider's headers)."),
+      Options.optional
+    ),
+    concurrency: Options.text("concurrency").pipe(
+      Options.withPseudoName("N|adaptive"),
+      Options.withDescription("Calls in flight at once: a number, or adaptive (follows latency and drops)."),
+      Options.withDefault("adaptive")
+    ),
+    maxCost: Options.float("max-cost").pipe(
+      Options.withPseudoName("USD"),
+      Options.withDescription("Stop starting calls once this many USD are spent or reserved."),
+      Options.optional
+    ),
+    cache: Options.file("cache").pipe(
+      Options.withPseudoName("FILE"),
+      Options.withDescription("SQLite file caching answers across runs."),
+      Options.optional
+    ),
+    maxAttempts: Options.integer("max-attempts").pipe(
+      Options.withPseudoName("N"),
+      Options.withDescription("Attempts per item, the first included (default 5)."),
+      Options.optional
+    ),
+    timeout: Options.float("timeout").pipe(
+      Options.withPseudoName("SECONDS"),
+      Options.withDescription("Time limit per attempt (default: none)."),
+      Options.optional
+    ),
+    progress: Options.choice("progress", ["auto", "tty", "plain", "none"]).pipe(
+      Options.withDescription("Progress display on stderr (auto: a redrawn line on a terminal, a log line otherwise)."),
+      Options.withDefault("auto")
+    ),
+    simulator: SimulateCommand.flags("sim-")
+  },
+  (flags) =>
+    Effect.gen(function*() {
+      const outcome = yield* run({
+        input: flags.input,
+        out: flags.out,
+        model: some(flags.model),
+        baseUrl: some(flags.baseUrl),
+        apiKeyEnv: flags.apiKeyEnv,
+        simulate: flags.simulate,
+        simulator: SimulateCommand.optionsOf(flags.simulator),
+        rpm: some(flags.rpm),
+        tpm: some(flags.tpm),
+        concurrency: flags.concurrency,
+        maxCost: some(flags.maxCost),
+        cache: some(flags.cache),
+        maxAttempts: some(flags.maxAttempts),
+        timeoutSeconds: some(flags.timeout),
+        progress: flags.progress
+      })
+      yield* Console.log(summary(outcome))
+      const { failed, skipped } = outcome.report
+      if (failed + skipped > 0) return yield* new ItemsUnsuccessful({ failed, skipped })
+    })
+).pipe(Command.withDescription("Send every prompt of a JSONL file to an OpenAI-compatible chat API as one batch."))

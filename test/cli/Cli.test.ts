@@ -1,0 +1,171 @@
+/**
+ * The command line as a whole, in-process: argument parsing, what is printed,
+ * and the exit codes (0 all succeeded, 1 some failed or skipped, 2 usage or
+ * setup error, 130 interrupted).
+ */
+import { HttpClient } from "@effect/platform"
+import { NodeContext, NodeHttpClient, NodeHttpServer } from "@effect/platform-node"
+import { describe, expect, it } from "@effect/vitest"
+import { Cause, ConfigProvider, Effect, Exit, Fiber, FiberId, Layer } from "effect"
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { createServer } from "node:http"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { afterAll } from "vitest"
+import * as Cli from "../../src/cli/Cli.js"
+import * as CliError from "../../src/cli/CliError.js"
+import * as Simulator from "../../src/Simulator.js"
+import * as TestConsole from "./TestConsole.js"
+
+const dir = mkdtempSync(join(tmpdir(), "effect-batch-cli-"))
+afterAll(() => rmSync(dir, { recursive: true, force: true }))
+
+let files = 0
+const file = (text?: string) => {
+  const path = join(dir, `f-${++files}.jsonl`)
+  if (text !== undefined) writeFileSync(path, text)
+  return path
+}
+
+const platform = Layer.mergeAll(NodeContext.layer, NodeHttpClient.layerUndici)
+
+/** Runs the CLI on `args` with a captured console; the exit code and what was printed. */
+const cli = (args: ReadonlyArray<string>) =>
+  Effect.gen(function*() {
+    const console = yield* TestConsole.make
+    const code = yield* console.capture(Cli.main(["node", "effect-batch", ...args]))
+    return { code, out: console.out.join("\n"), err: console.err.join("\n") }
+  }).pipe(Effect.withConfigProvider(ConfigProvider.fromMap(new Map([["SIM_KEY", "k"]]))))
+
+const withSimulator = <A, E, R>(f: (simulator: Simulator.Service) => Effect.Effect<A, E, R>) =>
+  Effect.flatMap(Simulator.Simulator, f).pipe(
+    Effect.provide(Simulator.layer({ latency: { baseMs: 2 }, apiKey: "k" }).pipe(
+      Layer.provide(NodeHttpServer.layer(() => createServer(), { port: 0, host: "127.0.0.1" }))
+    ))
+  )
+
+const against = (simulator: Simulator.Service, input: string, out: string) => [
+  "run",
+  input,
+  "--out",
+  out,
+  "--base-url",
+  `${simulator.url}/v1`,
+  "--model",
+  "sim-chat",
+  "--api-key-env",
+  "SIM_KEY",
+  "--progress",
+  "none"
+]
+
+describe("effect-batch run", () => {
+  it.live("exit code 0 when every item succeeded; the report on stdout", () =>
+    withSimulator((simulator) =>
+      Effect.gen(function*() {
+        const out = file()
+        const { code, err, out: stdout } = yield* cli(against(simulator, file("\"a\"\n\"b\"\n\"c\"\n"), out))
+        expect(err).toBe("")
+        expect(code).toBe(0)
+        expect(stdout).toContain("items        3: 3 succeeded, 0 failed, 0 skipped")
+        expect(stdout).toContain(`results     3 lines in ${out}`)
+        expect(readFileSync(out, "utf8").trim().split("\n").length).toBe(3)
+      })).pipe(Effect.provide(platform)))
+
+  it.live("exit code 1 when an item failed (a malformed line, an INVALID prompt)", () =>
+    withSimulator((simulator) =>
+      Effect.gen(function*() {
+        const { code, out } = yield* cli(against(simulator, file("\"a\"\n{oops\n\"INVALID b\"\n"), file()))
+        expect(code).toBe(1)
+        expect(out).toContain("items        3: 1 succeeded, 2 failed, 0 skipped")
+        expect(out).toContain("rejected    1 input lines")
+      })).pipe(Effect.provide(platform)))
+
+  it.live("exit code 2, before any call, for a missing input, an unwritable output, bad flags", () =>
+    withSimulator((simulator) =>
+      Effect.gen(function*() {
+        const input = file("\"a\"\n")
+        const missing = join(dir, "nope.jsonl")
+        const notFound = yield* cli(against(simulator, missing, file()))
+        expect(notFound).toMatchObject({ code: 2, err: `effect-batch: input file not found: ${missing}` })
+
+        const unwritable = join(dir, "missing-dir", "out.jsonl")
+        const cannotWrite = yield* cli(against(simulator, input, unwritable))
+        expect(cannotWrite.code).toBe(2)
+        expect(cannotWrite.err).toContain(unwritable)
+
+        const badConcurrency = yield* cli([...against(simulator, input, file()), "--concurrency", "lots"])
+        expect(badConcurrency).toMatchObject({ code: 2 })
+        expect(badConcurrency.err).toContain("--concurrency")
+
+        const badNumber = yield* cli([...against(simulator, input, file()), "--rpm", "fast"])
+        expect(badNumber.code).toBe(2)
+        const noOut = yield* cli(["run", input, "--simulate"])
+        expect(noOut.code).toBe(2)
+        expect(noOut.err).toContain("--out")
+        const noCommand = yield* cli([])
+        expect(noCommand).toMatchObject({ code: 2, err: expect.stringContaining("missing command") })
+
+        expect((yield* simulator.metrics).received).toBe(0)
+      })).pipe(Effect.provide(platform)))
+
+  it.live("--simulate with --sim-* flags runs against the in-process simulator", () =>
+    Effect.gen(function*() {
+      const out = file()
+      const result = yield* cli([
+        "run",
+        file("\"a\"\n\"b\"\n"),
+        "--out",
+        out,
+        "--simulate",
+        "--sim-latency-ms",
+        "1",
+        "--sim-failure-rate",
+        "0",
+        "--progress",
+        "none"
+      ])
+      expect(result.code).toBe(0)
+      expect(result.out).toContain("simulator   received 2 requests (200×2)")
+    }).pipe(Effect.provide(platform)))
+})
+
+describe("effect-batch simulate", () => {
+  it.live("prints its URL on the first line of stdout and serves until interrupted (exit code 130)", () =>
+    Effect.gen(function*() {
+      const console = yield* TestConsole.make
+      const fiber = yield* console.capture(Cli.main(["node", "effect-batch", "simulate", "--port", "0", "--rpm", "600", "--seed", "7"]))
+        .pipe(Effect.fork)
+      while (console.out.length === 0) yield* Effect.sleep("10 millis")
+      const url = console.out[0]!
+      expect(url).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/v1$/)
+      const response = yield* HttpClient.get(`${url}/models`)
+      expect(response.status).toBe(200)
+      const models = (yield* response.json) as { data: Array<{ id: string }> }
+      expect(models.data.map((m) => m.id)).toContain("sim-chat")
+      yield* Fiber.interrupt(fiber)
+      const exit = yield* Fiber.await(fiber)
+      expect(Exit.isInterrupted(exit)).toBe(true)
+      expect(CliError.exitCodeOf(exit)).toBe(130)
+      expect(console.err.join("\n")).toContain("600 requests/min")
+    }).pipe(Effect.provide(platform)))
+
+  it.live("an invalid option or a busy port is exit code 2", () =>
+    Effect.gen(function*() {
+      const console = yield* TestConsole.make
+      const code = yield* console.capture(Cli.main(["node", "effect-batch", "simulate", "--failure-rate", "2"]))
+      expect(code).toBe(2)
+      expect(console.err.join("\n")).toContain("failureRate must be between 0 and 1")
+    }).pipe(Effect.provide(platform)))
+})
+
+describe("CliError.exitCodeOf", () => {
+  it("maps outcomes to exit codes", () => {
+    expect(CliError.exitCodeOf(Exit.void)).toBe(0)
+    expect(CliError.exitCodeOf(Exit.fail(new CliError.ItemsUnsuccessful({ failed: 1, skipped: 0 })))).toBe(1)
+    expect(CliError.exitCodeOf(Exit.fail(new CliError.UsageError({ message: "x" })))).toBe(2)
+    expect(CliError.exitCodeOf(Exit.die(new Error("boom")))).toBe(1)
+    expect(CliError.exitCodeOf(Exit.interrupt(FiberId.none))).toBe(130)
+    expect(CliError.exitCodeOf(Exit.failCause(Cause.parallel(Cause.fail(new CliError.UsageError({ message: "x" })), Cause.die("d"))))).toBe(2)
+  })
+})
