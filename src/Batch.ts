@@ -132,6 +132,13 @@ export interface Options<A, B, E> {
    * own. Default: no cache.
    */
   readonly cache?: CacheOptions<A, B> | undefined
+  /**
+   * A graceful stop: once this effect completes, the batch admits nothing
+   * more, lets the attempts in flight finish (an item waiting to retry is not
+   * retried), and the items not started come back `Skipped{reason:
+   * "interrupted"}`. Interrupt the batch to stop at once. Default: none.
+   */
+  readonly stopWhen?: Effect.Effect<void> | undefined
   /** `stream` only: settled results buffered ahead of a slow consumer. Default `256`. */
   readonly bufferSize?: number | undefined
 }

@@ -180,6 +180,9 @@ export const run = <A, B, E, R, ES, RS>(
     let stopReason: TaskResult.SkipReason | undefined
     let firstFailure: Option.Option<E | TaskError.TaskError> = Option.none()
     let inFlight = 0
+    if (config.stopWhen !== undefined) {
+      yield* Effect.forkScoped(Effect.zipRight(config.stopWhen, Effect.sync(() => void (stopReason ??= "interrupted"))))
+    }
 
     const progressEvent = (result: Outcome<B, E>): Progress.Event =>
       result._tag === "Succeeded"

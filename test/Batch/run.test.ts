@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Clock, Duration, Effect, FastCheck, Layer, pipe } from "effect"
+import { Clock, Deferred, Duration, Effect, FastCheck, Layer, pipe } from "effect"
 import * as Batch from "../../src/Batch.js"
 import * as ConcurrencyLimiter from "../../src/ConcurrencyLimiter.js"
 import * as RetryPolicy from "../../src/RetryPolicy.js"
@@ -325,5 +325,26 @@ describe("Batch.forEach", () => {
           })).pipe(Effect.provide(shared))
       )
       expect(peak).toBe(2)
+    }))
+
+  it.effect("stopWhen: in-flight items finish, nothing more starts, the rest are Skipped(interrupted)", () =>
+    Effect.gen(function*() {
+      const stop = yield* Deferred.make<void>()
+      const started: Array<number> = []
+      const task = (n: number) =>
+        Effect.gen(function*() {
+          started.push(n)
+          if (n === 2) yield* Deferred.succeed(stop, undefined)
+          yield* Effect.sleep("100 millis")
+          return n
+        })
+      const { report, results } = yield* runOnTestClock(
+        Batch.run(Array.from({ length: 10 }, (_, i) => i), task, { concurrency: 3, stopWhen: Deferred.await(stop) })
+      )
+      // Items 0-2 were in flight when 2 asked to stop: they finish; 3-9 never start.
+      expect(started).toEqual([0, 1, 2])
+      expect(results.slice(0, 3).map((r) => r._tag)).toEqual(["Succeeded", "Succeeded", "Succeeded"])
+      expect(results.slice(3).every((r) => r._tag === "Skipped" && r.reason === "interrupted")).toBe(true)
+      expect(report.skippedBy.interrupted).toBe(7)
     }))
 })
