@@ -44,6 +44,7 @@ import * as Console from "effect/Console"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
@@ -67,6 +68,7 @@ import * as ProgressDisplay from "./ProgressDisplay.js"
 import * as ResultsWriter from "./ResultsWriter.js"
 import * as RunMonitor from "./RunMonitor.js"
 import * as SimulateCommand from "./SimulateCommand.js"
+import * as StopSignal from "./StopSignal.js"
 
 /**
  * What `run` is asked to do; the flags, parsed.
@@ -105,6 +107,8 @@ export interface RunOptions {
   readonly progress?: ProgressDisplay.Mode | undefined
   /** Where progress and notes go. Default: stderr. */
   readonly progressOutput?: ProgressDisplay.Output | undefined
+  /** After a first stop request, how long calls in flight may take to finish. Default 10. */
+  readonly graceSeconds?: number | undefined
 }
 
 /**
@@ -122,6 +126,8 @@ export interface Outcome {
   readonly rejected: number
   /** What the simulator saw, when the run used one. */
   readonly simulator: Simulator.Metrics | undefined
+  /** A stop was requested: the calls in flight finished, the items not started were skipped. */
+  readonly stopped: boolean
 }
 
 /** Rejected lines printed above the progress line; the rest are only in the results file. */
@@ -328,6 +334,21 @@ export const run = (
       }
       return key
     }
+    // First stop request: admit nothing more and let the calls in flight finish, for up to the grace
+    // period; second request (or the grace period over): interrupt them, aborting their requests.
+    const stop = yield* StopSignal.current
+    const grace = Duration.seconds(options.graceSeconds ?? 10)
+    let stopped = false
+    const stopWhen = Effect.zipRight(
+      stop.graceful,
+      Effect.suspend(() => {
+        stopped = true
+        return display.note(`stopping: no new calls; the ones in flight may finish within ${Duration.format(grace)} ` +
+          "(stop again to interrupt them now)")
+      })
+    )
+    const hardStop = Effect.zipRight(stop.graceful, Effect.race(Effect.sleep(grace), stop.now))
+
     const estimate = llm.options.estimate!
     const settle = llm.options.settle!
     const batchOptions: Batch.Options<JsonlInput.Entry, OpenAiCompat.ChatCompletion, TaskError.TaskError> = {
@@ -342,7 +363,8 @@ export const run = (
         return cost
       },
       ...(options.timeoutSeconds === undefined ? {} : { timeout: Duration.seconds(options.timeoutSeconds) }),
-      ...(cache === undefined ? {} : { cache: { key: keyOf }, key: keyOf })
+      ...(cache === undefined ? {} : { cache: { key: keyOf }, key: keyOf }),
+      stopWhen
     }
     const task = (entry: JsonlInput.Entry) => llm.task(entry.input, entry.index)
 
@@ -371,8 +393,10 @@ export const run = (
     if (options.maxAttempts !== undefined) {
       context = Context.add(context, RetryPolicy.RetryPolicy, RetryPolicy.make({ maxAttempts: options.maxAttempts }))
     }
-    yield* results.pipe(
-      Effect.provide(context),
+    yield* Effect.raceWith(Effect.provide(results, context), hardStop, {
+      onSelfDone: (exit, stopper) => Effect.zipRight(Fiber.interrupt(stopper), exit),
+      onOtherDone: (_, runner) => Effect.zipRight(Fiber.interrupt(runner), Effect.interrupt)
+    }).pipe(
       Effect.onInterrupt(() =>
         Effect.zipRight(display.stop, Console.error(`interrupted; the report so far:\n${BatchReport.format(report())}`)))
     )
@@ -382,7 +406,8 @@ export const run = (
       written: yield* writer.written,
       out: options.out,
       rejected,
-      simulator: simulator === undefined ? undefined : yield* simulator.metrics
+      simulator: simulator === undefined ? undefined : yield* simulator.metrics,
+      stopped
     }
   }))
 
@@ -477,6 +502,11 @@ export const command = Command.make(
       Options.withDescription("Progress display on stderr (auto: a redrawn line on a terminal, a log line otherwise)."),
       Options.withDefault("auto")
     ),
+    grace: Options.float("grace").pipe(
+      Options.withPseudoName("SECONDS"),
+      Options.withDescription("On Ctrl-C, how long calls in flight may take to finish before they are interrupted."),
+      Options.withDefault(10)
+    ),
     simulator: SimulateCommand.flags("sim-")
   },
   (flags) =>
@@ -496,9 +526,14 @@ export const command = Command.make(
         cache: some(flags.cache),
         maxAttempts: some(flags.maxAttempts),
         timeoutSeconds: some(flags.timeout),
-        progress: flags.progress
+        progress: flags.progress,
+        graceSeconds: flags.grace
       })
       yield* Console.log(summary(outcome))
+      if (outcome.stopped) {
+        yield* Console.error(`stopped before the end: ${outcome.report.skippedBy.interrupted} items were not started`)
+        return yield* Effect.interrupt
+      }
       const { failed, skipped } = outcome.report
       if (failed + skipped > 0) return yield* new ItemsUnsuccessful({ failed, skipped })
     })

@@ -32,6 +32,7 @@ import * as Option from "effect/Option"
 import { createServer } from "node:http"
 import * as Simulator from "../Simulator.js"
 import { UsageError } from "./CliError.js"
+import * as StopSignal from "./StopSignal.js"
 
 /**
  * The provider `run --simulate` talks to: 3 000 requests per minute, 3 % of
@@ -165,7 +166,9 @@ export const serve = (options: Simulator.Options, port = 0): Effect.Effect<never
     const simulator = Context.get(yield* Layer.build(layer(options, port)), Simulator.Simulator)
     yield* Console.log(`${simulator.url}/v1`)
     yield* Console.error(`simulator: ${describeOptions(options)}; Ctrl-C to stop`)
-    return yield* Effect.never.pipe(
+    // A stop request (Ctrl-C) ends it as an interruption would.
+    const stop = yield* StopSignal.current
+    return yield* Effect.zipRight(stop.graceful, Effect.interrupt).pipe(
       Effect.onInterrupt(() => Effect.flatMap(simulator.metrics, (metrics) => Console.error(`simulator served ${describeMetrics(metrics)}`)))
     )
   }))

@@ -5,7 +5,7 @@
 import type { HttpClient } from "@effect/platform"
 import { NodeContext, NodeHttpClient, NodeHttpServer } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
-import { ConfigProvider, Effect, Either, Layer } from "effect"
+import { ConfigProvider, Effect, Either, Exit, Fiber, Layer } from "effect"
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { createServer } from "node:http"
 import { tmpdir } from "node:os"
@@ -13,6 +13,7 @@ import { join } from "node:path"
 import { afterAll } from "vitest"
 import type * as ResultsWriter from "../../src/cli/ResultsWriter.js"
 import * as RunCommand from "../../src/cli/RunCommand.js"
+import * as StopSignal from "../../src/cli/StopSignal.js"
 import * as Simulator from "../../src/Simulator.js"
 
 const dir = mkdtempSync(join(tmpdir(), "effect-batch-run-"))
@@ -237,6 +238,46 @@ describe("RunCommand.run", () => {
         expect(yield* message(RunCommand.run({ ...base, cache: join(dir, "no-such-dir", "c.db") }))).toMatch(/^cannot open the cache /)
         expect((yield* simulator.metrics).received).toBe(0)
       })))
+
+  it.live("a first stop request lets calls in flight finish and skips the rest", () =>
+    withSimulator({ latency: { baseMs: 300 } }, (simulator) =>
+      Effect.gen(function*() {
+        const input = inputFile(prompts(40))
+        const out = outputFile()
+        const stop = yield* StopSignal.StopSignal
+        const run = yield* Effect.fork(RunCommand.run({ ...options(simulator, input, out), concurrency: 4, graceSeconds: 5 }))
+        yield* Effect.sleep("450 millis")
+        yield* stop.request
+        const outcome = yield* Fiber.join(run)
+        expect(outcome.stopped).toBe(true)
+        const metrics = yield* simulator.metrics
+        // Every call that had started was answered: nothing was cut off.
+        expect(metrics.byStatus["499"] ?? 0).toBe(0)
+        expect(outcome.report.succeeded).toBe(metrics.received)
+        expect(outcome.report.succeeded).toBeGreaterThanOrEqual(4)
+        expect(outcome.report.skippedBy.interrupted).toBe(40 - outcome.report.succeeded)
+        expect(readResults(out).length).toBe(40)
+      }).pipe(Effect.provide(StopSignal.layerManual))))
+
+  it.live("a second stop request interrupts the calls in flight (their requests are aborted)", () =>
+    withSimulator({ latency: { baseMs: 2_000 } }, (simulator) =>
+      Effect.gen(function*() {
+        const stop = yield* StopSignal.StopSignal
+        const run = yield* Effect.fork(RunCommand.run({ ...options(simulator, inputFile(prompts(40)), outputFile()), concurrency: 4 }))
+        yield* Effect.sleep("300 millis")
+        yield* stop.request
+        yield* Effect.sleep("100 millis")
+        expect((yield* simulator.metrics).inFlight).toBe(4)
+        yield* stop.request
+        const exit = yield* Fiber.await(run)
+        expect(Exit.isInterrupted(exit)).toBe(true)
+        let metrics = yield* simulator.metrics
+        for (let i = 0; i < 100 && metrics.inFlight > 0; i++) {
+          yield* Effect.sleep("10 millis")
+          metrics = yield* simulator.metrics
+        }
+        expect(metrics.byStatus["499"]).toBe(4)
+      }).pipe(Effect.provide(StopSignal.layerManual))))
 })
 
 const escape = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")
