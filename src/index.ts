@@ -12,6 +12,8 @@ export * as BatchReport from "./BatchReport.js"
 /** @since 0.1.0 */
 export * as Budget from "./Budget.js"
 /** @since 0.1.0 */
+export * as CheckpointStore from "./CheckpointStore.js"
+/** @since 0.1.0 */
 export * as ConcurrencyLimiter from "./ConcurrencyLimiter.js"
 /** @since 0.1.0 */
 export * as LimitAlgorithm from "./LimitAlgorithm.js"
@@ -27,6 +29,8 @@ export * as ResultCache from "./ResultCache.js"
 export * as RetryPolicy from "./RetryPolicy.js"
 /** @since 0.1.0 */
 export * as Simulator from "./Simulator.js"
+/** @since 0.1.0 */
+export * as SqlCheckpointStore from "./SqlCheckpointStore.js"
 /** @since 0.1.0 */
 export * as TaskError from "./TaskError.js"
 /** @since 0.1.0 */
