@@ -75,6 +75,23 @@ export interface CacheOptions<A, B> {
 }
 
 /**
+ * @since 0.1.0
+ * @category models
+ */
+export interface CheckpointOptions<B> {
+  readonly runId: string
+  /** How values are stored: `Schema.encode` before, `Schema.decodeUnknown` after. Default: the value as JSON. */
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- any encoded form (Schema's `I` is invariant)
+  readonly schema?: Schema.Schema<B, any> | undefined
+  /** Run again the items that failed with `Permanent` in an earlier run. Default `false`. */
+  readonly retryFailed?: boolean | undefined
+  /** What else defines the run (model, parameters...): resuming with another one is refused. Default `""`. */
+  readonly fingerprint?: string | undefined
+  /** JSON kept with the run, e.g. what it takes to resume it. */
+  readonly meta?: unknown
+}
+
+/**
  * What one attempt costs: the rate limiter reads `requests` and `tokens`, the
  * `Budget` reads `usd`.
  *
@@ -139,6 +156,16 @@ export interface Options<A, B, E> {
    * "interrupted"}`. Interrupt the batch to stop at once. Default: none.
    */
   readonly stopWhen?: Effect.Effect<void> | undefined
+  /**
+   * Record every outcome under `runId` in the `CheckpointStore` in context,
+   * and resume from what is recorded: succeeded items come back with
+   * `source: "checkpoint"` and no call, `Permanent` failures stay failed
+   * unless `retryFailed`, everything else runs. A resumed run whose input
+   * changed dies with `CheckpointMismatch` at the first item that differs;
+   * a store that cannot be written is a defect too (the run must not go on
+   * paying for calls it would lose). Default: none.
+   */
+  readonly checkpoint?: CheckpointOptions<B> | undefined
   /** `stream` only: settled results buffered ahead of a slow consumer. Default `256`. */
   readonly bufferSize?: number | undefined
 }

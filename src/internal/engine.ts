@@ -34,6 +34,7 @@ import * as ResultCache from "../ResultCache.js"
 import * as RetryPolicy from "../RetryPolicy.js"
 import * as TaskError from "../TaskError.js"
 import * as TaskResult from "../TaskResult.js"
+import * as Checkpointing from "./checkpointing.js"
 import * as ItemSource from "./itemSource.js"
 import type { Holder, Ledger } from "./permitPool.js"
 
@@ -162,6 +163,24 @@ export const run = <A, B, E, R, ES, RS>(
     const ledger: Ledger = { held: 0 }
     yield* Effect.addFinalizer(() => limiter.releaseLedger(ledger))
     const source = yield* ItemSource.make(input, config.priority)
+    const spentByIndex = new Map<number, Cost>()
+    const checkpoint = config.checkpoint === undefined
+      ? undefined
+      : yield* Checkpointing.make<A, B, E>(config.checkpoint, source.total, (index) => {
+        const spent = spentByIndex.get(index)
+        spentByIndex.delete(index)
+        return spent
+      })
+    let checkpointClosed = false
+    const closeCheckpoint = (reason: TaskResult.SkipReason | undefined) =>
+      checkpoint === undefined || checkpointClosed
+        ? Effect.void
+        : Effect.suspend(() => {
+          checkpointClosed = true
+          return checkpoint.close(reason)
+        })
+    // Registered before the fibers' set: on interruption it runs after they are stopped, writing what they settled.
+    yield* Effect.addFinalizer(() => closeCheckpoint("interrupted"))
     const fibers = yield* FiberSet.make<void, never>()
     // Tasks see the batch's rate limiter, so an adapter can teach it the limits a provider reports.
     const runFiber = yield* Effect.provideService(FiberSet.runtime(fibers)<R | RS>(), RateLimiter.RateLimiter, rate)
@@ -211,6 +230,10 @@ export const run = <A, B, E, R, ES, RS>(
         stopReason = "failFast"
         firstFailure = Option.some(result.error)
         effect = Effect.zipRight(Deferred.succeed(halted, undefined), effect)
+      }
+      if (checkpoint !== undefined && !(result._tag === "Succeeded" && result.source === "checkpoint")) {
+        const recorded = checkpoint.record(result)
+        if (recorded !== undefined) effect = Effect.zipRight(recorded, effect)
       }
       const emitted = emit(result)
       if (emitted !== undefined) effect = Effect.zipRight(emitted, effect)
@@ -326,6 +349,7 @@ export const run = <A, B, E, R, ES, RS>(
           budget.unsafeSettle(usd, actualUsd)
           collector.actualCost += actualUsd
           collector.actualTokens += actual?.tokens ?? 0
+          if (checkpoint !== undefined && actual !== undefined) spentByIndex.set(run.index, { ...actual, usd: actualUsd })
           if (config.settle) settled = Effect.zipRight(rate.settle(reservation, actual!), settled)
           if (run.cacheKey !== undefined) settled = Effect.zipRight(cache!.store(run.cacheKey, value), settled)
           return adaptive ? Effect.zipRight(sample(false), settled) : settled
@@ -450,6 +474,19 @@ export const run = <A, B, E, R, ES, RS>(
         limiter.unsafeRelease(holder)
         return finish(TaskResult.skipped(next.index, stopReason), Effect.void)
       }
+      if (checkpoint !== undefined) {
+        let restored: Outcome<B, E> | undefined
+        try {
+          restored = checkpoint.restore(next.index, next.item)
+        } catch (error) {
+          limiter.unsafeRelease(holder)
+          return Effect.die(error)
+        }
+        if (restored !== undefined) {
+          limiter.unsafeRelease(holder)
+          return finish(restored, worker)
+        }
+      }
       // Hand the permit over from the worker's holder to the item.
       holder.holding = false
       const run: ItemRun<A, B, E> = {
@@ -502,5 +539,6 @@ export const run = <A, B, E, R, ES, RS>(
       )
     )
     yield* Effect.provideService(failFast ? Effect.raceFirst(all, Deferred.await(halted)) : all, RateLimiter.RateLimiter, rate)
+    yield* closeCheckpoint(stopReason === "failFast" ? undefined : stopReason)
     return { report: collector.finish(now()), failure: firstFailure }
   }))

@@ -1,0 +1,165 @@
+/**
+ * The engine's side of durable runs: restores outcomes a `CheckpointStore`
+ * holds for a run, and records fresh ones in groups.
+ *
+ * An item's identity is `CheckpointStore.itemKeyOf(index, item)`: its index
+ * plus a hash of the item, so a resumed run whose input changed is caught at
+ * the first item that differs (the run dies with a `CheckpointMismatch`
+ * rather than mixing two inputs). Succeeded items come back with
+ * `source: "checkpoint"`; items that failed with `Permanent` come back failed
+ * unless `retryFailed`; everything else (other failures, skipped, never
+ * reached) runs again.
+ *
+ * Outcomes are buffered and written one group per transaction: at least every
+ * `flushEvery` (250 ms), at once when `groupSize` (500) are waiting, and when
+ * the run ends or is interrupted. Store failures are defects: a run that
+ * cannot record its outcomes must not go on paying for calls it would lose.
+ */
+import * as Cause from "effect/Cause"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import * as Schema from "effect/Schema"
+import type * as Scope from "effect/Scope"
+import type { CheckpointOptions } from "../Batch.js"
+import * as CheckpointStore from "../CheckpointStore.js"
+import * as TaskError from "../TaskError.js"
+import * as TaskResult from "../TaskResult.js"
+
+type Outcome<B, E> = TaskResult.TaskResult<B, E | TaskError.TaskError>
+
+export interface Checkpointing<A, B, E> {
+  /** The outcome recorded for this item if it must not run again; otherwise remembers its key and answers `undefined`. */
+  readonly restore: (index: number, item: A) => Outcome<B, E> | undefined
+  /** Buffers an outcome of this run; an effect when the buffer is due for writing. */
+  readonly record: (result: Outcome<B, E>) => Effect.Effect<void> | undefined
+  /** Writes what is buffered and marks the run finished, or stopped for `reason`. */
+  readonly close: (reason: TaskResult.SkipReason | undefined) => Effect.Effect<void>
+}
+
+export const groupSize = 500
+export const flushEvery = Duration.millis(250)
+
+/** A failure as it was recorded, back as a `TaskError` of the same class. */
+const errorFrom = (recorded: CheckpointStore.OutcomeRecord): TaskError.TaskError => {
+  const fields = {
+    message: recorded.error?.message ?? "failed in an earlier run",
+    ...(recorded.error?.status === undefined ? {} : { status: recorded.error.status }),
+    ...(recorded.error?.code === undefined ? {} : { code: recorded.error.code })
+  }
+  switch (recorded.errorClass) {
+    case "RateLimited":
+      return new TaskError.RateLimited(fields)
+    case "Overloaded":
+      return new TaskError.Overloaded(fields)
+    case "Transient":
+      return new TaskError.Transient(fields)
+    case "Timeout":
+      return new TaskError.Timeout({ message: fields.message })
+    case "QuotaExhausted":
+      return new TaskError.QuotaExhausted(fields)
+    default:
+      return new TaskError.Permanent(fields)
+  }
+}
+
+const errorRecord = (error: unknown): NonNullable<CheckpointStore.OutcomeRecord["error"]> => {
+  const e = error as { readonly _tag?: unknown, readonly message?: unknown, readonly status?: unknown, readonly code?: unknown }
+  return {
+    tag: typeof e?._tag === "string" ? e._tag : "Error",
+    message: typeof e?.message === "string" ? e.message : String(error),
+    ...(typeof e?.status === "number" ? { status: e.status } : {}),
+    ...(typeof e?.code === "string" ? { code: e.code } : {})
+  }
+}
+
+const die = (message: string, cause?: unknown) =>
+  Effect.die(cause === undefined ? new Cause.RuntimeException(message) : new Cause.RuntimeException(`${message}: ${String(cause)}`))
+
+export const make = <A, B, E>(
+  options: CheckpointOptions<B>,
+  total: number | undefined,
+  /** What the item at this index cost (taken once: the engine forgets it). */
+  spentOf: (index: number) => { readonly usd?: number | undefined, readonly tokens?: number | undefined } | undefined
+): Effect.Effect<Checkpointing<A, B, E>, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const storeOption = yield* Effect.serviceOption(CheckpointStore.CheckpointStore)
+    if (Option.isNone(storeOption)) {
+      return yield* die("Batch: the checkpoint option needs a CheckpointStore layer (CheckpointStore.layerMemory, SqlCheckpointStore.layer)")
+    }
+    const store = storeOption.value
+    const runId = options.runId
+    yield* Effect.orDie(store.open(runId, {
+      fingerprint: options.fingerprint ?? "",
+      ...(total === undefined ? {} : { total }),
+      ...(options.meta === undefined ? {} : { meta: options.meta })
+    }))
+    const recorded = yield* Effect.orDie(store.load(runId))
+    const byIndex = new Map<number, CheckpointStore.OutcomeRecord>()
+    for (const record of recorded.values()) byIndex.set(record.index, record)
+
+    const schema = options.schema
+    const decode = schema === undefined ? (json: unknown) => json as B : Schema.decodeUnknownSync(schema)
+    const encode = schema === undefined ? (value: B): unknown => value : Schema.encodeSync(schema)
+
+    /** Keys of items of this run that have not settled yet. */
+    const pendingKeys = new Map<number, string>()
+    let buffer: Array<CheckpointStore.OutcomeRecord> = []
+    const lock = yield* Effect.makeSemaphore(1)
+    const flush: Effect.Effect<void> = lock.withPermits(1)(Effect.suspend(() => {
+      if (buffer.length === 0) return Effect.void
+      const group = buffer
+      buffer = []
+      return Effect.catchAll(store.record(runId, group), (error) => die(`checkpoint of run "${runId}" could not be written`, error))
+    }))
+
+    // Written at least every `flushEvery`; the fiber ends with the batch's scope.
+    yield* Effect.forkScoped(Effect.forever(Effect.zipRight(Effect.sleep(flushEvery), flush)))
+
+    const restore = (index: number, item: A): Outcome<B, E> | undefined => {
+      const key = CheckpointStore.itemKeyOf(index, item)
+      const prior = byIndex.get(index)
+      if (prior !== undefined) {
+        byIndex.delete(index)
+        if (prior.itemKey !== key) {
+          throw new CheckpointStore.CheckpointMismatch({ runId, expected: prior.itemKey, found: key })
+        }
+        if (prior.status === "succeeded") {
+          return TaskResult.succeeded(index, decode(prior.value), 0, 0, "checkpoint")
+        }
+        if (prior.status === "failed" && prior.errorClass === "Permanent" && options.retryFailed !== true) {
+          return TaskResult.failed(index, errorFrom(prior), "Permanent", 0, 0)
+        }
+      }
+      pendingKeys.set(index, key)
+      return undefined
+    }
+
+    const record = (result: Outcome<B, E>): Effect.Effect<void> | undefined => {
+      const itemKey = pendingKeys.get(result.index)
+      if (itemKey === undefined || result._tag === "Skipped") return undefined
+      pendingKeys.delete(result.index)
+      const base = { itemKey, index: result.index, attempts: result.attempts, durationMs: result.durationMs, recordedAt: Date.now() }
+      if (result._tag === "Succeeded") {
+        const spent = spentOf(result.index)
+        buffer.push({
+          ...base,
+          status: "succeeded",
+          value: encode(result.value),
+          ...(spent?.usd === undefined ? {} : { cost: spent.usd }),
+          ...(spent?.tokens === undefined ? {} : { tokens: spent.tokens })
+        })
+      } else {
+        buffer.push({ ...base, status: "failed", error: errorRecord(result.error), errorClass: result.errorClass })
+      }
+      return buffer.length >= groupSize ? flush : undefined
+    }
+
+    const close = (reason: TaskResult.SkipReason | undefined) =>
+      Effect.zipRight(
+        flush,
+        Effect.orDie(reason === undefined ? store.setState(runId, "finished") : store.setState(runId, "stopped", reason))
+      )
+
+    return { restore, record, close }
+  })

@@ -1,0 +1,116 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Cause, Effect, Exit, FastCheck, Layer, Schema, Stream } from "effect"
+import * as Batch from "../../src/Batch.js"
+import * as CheckpointStore from "../../src/CheckpointStore.js"
+import * as RetryPolicy from "../../src/RetryPolicy.js"
+import * as TaskError from "../../src/TaskError.js"
+import type * as TaskResult from "../../src/TaskResult.js"
+import { runOnTestClock } from "../support/TestTime.js"
+
+type Script = "ok" | "permanent" | "flaky"
+
+/** A deterministic task: the same item gives the same outcome in every run; "flaky" fails its first attempt of each run. */
+const scripted = (scripts: ReadonlyArray<Script>) => {
+  const calls = scripts.map(() => 0)
+  const attemptsThisRun = new Map<number, number>()
+  const task = (n: number, index: number) =>
+    Effect.gen(function*() {
+      calls[index]!++
+      const attempt = (attemptsThisRun.get(index) ?? 0) + 1
+      attemptsThisRun.set(index, attempt)
+      yield* Effect.sleep(`${1 + (index % 7)} millis`)
+      const script = scripts[index]!
+      if (script === "permanent") return yield* new TaskError.Permanent({ message: `item ${index} rejected`, status: 400 })
+      if (script === "flaky" && attempt === 1) return yield* new TaskError.Transient({ message: "reset" })
+      return n * 2
+    })
+  return { calls, task, newRun: () => attemptsThisRun.clear() }
+}
+
+const summary = (results: ReadonlyArray<TaskResult.TaskResult<number, unknown>>) =>
+  results.map((r) => (r._tag === "Succeeded" ? ["ok", r.value] : r._tag === "Failed" ? ["failed", r.errorClass] : ["skipped", r.reason]))
+
+const policy = RetryPolicy.layer({ base: "10 millis", maxDelay: "50 millis" })
+
+describe("Batch checkpoint", () => {
+  it.effect.prop(
+    "run + interruption + resume gives the results of one uninterrupted run; recorded successes are never called again",
+    {
+      scripts: FastCheck.array(FastCheck.constantFrom<Script>("ok", "ok", "ok", "permanent", "flaky"), { minLength: 1, maxLength: 40 }),
+      stopAfter: FastCheck.nat({ max: 40 }),
+      concurrency: FastCheck.integer({ min: 1, max: 6 })
+    },
+    ({ concurrency, scripts, stopAfter }) =>
+      Effect.gen(function*() {
+        const items = scripts.map((_, i) => i + 100)
+        const reference = yield* runOnTestClock(Batch.run(items, scripted(scripts).task, { concurrency }))
+
+        const { calls, newRun, task } = scripted(scripts)
+        const checkpoint = { runId: "prop", schema: Schema.Number }
+        const firstRun = yield* runOnTestClock(
+          Batch.stream(items, task, { concurrency, checkpoint }).pipe(Stream.take(stopAfter), Stream.runCollect)
+        )
+        const callsBefore = [...calls]
+        const succeededBefore = new Set([...firstRun].filter((r) => r._tag === "Succeeded").map((r) => r.index))
+        newRun()
+        const resumed = yield* runOnTestClock(Batch.run(items, task, { concurrency, checkpoint }))
+
+        expect(summary(resumed.results)).toEqual(summary(reference.results))
+        for (const index of succeededBefore) {
+          expect(calls[index], `item ${index} succeeded before the stop and was called again`).toBe(callsBefore[index])
+          expect(resumed.results[index]).toMatchObject({ source: "checkpoint" })
+        }
+        // An item that failed for good before the stop is not called again either.
+        for (const result of firstRun) {
+          if (result._tag === "Failed") expect(calls[result.index]).toBe(callsBefore[result.index])
+        }
+      }).pipe(Effect.provide(Layer.merge(CheckpointStore.layerMemory, policy))),
+    { fastCheck: { numRuns: 40 } }
+  )
+
+  it.effect("a finished run resumes with every item from the checkpoint; retryFailed runs the failed ones again", () =>
+    Effect.gen(function*() {
+      const scripts: Array<Script> = ["ok", "permanent", "ok"]
+      const { calls, task } = scripted(scripts)
+      yield* runOnTestClock(Batch.run([1, 2, 3], task, { checkpoint: { runId: "r" } }))
+      const again = yield* runOnTestClock(Batch.run([1, 2, 3], task, { checkpoint: { runId: "r" } }))
+      expect(again.report.sources.checkpoint).toBe(2)
+      expect(again.results[1]).toMatchObject({ _tag: "Failed", errorClass: "Permanent" })
+      expect(calls).toEqual([1, 1, 1])
+      yield* runOnTestClock(Batch.run([1, 2, 3], task, { checkpoint: { runId: "r", retryFailed: true } }))
+      expect(calls).toEqual([1, 2, 1])
+      const store = yield* CheckpointStore.CheckpointStore
+      const info = yield* store.get("r")
+      expect(info._tag === "Some" && info.value.state).toBe("finished")
+    }).pipe(Effect.provide(CheckpointStore.layerMemory)))
+
+  it.effect("a resumed run whose input changed dies with CheckpointMismatch", () =>
+    Effect.gen(function*() {
+      yield* Batch.run(["a", "b", "c"], (s: string) => Effect.succeed(s), { checkpoint: { runId: "m" } })
+      const exit = yield* Effect.exit(Batch.run(["a", "B", "c"], (s: string) => Effect.succeed(s), { checkpoint: { runId: "m" } }))
+      expect(Exit.isFailure(exit)).toBe(true)
+      const defect = Exit.isFailure(exit) ? Cause.squash(exit.cause) : undefined
+      expect(defect).toMatchObject({ _tag: "CheckpointMismatch", runId: "m" })
+    }).pipe(Effect.provide(CheckpointStore.layerMemory)))
+
+  it.effect("without a CheckpointStore layer the option is refused with a clear message", () =>
+    Effect.gen(function*() {
+      const exit = yield* Effect.exit(Batch.run([1], (n: number) => Effect.succeed(n), { checkpoint: { runId: "x" } }))
+      expect(Exit.isFailure(exit) && Cause.pretty(exit.cause)).toContain("needs a CheckpointStore layer")
+    }))
+
+  it.effect("a budget stop leaves the run stopped with its reason, ready to resume", () =>
+    Effect.gen(function*() {
+      const { Budget } = yield* Effect.promise(() => import("../../src/index.js"))
+      yield* Batch.run([1, 2, 3, 4], (n: number) => Effect.succeed(n), {
+        concurrency: 1,
+        estimate: () => ({ usd: 1 }),
+        checkpoint: { runId: "b" }
+      }).pipe(Effect.provide(Budget.layer({ maxCost: 2 })))
+      const store = yield* CheckpointStore.CheckpointStore
+      const info = yield* store.get("b")
+      expect(info._tag === "Some" && [info.value.state, info.value.reason, info.value.counts.succeeded]).toEqual(["stopped", "budget", 2])
+      const resumed = yield* Batch.run([1, 2, 3, 4], (n: number) => Effect.succeed(n), { checkpoint: { runId: "b" } })
+      expect(resumed.report.sources).toMatchObject({ checkpoint: 2, call: 2 })
+    }).pipe(Effect.provide(CheckpointStore.layerMemory)))
+})
