@@ -176,9 +176,9 @@ export const run = <A, B, E, R, ES, RS>(
       checkpoint === undefined || checkpointClosed
         ? Effect.void
         : Effect.suspend(() => {
-          checkpointClosed = true
-          return checkpoint.close(reason)
-        })
+            checkpointClosed = true
+            return checkpoint.close(reason)
+          })
     // Registered before the fibers' set: on interruption it runs after they are stopped, writing what they settled.
     yield* Effect.addFinalizer(() => closeCheckpoint("interrupted"))
     const fibers = yield* FiberSet.make<void, never>()
