@@ -25,6 +25,7 @@ import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
 import * as CliError from "./CliError.js"
 import * as RunCommand from "./RunCommand.js"
+import * as RunsCommand from "./RunsCommand.js"
 import * as SimulateCommand from "./SimulateCommand.js"
 
 /**
@@ -40,10 +41,10 @@ export const version = "0.1.0"
 export const command = Command.make(
   "effect-batch",
   {},
-  () => Effect.fail(new CliError.UsageError({ message: "missing command: run or simulate (see --help)" }))
+  () => Effect.fail(new CliError.UsageError({ message: "missing command: run, simulate, runs or export (see --help)" }))
 ).pipe(
   Command.withDescription("Run large batches of LLM calls as fast as the provider allows, never past its limits."),
-  Command.withSubcommands([RunCommand.command, SimulateCommand.command])
+  Command.withSubcommands([RunCommand.command, SimulateCommand.command, RunsCommand.runsCommand, RunsCommand.exportCommand])
 )
 
 const cli = Command.run(command, { name: "effect-batch", version })

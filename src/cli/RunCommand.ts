@@ -52,6 +52,7 @@ import * as Stream from "effect/Stream"
 import * as Batch from "../Batch.js"
 import * as BatchReport from "../BatchReport.js"
 import * as Budget from "../Budget.js"
+import * as CheckpointStore from "../CheckpointStore.js"
 import * as ConcurrencyLimiter from "../ConcurrencyLimiter.js"
 import * as LimitAlgorithm from "../LimitAlgorithm.js"
 import * as OpenAiCompat from "../OpenAiCompat.js"
@@ -60,6 +61,7 @@ import * as RateLimiter from "../RateLimiter.js"
 import * as ResultCache from "../ResultCache.js"
 import * as RetryPolicy from "../RetryPolicy.js"
 import * as Simulator from "../Simulator.js"
+import * as SqlCheckpointStore from "../SqlCheckpointStore.js"
 import * as TaskError from "../TaskError.js"
 import * as TaskResult from "../TaskResult.js"
 import { ItemsUnsuccessful, UsageError } from "./CliError.js"
@@ -109,6 +111,12 @@ export interface RunOptions {
   readonly progressOutput?: ProgressDisplay.Output | undefined
   /** After a first stop request, how long calls in flight may take to finish. Default 10. */
   readonly graceSeconds?: number | undefined
+  /** Checkpoint the run under this id (and resume it if it exists). */
+  readonly runId?: string | undefined
+  /** SQLite file of the checkpoints. Default `effect-batch.db`. */
+  readonly db?: string | undefined
+  /** The command line, kept with a checkpointed run to say how to resume it. */
+  readonly argv?: ReadonlyArray<string> | undefined
 }
 
 /**
@@ -134,6 +142,7 @@ export interface Outcome {
 const maxNotes = 10
 
 const defaultApiKeyEnv = "OPENAI_API_KEY"
+const defaultDb = "effect-batch.db"
 
 /**
  * The adaptive limit: latency-driven, from 8 up to 128, smoothed for a few
@@ -231,6 +240,20 @@ const cacheLayer = (filename: string): Layer.Layer<ResultCache.ResultCache, Usag
     Layer.catchAllCause((cause) => Layer.fail(usage(`cannot open the cache ${filename}: ${causeMessage(cause)}`)))
   )
 
+/**
+ * The checkpoint store of the CLI: SQLite. The client leaves WAL to the store,
+ * which turns it on itself, so that a file that is not a database is reported
+ * by the store rather than as a crash in the driver.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const checkpointLayer = (filename: string): Layer.Layer<CheckpointStore.CheckpointStore, UsageError> =>
+  SqlCheckpointStore.layer().pipe(
+    Layer.provide(SqliteClient.layer({ filename, disableWAL: true })),
+    Layer.catchAllCause((cause) => Layer.fail(usage(`cannot use the checkpoint database ${filename}: ${causeMessage(cause)}`)))
+  )
+
 /** A rejected line as the batch would report it: failed for good, no attempt. */
 const rejectedResult = (rejected: JsonlInput.Rejected): TaskResult.Failed<TaskError.Permanent> =>
   TaskResult.failed(rejected.index, new TaskError.Permanent({ message: rejected.message }), "Permanent", 0, 0)
@@ -252,6 +275,9 @@ export const run = (
     const cache = options.cache === undefined
       ? undefined
       : Context.get(yield* Layer.build(cacheLayer(options.cache)), ResultCache.ResultCache)
+    const checkpoints = options.runId === undefined
+      ? undefined
+      : Context.get(yield* Layer.build(checkpointLayer(options.db ?? defaultDb)), CheckpointStore.CheckpointStore)
     const simulator = options.simulate === true
       ? Context.get(
           yield* Layer.build(SimulateCommand.layer({ ...SimulateCommand.demo, ...options.simulator })),
@@ -364,6 +390,14 @@ export const run = (
       },
       ...(options.timeoutSeconds === undefined ? {} : { timeout: Duration.seconds(options.timeoutSeconds) }),
       ...(cache === undefined ? {} : { cache: { key: keyOf }, key: keyOf }),
+      ...(options.runId === undefined ? {} : {
+        checkpoint: {
+          runId: options.runId,
+          // A run resumed with another model or parameters is refused.
+          fingerprint: CheckpointStore.fingerprintOf([settings.model, options.simulate === true ? "simulator" : baseUrl]),
+          meta: { argv: options.argv ?? [] }
+        }
+      }),
       stopWhen
     }
     const task = (entry: JsonlInput.Entry) => llm.task(entry.input, entry.index)
@@ -390,10 +424,18 @@ export const run = (
       Context.add(Progress.Progress, Progress.make((event) => Effect.sync(() => monitor.event(event))))
     )
     if (cache !== undefined) context = Context.add(context, ResultCache.ResultCache, cache)
+    if (checkpoints !== undefined) context = Context.add(context, CheckpointStore.CheckpointStore, checkpoints)
     if (options.maxAttempts !== undefined) {
       context = Context.add(context, RetryPolicy.RetryPolicy, RetryPolicy.make({ maxAttempts: options.maxAttempts }))
     }
-    yield* Effect.raceWith(Effect.provide(results, context), hardStop, {
+    // The checkpoint's refusals (another input or model, an unusable store) end the run with their message.
+    const checkpointed = Effect.provide(results, context).pipe(
+      Effect.catchSomeDefect((defect) =>
+        defect instanceof CheckpointStore.CheckpointMismatch || defect instanceof CheckpointStore.CheckpointError
+          ? Option.some(Effect.fail(usage(`run ${options.runId}: ${defect.message}`)))
+          : Option.none())
+    )
+    yield* Effect.raceWith(checkpointed, hardStop, {
       onSelfDone: (exit, stopper) => Effect.zipRight(Fiber.interrupt(stopper), exit),
       onOtherDone: (_, runner) => Effect.zipRight(Fiber.interrupt(runner), Effect.interrupt)
     }).pipe(
@@ -502,6 +544,16 @@ export const command = Command.make(
       Options.withDescription("Progress display on stderr (auto: a redrawn line on a terminal, a log line otherwise)."),
       Options.withDefault("auto")
     ),
+    runId: Options.text("run-id").pipe(
+      Options.withPseudoName("ID"),
+      Options.withDescription("Checkpoint every outcome under this id; run again with the same id to resume."),
+      Options.optional
+    ),
+    db: Options.file("db").pipe(
+      Options.withPseudoName("FILE"),
+      Options.withDescription("SQLite file of the checkpoints (default effect-batch.db)."),
+      Options.optional
+    ),
     grace: Options.float("grace").pipe(
       Options.withPseudoName("SECONDS"),
       Options.withDescription("On Ctrl-C, how long calls in flight may take to finish before they are interrupted."),
@@ -527,9 +579,16 @@ export const command = Command.make(
         maxAttempts: some(flags.maxAttempts),
         timeoutSeconds: some(flags.timeout),
         progress: flags.progress,
-        graceSeconds: flags.grace
+        graceSeconds: flags.grace,
+        runId: some(flags.runId),
+        db: some(flags.db),
+        argv: process.argv.slice(2)
       })
       yield* Console.log(summary(outcome))
+      const stoppedEarly = outcome.stopped || outcome.report.skippedBy.quota + outcome.report.skippedBy.budget > 0
+      if (stoppedEarly && flags.runId._tag === "Some") {
+        yield* Console.error(`resume with: effect-batch ${process.argv.slice(2).join(" ")}`)
+      }
       if (outcome.stopped) {
         yield* Console.error(`stopped before the end: ${outcome.report.skippedBy.interrupted} items were not started`)
         return yield* Effect.interrupt

@@ -343,13 +343,14 @@ export const run = <A, B, E, R, ES, RS>(
       return Effect.matchCauseEffect(effect, {
         onSuccess: (value) => {
           inFlight--
-          let settled = settle(run, TaskResult.succeeded(run.index, value, run.attempts, elapsed(run)), next)
           const actual = config.settle?.(value, run.item, run.index) ?? cost
           const actualUsd = actual?.usd ?? usd
           budget.unsafeSettle(usd, actualUsd)
           collector.actualCost += actualUsd
           collector.actualTokens += actual?.tokens ?? 0
+          // Before `settle`, which records the outcome (with its cost) in the checkpoint.
           if (checkpoint !== undefined && actual !== undefined) spentByIndex.set(run.index, { ...actual, usd: actualUsd })
+          let settled = settle(run, TaskResult.succeeded(run.index, value, run.attempts, elapsed(run)), next)
           if (config.settle) settled = Effect.zipRight(rate.settle(reservation, actual!), settled)
           if (run.cacheKey !== undefined) settled = Effect.zipRight(cache!.store(run.cacheKey, value), settled)
           return adaptive ? Effect.zipRight(sample(false), settled) : settled

@@ -109,7 +109,8 @@ describe("Batch checkpoint", () => {
       }).pipe(Effect.provide(Budget.layer({ maxCost: 2 })))
       const store = yield* CheckpointStore.CheckpointStore
       const info = yield* store.get("b")
-      expect(info._tag === "Some" && [info.value.state, info.value.reason, info.value.counts.succeeded]).toEqual(["stopped", "budget", 2])
+      expect(info._tag === "Some" && [info.value.state, info.value.reason, info.value.counts.succeeded, info.value.cost])
+        .toEqual(["stopped", "budget", 2, 2])
       const resumed = yield* Batch.run([1, 2, 3, 4], (n: number) => Effect.succeed(n), { checkpoint: { runId: "b" } })
       expect(resumed.report.sources).toMatchObject({ checkpoint: 2, call: 2 })
     }).pipe(Effect.provide(CheckpointStore.layerMemory)))

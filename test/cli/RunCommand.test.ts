@@ -239,6 +239,39 @@ describe("RunCommand.run", () => {
         expect((yield* simulator.metrics).received).toBe(0)
       })))
 
+  it.live("--run-id: a stopped run resumes from its checkpoint; another input under the same id is refused", () =>
+    withSimulator({ latency: { baseMs: 100 } }, (simulator) =>
+      Effect.gen(function*() {
+        const input = inputFile(prompts(30))
+        const db = join(dir, `cp-${++files}.db`)
+        const stop = yield* StopSignal.StopSignal
+        const first = yield* Effect.fork(
+          RunCommand.run({ ...options(simulator, input, outputFile()), concurrency: 3, runId: "r1", db })
+        )
+        yield* Effect.sleep("350 millis")
+        yield* stop.request
+        const stopped = yield* Fiber.join(first)
+        expect(stopped.stopped).toBe(true)
+        const done = stopped.report.succeeded
+        expect(done).toBeGreaterThan(0)
+        const callsBefore = (yield* simulator.metrics).received
+
+        const out = outputFile()
+        const resumed = yield* RunCommand.run({ ...options(simulator, input, out), concurrency: 3, runId: "r1", db }).pipe(
+          Effect.provide(StopSignal.layerManual)
+        )
+        expect(resumed.report.sources).toMatchObject({ checkpoint: done, call: 30 - done })
+        // Nothing that had succeeded was called again.
+        expect((yield* simulator.metrics).received - callsBefore).toBe(30 - done)
+        expect(readResults(out).map((r) => r.status)).toEqual(Array.from({ length: 30 }, () => "succeeded"))
+
+        const changed = yield* Effect.either(
+          RunCommand.run({ ...options(simulator, inputFile(prompts(31).replace("number 0", "number zero")), outputFile()), runId: "r1", db })
+            .pipe(Effect.provide(StopSignal.layerManual))
+        )
+        expect(Either.isLeft(changed) && changed.left.message).toMatch(/run r1: .*different input/)
+      }).pipe(Effect.provide(StopSignal.layerManual))))
+
   it.live("a first stop request lets calls in flight finish and skips the rest", () =>
     withSimulator({ latency: { baseMs: 300 } }, (simulator) =>
       Effect.gen(function*() {
