@@ -28,8 +28,8 @@ if (mode === undefined) {
   const run = mode === "plain"
     ? Batch.run(items, task, { concurrency: 10 })
     : Batch.run(items, task, { concurrency: 10, checkpoint: { runId: "bench" } }).pipe(
-      Effect.provide(SqlCheckpointStore.layer().pipe(Layer.provide(SqliteClient.layer({ filename: join(dir, "bench.db"), disableWAL: true }))))
-    )
+        Effect.provide(SqlCheckpointStore.layer().pipe(Layer.provide(SqliteClient.layer({ filename: join(dir, "bench.db"), disableWAL: true }))))
+      )
   const start = performance.now()
   const { report } = await Effect.runPromise(run)
   const ms = performance.now() - start
