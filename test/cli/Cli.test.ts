@@ -159,6 +159,33 @@ describe("effect-batch simulate", () => {
     }).pipe(Effect.provide(platform)))
 })
 
+describe("effect-batch runs / export", () => {
+  it.live("a checkpointed run is listed and exported in input order; a foreign file is exit code 2", () =>
+    withSimulator((simulator) =>
+      Effect.gen(function*() {
+        const db = join(dir, "runs.db")
+        const input = file(["\"one\"", "\"two\"", "\"three\""].join("\n"))
+        const run = yield* cli([...against(simulator, input, file()), "--run-id", "nightly", "--db", db])
+        expect(run.code).toBe(0)
+        const runs = yield* cli(["runs", "--db", db])
+        expect(runs.code).toBe(0)
+        expect(runs.out).toMatch(/nightly\s+finished\s+3 done, 0 failed/)
+        const out = file()
+        const exported = yield* cli(["export", "nightly", "--db", db, "--out", out])
+        expect(exported.code).toBe(0)
+        const lines = readFileSync(out, "utf8").trim().split("\n").map((l) => JSON.parse(l) as { index: number, status: string })
+        expect(lines.map((l) => [l.index, l.status])).toEqual([[0, "succeeded"], [1, "succeeded"], [2, "succeeded"]])
+        const missing = yield* cli(["export", "nope", "--db", db, "--out", file()])
+        expect(missing.code).toBe(2)
+        expect(missing.err).toContain("no run \"nope\"")
+        const junk = join(dir, "junk.db")
+        writeFileSync(junk, "this is not a database, just text that is long enough to look like a header........")
+        const foreign = yield* cli(["runs", "--db", junk])
+        expect(foreign.code).toBe(2)
+        expect(foreign.err).toContain("not a SQLite database")
+      }).pipe(Effect.provide(platform))))
+})
+
 describe("CliError.exitCodeOf", () => {
   it("maps outcomes to exit codes", () => {
     expect(CliError.exitCodeOf(Exit.void)).toBe(0)
