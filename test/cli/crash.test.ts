@@ -99,8 +99,7 @@ describe("crash and resume", () => {
           expect(killed).toBe(true)
           const before = yield* simulator.metrics
           const atKill = yield* recorded(db)
-          // The checkpoint trails the results file by at most a flush period, never by more than what was settled.
-          expect(atKill.size).toBeGreaterThan(0)
+          // The checkpoint trails the results file by up to a flush period (250 ms): an early kill may find it empty.
           expect(atKill.size).toBeLessThanOrEqual(items)
 
           const out = join(dir, `resumed-${killAfter}.jsonl`)
