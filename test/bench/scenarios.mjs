@@ -1,0 +1,55 @@
+// The scenarios of the peers benchmark (`peers.mjs`), shared with the runner processes
+// (`peer-runner.mjs`): simulator options, items, what a runner is told, and the lower bound.
+
+export const CONCURRENCY = 20
+const RPM = 5200
+
+const prompt = (i) => `Item ${i}: write one short sentence about the number ${i}.`
+
+const rateLimited = (variant, bucketMs, told, note) => ({
+  scenario: "rate-limited",
+  variant,
+  title: `1${variant}. rate-limited: ${RPM} RPM, bucket ${bucketMs} ms, 600 items, ~50 ms, ${told ? "runners told the limit" : "not told"}`,
+  simulator: { seed: 7, requestsPerMinute: RPM, bucketMs, latency: { baseMs: 50, jitter: 0.1 } },
+  prompts: () => Array.from({ length: 600 }, (_, i) => prompt(i)),
+  // Sustained rate only: a client cannot see the provider's initial (full) bucket.
+  boundMs: (599 * 60_000) / RPM + 50,
+  boundText: "(items − 1) / rate + 50 ms; ignores the provider's initial full bucket, which a client cannot see",
+  toldRpm: told ? RPM : undefined,
+  capacityLimited: false,
+  note
+})
+
+export const scenarios = [
+  rateLimited("a", 1000, true, "p-limit, LangChain and Promise.all have no rate option: they run untold here, as in (b)"),
+  rateLimited("b", 1000, false),
+  rateLimited("c", 100, false),
+  {
+    scenario: "unknown-capacity",
+    variant: "-",
+    title: "2. unknown capacity: 32 slots + 32 queued (503 above 64 in flight), 2 000 items, ~40 ms",
+    simulator: { seed: 7, capacity: 32, maxQueue: 32, latency: { baseMs: 40, jitter: 0.1 } },
+    prompts: () => Array.from({ length: 2000 }, (_, i) => prompt(i)),
+    boundMs: (2000 * 40) / 32,
+    boundText: "items × 40 ms / 32 slots",
+    adaptive: true,
+    capacityLimited: true
+  },
+  {
+    scenario: "flaky",
+    variant: "-",
+    title: "3. flaky: 10 % of served calls fail (500/502/503), 1 000 items of which 10 contain INVALID (400), ~40 ms",
+    simulator: { seed: 7, failureRate: 0.1, latency: { baseMs: 40, jitter: 0.1 } },
+    prompts: () => Array.from({ length: 1000 }, (_, i) => (i % 100 === 50 ? `Item ${i}: INVALID input, please refuse.` : prompt(i))),
+    boundMs: (1000 * 40) / CONCURRENCY,
+    boundText: "items × 40 ms / 20 (concurrency 20, retries not counted)",
+    capacityLimited: false,
+    note: "503s here are drawn transient server errors, not capacity refusals: they are not counted as wasted"
+  }
+]
+
+export const find = (scenario, variant) => {
+  const found = scenarios.find((s) => s.scenario === scenario && s.variant === variant)
+  if (found === undefined) throw new Error(`unknown scenario ${scenario} ${variant}`)
+  return found
+}
