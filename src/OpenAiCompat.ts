@@ -34,6 +34,7 @@ import * as Schema from "effect/Schema"
 import * as Batch from "./Batch.js"
 import type { BatchReport } from "./BatchReport.js"
 import * as Budget from "./Budget.js"
+import * as CheckpointStore from "./CheckpointStore.js"
 import * as RateLimiter from "./RateLimiter.js"
 import * as ResultCache from "./ResultCache.js"
 import * as TaskError from "./TaskError.js"
@@ -272,6 +273,17 @@ const baseHeaders = (config: Config): Record<string, string> => ({
   ...config.headers
 })
 
+/**
+ * In a checkpointed run, derived from the run id and the item's key (the same
+ * across retries, crashes and resumes); otherwise from the request and the
+ * item's index (the same across retries and re-runs of the same input).
+ */
+const idempotencyKey = (otherwise: () => string): Effect.Effect<string> =>
+  Effect.map(Effect.serviceOption(CheckpointStore.CurrentItem), (current) =>
+    Option.isSome(current)
+      ? ResultCache.key({ runId: current.value.runId, itemKey: current.value.itemKey }).slice(0, 40)
+      : otherwise())
+
 const endpoint = (config: Config, path: string) => `${config.baseUrl.replace(/\/+$/, "")}${path}`
 
 /**
@@ -297,7 +309,8 @@ export const chat = (config: Config): Chat => {
 
   const task = (input: ChatInput, index: number) => {
     const request = body(input)
-    return post(url, request, { ...headers, "idempotency-key": `${cacheKey(input).slice(0, 32)}-${index}` }, observe).pipe(
+    return Effect.flatMap(idempotencyKey(() => `${cacheKey(input).slice(0, 32)}-${index}`), (key) =>
+      post(url, request, { ...headers, "idempotency-key": key }, observe)).pipe(
       Effect.flatMap(decode),
       Effect.map((response): ChatCompletion => {
         const usage = usageOf(response.usage)

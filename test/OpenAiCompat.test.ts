@@ -9,8 +9,10 @@ import { Effect, Fiber, Layer, Redacted } from "effect"
 import { createServer } from "node:http"
 import * as Batch from "../src/Batch.js"
 import * as Budget from "../src/Budget.js"
+import * as CheckpointStore from "../src/CheckpointStore.js"
 import * as OpenAiCompat from "../src/OpenAiCompat.js"
 import * as RateLimiter from "../src/RateLimiter.js"
+import * as ResultCache from "../src/ResultCache.js"
 import * as RetryPolicy from "../src/RetryPolicy.js"
 import * as Simulator from "../src/Simulator.js"
 
@@ -73,6 +75,18 @@ describe("OpenAiCompat.chat", () => {
         expect(sentHeaders.length).toBe(results[0]!.attempts)
         expect(new Set(sentHeaders.map((h) => h["idempotency-key"])).size).toBe(1)
       })))
+
+  it.live("in a checkpointed run the Idempotency-Key derives from the run id and the item's key", () =>
+    withSimulator(quick, (sim) =>
+      Effect.gen(function*() {
+        sentHeaders.length = 0
+        const llm = OpenAiCompat.chat({ baseUrl: `${sim.url}/v1`, model: "sim-chat" })
+        const inputs = ["first", "second"]
+        yield* Batch.run(inputs, llm.task, { ...llm.options, concurrency: 1, checkpoint: { runId: "nightly" } })
+        const expected = inputs.map((input, index) =>
+          ResultCache.key({ runId: "nightly", itemKey: CheckpointStore.itemKeyOf(index, input) }).slice(0, 40))
+        expect(sentHeaders.map((h) => h["idempotency-key"])).toEqual(expected)
+      }).pipe(Effect.provide(CheckpointStore.layerMemory))))
 
   it.live("failures are classified: INVALID is Permanent after one call, quota stops the batch", () =>
     withSimulator({ ...quick, quotaTokens: 600 }, (sim) =>

@@ -31,6 +31,9 @@ type Outcome<B, E> = TaskResult.TaskResult<B, E | TaskError.TaskError>
 export interface Checkpointing<A, B, E> {
   /** The outcome recorded for this item if it must not run again; otherwise remembers its key and answers `undefined`. */
   readonly restore: (index: number, item: A) => Outcome<B, E> | undefined
+  /** The identity of an item of this run that has not settled yet. */
+  readonly keyOf: (index: number) => string | undefined
+  readonly runId: string
   /** Buffers an outcome of this run; an effect when the buffer is due for writing. */
   readonly record: (result: Outcome<B, E>) => Effect.Effect<void> | undefined
   /** Writes what is buffered and marks the run finished, or stopped for `reason`. */
@@ -161,5 +164,5 @@ export const make = <A, B, E>(
         Effect.orDie(reason === undefined ? store.setState(runId, "finished") : store.setState(runId, "stopped", reason))
       )
 
-    return { restore, record, close }
+    return { restore, record, close, runId, keyOf: (index: number) => pendingKeys.get(index) }
   })
