@@ -10,9 +10,12 @@
  * unless `retryFailed`; everything else (other failures, skipped, never
  * reached) runs again.
  *
- * Outcomes are buffered and written one group per transaction: at least every
- * `flushEvery` (250 ms), at once when `groupSize` (500) are waiting, and when
- * the run ends or is interrupted. Store failures are defects: a run that
+ * Outcomes are buffered and written one group per transaction, continuously:
+ * a writer fiber lets a group gather for `gatherFor` (25 ms) after its first
+ * outcome, writes it, and starts over (group commit), so the checkpoint trails
+ * the run by ~25 ms plus a transaction; at `groupSize` (500) waiting, the
+ * workers wait for the writer; the rest is written when the run ends or is
+ * interrupted. Store failures are defects: a run that
  * cannot record its outcomes must not go on paying for calls it would lose.
  */
 import * as Cause from "effect/Cause"
@@ -41,7 +44,8 @@ export interface Checkpointing<A, B, E> {
 }
 
 export const groupSize = 500
-export const flushEvery = Duration.millis(250)
+/** How long the writer lets a group gather before writing it: fewer, larger transactions. */
+export const gatherFor = Duration.millis(25)
 
 /** A failure as it was recorded, back as a `TaskError` of the same class. */
 const errorFrom = (recorded: CheckpointStore.OutcomeRecord): TaskError.TaskError => {
@@ -116,8 +120,11 @@ export const make = <A, B, E>(
       return Effect.catchAll(store.record(runId, group), (error) => die(`checkpoint of run "${runId}" could not be written`, error))
     }))
 
-    // Written at least every `flushEvery`; the fiber ends with the batch's scope.
-    yield* Effect.forkScoped(Effect.forever(Effect.zipRight(Effect.sleep(flushEvery), flush)))
+    // The writer: one transaction at a time, of everything settled meanwhile; ends with the batch's scope.
+    const pending = yield* Effect.makeLatch(false)
+    yield* Effect.forkScoped(Effect.forever(
+      pending.await.pipe(Effect.zipRight(Effect.sleep(gatherFor)), Effect.zipRight(pending.close), Effect.zipRight(flush))
+    ))
 
     const restore = (index: number, item: A): Outcome<B, E> | undefined => {
       const key = CheckpointStore.itemKeyOf(index, item)
@@ -155,6 +162,7 @@ export const make = <A, B, E>(
       } else {
         buffer.push({ ...base, status: "failed", error: errorRecord(result.error), errorClass: result.errorClass })
       }
+      if (buffer.length === 1) pending.unsafeOpen()
       return buffer.length >= groupSize ? flush : undefined
     }
 

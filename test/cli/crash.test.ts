@@ -125,10 +125,11 @@ describe("crash and resume", () => {
           expect(resumed.report.sources.checkpoint).toBe(atKill.size)
           const callsAfterResume = after.byStatus["200"]! - (before.byStatus["200"] ?? 0)
           expect(callsAfterResume).toBe(items - atKill.size)
-          // Paid twice: items answered before the kill but not yet in the checkpoint (in flight or in the last group).
+          // Paid twice: items answered before the kill but not yet in the checkpoint: in flight (8), or in the
+          // group gathering (25 ms, ~15 items at this pace) or being written.
           const paidTwice = (before.byStatus["200"] ?? 0) - atKill.size
           expect(paidTwice).toBeGreaterThanOrEqual(0)
-          expect(paidTwice).toBeLessThanOrEqual(8 + 150)
+          expect(paidTwice).toBeLessThanOrEqual(8 + 60)
         })))
   }
 })
