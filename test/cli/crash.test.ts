@@ -99,7 +99,7 @@ describe("crash and resume", () => {
           expect(killed).toBe(true)
           const before = yield* simulator.metrics
           const atKill = yield* recorded(db)
-          // The checkpoint trails the results file by up to a flush period (250 ms): an early kill may find it empty.
+          // The checkpoint trails the results file by a group (~25 ms): an early kill may find it empty.
           expect(atKill.size).toBeLessThanOrEqual(items)
 
           const out = join(dir, `resumed-${killAfter}.jsonl`)
