@@ -37,8 +37,11 @@ export interface Checkpointing<A, B, E> {
   /** The identity of an item of this run that has not settled yet. */
   readonly keyOf: (index: number) => string | undefined
   readonly runId: string
-  /** Buffers an outcome of this run; an effect when the buffer is due for writing. */
-  readonly record: (result: Outcome<B, E>) => Effect.Effect<void> | undefined
+  /** Buffers an outcome of this run, with what its call cost; an effect when the buffer is due for writing. */
+  readonly record: (
+    result: Outcome<B, E>,
+    spent: { readonly usd?: number | undefined, readonly tokens?: number | undefined } | undefined
+  ) => Effect.Effect<void> | undefined
   /** Writes what is buffered and marks the run finished, or stopped for `reason`. */
   readonly close: (reason: TaskResult.SkipReason | undefined) => Effect.Effect<void>
 }
@@ -85,9 +88,7 @@ const die = (message: string, cause?: unknown) =>
 
 export const make = <A, B, E>(
   options: CheckpointOptions<B>,
-  total: number | undefined,
-  /** What the item at this index cost (taken once: the engine forgets it). */
-  spentOf: (index: number) => { readonly usd?: number | undefined, readonly tokens?: number | undefined } | undefined
+  total: number | undefined
 ): Effect.Effect<Checkpointing<A, B, E>, never, Scope.Scope> =>
   Effect.gen(function*() {
     const storeOption = yield* Effect.serviceOption(CheckpointStore.CheckpointStore)
@@ -145,13 +146,16 @@ export const make = <A, B, E>(
       return undefined
     }
 
-    const record = (result: Outcome<B, E>): Effect.Effect<void> | undefined => {
+    const record = (
+      result: Outcome<B, E>,
+      spent: { readonly usd?: number | undefined, readonly tokens?: number | undefined } | undefined
+    ): Effect.Effect<void> | undefined => {
       const itemKey = pendingKeys.get(result.index)
       if (itemKey === undefined || result._tag === "Skipped") return undefined
       pendingKeys.delete(result.index)
-      const base = { itemKey, index: result.index, attempts: result.attempts, durationMs: result.durationMs, recordedAt: Date.now() }
+      // `recordedAt` is left to the store, which reads its clock.
+      const base = { itemKey, index: result.index, attempts: result.attempts, durationMs: result.durationMs }
       if (result._tag === "Succeeded") {
-        const spent = spentOf(result.index)
         buffer.push({
           ...base,
           status: "succeeded",

@@ -164,14 +164,9 @@ export const run = <A, B, E, R, ES, RS>(
     const ledger: Ledger = { held: 0 }
     yield* Effect.addFinalizer(() => limiter.releaseLedger(ledger))
     const source = yield* ItemSource.make(input, config.priority)
-    const spentByIndex = new Map<number, Cost>()
     const checkpoint = config.checkpoint === undefined
       ? undefined
-      : yield* Checkpointing.make<A, B, E>(config.checkpoint, source.total, (index) => {
-        const spent = spentByIndex.get(index)
-        spentByIndex.delete(index)
-        return spent
-      })
+      : yield* Checkpointing.make<A, B, E>(config.checkpoint, source.total)
     let checkpointClosed = false
     const closeCheckpoint = (reason: TaskResult.SkipReason | undefined) =>
       checkpoint === undefined || checkpointClosed
@@ -223,8 +218,8 @@ export const run = <A, B, E, R, ES, RS>(
             }
           : { _tag: "ItemSkipped", index: result.index, reason: result.reason }
 
-    /** Records and reports a result, then goes on with `next`. */
-    const finish = <X, Y, Z>(result: Outcome<B, E>, next: Effect.Effect<X, Y, Z>): Effect.Effect<X, Y, Z> => {
+    /** Records and reports a result (and what it cost, if it made a call), then goes on with `next`. */
+    const finish = <X, Y, Z>(result: Outcome<B, E>, next: Effect.Effect<X, Y, Z>, spent?: Cost): Effect.Effect<X, Y, Z> => {
       collector.result(result)
       let effect: Effect.Effect<X, Y, Z> = next
       if (failFast && result._tag === "Failed" && stopReason === undefined) {
@@ -232,8 +227,8 @@ export const run = <A, B, E, R, ES, RS>(
         firstFailure = Option.some(result.error)
         effect = Effect.zipRight(Deferred.succeed(halted, undefined), effect)
       }
-      if (checkpoint !== undefined && !(result._tag === "Succeeded" && result.source === "checkpoint")) {
-        const recorded = checkpoint.record(result)
+      if (checkpoint !== undefined) {
+        const recorded = checkpoint.record(result, spent)
         if (recorded !== undefined) effect = Effect.zipRight(recorded, effect)
       }
       const emitted = emit(result)
@@ -245,13 +240,14 @@ export const run = <A, B, E, R, ES, RS>(
     const settle = <X, Y, Z>(
       run: ItemRun<A, B, E>,
       result: Outcome<B, E>,
-      next: Effect.Effect<X, Y, Z>
+      next: Effect.Effect<X, Y, Z>,
+      spent?: Cost
     ): Effect.Effect<X, Y, Z> => {
       limiter.unsafeRelease(run)
       const shared = run.shared
-      if (shared === undefined) return finish(result, next)
+      if (shared === undefined) return finish(result, next, spent)
       inFlightByKey!.delete(shared.key)
-      return Effect.zipRight(Deferred.succeed(shared.deferred, result), finish(result, next))
+      return Effect.zipRight(Deferred.succeed(shared.deferred, result), finish(result, next, spent))
     }
 
     const elapsed = (run: ItemRun<A, B, E>) => now() - run.admittedAt
@@ -353,9 +349,8 @@ export const run = <A, B, E, R, ES, RS>(
           budget.unsafeSettle(usd, actualUsd)
           collector.actualCost += actualUsd
           collector.actualTokens += actual?.tokens ?? 0
-          // Before `settle`, which records the outcome (with its cost) in the checkpoint.
-          if (checkpoint !== undefined && actual !== undefined) spentByIndex.set(run.index, { ...actual, usd: actualUsd })
-          let settled = settle(run, TaskResult.succeeded(run.index, value, run.attempts, elapsed(run)), next)
+          const spent = actual === undefined ? undefined : { ...actual, usd: actualUsd }
+          let settled = settle(run, TaskResult.succeeded(run.index, value, run.attempts, elapsed(run)), next, spent)
           if (config.settle) settled = Effect.zipRight(rate.settle(reservation, actual!), settled)
           if (run.cacheKey !== undefined) settled = Effect.zipRight(cache!.store(run.cacheKey, value), settled)
           return adaptive ? Effect.zipRight(sample(false), settled) : settled
