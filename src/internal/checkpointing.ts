@@ -50,28 +50,13 @@ export const groupSize = 500
 /** How long the writer lets a group gather before writing it: fewer, larger transactions. */
 export const gatherFor = Duration.millis(25)
 
-/** A failure as it was recorded, back as a `TaskError` of the same class. */
-const errorFrom = (recorded: CheckpointStore.OutcomeRecord): TaskError.TaskError => {
-  const fields = {
+/** A `Permanent` failure as it was recorded (the only failures a resumed run keeps). */
+const permanentFrom = (recorded: CheckpointStore.OutcomeRecord): TaskError.Permanent =>
+  new TaskError.Permanent({
     message: recorded.error?.message ?? "failed in an earlier run",
     ...(recorded.error?.status === undefined ? {} : { status: recorded.error.status }),
     ...(recorded.error?.code === undefined ? {} : { code: recorded.error.code })
-  }
-  switch (recorded.errorClass) {
-    case "RateLimited":
-      return new TaskError.RateLimited(fields)
-    case "Overloaded":
-      return new TaskError.Overloaded(fields)
-    case "Transient":
-      return new TaskError.Transient(fields)
-    case "Timeout":
-      return new TaskError.Timeout({ message: fields.message })
-    case "QuotaExhausted":
-      return new TaskError.QuotaExhausted(fields)
-    default:
-      return new TaskError.Permanent(fields)
-  }
-}
+  })
 
 const errorRecord = (error: unknown): NonNullable<CheckpointStore.OutcomeRecord["error"]> => {
   const e = error as { readonly _tag?: unknown, readonly message?: unknown, readonly status?: unknown, readonly code?: unknown }
@@ -139,7 +124,7 @@ export const make = <A, B, E>(
           return TaskResult.succeeded(index, decode(prior.value), 0, 0, "checkpoint")
         }
         if (prior.status === "failed" && prior.errorClass === "Permanent" && options.retryFailed !== true) {
-          return TaskResult.failed(index, errorFrom(prior), "Permanent", 0, 0)
+          return TaskResult.failed(index, permanentFrom(prior), "Permanent", 0, 0)
         }
       }
       pendingKeys.set(index, key)
