@@ -302,14 +302,15 @@ export const chat = (config: Config): Chat => {
   const decode = decodeBody(ChatResponseBody, "chat completion")
 
   const body = (input: ChatInput): Record<string, unknown> => ({ model: config.model, ...config.defaults, ...requestOf(input) })
-  const maxTokensOf = (request: Record<string, unknown>) =>
-    typeof request.max_tokens === "number" ? request.max_tokens : undefined
+  const defaultMaxTokens = typeof config.defaults?.max_tokens === "number" ? config.defaults.max_tokens : undefined
+  /** The request's `max_tokens` (its own, else the defaults'), read without building the body. */
+  const maxTokensOf = (input: ChatInput) => (typeof input === "string" ? undefined : input.max_tokens) ?? defaultMaxTokens
   const cacheKey = (input: ChatInput) => ResultCache.key(body(input))
   const priced = (usage: Budget.Usage) => (prices === undefined ? 0 : Budget.costOf(prices, usage))
 
   const task = (input: ChatInput, index: number) => {
     const request = body(input)
-    return Effect.flatMap(idempotencyKey(() => `${cacheKey(input).slice(0, 32)}-${index}`), (key) =>
+    return Effect.flatMap(idempotencyKey(() => `${ResultCache.key(request).slice(0, 32)}-${index}`), (key) =>
       post(url, request, { ...headers, "idempotency-key": key }, observe)).pipe(
       Effect.flatMap(decode),
       Effect.map((response): ChatCompletion => {
@@ -332,14 +333,13 @@ export const chat = (config: Config): Chat => {
 
   const options: Batch.Options<ChatInput, ChatCompletion, TaskError.TaskError> = {
     estimate: (input) => {
-      const request = body(input)
       const promptTokens = promptTokensOf(requestOf(input).messages)
-      const outputTokens = maxTokensOf(request) ?? expectedOutput
+      const outputTokens = maxTokensOf(input) ?? expectedOutput
       return { tokens: promptTokens + outputTokens, usd: priced({ inputTokens: promptTokens, outputTokens }) }
     },
     // Providers charge the rate limit `max_tokens` at admission, not what was produced: settle to the same.
     settle: (completion, input) => ({
-      tokens: completion.usage.promptTokens + (maxTokensOf(body(input)) ?? completion.usage.completionTokens),
+      tokens: completion.usage.promptTokens + (maxTokensOf(input) ?? completion.usage.completionTokens),
       usd: completion.cost
     })
   }
