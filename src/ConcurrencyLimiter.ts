@@ -20,12 +20,14 @@
  * @since 0.1.0
  */
 import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as FiberRef from "effect/FiberRef"
 import * as Layer from "effect/Layer"
 import type * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
 import * as SynchronizedRef from "effect/SynchronizedRef"
-import { PermitPool } from "./internal/permitPool.js"
+import { PermitPool, PrioritizedPermitPool } from "./internal/permitPool.js"
 import type { Holder, Ledger } from "./internal/permitPool.js"
 import * as LimitAlgorithm from "./LimitAlgorithm.js"
 
@@ -92,9 +94,63 @@ export const defaultConcurrency = 16
  * @category constructors
  */
 export const make = <S>(algorithm: LimitAlgorithm.LimitAlgorithm<S>): Effect.Effect<Limiter> =>
+  Effect.suspend(() => {
+    const pool = new PermitPool(algorithm.limit(algorithm.initial))
+    return limiterOn(algorithm, pool, pool.take)
+  })
+
+/**
+ * The priority a fiber's permit requests wait with on a prioritized limiter
+ * (`makePrioritized`); other limiters ignore it. Default 0.
+ *
+ * @since 0.1.0
+ * @category priority
+ */
+export const CurrentPriority: FiberRef.FiberRef<number> = FiberRef.unsafeMake(0)
+
+/**
+ * Runs `effect` (e.g. a whole `Batch.run`) with its permit requests at
+ * `priority` on prioritized limiters.
+ *
+ * @since 0.1.0
+ * @category priority
+ */
+export const withPriority: {
+  (priority: number): <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+  <A, E, R>(effect: Effect.Effect<A, E, R>, priority: number): Effect.Effect<A, E, R>
+} = ((...args: Array<unknown>) =>
+  args.length === 1
+    ? (effect: Effect.Effect<unknown, unknown, unknown>) => Effect.locally(effect, CurrentPriority, args[0] as number)
+    : Effect.locally(args[0] as Effect.Effect<unknown, unknown, unknown>, CurrentPriority, args[1] as number)) as never
+
+/**
+ * A limiter for several batches at once (jobs sharing one provider) that
+ * serves waiting permit requests by their `CurrentPriority`, with aging: a
+ * request that has waited `aging` counts as one priority higher, so a busy
+ * high-priority batch slows a low-priority one down but never stops it.
+ * Free permits are taken at once whatever the priority.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const makePrioritized = <S>(
+  algorithm: LimitAlgorithm.LimitAlgorithm<S>,
+  options: { readonly aging?: Duration.DurationInput | undefined } = {}
+): Effect.Effect<Limiter> =>
+  Effect.flatMap(Effect.clock, (clock) => {
+    const agingMs = Math.max(1, Duration.toMillis(options.aging ?? Duration.seconds(2)))
+    const pool = new PrioritizedPermitPool(algorithm.limit(algorithm.initial), agingMs, () => clock.unsafeCurrentTimeMillis())
+    return limiterOn(algorithm, pool, (holder) =>
+      holder.holding ? Effect.void : Effect.flatMap(FiberRef.get(CurrentPriority), (priority) => pool.take(holder, priority)))
+  })
+
+const limiterOn = <S>(
+  algorithm: LimitAlgorithm.LimitAlgorithm<S>,
+  pool: PermitPool | PrioritizedPermitPool,
+  take: (holder: Holder) => Effect.Effect<void>
+): Effect.Effect<Limiter> =>
   Effect.gen(function*() {
     const initial = algorithm.limit(algorithm.initial)
-    const pool = new PermitPool(initial)
     const limit = yield* SubscriptionRef.make(initial)
     const adaptive = algorithm.min !== algorithm.max
     let state = algorithm.initial // guarded by the lock of `limit`
@@ -109,7 +165,7 @@ export const make = <S>(algorithm: LimitAlgorithm.LimitAlgorithm<S>): Effect.Eff
           })
         : Effect.succeed(undefined)
     return {
-      take: pool.take,
+      take,
       tryTake: pool.tryTake,
       release: pool.release,
       unsafeRelease: pool.releaseNow,

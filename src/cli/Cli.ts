@@ -26,6 +26,7 @@ import * as Option from "effect/Option"
 import * as CliError from "./CliError.js"
 import * as RunCommand from "./RunCommand.js"
 import * as RunsCommand from "./RunsCommand.js"
+import * as ServeCommand from "./ServeCommand.js"
 import * as SimulateCommand from "./SimulateCommand.js"
 
 /**
@@ -41,10 +42,16 @@ export const version = "0.1.0"
 export const command = Command.make(
   "effect-batch",
   {},
-  () => Effect.fail(new CliError.UsageError({ message: "missing command: run, simulate, runs or export (see --help)" }))
+  () => Effect.fail(new CliError.UsageError({ message: "missing command: run, simulate, runs, export or serve (see --help)" }))
 ).pipe(
   Command.withDescription("Run large batches of LLM calls as fast as the provider allows, never past its limits."),
-  Command.withSubcommands([RunCommand.command, SimulateCommand.command, RunsCommand.runsCommand, RunsCommand.exportCommand])
+  Command.withSubcommands([
+    RunCommand.command,
+    SimulateCommand.command,
+    RunsCommand.runsCommand,
+    RunsCommand.exportCommand,
+    ServeCommand.command
+  ])
 )
 
 const cli = Command.run(command, { name: "effect-batch", version })

@@ -109,3 +109,129 @@ export class PermitPool {
     return this.taken
   }
 }
+
+interface PrioritizedWaiter extends Waiter {
+  readonly since: number
+}
+
+interface Bucket {
+  waiters: Array<PrioritizedWaiter>
+  head: number
+}
+
+/**
+ * A `PermitPool` whose waiters are served by priority, with aging so that no
+ * waiter starves: a waiter's standing is its priority plus one for every
+ * `agingMs` it has waited, and the best standing goes first (ties: the
+ * longest waiting). Waiters are kept in one FIFO per priority, so serving one
+ * compares only the heads — as many as there are distinct priorities waiting.
+ * Used where several batches share one limit (the job service's providers).
+ */
+export class PrioritizedPermitPool {
+  private taken = 0
+  private waiting = 0
+  private readonly buckets = new Map<number, Bucket>()
+
+  constructor(private limit: number, private readonly agingMs: number, private readonly now: () => number) {}
+
+  private grant(holder: Holder): void {
+    this.taken++
+    holder.holding = true
+    holder.ledger.held++
+  }
+
+  private best(): PrioritizedWaiter | undefined {
+    const now = this.now()
+    let chosen: Bucket | undefined
+    let chosenStanding = -Infinity
+    for (const [priority, bucket] of this.buckets) {
+      while (bucket.head < bucket.waiters.length && bucket.waiters[bucket.head]!.resume === undefined) bucket.head++
+      if (bucket.head === bucket.waiters.length) {
+        this.buckets.delete(priority)
+        continue
+      }
+      const standing = priority + (now - bucket.waiters[bucket.head]!.since) / this.agingMs
+      if (standing > chosenStanding) {
+        chosen = bucket
+        chosenStanding = standing
+      }
+    }
+    if (chosen === undefined) return undefined
+    const waiter = chosen.waiters[chosen.head++]!
+    if (chosen.head > 1024 && chosen.head * 2 > chosen.waiters.length) {
+      chosen.waiters = chosen.waiters.slice(chosen.head)
+      chosen.head = 0
+    }
+    return waiter
+  }
+
+  private wake(): void {
+    while (this.taken < this.limit && this.waiting > 0) {
+      const waiter = this.best()
+      if (waiter === undefined) {
+        this.waiting = 0
+        return
+      }
+      this.waiting--
+      this.grant(waiter.holder)
+      const resume = waiter.resume!
+      waiter.resume = undefined
+      resume(Effect.void)
+    }
+  }
+
+  readonly tryTake = (holder: Holder): boolean => {
+    if (holder.holding) return true
+    if (this.taken < this.limit && this.waiting === 0) {
+      this.grant(holder)
+      return true
+    }
+    return false
+  }
+
+  readonly take = (holder: Holder, priority: number): Effect.Effect<void> =>
+    Effect.suspend(() => {
+      if (this.tryTake(holder)) return Effect.void
+      return Effect.async<void>((resume) => {
+        const waiter: PrioritizedWaiter = { holder, resume, since: this.now() }
+        let bucket = this.buckets.get(priority)
+        if (bucket === undefined) {
+          bucket = { waiters: [], head: 0 }
+          this.buckets.set(priority, bucket)
+        }
+        bucket.waiters.push(waiter)
+        this.waiting++
+        return Effect.sync(() => {
+          if (waiter.resume !== undefined) {
+            waiter.resume = undefined
+            this.waiting--
+          } else {
+            this.releaseNow(holder)
+          }
+        })
+      })
+    })
+
+  readonly releaseNow = (holder: Holder): void => {
+    if (!holder.holding) return
+    holder.holding = false
+    holder.ledger.held--
+    this.taken--
+    this.wake()
+  }
+
+  readonly release = (holder: Holder): Effect.Effect<void> => Effect.sync(() => this.releaseNow(holder))
+
+  readonly releaseLedger = (ledger: Ledger): Effect.Effect<void> =>
+    Effect.sync(() => {
+      this.taken -= ledger.held
+      ledger.held = 0
+      this.wake()
+    })
+
+  readonly resize = (limit: number): Effect.Effect<void> =>
+    Effect.sync(() => {
+      this.limit = limit
+      this.wake()
+    })
+}

@@ -1,0 +1,172 @@
+/**
+ * The job service's HTTP side: the handlers of `JobApi`, bearer-key
+ * authentication, the SSE and JSONL streams, the payload size limit, the
+ * OpenAPI document (`/openapi.json`), its reference page (`/reference`) and
+ * the dashboard (`/`).
+ *
+ * What it does not promise: CORS (the dashboard is served by the service
+ * itself, so it needs none).
+ *
+ * @since 0.1.0
+ */
+import * as HttpApiBuilder from "@effect/platform/HttpApiBuilder"
+import * as HttpApiScalar from "@effect/platform/HttpApiScalar"
+import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
+import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
+import type * as HttpApp from "@effect/platform/HttpApp"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Schedule from "effect/Schedule"
+import * as Stream from "effect/Stream"
+import * as ApiKeys from "./ApiKeys.js"
+import * as Dashboard from "./Dashboard.js"
+import * as JobApi from "./JobApi.js"
+import type * as JobEvents from "./JobEvents.js"
+import * as Jobs from "./Jobs.js"
+
+/** Between SSE keep-alive comments. */
+export const keepAliveEvery = "15 seconds"
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options {
+  /** Request bodies larger than this are refused with 413. Default 10 MiB. */
+  readonly maxBodyBytes?: number | undefined
+}
+
+const sseFrame = (event: JobEvents.Event) => `id: ${event.seq}\nevent: ${event.type}\ndata: ${event.data}\n\n`
+
+/**
+ * The events as an SSE response: a `retry` hint first, keep-alive comments
+ * while nothing happens, and the end of the response when the events end.
+ *
+ * @since 0.1.0
+ * @category sse
+ */
+export const sseResponse = <E>(events: Stream.Stream<JobEvents.Event, E>): HttpServerResponse.HttpServerResponse =>
+  HttpServerResponse.stream(
+    Stream.concat(
+      Stream.make("retry: 2000\n\n"),
+      events.pipe(
+        Stream.map(sseFrame),
+        Stream.merge(Stream.repeatEffectWithSchedule(Effect.succeed(": keep-alive\n\n"), Schedule.spaced(keepAliveEvery)).pipe(Stream.drop(1)), {
+          haltStrategy: "left"
+        })
+      )
+    ).pipe(Stream.encodeText),
+    {
+      contentType: "text/event-stream",
+      headers: { "cache-control": "no-cache", "x-accel-buffering": "no" }
+    }
+  )
+
+const tenant = Effect.map(JobApi.Tenant, (t) => t.name)
+
+/**
+ * The handlers of the `jobs` group.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerHandlers = HttpApiBuilder.group(JobApi.Api, "jobs", (handlers) =>
+  Effect.gen(function*() {
+    const jobs = yield* Jobs.Jobs
+    return handlers
+      .handle("submit", ({ headers, payload }) => Effect.flatMap(tenant, (t) => jobs.submit(t, payload, headers["idempotency-key"])))
+      .handle("list", ({ urlParams }) => Effect.flatMap(tenant, (t) => jobs.list(t, urlParams)))
+      .handle("get", ({ path }) => Effect.flatMap(tenant, (t) => jobs.get(t, path.id)))
+      .handle("cancel", ({ path }) => Effect.flatMap(tenant, (t) => jobs.cancel(t, path.id)))
+      .handle("deadLetters", ({ path }) => Effect.flatMap(tenant, (t) => jobs.deadLetters(t, path.id)))
+      .handle("replay", ({ path }) => Effect.flatMap(tenant, (t) => jobs.replay(t, path.id)))
+      .handle("profiles", () => Effect.succeed({ profiles: jobs.profiles }))
+      .handleRaw("results", ({ path }) =>
+        Effect.flatMap(tenant, (t) =>
+          Effect.map(jobs.results(t, path.id), (lines) =>
+            HttpServerResponse.stream(Stream.encodeText(lines), { contentType: "application/x-ndjson" }))))
+      .handleRaw("events", ({ headers, path }) =>
+        Effect.gen(function*() {
+          const t = yield* tenant
+          const last = headers["last-event-id"]
+          if (last !== undefined && !/^\d{1,15}$/.test(last.trim())) {
+            return yield* Effect.fail(new JobApi.InvalidJob({ field: "Last-Event-ID", message: `expected an event id (a whole number), got ${JSON.stringify(last)}` }))
+          }
+          const events = yield* jobs.events(t, path.id, last === undefined ? 0 : Number(last.trim()))
+          return sseResponse(events)
+        }))
+  }))
+
+/**
+ * Bearer keys to tenants.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerAuthentication = Layer.effect(
+  JobApi.Authentication,
+  Effect.map(ApiKeys.ApiKeys, (keys) => ({
+    bearer: (token) => {
+      const name = keys.tenantOf(token)
+      return name === undefined
+        ? Effect.fail(new JobApi.Unauthorized({ message: "a valid API key is needed: Authorization: Bearer <key>" }))
+        : Effect.succeed({ name })
+    }
+  }))
+)
+
+/**
+ * Refuses bodies over `maxBodyBytes` with a JSON 413 before reading them, and
+ * caps what is read when no length is announced.
+ *
+ * @since 0.1.0
+ * @category middleware
+ */
+export const limitBody = (maxBodyBytes: number) => (app: HttpApp.Default): HttpApp.Default =>
+  Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) => {
+    const length = Number(request.headers["content-length"] ?? "0")
+    if (Number.isFinite(length) && length > maxBodyBytes) {
+      return HttpServerResponse.unsafeJson({
+        _tag: "PayloadTooLarge",
+        limit: maxBodyBytes,
+        message: `the request body has ${length} bytes; at most ${maxBodyBytes} are taken`
+      }, { status: 413 })
+    }
+    return HttpServerRequest.withMaxBodySize(app, Option.some(maxBodyBytes))
+  })
+
+/**
+ * The dashboard page at `/`.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerDashboard = HttpApiBuilder.Router.use((router) =>
+  router.get("/", Effect.succeed(HttpServerResponse.html(Dashboard.page))))
+
+/**
+ * The API (handlers and authentication), ready for `HttpApiBuilder.serve`.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerApi = HttpApiBuilder.api(JobApi.Api).pipe(
+  Layer.provide(layerHandlers),
+  Layer.provide(layerAuthentication)
+)
+
+/**
+ * Everything served: the API, `/openapi.json`, `/reference`, the dashboard.
+ * Needs an `HttpServer`, `Jobs` and `ApiKeys`.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerServer = (options: Options = {}) =>
+  HttpApiBuilder.serve(limitBody(options.maxBodyBytes ?? 10 * 1024 * 1024)).pipe(
+    Layer.provide(HttpApiScalar.layer({ path: "/reference" })),
+    Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: "/openapi.json" })),
+    Layer.provide(layerDashboard),
+    Layer.provide(layerApi)
+  )

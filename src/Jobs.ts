@@ -1,0 +1,357 @@
+/**
+ * What the job service does for a tenant, behind the HTTP handlers: submit
+ * (checked before anything is stored), look up, list, cancel, read results
+ * and dead letters, replay them, follow events. Jobs run on `JobRunner`;
+ * everything they leave behind is in the `JobStore`.
+ *
+ * A job of another tenant is answered exactly like a job that does not
+ * exist (`JobNotFound`), so ids cannot be probed.
+ *
+ * What it does not promise: a server-side `file` is read once, at
+ * submission; changing the file afterwards changes nothing.
+ *
+ * @since 0.1.0
+ */
+import * as FileSystem from "@effect/platform/FileSystem"
+import * as Path from "@effect/platform/Path"
+import * as Chunk from "effect/Chunk"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Stream from "effect/Stream"
+import { randomBytes } from "node:crypto"
+import * as JsonlInput from "./cli/JsonlInput.js"
+import * as JobApi from "./JobApi.js"
+import * as JobEvents from "./JobEvents.js"
+import * as JobRunner from "./JobRunner.js"
+import * as JobStore from "./JobStore.js"
+import * as ProviderProfiles from "./ProviderProfiles.js"
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Limits {
+  /** Items per job. Default 100 000. */
+  readonly maxItems: number
+  /** Where `file` submissions are read from; without it, `file` is refused. */
+  readonly inputDir?: string | undefined
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Service {
+  readonly submit: (
+    tenant: string,
+    payload: JobApi.SubmitJob,
+    idempotencyKey: string | undefined
+  ) => Effect.Effect<typeof JobApi.Submitted.Type, JobApi.InvalidJob | JobApi.TooManyItems>
+  readonly get: (tenant: string, id: string) => Effect.Effect<JobApi.Job, JobApi.JobNotFound>
+  readonly list: (tenant: string, query: {
+    readonly state?: JobApi.JobState | undefined
+    readonly limit?: number | undefined
+    readonly cursor?: string | undefined
+  }) => Effect.Effect<typeof JobApi.JobPage.Type, JobApi.InvalidJob>
+  readonly cancel: (tenant: string, id: string) => Effect.Effect<JobApi.Job, JobApi.JobNotFound>
+  readonly deadLetters: (tenant: string, id: string) => Effect.Effect<typeof JobApi.DeadLetters.Type, JobApi.JobNotFound>
+  readonly replay: (tenant: string, id: string) => Effect.Effect<JobApi.Job, JobApi.JobNotFound | JobApi.JobBusy>
+  /** JSON lines of the settled items, in input order. */
+  readonly results: (tenant: string, id: string) => Effect.Effect<Stream.Stream<string>, JobApi.JobNotFound>
+  /** Events after `lastEventId`; ends after the job reaches a final state. */
+  readonly events: (
+    tenant: string,
+    id: string,
+    lastEventId: number
+  ) => Effect.Effect<Stream.Stream<JobEvents.Event>, JobApi.JobNotFound>
+  readonly profiles: ReadonlyArray<typeof JobApi.Profile.Type>
+}
+
+/**
+ * @since 0.1.0
+ * @category tags
+ */
+export class Jobs extends Context.Tag("effect-batch/Jobs")<Jobs, Service>() {}
+
+const alphabet = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+/**
+ * A fresh job id.
+ *
+ * @since 0.1.0
+ * @category ids
+ */
+export const newId = (): string => {
+  const bytes = randomBytes(24)
+  let id = "job_"
+  for (const byte of bytes) id += alphabet[byte % 36]
+  return id
+}
+
+const pageSize = 500
+const filePattern = /^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$/
+
+const cursorOf = (job: JobStore.JobRow) => Buffer.from(`${job.createdAt}:${job.id}`).toString("base64url")
+
+const resultLine = (item: JobStore.SettledItem): string => {
+  const output = JSON.parse(item.output) as Record<string, unknown>
+  const base = { index: item.index, status: item.status, attempts: item.attempts }
+  return JSON.stringify(
+    item.status === "succeeded"
+      ? { ...base, output }
+      : item.status === "failed"
+        ? { ...base, error: output }
+        : { ...base, reason: output.reason }
+  ) + "\n"
+}
+
+/**
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (limits: Limits) =>
+  Effect.gen(function*() {
+    const store = yield* JobStore.JobStore
+    const events = yield* JobEvents.JobEvents
+    const runner = yield* JobRunner.JobRunner
+    const profiles = yield* ProviderProfiles.ProviderProfiles
+    const fs = yield* FileSystem.FileSystem
+    const path = yield* Path.Path
+    const clock = yield* Effect.clock
+    const now = () => clock.unsafeCurrentTimeMillis()
+
+    const invalid = (field: string, message: string) => Effect.fail(new JobApi.InvalidJob({ field, message }))
+    const notFound = (id: string) => new JobApi.JobNotFound({ id, message: `no job ${id}` })
+    const tooMany = (count: number) =>
+      Effect.fail(new JobApi.TooManyItems({ limit: limits.maxItems, count, message: `${count} items; a job takes at most ${limits.maxItems}` }))
+
+    const owned = (tenant: string, id: string) =>
+      Effect.flatMap(Effect.orDie(store.get(id, tenant)), (job) => job === undefined ? Effect.fail(notFound(id)) : Effect.succeed(job))
+
+    const view = (job: JobStore.JobRow): Effect.Effect<JobApi.Job> =>
+      Effect.gen(function*() {
+        const totals = yield* Effect.orDie(store.totals(job.id))
+        const provider = profiles.get(job.profile)
+        const running = job.state === "running"
+        const rate = running ? runner.rate(job.id) : 0
+        return {
+          id: job.id,
+          state: job.state,
+          ...(job.reason === undefined ? {} : { reason: job.reason }),
+          profile: job.profile,
+          model: job.model,
+          priority: job.priority,
+          counts: {
+            total: totals.total,
+            succeeded: totals.succeeded,
+            failed: totals.failed,
+            skipped: totals.skipped,
+            pending: totals.pending
+          },
+          rate,
+          ...(rate > 0 ? { etaSeconds: totals.pending / rate } : {}),
+          cost: totals.cost,
+          tokens: totals.tokens,
+          concurrencyLimit: provider === undefined ? 0 : yield* provider.limiter.current,
+          round: job.round,
+          createdAt: job.createdAt,
+          ...(job.startedAt === undefined ? {} : { startedAt: job.startedAt }),
+          ...(job.finishedAt === undefined ? {} : { finishedAt: job.finishedAt }),
+          metadata: job.metadata
+        }
+      })
+
+    /** The items of a server-side JSONL file, or an `InvalidJob` naming its first bad line. */
+    const readFile = (name: string) =>
+      Effect.gen(function*() {
+        if (limits.inputDir === undefined) return yield* invalid("file", "this server takes no file submissions (no input folder is configured)")
+        if (!filePattern.test(name) || name.includes("..")) {
+          return yield* invalid("file", `${JSON.stringify(name)} is not a file name (letters, digits, . _ -; no folders)`)
+        }
+        const full = path.join(limits.inputDir, name)
+        if (!(yield* Effect.orElseSucceed(fs.exists(full), () => false))) return yield* invalid("file", `no file ${name} in the input folder`)
+        const items: Array<string> = []
+        let tooManyAt: number | undefined
+        const failure = yield* JsonlInput.items(name, fs.stream(full)).pipe(
+          Stream.runFoldWhileEffect(undefined as string | undefined, (bad) => bad === undefined && tooManyAt === undefined, (_, item) => {
+            if (item._tag === "Rejected") return Effect.succeed(item.message)
+            if (items.length >= limits.maxItems) tooManyAt = items.length + 1
+            else items.push(JSON.stringify(item.input))
+            return Effect.succeed(undefined)
+          }),
+          Effect.catchAll((error) => Effect.succeed(`${name}: cannot be read: ${error.message}`))
+        )
+        if (failure !== undefined) return yield* invalid("file", failure)
+        if (tooManyAt !== undefined) return yield* tooMany(tooManyAt)
+        if (items.length === 0) return yield* invalid("file", `${name} holds no items`)
+        return items
+      })
+
+    const submit: Service["submit"] = (tenant, payload, idempotencyKey) =>
+      Effect.gen(function*() {
+        if ((payload.items === undefined) === (payload.file === undefined)) {
+          return yield* invalid("items", "give exactly one of items (inline) and file (a JSONL file in the server's input folder)")
+        }
+        if (payload.items !== undefined) {
+          if (payload.items.length === 0) return yield* invalid("items", "items is empty")
+          if (payload.items.length > limits.maxItems) return yield* tooMany(payload.items.length)
+        }
+        const profileName = payload.profile ?? profiles.defaultProfile
+        const provider = profiles.get(profileName)
+        if (provider === undefined) {
+          return yield* invalid("profile", `no profile ${JSON.stringify(profileName)}; known: ${profiles.all.map((p) => p.config.name).join(", ")}`)
+        }
+        const model = payload.model ?? provider.config.models[0]!
+        if (!provider.config.models.includes(model)) {
+          return yield* invalid("model", `profile ${profileName} has no model ${JSON.stringify(model)}; known: ${provider.config.models.join(", ")}`)
+        }
+        const soft = payload.timeLimit?.soft
+        const hard = payload.timeLimit?.hard
+        if (soft !== undefined && hard !== undefined && soft > hard) {
+          return yield* invalid("timeLimit.soft", `the soft limit (${soft} s) is past the hard one (${hard} s)`)
+        }
+        const items = payload.items !== undefined ? payload.items.map((item) => JSON.stringify(item)) : yield* readFile(payload.file!)
+        const { created, job } = yield* Effect.orDie(store.insert({
+          id: newId(),
+          tenant,
+          idempotencyKey,
+          profile: profileName,
+          model,
+          priority: payload.priority ?? 0,
+          spec: {
+            maxCost: payload.maxCost,
+            maxAttempts: payload.maxAttempts,
+            softLimitSeconds: soft,
+            hardLimitSeconds: hard,
+            itemTimeoutSeconds: payload.itemTimeout,
+            itemDeadlineSeconds: payload.itemDeadline
+          },
+          metadata: payload.metadata ?? {},
+          total: items.length,
+          createdAt: now()
+        }, items))
+        if (created) {
+          yield* events.publish(job.id, "state", { state: "queued" })
+          yield* runner.execute(job.id, 0)
+        }
+        return { id: job.id, state: job.state, created }
+      })
+
+    const list: Service["list"] = (tenant, query) =>
+      Effect.gen(function*() {
+        let before: { createdAt: number, id: string } | undefined
+        if (query.cursor !== undefined) {
+          const decoded = Buffer.from(query.cursor, "base64url").toString("utf8")
+          const match = /^(\d+):(job_[0-9a-z]{24})$/.exec(decoded)
+          if (match === null) return yield* invalid("cursor", "not a cursor this server gave")
+          before = { createdAt: Number(match[1]), id: match[2]! }
+        }
+        const limit = query.limit ?? 50
+        const rows = yield* Effect.orDie(store.list({ tenant, state: query.state, limit: limit + 1, before }))
+        const page = rows.slice(0, limit)
+        const jobs = yield* Effect.forEach(page, view)
+        return rows.length > limit ? { jobs, next: cursorOf(page[page.length - 1]!) } : { jobs }
+      })
+
+    const cancel: Service["cancel"] = (tenant, id) =>
+      Effect.gen(function*() {
+        const job = yield* owned(tenant, id)
+        if (JobApi.isTerminal(job.state)) return yield* view(job)
+        const moved = yield* Effect.orDie(store.setState(id, "cancelled", {
+          reason: "cancelled by request",
+          now: now(),
+          unless: ["finished", "stopped", "cancelled", "failed"]
+        }))
+        if (moved) {
+          yield* runner.cancel(id)
+          yield* events.publish(id, "state", { state: "cancelled", reason: "cancelled by request" })
+        }
+        return yield* view(yield* owned(tenant, id))
+      })
+
+    const deadLetters: Service["deadLetters"] = (tenant, id) =>
+      Effect.gen(function*() {
+        yield* owned(tenant, id)
+        const items = yield* Effect.orDie(store.deadLetters(id))
+        return {
+          items: items.map((item) => {
+            const error = JSON.parse(item.output) as { readonly class?: string, readonly message?: string, readonly status?: number }
+            return {
+              index: item.index,
+              input: JSON.parse(item.input) as unknown,
+              errorClass: item.errorClass ?? error.class ?? "Error",
+              message: error.message ?? "",
+              ...(typeof error.status === "number" ? { status: error.status } : {}),
+              attempts: item.attempts
+            }
+          })
+        }
+      })
+
+    const replay: Service["replay"] = (tenant, id) =>
+      Effect.gen(function*() {
+        const job = yield* owned(tenant, id)
+        if (!JobApi.isTerminal(job.state)) {
+          return yield* Effect.fail(new JobApi.JobBusy({ id, state: job.state, message: `job ${id} is ${job.state}; replay it once it ends` }))
+        }
+        const reopened = yield* Effect.orDie(store.reopenFailed(id, now()))
+        if (reopened > 0) {
+          yield* events.publish(id, "state", { state: "queued", replaying: reopened })
+          yield* runner.execute(id, job.round + 1)
+        }
+        return yield* view(yield* owned(tenant, id))
+      })
+
+    const results: Service["results"] = (tenant, id) =>
+      Effect.as(
+        owned(tenant, id),
+        Stream.paginateChunkEffect(-1, (after) =>
+          Effect.map(Effect.orDie(store.settled(id, after, pageSize)), (items) => {
+            const lines = items.map(resultLine)
+            return [
+              Chunk.unsafeFromArray(lines),
+              items.length < pageSize ? Option.none<number>() : Option.some(items[items.length - 1]!.index)
+            ] as const
+          }))
+      )
+
+    const isFinalEvent = (event: JobEvents.Event) =>
+      event.type === "state" && JobApi.isTerminal((JSON.parse(event.data) as { readonly state: JobApi.JobState }).state)
+
+    const followEvents: Service["events"] = (tenant, id, lastEventId) =>
+      Effect.as(
+        owned(tenant, id),
+        events.subscribe(id, lastEventId).pipe(
+          Stream.orDie,
+          // A final state ends the stream, unless the job has moved on since (its dead letters replayed).
+          Stream.takeUntilEffect((event) =>
+            isFinalEvent(event)
+              ? Effect.map(Effect.orDie(store.get(id)), (job) => job !== undefined && JobApi.isTerminal(job.state))
+              : Effect.succeed(false))
+        )
+      )
+
+    return {
+      submit,
+      get: (tenant, id) => Effect.flatMap(owned(tenant, id), view),
+      list,
+      cancel,
+      deadLetters,
+      replay,
+      results,
+      events: followEvents,
+      profiles: profiles.all.map((p) => ({
+        name: p.config.name,
+        models: p.config.models,
+        default: p.config.name === profiles.defaultProfile
+      }))
+    } satisfies Service
+  })
+
+/**
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (limits: Limits) => Layer.effect(Jobs, make(limits))

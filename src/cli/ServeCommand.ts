@@ -1,0 +1,148 @@
+/**
+ * `effect-batch serve`: the job service (`JobService`) on a port, with the
+ * embedded defaults — jobs and the workflow engine's journal in one SQLite
+ * file, and, without `--profiles`, the simulator as the only provider
+ * profile (`simulator`, model `sim-chat`), started in the same process.
+ *
+ * API keys come from `EFFECT_BATCH_API_KEYS` (`tenant=key,...`). Without it,
+ * a random key is made for the tenant `default` and printed, for trying the
+ * service out; it changes at every start.
+ *
+ * What it does not promise: TLS (put a reverse proxy in front), several
+ * processes on one database.
+ *
+ * @since 0.1.0
+ */
+import * as Command from "@effect/cli/Command"
+import * as Options from "@effect/cli/Options"
+import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
+import * as FileSystem from "@effect/platform/FileSystem"
+import * as SqliteClient from "@effect/sql-sqlite-node/SqliteClient"
+import * as Cause from "effect/Cause"
+import * as Config from "effect/Config"
+import * as Console from "effect/Console"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Redacted from "effect/Redacted"
+import { randomBytes } from "node:crypto"
+import { createServer } from "node:http"
+import * as ApiKeys from "../ApiKeys.js"
+import * as JobService from "../JobService.js"
+import * as ProviderProfiles from "../ProviderProfiles.js"
+import * as Simulator from "../Simulator.js"
+import { UsageError } from "./CliError.js"
+import * as SimulateCommand from "./SimulateCommand.js"
+import * as StopSignal from "./StopSignal.js"
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface ServeOptions {
+  readonly port: number
+  readonly host: string
+  readonly db: string
+  readonly profiles: string | undefined
+  readonly inputDir: string | undefined
+  readonly maxItems: number
+}
+
+const usage = (message: string) => new UsageError({ message })
+const reason = (cause: Cause.Cause<unknown>) => Cause.pretty(cause).split("\n")[0]!
+
+const keysOf = Effect.gen(function*() {
+  const configured = yield* Config.option(Config.string("EFFECT_BATCH_API_KEYS")).pipe(Effect.orElseSucceed(() => Option.none()))
+  if (Option.isSome(configured)) {
+    const parsed = ApiKeys.parse(configured.value)
+    if (Either.isLeft(parsed)) return yield* Effect.fail(usage(`EFFECT_BATCH_API_KEYS: ${parsed.left}`))
+    return { keys: parsed.right, generated: undefined }
+  }
+  const key = `eb_${randomBytes(24).toString("base64url")}`
+  return { keys: ApiKeys.make([{ tenant: "default", key: Redacted.make(key) }]), generated: key }
+})
+
+const profilesOf = (file: string | undefined) =>
+  Effect.gen(function*() {
+    if (file === undefined) {
+      const simulator = Context.get(yield* Layer.build(SimulateCommand.layer(SimulateCommand.demo)), Simulator.Simulator)
+      return {
+        profiles: [{ name: "simulator", baseUrl: `${simulator.url}/v1`, models: ["sim-chat"], maxConcurrency: 64 }],
+        defaultProfile: "simulator",
+        note: `simulator at ${simulator.url}/v1`
+      }
+    }
+    const fs = yield* FileSystem.FileSystem
+    const text = yield* fs.readFileString(file).pipe(Effect.mapError((e) => usage(`--profiles ${file}: ${e.message}`)))
+    const parsed = yield* ProviderProfiles.parse(text, process.env).pipe(Effect.mapError((e) => usage(`--profiles ${file}: ${e.message}`)))
+    return { ...parsed, note: `profiles ${parsed.profiles.map((p) => p.name).join(", ")} from ${file}` }
+  })
+
+/**
+ * Serves until stopped (Ctrl-C).
+ *
+ * @since 0.1.0
+ * @category running
+ */
+export const serve = (options: ServeOptions) =>
+  Effect.scoped(Effect.gen(function*() {
+    const { generated, keys } = yield* keysOf
+    const { defaultProfile, note, profiles } = yield* profilesOf(options.profiles)
+    const service = JobService.layer({
+      profiles,
+      defaultProfile,
+      keys,
+      limits: { maxItems: options.maxItems, inputDir: options.inputDir }
+    }).pipe(
+      Layer.provide(SqliteClient.layer({ filename: options.db })),
+      Layer.provide(NodeHttpServer.layer(() => createServer(), { port: options.port, host: options.host })),
+      Layer.catchAllCause((cause) => Layer.fail(usage(`cannot start the service: ${reason(cause)}`)))
+    )
+    yield* Layer.build(service)
+    const url = `http://${options.host === "0.0.0.0" ? "127.0.0.1" : options.host}:${options.port}`
+    yield* Console.log(`effect-batch job service on ${url}`)
+    yield* Console.log(`  dashboard  ${url}/`)
+    yield* Console.log(`  API        ${url}/jobs   (reference: ${url}/reference, OpenAPI: ${url}/openapi.json)`)
+    yield* Console.log(`  storage    ${options.db}; ${note}`)
+    if (generated !== undefined) {
+      yield* Console.log(`  API key    ${generated}   (tenant "default"; made for this start — set EFFECT_BATCH_API_KEYS to keep keys)`)
+    }
+    const stop = yield* StopSignal.current
+    return yield* Effect.zipRight(stop.graceful, Effect.interrupt)
+  }))
+
+/**
+ * @since 0.1.0
+ * @category commands
+ */
+export const command = Command.make(
+  "serve",
+  {
+    port: Options.integer("port").pipe(Options.withDefault(8080), Options.withDescription("Port to listen on.")),
+    host: Options.text("host").pipe(Options.withDefault("127.0.0.1"), Options.withDescription("Address to listen on.")),
+    db: Options.text("db").pipe(
+      Options.withDefault("effect-batch-service.db"),
+      Options.withDescription("SQLite file for jobs and the workflow journal.")
+    ),
+    profiles: Options.file("profiles").pipe(
+      Options.optional,
+      Options.withDescription("JSON file of provider profiles (default: the built-in simulator).")
+    ),
+    inputDir: Options.directory("input-dir").pipe(
+      Options.optional,
+      Options.withDescription("Folder of JSONL files jobs may name with `file`.")
+    ),
+    maxItems: Options.integer("max-items").pipe(Options.withDefault(100_000), Options.withDescription("Items per job at most."))
+  },
+  (flags) =>
+    serve({
+      port: flags.port,
+      host: flags.host,
+      db: flags.db,
+      profiles: Option.getOrUndefined(flags.profiles),
+      inputDir: Option.getOrUndefined(flags.inputDir),
+      maxItems: flags.maxItems
+    })
+).pipe(Command.withDescription("Serve the job service (HTTP API, SSE, dashboard) until stopped."))
