@@ -84,7 +84,10 @@ export const make = Effect.gen(function*() {
         : Effect.succeed(known + 1)
       return Effect.map(next, (seq) => {
         lastSeq.set(jobId, seq)
-        buffer.push({ jobId, seq, type, data: JSON.stringify(data) })
+        // Every event says when it happened (ms since the epoch), so a subscriber can tell how late it arrived.
+        const at = clock.unsafeCurrentTimeMillis()
+        const payload = typeof data === "object" && data !== null && !Array.isArray(data) ? { ...data, at } : { value: data, at }
+        buffer.push({ jobId, seq, type, data: JSON.stringify(payload) })
       })
     }).pipe(lock.withPermits(1))
 

@@ -17,6 +17,7 @@ import * as Command from "@effect/cli/Command"
 import * as Options from "@effect/cli/Options"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import * as FileSystem from "@effect/platform/FileSystem"
+import * as HttpServer from "@effect/platform/HttpServer"
 import * as SqliteClient from "@effect/sql-sqlite-node/SqliteClient"
 import * as Cause from "effect/Cause"
 import * as Config from "effect/Config"
@@ -96,12 +97,15 @@ export const serve = (options: ServeOptions) =>
       keys,
       limits: { maxItems: options.maxItems, inputDir: options.inputDir }
     }).pipe(
-      Layer.provide(SqliteClient.layer({ filename: options.db })),
-      Layer.provide(NodeHttpServer.layer(() => createServer(), { port: options.port, host: options.host })),
-      Layer.catchAllCause((cause) => Layer.fail(usage(`cannot start the service: ${reason(cause)}`)))
+      Layer.provide(SqliteClient.layer({ filename: options.db }))
     )
-    yield* Layer.build(service)
-    const url = `http://${options.host === "0.0.0.0" ? "127.0.0.1" : options.host}:${options.port}`
+    const httpServer = NodeHttpServer.layer(() => createServer(), { port: options.port, host: options.host })
+    const built = yield* Layer.build(service.pipe(Layer.provideMerge(httpServer))).pipe(
+      Effect.catchAllCause((cause) => Effect.fail(usage(`cannot start the service: ${reason(cause)}`)))
+    )
+    const server = Context.get(built, HttpServer.HttpServer)
+    const port = server.address._tag === "TcpAddress" ? server.address.port : options.port
+    const url = `http://${options.host === "0.0.0.0" ? "127.0.0.1" : options.host}:${port}`
     yield* Console.log(`effect-batch job service on ${url}`)
     yield* Console.log(`  dashboard  ${url}/`)
     yield* Console.log(`  API        ${url}/jobs   (reference: ${url}/reference, OpenAPI: ${url}/openapi.json)`)
