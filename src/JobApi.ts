@@ -72,7 +72,7 @@ export const isTerminal = (state: JobState): boolean => state !== "queued" && st
  * @since 0.1.0
  * @category schemas
  */
-export const Item = Schema.Union(Schema.String.pipe(Schema.minLength(1)), OpenAiCompat.ChatRequest)
+export const Item = Schema.Union(Schema.String.pipe(Schema.minLength(1)), OpenAiCompat.ChatRequest).annotations({ identifier: "Item" })
 
 const Seconds = Schema.Number.pipe(Schema.positive(), Schema.lessThanOrEqualTo(7 * 24 * 3600))
 
@@ -84,27 +84,30 @@ const Seconds = Schema.Number.pipe(Schema.positive(), Schema.lessThanOrEqualTo(7
  * @category schemas
  */
 export const SubmitJob = Schema.Struct({
-  items: Schema.optional(Schema.Array(Item)),
-  file: Schema.optional(Schema.String.pipe(Schema.minLength(1))),
+  items: Schema.optionalWith(Schema.Array(Item), { exact: true }),
+  file: Schema.optionalWith(Schema.String.pipe(Schema.minLength(1)), { exact: true }),
   /** A provider profile configured on the server. Default: the server's default profile. */
-  profile: Schema.optional(Schema.String),
+  profile: Schema.optionalWith(Schema.String, { exact: true }),
   /** Default: the profile's first model. */
-  model: Schema.optional(Schema.String),
+  model: Schema.optionalWith(Schema.String, { exact: true }),
   /** Higher goes first among jobs on the same provider; waiting jobs age, so none starves. Default 0. */
-  priority: Schema.optional(Schema.Int.pipe(Schema.between(-10, 10))),
+  priority: Schema.optionalWith(Schema.Int.pipe(Schema.between(-10, 10)), { exact: true }),
   /** USD: no item starts once its projected cost would pass this. */
-  maxCost: Schema.optional(Schema.Number.pipe(Schema.positive())),
+  maxCost: Schema.optionalWith(Schema.Number.pipe(Schema.positive()), { exact: true }),
   /** Attempts per item, 1 to 20. Default: the retry policy's (5). */
-  maxAttempts: Schema.optional(Schema.Int.pipe(Schema.between(1, 20))),
+  maxAttempts: Schema.optionalWith(Schema.Int.pipe(Schema.between(1, 20)), { exact: true }),
   /** Seconds from the start of the job: soft stops admitting and lets items in flight finish, hard interrupts them. */
-  timeLimit: Schema.optional(Schema.Struct({ soft: Schema.optional(Seconds), hard: Schema.optional(Seconds) })),
+  timeLimit: Schema.optionalWith(
+    Schema.Struct({ soft: Schema.optionalWith(Seconds, { exact: true }), hard: Schema.optionalWith(Seconds, { exact: true }) }),
+    { exact: true }
+  ),
   /** Seconds per attempt; a timed-out attempt is retried like any transient failure. */
-  itemTimeout: Schema.optional(Seconds),
+  itemTimeout: Schema.optionalWith(Seconds, { exact: true }),
   /** Seconds per item, from its first attempt: past it the item fails with `Timeout`. */
-  itemDeadline: Schema.optional(Seconds),
+  itemDeadline: Schema.optionalWith(Seconds, { exact: true }),
   /** Free-form labels kept with the job. */
-  metadata: Schema.optional(Schema.Record({ key: Schema.String, value: Schema.String }))
-})
+  metadata: Schema.optionalWith(Schema.Record({ key: Schema.String, value: Schema.String }), { exact: true })
+}).annotations({ identifier: "SubmitJob" })
 
 /**
  * @since 0.1.0

@@ -117,23 +117,46 @@ export const layerAuthentication = Layer.effect(
 )
 
 /**
- * Refuses bodies over `maxBodyBytes` with a JSON 413 before reading them, and
- * caps what is read when no length is announced.
+ * Checks request bodies before the API decodes them: over `maxBodyBytes`, a
+ * JSON 413 (before reading, when the length is announced; reading stops at
+ * the limit when it is not); a JSON body that does not parse, a JSON 400
+ * saying where (the API's own decoder would answer an empty 400). The body
+ * read here is cached by the request, so it is read once.
  *
  * @since 0.1.0
  * @category middleware
  */
-export const limitBody = (maxBodyBytes: number) => (app: HttpApp.Default): HttpApp.Default =>
+export const checkBody = (maxBodyBytes: number) => (app: HttpApp.Default): HttpApp.Default =>
   Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) => {
-    const length = Number(request.headers["content-length"] ?? "0")
-    if (Number.isFinite(length) && length > maxBodyBytes) {
-      return HttpServerResponse.unsafeJson({
+    const tooLarge = (length: number | undefined) =>
+      HttpServerResponse.unsafeJson({
         _tag: "PayloadTooLarge",
         limit: maxBodyBytes,
-        message: `the request body has ${length} bytes; at most ${maxBodyBytes} are taken`
+        message: `the request body ${length === undefined ? "is" : `has ${length} bytes;`} larger than the ${maxBodyBytes} bytes taken`
       }, { status: 413 })
-    }
-    return HttpServerRequest.withMaxBodySize(app, Option.some(maxBodyBytes))
+    const length = Number(request.headers["content-length"] ?? "0")
+    if (Number.isFinite(length) && length > maxBodyBytes) return Effect.succeed(tooLarge(length))
+    const hasBody = length > 0 || request.headers["transfer-encoding"] !== undefined
+    const isJson = (request.headers["content-type"] ?? "").includes("json")
+    const limited = HttpServerRequest.withMaxBodySize(app, Option.some(maxBodyBytes))
+    if (!hasBody || !isJson) return limited
+    return request.text.pipe(
+      HttpServerRequest.withMaxBodySize(Option.some(maxBodyBytes)),
+      Effect.matchEffect({
+        onFailure: () => Effect.succeed(tooLarge(undefined)),
+        onSuccess: (text) => {
+          try {
+            JSON.parse(text)
+            return limited
+          } catch (error) {
+            return Effect.succeed(HttpServerResponse.unsafeJson({
+              _tag: "InvalidJson",
+              message: `the request body is not valid JSON: ${error instanceof Error ? error.message : String(error)}`
+            }, { status: 400 }))
+          }
+        }
+      })
+    )
   })
 
 /**
@@ -164,7 +187,7 @@ export const layerApi = HttpApiBuilder.api(JobApi.Api).pipe(
  * @category layers
  */
 export const layerServer = (options: Options = {}) =>
-  HttpApiBuilder.serve(limitBody(options.maxBodyBytes ?? 10 * 1024 * 1024)).pipe(
+  HttpApiBuilder.serve(checkBody(options.maxBodyBytes ?? 10 * 1024 * 1024)).pipe(
     Layer.provide(HttpApiScalar.layer({ path: "/reference" })),
     Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: "/openapi.json" })),
     Layer.provide(layerDashboard),

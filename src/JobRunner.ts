@@ -322,7 +322,8 @@ const make = Effect.gen(function*() {
         Effect.as(Deferred.await(signalOf(jobId)), "cancelled" as const),
         ...(hard === undefined ? [] : [Effect.as(Effect.sleep(Duration.millis(hard)), "timedOut" as const)])
       ])
-      return yield* guarded
+      // Activities run uninterruptibly (the engine's choice); the chunk's own race must be able to stop the batch.
+      return yield* Effect.interruptible(guarded)
     }).pipe(
       (effect) => track(jobId, effect),
       Effect.provide(context),

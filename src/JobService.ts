@@ -52,7 +52,8 @@ export const layerJobs = (options: Options) => {
   const engine = ClusterWorkflowEngine.layer.pipe(
     Layer.provideMerge(SingleRunner.layer({
       runnerStorage: "memory",
-      shardingConfig: { entityMessagePollInterval: pollInterval }
+      // A stopping service does not wait long for running jobs: they resume when it starts again.
+      shardingConfig: { entityMessagePollInterval: pollInterval, entityTerminationTimeout: "2 seconds" }
     }))
   )
   const base = Layer.mergeAll(

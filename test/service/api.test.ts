@@ -1,0 +1,218 @@
+/**
+ * The job API in-process: submit, follow, results in order, idempotency,
+ * cancel, dead letters and replay, SSE with Last-Event-ID — on real sockets
+ * and real time, against the simulator.
+ */
+import { HttpClient, HttpClientRequest } from "@effect/platform"
+import { describe, expect, layer } from "@effect/vitest"
+import { Effect, Stream } from "effect"
+import * as JobApi from "../../src/JobApi.js"
+import { client, keyA, layer as serviceLayer, Sim, waitFor } from "../support/JobServiceTest.js"
+
+const auth = HttpClientRequest.bearerToken(keyA)
+
+const get = (path: string, headers: Record<string, string> = {}) =>
+  Effect.flatMap(HttpClient.HttpClient, (http) =>
+    http.execute(HttpClientRequest.get(path).pipe(auth, HttpClientRequest.setHeaders(headers))))
+
+const resultsOf = (id: string) =>
+  Effect.gen(function*() {
+    const response = yield* get(`/jobs/${id}/results`)
+    expect(response.status).toBe(200)
+    expect(response.headers["content-type"]).toContain("application/x-ndjson")
+    const text = yield* response.text
+    return text.split("\n").filter((line) => line !== "").map((line) => JSON.parse(line) as {
+      readonly index: number
+      readonly status: string
+      readonly attempts: number
+      readonly output?: { readonly content: string }
+      readonly error?: { readonly class: string, readonly message: string }
+      readonly reason?: string
+    })
+  })
+
+interface Frame {
+  readonly id: number
+  readonly event: string
+  readonly data: Record<string, unknown>
+}
+
+/** Reads an SSE response to its end (the job's final state ends it). */
+const framesOf = (id: string, lastEventId?: number) =>
+  Effect.gen(function*() {
+    const response = yield* get(`/jobs/${id}/events`, lastEventId === undefined ? {} : { "last-event-id": String(lastEventId) })
+    expect(response.status).toBe(200)
+    expect(response.headers["content-type"]).toContain("text/event-stream")
+    const text = yield* response.stream.pipe(Stream.decodeText(), Stream.mkString)
+    return text.split("\n\n").filter((block) => block.startsWith("id:")).map((block): Frame => {
+      const fields = new Map(block.split("\n").map((line) => [line.slice(0, line.indexOf(":")), line.slice(line.indexOf(":") + 2)]))
+      return { id: Number(fields.get("id")), event: fields.get("event")!, data: JSON.parse(fields.get("data")!) as Record<string, unknown> }
+    })
+  })
+
+const prompts = (n: number, tag = "prompt") => Array.from({ length: n }, (_, i) => `${tag} ${i}: tell me something`)
+
+describe("job API", () => {
+  layer(serviceLayer(), { excludeTestServices: true })("a job's life", (it) => {
+    it.effect("submit answers 202 at once; the job runs to finished; results come in input order", () =>
+      Effect.gen(function*() {
+        const api = yield* client(keyA)
+        const submitted = yield* api.jobs.submit({ payload: { items: prompts(250), metadata: { purpose: "test" } }, headers: {} })
+        expect(submitted.created).toBe(true)
+        expect(submitted.state).toBe("queued")
+        expect(submitted.id).toMatch(/^job_[0-9a-z]{24}$/)
+        const job = yield* waitFor(api.jobs.get({ path: { id: submitted.id } }), (j) => JobApi.isTerminal(j.state), "the job to end")
+        expect(job.state).toBe("finished")
+        expect(job.counts).toEqual({ total: 250, succeeded: 250, failed: 0, skipped: 0, pending: 0 })
+        expect(job.cost).toBeGreaterThan(0)
+        expect(job.tokens).toBeGreaterThan(0)
+        expect(job.metadata).toEqual({ purpose: "test" })
+        expect(job.startedAt).toBeGreaterThanOrEqual(job.createdAt)
+        expect(job.finishedAt).toBeGreaterThanOrEqual(job.startedAt!)
+        const results = yield* resultsOf(submitted.id)
+        expect(results.map((r) => r.index)).toEqual(Array.from({ length: 250 }, (_, i) => i))
+        // Each answer is the answer to its own prompt (the simulator echoes the prompt's start).
+        for (const r of results) expect(r.output?.content).toContain(`prompt ${r.index}:`)
+        const sim = yield* Sim
+        expect((yield* sim.metrics).received).toBe(250)
+      }))
+
+    it.effect("the same Idempotency-Key gives the same job, once", () =>
+      Effect.gen(function*() {
+        const api = yield* client(keyA)
+        const sim = yield* Sim
+        const before = (yield* sim.metrics).received
+        const first = yield* api.jobs.submit({ payload: { items: prompts(5, "idem") }, headers: { "idempotency-key": "order-17" } })
+        const second = yield* api.jobs.submit({ payload: { items: prompts(5, "idem") }, headers: { "idempotency-key": "order-17" } })
+        expect(second.id).toBe(first.id)
+        expect([first.created, second.created]).toEqual([true, false])
+        yield* waitFor(api.jobs.get({ path: { id: first.id } }), (j) => j.state === "finished")
+        expect((yield* sim.metrics).received - before).toBe(5)
+        const other = yield* api.jobs.submit({ payload: { items: prompts(5, "idem") }, headers: {} })
+        expect(other.id).not.toBe(first.id)
+      }))
+
+    it.effect("SSE: state, progress and a final state, in order; Last-Event-ID resumes after it", () =>
+      Effect.gen(function*() {
+        const api = yield* client(keyA)
+        const { id } = yield* api.jobs.submit({ payload: { items: prompts(120, "sse") }, headers: {} })
+        const frames = yield* framesOf(id)
+        const ids = frames.map((f) => f.id)
+        expect(ids).toEqual(Array.from({ length: ids.length }, (_, i) => i + 1))
+        expect(frames[0]).toMatchObject({ event: "state", data: { state: "queued" } })
+        expect(frames.some((f) => f.event === "state" && f.data.state === "running")).toBe(true)
+        const progress = frames.filter((f) => f.event === "progress")
+        expect(progress.length).toBeGreaterThan(0)
+        expect(progress[progress.length - 1]!.data).toMatchObject({ succeeded: 120, pending: 0, total: 120 })
+        expect(frames[frames.length - 1]).toMatchObject({ event: "state", data: { state: "finished" } })
+        for (const f of frames) expect(typeof f.data.at).toBe("number")
+        // Resuming after the third event gives exactly the rest.
+        const rest = yield* framesOf(id, 3)
+        expect(rest.map((f) => f.id)).toEqual(ids.slice(3))
+      }))
+
+    it.effect("the list is newest first, filtered by state, paginated with a cursor", () =>
+      Effect.gen(function*() {
+        const api = yield* client(keyA)
+        const ids: Array<string> = []
+        for (let i = 0; i < 3; i++) ids.push((yield* api.jobs.submit({ payload: { items: [`page ${i}`] }, headers: {} })).id)
+        for (const id of ids) yield* waitFor(api.jobs.get({ path: { id } }), (j) => j.state === "finished")
+        const first = yield* api.jobs.list({ urlParams: { limit: 2 } })
+        expect(first.jobs.map((j) => j.id)).toEqual([ids[2], ids[1]])
+        expect(first.next).toBeDefined()
+        const second = yield* api.jobs.list({ urlParams: { limit: 2, cursor: first.next! } })
+        expect(second.jobs[0]!.id).toBe(ids[0])
+        const finished = yield* api.jobs.list({ urlParams: { state: "finished", limit: 200 } })
+        expect(finished.jobs.every((j) => j.state === "finished")).toBe(true)
+        const cancelled = yield* api.jobs.list({ urlParams: { state: "cancelled" } })
+        expect(cancelled.jobs).toEqual([])
+      }))
+
+    it.effect("profiles are listed without their URLs", () =>
+      Effect.gen(function*() {
+        const api = yield* client(keyA)
+        const { profiles } = yield* api.jobs.profiles()
+        expect(profiles).toEqual([
+          { name: "sim", models: ["sim-chat", "sim-other"], default: true },
+          { name: "second", models: ["sim-chat"], default: false }
+        ])
+      }))
+  })
+
+  layer(serviceLayer({ simulator: { latency: { baseMs: 400, jitter: 0 }, capacity: 4 }, concurrency: 4 }), {
+    excludeTestServices: true
+  })("cancel", (it) => {
+    it.effect("cancel aborts the calls in flight, keeps the results so far and skips the rest", () =>
+      Effect.gen(function*() {
+        const api = yield* client(keyA)
+        const sim = yield* Sim
+        const { id } = yield* api.jobs.submit({ payload: { items: prompts(400, "cancel") }, headers: {} })
+        yield* waitFor(api.jobs.get({ path: { id } }), (j) => j.counts.succeeded >= 8, "some results")
+        const cancelled = yield* api.jobs.cancel({ path: { id } })
+        expect(cancelled.state).toBe("cancelled")
+        expect(cancelled.reason).toBe("cancelled by request")
+        const job = yield* waitFor(api.jobs.get({ path: { id } }), (j) => j.counts.pending === 0, "the rest to be skipped")
+        expect(job.state).toBe("cancelled")
+        expect(job.counts.succeeded).toBeGreaterThanOrEqual(8)
+        expect(job.counts.succeeded + job.counts.skipped).toBe(400)
+        // The calls in flight were aborted: the provider sees no more than it had then, and nothing new.
+        const received = (yield* sim.metrics).received
+        expect(received).toBeLessThan(400)
+        yield* Effect.sleep("300 millis")
+        const metrics = yield* sim.metrics
+        expect(metrics.received).toBe(received)
+        // 499: the simulator saw the client close requests before their answer.
+        expect(metrics.byStatus["499"] ?? 0).toBeGreaterThan(0)
+        const results = yield* resultsOf(id)
+        expect(results.length).toBe(400)
+        expect(results.filter((r) => r.status === "succeeded").length).toBe(job.counts.succeeded)
+        expect(results.filter((r) => r.status === "skipped").every((r) => r.reason === "cancelled by request")).toBe(true)
+        // Cancelling again changes nothing; the SSE stream ends with the cancelled state.
+        expect((yield* api.jobs.cancel({ path: { id } })).state).toBe("cancelled")
+        const frames = yield* framesOf(id)
+        expect(frames[frames.length - 1]).toMatchObject({ event: "state", data: { state: "cancelled" } })
+      }))
+  })
+
+  layer(serviceLayer(), { excludeTestServices: true })("dead letters", (it) => {
+    it.effect("items that failed for good are dead letters with their error; replay runs just those again", () =>
+      Effect.gen(function*() {
+        const api = yield* client(keyA)
+        const sim = yield* Sim
+        // The simulator answers 400 invalid_prompt to any prompt containing INVALID: a permanent failure.
+        const items = prompts(30, "dl").map((p, i) => (i % 10 === 3 ? `INVALID ${p}` : p))
+        const { id } = yield* api.jobs.submit({ payload: { items }, headers: {} })
+        const job = yield* waitFor(api.jobs.get({ path: { id } }), (j) => JobApi.isTerminal(j.state))
+        expect(job.state).toBe("finished")
+        expect(job.counts).toMatchObject({ succeeded: 27, failed: 3 })
+        const { items: dead } = yield* api.jobs.deadLetters({ path: { id } })
+        expect(dead.map((d) => d.index)).toEqual([3, 13, 23])
+        for (const d of dead) {
+          expect(d.errorClass).toBe("Permanent")
+          expect(d.status).toBe(400)
+          expect(d.attempts).toBe(1)
+          expect(d.input).toBe(items[d.index])
+          expect(d.message.length).toBeGreaterThan(0)
+        }
+        const before = (yield* sim.metrics).received
+        const replaying = yield* api.jobs.replay({ path: { id } })
+        expect(replaying.round).toBe(1)
+        const after = yield* waitFor(api.jobs.get({ path: { id } }), (j) => j.round === 1 && JobApi.isTerminal(j.state))
+        expect(after.state).toBe("finished")
+        expect(after.counts).toMatchObject({ succeeded: 27, failed: 3 })
+        expect((yield* sim.metrics).received - before).toBe(3)
+        const results = yield* resultsOf(id)
+        expect(results.map((r) => r.index)).toEqual(Array.from({ length: 30 }, (_, i) => i))
+        expect(results.filter((r) => r.status === "failed").map((r) => r.error!.class)).toEqual(["Permanent", "Permanent", "Permanent"])
+      }))
+
+    it.effect("replaying a job that still runs is refused with 409", () =>
+      Effect.gen(function*() {
+        const api = yield* client(keyA)
+        const { id } = yield* api.jobs.submit({ payload: { items: prompts(200, "busy") }, headers: {} })
+        const error = yield* api.jobs.replay({ path: { id } }).pipe(Effect.flip)
+        expect(error._tag).toBe("JobBusy")
+        yield* waitFor(api.jobs.get({ path: { id } }), (j) => JobApi.isTerminal(j.state))
+      }))
+  })
+})

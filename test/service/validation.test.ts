@@ -1,0 +1,192 @@
+/**
+ * The job API's refusals: authentication, tenant isolation, and bad input on
+ * every endpoint — each a JSON error naming what was wrong, never a stack
+ * trace, and nothing stored or called because of it.
+ */
+import { HttpClient, HttpClientRequest, type HttpClientResponse } from "@effect/platform"
+import { describe, expect, layer } from "@effect/vitest"
+import { Effect } from "effect"
+import { client, keyA, keyB, layer as serviceLayer, Sim, waitFor } from "../support/JobServiceTest.js"
+
+const send = (request: HttpClientRequest.HttpClientRequest) =>
+  Effect.flatMap(HttpClient.HttpClient, (http) => http.execute(request))
+
+const json = (response: HttpClientResponse.HttpClientResponse) =>
+  Effect.map(response.text, (text) => {
+    expect(response.headers["content-type"], `content-type of ${response.status} ${text}`).toContain("application/json")
+    expect(text).not.toMatch(/\n\s+at /) // no stack trace
+    return JSON.parse(text) as Record<string, unknown>
+  })
+
+const post = (path: string, body: unknown, key: string | null = keyA) =>
+  send(HttpClientRequest.post(path).pipe(
+    key === null ? (r) => r : HttpClientRequest.bearerToken(key),
+    typeof body === "string"
+      ? HttpClientRequest.bodyText(body, "application/json")
+      : HttpClientRequest.bodyUnsafeJson(body)
+  ))
+
+const getAs = (path: string, key: string | undefined, headers: Record<string, string> = {}) =>
+  send(HttpClientRequest.get(path).pipe(
+    key === undefined ? (r) => r : HttpClientRequest.bearerToken(key),
+    HttpClientRequest.setHeaders(headers)
+  ))
+
+const jsonl = (lines: ReadonlyArray<string>) => lines.join("\n") + "\n"
+
+const setup = {
+  maxItems: 50,
+  maxBodyBytes: 20_000,
+  files: {
+    "good.jsonl": jsonl(['"first prompt"', '{"messages":[{"role":"user","content":"second"}],"max_tokens":20}']),
+    "bad.jsonl": jsonl(['"fine"', '{"messages":[]}', '"also fine"']),
+    "big.jsonl": jsonl(Array.from({ length: 51 }, (_, i) => JSON.stringify(`p${i}`)))
+  }
+}
+
+describe("job API refusals", () => {
+  layer(serviceLayer(setup), { excludeTestServices: true })("authentication and isolation", (it) => {
+    it.effect("no key, a malformed header or an unknown key: 401 JSON, on every endpoint", () =>
+      Effect.gen(function*() {
+        const paths = ["/jobs", "/jobs/job_aaaaaaaaaaaaaaaaaaaaaaaa", "/jobs/job_aaaaaaaaaaaaaaaaaaaaaaaa/events", "/profiles"]
+        for (const path of paths) {
+          for (const key of [undefined, "wrong-key-0123456789"]) {
+            const response = yield* getAs(path, key)
+            expect(response.status).toBe(401)
+            expect((yield* json(response))._tag).toBe("Unauthorized")
+          }
+          const basic = yield* getAs(path, undefined, { authorization: "Basic dXNlcjpwYXNz" })
+          expect(basic.status).toBe(401)
+        }
+        const submit = yield* post("/jobs", { items: ["x"] }, null)
+        expect(submit.status).toBe(401)
+        const sim = yield* Sim
+        expect((yield* sim.metrics).received).toBe(0)
+      }))
+
+    it.effect("another tenant's job answers 404 everywhere, exactly like a missing one, and is not listed", () =>
+      Effect.gen(function*() {
+        const a = yield* client(keyA)
+        const b = yield* client(keyB)
+        const { id } = yield* a.jobs.submit({ payload: { items: ["tenant a's prompt"] }, headers: {} })
+        yield* waitFor(a.jobs.get({ path: { id } }), (j) => j.state === "finished")
+        const missing = "job_zzzzzzzzzzzzzzzzzzzzzzzz"
+        for (const target of [id, missing]) {
+          for (const path of ["", "/events", "/results", "/dead-letters"]) {
+            const response = yield* getAs(`/jobs/${target}${path}`, keyB)
+            expect(response.status).toBe(404)
+            expect(yield* json(response)).toEqual({ _tag: "JobNotFound", id: target, message: `no job ${target}` })
+          }
+          for (const path of ["/cancel", "/dead-letters/replay"]) {
+            const response = yield* post(`/jobs/${target}${path}`, {}, keyB)
+            expect(response.status).toBe(404)
+          }
+        }
+        expect((yield* b.jobs.list({ urlParams: {} })).jobs).toEqual([])
+        expect((yield* a.jobs.list({ urlParams: {} })).jobs.map((j) => j.id)).toContain(id)
+        // The same idempotency key in two tenants names two jobs.
+        const fromA = yield* a.jobs.submit({ payload: { items: ["k"] }, headers: { "idempotency-key": "shared" } })
+        const fromB = yield* b.jobs.submit({ payload: { items: ["k"] }, headers: { "idempotency-key": "shared" } })
+        expect(fromB.id).not.toBe(fromA.id)
+        expect(fromB.created).toBe(true)
+      }))
+  })
+
+  layer(serviceLayer(setup), { excludeTestServices: true })("bad input", (it) => {
+    it.effect("submit: schema errors are 400 naming the field", () =>
+      Effect.gen(function*() {
+        const cases: ReadonlyArray<readonly [unknown, string]> = [
+          [{ items: ["x"], priority: 11 }, "priority"],
+          [{ items: ["x"], priority: 1.5 }, "priority"],
+          [{ items: [42] }, "items"],
+          [{ items: [""] }, "items"],
+          [{ items: [{ messages: [] }] }, "messages"],
+          [{ items: ["x"], maxCost: -1 }, "maxCost"],
+          [{ items: ["x"], maxAttempts: 0 }, "maxAttempts"],
+          [{ items: ["x"], timeLimit: { soft: 0 } }, "soft"],
+          [{ items: ["x"], metadata: { n: 1 } }, "n"]
+        ]
+        for (const [body, field] of cases) {
+          const response = yield* post("/jobs", body)
+          expect(response.status).toBe(400)
+          const error = yield* json(response)
+          expect(error._tag).toBe("HttpApiDecodeError")
+          const issues = error.issues as ReadonlyArray<{ readonly path: ReadonlyArray<unknown> }>
+          expect(issues.some((issue) => issue.path.map(String).includes(field))).toBe(true)
+        }
+        const notJson = yield* post("/jobs", "{ not json")
+        expect(notJson.status).toBe(400)
+        expect(yield* json(notJson)).toMatchObject({ _tag: "InvalidJson", message: expect.stringMatching(/^the request body is not valid JSON/) })
+        const sim = yield* Sim
+        expect((yield* sim.metrics).received).toBe(0)
+      }))
+
+    it.effect("submit: what the schema cannot tell is a 400 InvalidJob naming the field", () =>
+      Effect.gen(function*() {
+        const cases: ReadonlyArray<readonly [unknown, string, RegExp]> = [
+          [{}, "items", /exactly one of items/],
+          [{ items: ["x"], file: "good.jsonl" }, "items", /exactly one of items/],
+          [{ items: [] }, "items", /empty/],
+          [{ items: ["x"], profile: "nope" }, "profile", /no profile "nope"; known: sim, second/],
+          [{ items: ["x"], model: "gpt-9" }, "model", /profile sim has no model "gpt-9"/],
+          [{ items: ["x"], profile: "second", model: "sim-other" }, "model", /profile second has no model/],
+          [{ items: ["x"], timeLimit: { soft: 10, hard: 5 } }, "timeLimit.soft", /past the hard one/],
+          [{ file: "../etc/passwd" }, "file", /is not a file name/],
+          [{ file: "missing.jsonl" }, "file", /no file missing.jsonl/],
+          [{ file: "bad.jsonl" }, "file", /^bad\.jsonl:2: messages/]
+        ]
+        for (const [body, field, message] of cases) {
+          const response = yield* post("/jobs", body)
+          expect(response.status).toBe(400)
+          const error = yield* json(response)
+          expect(error).toMatchObject({ _tag: "InvalidJob", field })
+          expect(error.message).toMatch(message)
+        }
+        const a = yield* client(keyA)
+        expect((yield* a.jobs.list({ urlParams: {} })).jobs).toEqual([])
+      }))
+
+    it.effect("too many items or too large a body: 413", () =>
+      Effect.gen(function*() {
+        const many = yield* post("/jobs", { items: Array.from({ length: 51 }, (_, i) => `p${i}`) })
+        expect(many.status).toBe(413)
+        expect(yield* json(many)).toMatchObject({ _tag: "TooManyItems", limit: 50, count: 51 })
+        const bigFile = yield* post("/jobs", { file: "big.jsonl" })
+        expect(bigFile.status).toBe(413)
+        expect(yield* json(bigFile)).toMatchObject({ _tag: "TooManyItems", limit: 50 })
+        const huge = yield* post("/jobs", { items: ["x".repeat(25_000)] })
+        expect(huge.status).toBe(413)
+        expect(yield* json(huge)).toMatchObject({ _tag: "PayloadTooLarge", limit: 20_000 })
+      }))
+
+    it.effect("a file in the input folder is read at submission", () =>
+      Effect.gen(function*() {
+        const a = yield* client(keyA)
+        const { id } = yield* a.jobs.submit({ payload: { file: "good.jsonl" }, headers: {} })
+        const job = yield* waitFor(a.jobs.get({ path: { id } }), (j) => j.state === "finished")
+        expect(job.counts.succeeded).toBe(2)
+      }))
+
+    it.effect("other endpoints: bad ids, cursors, states and Last-Event-ID", () =>
+      Effect.gen(function*() {
+        const unknown = yield* getAs("/jobs/not-a-job-id", keyA)
+        expect(unknown.status).toBe(404)
+        expect((yield* json(unknown))._tag).toBe("JobNotFound")
+        const cursor = yield* getAs("/jobs?cursor=garbage", keyA)
+        expect(cursor.status).toBe(400)
+        expect(yield* json(cursor)).toMatchObject({ _tag: "InvalidJob", field: "cursor" })
+        for (const query of ["state=done", "limit=0", "limit=abc", "limit=500"]) {
+          const response = yield* getAs(`/jobs?${query}`, keyA)
+          expect(response.status).toBe(400)
+          expect((yield* json(response))._tag).toBe("HttpApiDecodeError")
+        }
+        const a = yield* client(keyA)
+        const { id } = yield* a.jobs.submit({ payload: { items: ["one"] }, headers: {} })
+        const badLast = yield* getAs(`/jobs/${id}/events`, keyA, { "last-event-id": "yesterday" })
+        expect(badLast.status).toBe(400)
+        expect(yield* json(badLast)).toMatchObject({ _tag: "InvalidJob", field: "Last-Event-ID" })
+        const unknownRoute = yield* getAs("/nowhere", keyA)
+        expect(unknownRoute.status).toBe(404)
+      }))
+  })
+})

@@ -1,0 +1,81 @@
+/**
+ * The job service in-process for API tests: on `NodeHttpServer.layerTest`
+ * (a random port and an `HttpClient` pointed at it), SQLite in a temporary
+ * file, and a simulator on its own port as the `sim` profile. The service
+ * calls the provider with its own undici client, so the test's client stays
+ * pointed at the service.
+ */
+import { HttpApiClient, HttpClient, HttpClientRequest } from "@effect/platform"
+import { NodeContext, NodeHttpClient, NodeHttpServer } from "@effect/platform-node"
+import { SqliteClient } from "@effect/sql-sqlite-node"
+import { Context, Effect, Layer, Redacted } from "effect"
+import { mkdtempSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import * as ApiKeys from "../../src/ApiKeys.js"
+import * as SimulateCommand from "../../src/cli/SimulateCommand.js"
+import * as JobApi from "../../src/JobApi.js"
+import * as JobService from "../../src/JobService.js"
+import * as Simulator from "../../src/Simulator.js"
+
+export const keyA = "tenant-a-key-0123456789"
+export const keyB = "tenant-b-key-0123456789"
+
+export interface Setup {
+  readonly simulator?: Simulator.Options
+  readonly concurrency?: number
+  readonly maxItems?: number
+  readonly maxBodyBytes?: number
+  /** Files written to the input folder. */
+  readonly files?: Readonly<Record<string, string>>
+}
+
+export class Sim extends Context.Tag("test/Sim")<Sim, Simulator.Service>() {}
+
+/** The service, the simulator (`Sim`), and the test's `HttpClient` pointed at the service. */
+export const layer = (setup: Setup = {}) => {
+  const dir = mkdtempSync(join(tmpdir(), "effect-batch-service-"))
+  for (const [name, text] of Object.entries(setup.files ?? {})) writeFileSync(join(dir, name), text)
+  const simulator = Layer.effect(Sim, Simulator.Simulator).pipe(
+    Layer.provideMerge(SimulateCommand.layer({ latency: { baseMs: 20, jitter: 0 }, ...setup.simulator }))
+  )
+  const service = Layer.unwrapEffect(Effect.map(Sim, (sim) =>
+    JobService.layer({
+      profiles: [
+        { name: "sim", baseUrl: `${sim.url}/v1`, models: ["sim-chat", "sim-other"], concurrency: setup.concurrency ?? 8 },
+        { name: "second", baseUrl: `${sim.url}/v1`, models: ["sim-chat"], concurrency: 2 }
+      ],
+      keys: ApiKeys.make([
+        { tenant: "a", key: Redacted.make(keyA) },
+        { tenant: "b", key: Redacted.make(keyB) }
+      ]),
+      limits: { maxItems: setup.maxItems ?? 1000, inputDir: dir },
+      http: { maxBodyBytes: setup.maxBodyBytes ?? 1024 * 1024 }
+    }).pipe(
+      Layer.provide(SqliteClient.layer({ filename: join(dir, "service.db") })),
+      Layer.provide(NodeHttpClient.layerUndici),
+      Layer.provide(NodeContext.layer)
+    )))
+  return service.pipe(Layer.provideMerge(simulator), Layer.provideMerge(NodeHttpServer.layerTest))
+}
+
+/** The typed client, authenticated with `key`. */
+export const client = (key: string) =>
+  HttpApiClient.make(JobApi.Api, {
+    transformClient: HttpClient.mapRequest(HttpClientRequest.bearerToken(key))
+  })
+
+/** Polls the job until `done` holds (real time). */
+export const waitFor = <A>(
+  get: Effect.Effect<A, unknown>,
+  done: (a: A) => boolean,
+  what = "the condition"
+): Effect.Effect<A> =>
+  Effect.gen(function*() {
+    for (let i = 0; i < 600; i++) {
+      const value = yield* Effect.orDie(get)
+      if (done(value)) return value
+      yield* Effect.sleep("50 millis")
+    }
+    return yield* Effect.dieMessage(`timed out waiting for ${what}`)
+  })
