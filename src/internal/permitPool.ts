@@ -126,11 +126,27 @@ interface Bucket {
  * longest waiting). Waiters are kept in one FIFO per priority, so serving one
  * compares only the heads — as many as there are distinct priorities waiting.
  * Used where several batches share one limit (the job service's providers).
+ *
+ * A released permit is handed out a microtask later, not at once: the fiber
+ * that released it usually asks again in the same run (a batch's worker going
+ * on to its next item), and must be among the waiters when the choice is
+ * made — otherwise a permit freed by a high-priority batch would go to
+ * whichever batch was already waiting, and priorities would only alternate.
  */
 export class PrioritizedPermitPool {
   private taken = 0
   private waiting = 0
+  private wakeScheduled = false
   private readonly buckets = new Map<number, Bucket>()
+
+  private scheduleWake(): void {
+    if (this.wakeScheduled) return
+    this.wakeScheduled = true
+    queueMicrotask(() => {
+      this.wakeScheduled = false
+      this.wake()
+    })
+  }
 
   constructor(private limit: number, private readonly agingMs: number, private readonly now: () => number) {}
 
@@ -217,7 +233,7 @@ export class PrioritizedPermitPool {
     holder.holding = false
     holder.ledger.held--
     this.taken--
-    this.wake()
+    this.scheduleWake()
   }
 
   readonly release = (holder: Holder): Effect.Effect<void> => Effect.sync(() => this.releaseNow(holder))
@@ -226,12 +242,12 @@ export class PrioritizedPermitPool {
     Effect.sync(() => {
       this.taken -= ledger.held
       ledger.held = 0
-      this.wake()
+      this.scheduleWake()
     })
 
   readonly resize = (limit: number): Effect.Effect<void> =>
     Effect.sync(() => {
       this.limit = limit
-      this.wake()
+      this.scheduleWake()
     })
 }

@@ -1,0 +1,113 @@
+/**
+ * The prioritized limiter (jobs sharing a provider): waiting permit requests
+ * are served by priority, with aging so that none starves; free permits go
+ * at once whatever the priority; and batches run at a priority share it.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { Effect, Fiber, TestClock } from "effect"
+import * as Batch from "../src/Batch.js"
+import * as ConcurrencyLimiter from "../src/ConcurrencyLimiter.js"
+import * as LimitAlgorithm from "../src/LimitAlgorithm.js"
+
+const holder = () => ({ holding: false, ledger: { held: 0 } })
+
+describe("ConcurrencyLimiter.makePrioritized", () => {
+  it.effect("waiters go by priority, then by arrival", () =>
+    Effect.gen(function*() {
+      const limiter = yield* ConcurrencyLimiter.makePrioritized(LimitAlgorithm.fixed(1), { aging: "1 hour" })
+      const first = holder()
+      yield* limiter.take(first)
+      const order: Array<string> = []
+      const wait = (name: string, priority: number) =>
+        Effect.fork(ConcurrencyLimiter.withPriority(
+          Effect.flatMap(Effect.sync(holder), (h) =>
+            Effect.zipRight(limiter.take(h), Effect.sync(() => order.push(name))).pipe(Effect.zipRight(limiter.release(h)))),
+          priority
+        ))
+      const fibers = [yield* wait("low-1", 0), yield* wait("high-1", 5), yield* wait("low-2", 0), yield* wait("high-2", 5), yield* wait("mid", 2)]
+      yield* Effect.yieldNow()
+      expect(order).toEqual([])
+      yield* limiter.release(first)
+      for (const fiber of fibers) yield* Fiber.join(fiber)
+      expect(order).toEqual(["high-1", "high-2", "mid", "low-1", "low-2"])
+    }))
+
+  it.effect("a waiter gains one priority per aging period: an old low-priority request beats a fresh high one", () =>
+    Effect.gen(function*() {
+      const limiter = yield* ConcurrencyLimiter.makePrioritized(LimitAlgorithm.fixed(1), { aging: "1 second" })
+      const busy = holder()
+      yield* limiter.take(busy)
+      const order: Array<string> = []
+      const wait = (name: string, priority: number) =>
+        Effect.fork(ConcurrencyLimiter.withPriority(
+          Effect.flatMap(Effect.sync(holder), (h) =>
+            Effect.zipRight(limiter.take(h), Effect.sync(() => order.push(name))).pipe(Effect.zipRight(limiter.release(h)))),
+          priority
+        ))
+      const old = yield* wait("old, priority 0", 0)
+      yield* Effect.yieldNow()
+      yield* TestClock.adjust("3500 millis") // standing 3.5
+      const fresh = yield* wait("fresh, priority 3", 3) // standing 3
+      yield* Effect.yieldNow()
+      yield* limiter.release(busy)
+      yield* Fiber.join(old)
+      yield* Fiber.join(fresh)
+      expect(order).toEqual(["old, priority 0", "fresh, priority 3"])
+    }))
+
+  it.effect("a free permit is taken at once, whatever the priority; interrupted waiters give nothing away", () =>
+    Effect.gen(function*() {
+      const limiter = yield* ConcurrencyLimiter.makePrioritized(LimitAlgorithm.fixed(2))
+      const a = holder()
+      yield* ConcurrencyLimiter.withPriority(limiter.take(a), -10)
+      expect(a.holding).toBe(true)
+      const b = holder()
+      yield* limiter.take(b)
+      const c = holder()
+      const waiting = yield* Effect.fork(limiter.take(c))
+      yield* Effect.yieldNow()
+      yield* Fiber.interrupt(waiting)
+      expect(c.holding).toBe(false)
+      yield* limiter.release(a)
+      const d = holder()
+      expect(limiter.tryTake(d)).toBe(true)
+      expect(limiter.tryTake(holder())).toBe(false)
+    }))
+
+  const twoBatches = (aging: string) =>
+    Effect.gen(function*() {
+      const limiter = yield* ConcurrencyLimiter.makePrioritized(LimitAlgorithm.fixed(2), { aging })
+      const done: Array<string> = []
+      const batch = (name: string, priority: number) =>
+        Batch.run(Array.from({ length: 40 }, (_, i) => i), (i) =>
+          Effect.as(Effect.sleep("100 millis"), i).pipe(Effect.tap(() => Effect.sync(() => done.push(name)))))
+          .pipe(Effect.provideService(ConcurrencyLimiter.ConcurrencyLimiter, limiter), ConcurrencyLimiter.withPriority(priority))
+      const low = yield* Effect.fork(batch("low", 0))
+      yield* Effect.yieldNow()
+      const high = yield* Effect.fork(batch("high", 5))
+      for (let i = 0; i < 60; i++) {
+        yield* TestClock.adjust("100 millis")
+        yield* Effect.yieldNow()
+      }
+      yield* Fiber.join(high)
+      yield* Fiber.join(low)
+      const highEnds = done.lastIndexOf("high")
+      return { lowBeforeHighEnds: done.slice(0, highEnds).filter((name) => name === "low").length, lowLast: done[done.length - 1] }
+    })
+
+  it.effect("two batches on one limiter: the high-priority one takes every permit freed while it waits", () =>
+    Effect.gen(function*() {
+      // Aging far slower than the run: low keeps only the two permits it held before high arrived.
+      const { lowBeforeHighEnds, lowLast } = yield* twoBatches("1 hour")
+      expect(lowBeforeHighEnds).toBe(2)
+      expect(lowLast).toBe("low")
+    }))
+
+  it.effect("two batches on one limiter: with aging, the low-priority one still makes progress meanwhile", () =>
+    Effect.gen(function*() {
+      // A waiting low request gains 5 levels in a second: each of its workers gets a permit now and then.
+      const { lowBeforeHighEnds, lowLast } = yield* twoBatches("200 millis")
+      expect(lowBeforeHighEnds).toBeGreaterThan(2)
+      expect(lowLast).toBe("low")
+    }))
+})
