@@ -215,4 +215,59 @@ describe("job API", () => {
         yield* waitFor(api.jobs.get({ path: { id } }), (j) => JobApi.isTerminal(j.state))
       }))
   })
+
+  layer(serviceLayer({ simulator: { latency: { baseMs: 50, jitter: 0 } } }), { excludeTestServices: true })("priorities and limits", (it) => {
+    it.effect("on a shared provider, a higher-priority job submitted later finishes first; the other still advances", () =>
+      Effect.gen(function*() {
+        const api = yield* client(keyA)
+        // Profile "second" has a fixed concurrency of 2, shared by both jobs.
+        const low = yield* api.jobs.submit({ payload: { items: prompts(40, "low"), profile: "second" }, headers: {} })
+        yield* waitFor(api.jobs.get({ path: { id: low.id } }), (j) => j.state === "running")
+        const high = yield* api.jobs.submit({ payload: { items: prompts(40, "high"), profile: "second", priority: 5 }, headers: {} })
+        const highDone = yield* waitFor(api.jobs.get({ path: { id: high.id } }), (j) => j.state === "finished")
+        const lowThen = yield* api.jobs.get({ path: { id: low.id } })
+        expect(lowThen.state).toBe("running")
+        expect(lowThen.counts.succeeded).toBeGreaterThan(0)
+        expect(lowThen.counts.pending).toBeGreaterThan(0)
+        const lowDone = yield* waitFor(api.jobs.get({ path: { id: low.id } }), (j) => j.state === "finished")
+        expect(lowDone.finishedAt!).toBeGreaterThan(highDone.finishedAt!)
+        expect(highDone.concurrencyLimit).toBe(2)
+      }))
+
+    it.effect("a soft time limit stops admitting: the job ends stopped, the rest skipped, what ran kept", () =>
+      Effect.gen(function*() {
+        const api = yield* client(keyA)
+        // 2 at a time, 50 ms each: 200 items need 5 s; the soft limit is 0.5 s.
+        const { id } = yield* api.jobs.submit({ payload: { items: prompts(200, "soft"), profile: "second", timeLimit: { soft: 0.5 } }, headers: {} })
+        const job = yield* waitFor(api.jobs.get({ path: { id } }), (j) => JobApi.isTerminal(j.state))
+        expect(job.state).toBe("stopped")
+        expect(job.reason).toBe("soft time limit reached")
+        expect(job.counts.succeeded).toBeGreaterThan(0)
+        expect(job.counts.succeeded + job.counts.skipped).toBe(200)
+        expect(job.counts.failed).toBe(0)
+      }))
+
+    it.effect("a hard time limit interrupts the calls in flight: the job fails, what ran is kept", () =>
+      Effect.gen(function*() {
+        const api = yield* client(keyA)
+        const { id } = yield* api.jobs.submit({ payload: { items: prompts(200, "hard"), profile: "second", timeLimit: { hard: 0.5 } }, headers: {} })
+        const job = yield* waitFor(api.jobs.get({ path: { id } }), (j) => JobApi.isTerminal(j.state) && j.counts.pending === 0)
+        expect(job.state).toBe("failed")
+        expect(job.reason).toBe("hard time limit reached")
+        expect(job.counts.succeeded).toBeGreaterThan(0)
+        expect(job.counts.succeeded + job.counts.skipped).toBe(200)
+      }))
+
+    it.effect("a budget stops admitting once the next item would pass it", () =>
+      Effect.gen(function*() {
+        const api = yield* client(keyA)
+        const { id } = yield* api.jobs.submit({ payload: { items: prompts(300, "budget"), maxCost: 0.0005 }, headers: {} })
+        const job = yield* waitFor(api.jobs.get({ path: { id } }), (j) => JobApi.isTerminal(j.state))
+        expect(job.state).toBe("stopped")
+        expect(job.reason).toBe("budget reached")
+        expect(job.cost).toBeLessThanOrEqual(0.0005)
+        expect(job.counts.succeeded).toBeGreaterThan(0)
+        expect(job.counts.skipped).toBeGreaterThan(0)
+      }))
+  })
 })
