@@ -180,7 +180,9 @@ export const Submitted = Schema.Struct({
   id: JobId,
   state: JobState,
   /** `false` when the `Idempotency-Key` named a job submitted before: this is that job. */
-  created: Schema.Boolean
+  created: Schema.Boolean,
+  /** Lines of a `file` that are not items: they are in the job as failed (class `Rejected`, naming `file:line`). */
+  rejected: Schema.optional(Schema.Int)
 })
 
 /**

@@ -109,6 +109,27 @@ export interface Outcome {
 }
 
 /**
+ * An item as submitted: its input as JSON text, or, for an input line that
+ * could not be read, the line's text and why.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type NewItem = { readonly input: string, readonly rejected?: undefined } | {
+  readonly input: string
+  /** `file:line: what was wrong` */
+  readonly rejected: string
+}
+
+/**
+ * The error class of items refused at submission.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const rejectedClass = "Rejected"
+
+/**
  * A settled item with its input, as results and dead letters read it.
  *
  * @since 0.1.0
@@ -134,13 +155,14 @@ export interface StoredEvent {
  */
 export interface Store {
   /**
-   * Inserts the job and its items (JSON text each) in one transaction; with
+   * Inserts the job and its items in one transaction (a rejected item is
+   * stored failed, with class `Rejected`, and is never run or replayed); with
    * an idempotency key the tenant used before, inserts nothing and returns
    * that job instead (`created: false`).
    */
   readonly insert: (
     job: Omit<JobRow, "startedAt" | "finishedAt" | "reason" | "round" | "state">,
-    items: ReadonlyArray<string>
+    items: ReadonlyArray<NewItem>
   ) => Effect.Effect<{ readonly job: JobRow, readonly created: boolean }, JobStoreError>
   /** The job, if it exists and (when `tenant` is given) belongs to `tenant`. */
   readonly get: (id: string, tenant?: string) => Effect.Effect<JobRow | undefined, JobStoreError>
@@ -178,7 +200,7 @@ export interface Store {
   readonly deadLetters: (id: string) => Effect.Effect<ReadonlyArray<SettledItem>, JobStoreError>
   /** Records every item still pending as `skipped` with `reason`; how many. */
   readonly skipPending: (id: string, reason: string, now: number) => Effect.Effect<number, JobStoreError>
-  /** Marks failed items pending again, counts a round and moves the job to `queued`; how many. */
+  /** Marks failed items pending again and, if there were any, counts a round and moves the job to `queued`; how many. */
   readonly reopenFailed: (id: string, now: number) => Effect.Effect<number, JobStoreError>
   readonly appendEvents: (id: string, events: ReadonlyArray<StoredEvent & { readonly at: number }>) => Effect.Effect<void, JobStoreError>
   /** Events with seq > `after`, in order. */
@@ -358,7 +380,15 @@ export const make: Effect.Effect<Store, JobStoreError, SqlClient.SqlClient> = Ef
         })
       }`
       for (let from = 0; from < items.length; from += rowsPerInsert) {
-        const rows = items.slice(from, from + rowsPerInsert).map((input, i) => ({ job_id: job.id, idx: from + i, input }))
+        const rows = items.slice(from, from + rowsPerInsert).map((item, i) => ({
+          job_id: job.id,
+          idx: from + i,
+          input: item.input,
+          status: item.rejected === undefined ? null : "failed",
+          output: item.rejected === undefined ? null : JSON.stringify({ class: rejectedClass, message: item.rejected }),
+          error_class: item.rejected === undefined ? null : rejectedClass,
+          settled_at: item.rejected === undefined ? null : job.createdAt
+        }))
         yield* sql`INSERT INTO effect_batch_job_items ${sql.insert(rows)}`
       }
       return { job: { ...job, state: "queued" as const, reason: undefined, round: 0, startedAt: undefined, finishedAt: undefined }, created: true }
@@ -440,9 +470,11 @@ export const make: Effect.Effect<Store, JobStoreError, SqlClient.SqlClient> = Ef
     sql.withTransaction(Effect.gen(function*() {
       const reopened = yield* sql<{ readonly idx: Num }>`UPDATE effect_batch_job_items
         SET status = NULL, output = NULL, error_class = NULL, settled_at = NULL
-        WHERE job_id = ${id} AND status = 'failed' RETURNING idx`
-      yield* sql`UPDATE effect_batch_jobs SET round = round + 1, state = 'queued', reason = NULL, finished_at = NULL,
-        updated_at = ${now} WHERE id = ${id}`
+        WHERE job_id = ${id} AND status = 'failed' AND error_class <> ${rejectedClass} RETURNING idx`
+      if (reopened.length > 0) {
+        yield* sql`UPDATE effect_batch_jobs SET round = round + 1, state = 'queued', reason = NULL, finished_at = NULL,
+          updated_at = ${now} WHERE id = ${id}`
+      }
       return reopened.length
     })).pipe(wrap("reopenFailed"))
 

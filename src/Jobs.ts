@@ -163,7 +163,11 @@ export const make = (limits: Limits) =>
         }
       })
 
-    /** The items of a server-side JSONL file, or an `InvalidJob` naming its first bad line. */
+    /**
+     * The items of a server-side JSONL file. A line that is not an item (bad
+     * JSON, not a chat request) becomes a `Rejected` item naming `file:line`,
+     * like the CLI does: the rest of the file still runs.
+     */
     const readFile = (name: string) =>
       Effect.gen(function*() {
         if (limits.inputDir === undefined) return yield* invalid("file", "this server takes no file submissions (no input folder is configured)")
@@ -172,15 +176,21 @@ export const make = (limits: Limits) =>
         }
         const full = path.join(limits.inputDir, name)
         if (!(yield* Effect.orElseSucceed(fs.exists(full), () => false))) return yield* invalid("file", `no file ${name} in the input folder`)
-        const items: Array<string> = []
+        const items: Array<JobStore.NewItem> = []
         let tooManyAt: number | undefined
-        const failure = yield* JsonlInput.items(name, fs.stream(full)).pipe(
-          Stream.runFoldWhileEffect(undefined as string | undefined, (bad) => bad === undefined && tooManyAt === undefined, (_, item) => {
-            if (item._tag === "Rejected") return Effect.succeed(item.message)
-            if (items.length >= limits.maxItems) tooManyAt = items.length + 1
-            else items.push(JSON.stringify(item.input))
-            return Effect.succeed(undefined)
+        const failure = yield* JsonlInput.lines(fs.stream(full)).pipe(
+          Stream.runForEachWhile((line) => {
+            if (items.length >= limits.maxItems) {
+              tooManyAt = items.length + 1
+              return Effect.succeed(false)
+            }
+            const item = JsonlInput.parse(name, line, items.length)
+            items.push(item._tag === "Entry"
+              ? { input: JSON.stringify(item.input) }
+              : { input: JSON.stringify(line.text), rejected: item.message })
+            return Effect.succeed(true)
           }),
+          Effect.as(undefined),
           Effect.catchAll((error) => Effect.succeed(`${name}: cannot be read: ${error.message}`))
         )
         if (failure !== undefined) return yield* invalid("file", failure)
@@ -212,7 +222,10 @@ export const make = (limits: Limits) =>
         if (soft !== undefined && hard !== undefined && soft > hard) {
           return yield* invalid("timeLimit.soft", `the soft limit (${soft} s) is past the hard one (${hard} s)`)
         }
-        const items = payload.items !== undefined ? payload.items.map((item) => JSON.stringify(item)) : yield* readFile(payload.file!)
+        const items = payload.items !== undefined
+          ? payload.items.map((item): JobStore.NewItem => ({ input: JSON.stringify(item) }))
+          : yield* readFile(payload.file!)
+        const rejected = items.filter((item) => item.rejected !== undefined).length
         const { created, job } = yield* Effect.orDie(store.insert({
           id: newId(),
           tenant,
@@ -236,7 +249,7 @@ export const make = (limits: Limits) =>
           yield* events.publish(job.id, "state", { state: "queued" })
           yield* runner.execute(job.id, 0)
         }
-        return { id: job.id, state: job.state, created }
+        return { id: job.id, state: job.state, created, ...(created && rejected > 0 ? { rejected } : {}) }
       })
 
     const list: Service["list"] = (tenant, query) =>

@@ -4,7 +4,7 @@
  * at once whatever the priority; and batches run at a priority share it.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Fiber, TestClock } from "effect"
+import { type Duration, Effect, Fiber, TestClock } from "effect"
 import * as Batch from "../src/Batch.js"
 import * as ConcurrencyLimiter from "../src/ConcurrencyLimiter.js"
 import * as LimitAlgorithm from "../src/LimitAlgorithm.js"
@@ -74,7 +74,7 @@ describe("ConcurrencyLimiter.makePrioritized", () => {
       expect(limiter.tryTake(holder())).toBe(false)
     }))
 
-  const twoBatches = (aging: string) =>
+  const twoBatches = (aging: Duration.DurationInput) =>
     Effect.gen(function*() {
       const limiter = yield* ConcurrencyLimiter.makePrioritized(LimitAlgorithm.fixed(2), { aging })
       const done: Array<string> = []

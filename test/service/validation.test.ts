@@ -132,8 +132,7 @@ describe("job API refusals", () => {
           [{ items: ["x"], profile: "second", model: "sim-other" }, "model", /profile second has no model/],
           [{ items: ["x"], timeLimit: { soft: 10, hard: 5 } }, "timeLimit.soft", /past the hard one/],
           [{ file: "../etc/passwd" }, "file", /is not a file name/],
-          [{ file: "missing.jsonl" }, "file", /no file missing.jsonl/],
-          [{ file: "bad.jsonl" }, "file", /^bad\.jsonl:2: messages/]
+          [{ file: "missing.jsonl" }, "file", /no file missing.jsonl/]
         ]
         for (const [body, field, message] of cases) {
           const response = yield* post("/jobs", body)
@@ -165,6 +164,25 @@ describe("job API refusals", () => {
         const { id } = yield* a.jobs.submit({ payload: { file: "good.jsonl" }, headers: {} })
         const job = yield* waitFor(a.jobs.get({ path: { id } }), (j) => j.state === "finished")
         expect(job.counts.succeeded).toBe(2)
+      }))
+
+    it.effect("a bad line of a file is a failed item naming file:line; the rest runs; replay never sends it", () =>
+      Effect.gen(function*() {
+        const a = yield* client(keyA)
+        const sim = yield* Sim
+        const before = (yield* sim.metrics).received
+        const submitted = yield* a.jobs.submit({ payload: { file: "bad.jsonl" }, headers: {} })
+        expect(submitted.rejected).toBe(1)
+        const job = yield* waitFor(a.jobs.get({ path: { id: submitted.id } }), (j) => j.state === "finished")
+        expect(job.counts).toMatchObject({ total: 3, succeeded: 2, failed: 1 })
+        expect((yield* sim.metrics).received - before).toBe(2)
+        const { items } = yield* a.jobs.deadLetters({ path: { id: submitted.id } })
+        expect(items).toHaveLength(1)
+        expect(items[0]).toMatchObject({ index: 1, errorClass: "Rejected", attempts: 0, input: '{"messages":[]}' })
+        expect(items[0]!.message).toMatch(/^bad\.jsonl:2: messages/)
+        const replayed = yield* a.jobs.replay({ path: { id: submitted.id } })
+        expect(replayed.round).toBe(0)
+        expect((yield* sim.metrics).received - before).toBe(2)
       }))
 
     it.effect("other endpoints: bad ids, cursors, states and Last-Event-ID", () =>
