@@ -373,7 +373,7 @@ const make = Effect.gen(function*() {
 
   // Progress of the jobs running here, every `progressEvery`, when it moved; the provider's limit when it changed.
   const published = new Map<string, { settled: number, limit: number }>()
-  const tick = Effect.forEach(Array.from(running.keys()), (jobId) =>
+  const tick = Effect.suspend(() => Effect.forEach(Array.from(running.keys()), (jobId) =>
     Effect.gen(function*() {
       const job = yield* jobOf(jobId)
       const provider = profiles.get(job.profile)
@@ -392,7 +392,7 @@ const make = Effect.gen(function*() {
       }
       if (last === undefined || last.limit !== limit) yield* events.publish(jobId, "limit", { limit })
       published.set(jobId, { settled, limit })
-    }), { discard: true })
+    }), { discard: true }))
   yield* tick.pipe(
     Effect.tapErrorCause(Effect.logWarning),
     Effect.ignore,

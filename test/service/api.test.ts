@@ -95,15 +95,20 @@ describe("job API", () => {
     it.effect("SSE: state, progress and a final state, in order; Last-Event-ID resumes after it", () =>
       Effect.gen(function*() {
         const api = yield* client(keyA)
-        const { id } = yield* api.jobs.submit({ payload: { items: prompts(120, "sse") }, headers: {} })
+        // 400 items, 8 at a time, 20 ms each: ~1 s, so progress is published (every 500 ms) while it runs.
+        const { id } = yield* api.jobs.submit({ payload: { items: prompts(400, "sse") }, headers: {} })
         const frames = yield* framesOf(id)
         const ids = frames.map((f) => f.id)
         expect(ids).toEqual(Array.from({ length: ids.length }, (_, i) => i + 1))
         expect(frames[0]).toMatchObject({ event: "state", data: { state: "queued" } })
         expect(frames.some((f) => f.event === "state" && f.data.state === "running")).toBe(true)
         const progress = frames.filter((f) => f.event === "progress")
-        expect(progress.length).toBeGreaterThan(0)
-        expect(progress[progress.length - 1]!.data).toMatchObject({ succeeded: 120, pending: 0, total: 120 })
+        expect(progress.some((f) => (f.data.pending as number) > 0 && (f.data.succeeded as number) > 0)).toBe(true)
+        expect(progress[progress.length - 1]!.data).toMatchObject({ succeeded: 400, pending: 0, total: 400 })
+        // Each progress event says how far it got: settled counts never go back.
+        const settled = progress.map((f) => (f.data.succeeded as number) + (f.data.failed as number))
+        expect(settled).toEqual([...settled].sort((a, b) => a - b))
+        expect(frames.find((f) => f.event === "limit")?.data.limit).toBe(8)
         expect(frames[frames.length - 1]).toMatchObject({ event: "state", data: { state: "finished" } })
         for (const f of frames) expect(typeof f.data.at).toBe("number")
         // Resuming after the third event gives exactly the rest.
