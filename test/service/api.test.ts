@@ -133,6 +133,30 @@ describe("job API", () => {
         expect(cancelled.jobs).toEqual([])
       }))
 
+    it.effect("the OpenAPI document lists every endpoint; the reference page and the dashboard are served", () =>
+      Effect.gen(function*() {
+        const http = yield* HttpClient.HttpClient
+        const openapi = yield* http.get("/openapi.json")
+        expect(openapi.status).toBe(200)
+        const doc = (yield* openapi.json) as { readonly paths: Record<string, Record<string, unknown>> }
+        expect(Object.keys(doc.paths).sort()).toEqual([
+          "/jobs",
+          "/jobs/{id}",
+          "/jobs/{id}/cancel",
+          "/jobs/{id}/dead-letters",
+          "/jobs/{id}/dead-letters/replay",
+          "/jobs/{id}/events",
+          "/jobs/{id}/results",
+          "/profiles"
+        ])
+        expect(Object.keys(doc.paths["/jobs"]!).sort()).toEqual(["get", "post"])
+        for (const page of ["/reference", "/"]) {
+          const response = yield* http.get(page)
+          expect(response.status).toBe(200)
+          expect(response.headers["content-type"]).toContain("text/html")
+        }
+      }))
+
     it.effect("profiles are listed without their URLs", () =>
       Effect.gen(function*() {
         const api = yield* client(keyA)
@@ -261,6 +285,17 @@ describe("job API", () => {
         expect(job.reason).toBe("hard time limit reached")
         expect(job.counts.succeeded).toBeGreaterThan(0)
         expect(job.counts.succeeded + job.counts.skipped).toBe(200)
+      }))
+
+    it.effect("an item deadline fails the items that take longer, as Timeout", () =>
+      Effect.gen(function*() {
+        const api = yield* client(keyA)
+        // The simulator answers in 50 ms; each item may take 10.
+        const { id } = yield* api.jobs.submit({ payload: { items: prompts(6, "deadline"), itemDeadline: 0.01 }, headers: {} })
+        const job = yield* waitFor(api.jobs.get({ path: { id } }), (j) => JobApi.isTerminal(j.state))
+        expect(job.counts).toMatchObject({ failed: 6, succeeded: 0 })
+        const { items } = yield* api.jobs.deadLetters({ path: { id } })
+        expect(items.map((d) => d.errorClass)).toEqual(Array(6).fill("Timeout"))
       }))
 
     it.effect("a budget stops admitting once the next item would pass it", () =>
