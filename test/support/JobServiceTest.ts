@@ -7,6 +7,7 @@
  */
 import { HttpApiClient, HttpClient, HttpClientRequest } from "@effect/platform"
 import { NodeContext, NodeHttpClient, NodeHttpServer } from "@effect/platform-node"
+import type { SqlClient } from "@effect/sql"
 import { SqliteClient } from "@effect/sql-sqlite-node"
 import { Context, Effect, Layer, Redacted } from "effect"
 import { mkdtempSync, writeFileSync } from "node:fs"
@@ -28,6 +29,8 @@ export interface Setup {
   readonly maxBodyBytes?: number
   /** Files written to the input folder. */
   readonly files?: Readonly<Record<string, string>>
+  /** Where jobs and the workflow journal live. Default: SQLite in a temporary file. */
+  readonly sql?: Layer.Layer<SqlClient.SqlClient, unknown>
 }
 
 export class Sim extends Context.Tag("test/Sim")<Sim, Simulator.Service>() {}
@@ -52,7 +55,7 @@ export const layer = (setup: Setup = {}) => {
       limits: { maxItems: setup.maxItems ?? 1000, inputDir: dir },
       http: { maxBodyBytes: setup.maxBodyBytes ?? 1024 * 1024 }
     }).pipe(
-      Layer.provide(SqliteClient.layer({ filename: join(dir, "service.db") })),
+      Layer.provide(setup.sql ?? SqliteClient.layer({ filename: join(dir, "service.db") })),
       Layer.provide(NodeHttpClient.layerUndici),
       Layer.provide(NodeContext.layer)
     )))
