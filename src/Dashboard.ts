@@ -15,11 +15,14 @@
  * 20 over HTTP/2. Jobs beyond that, and jobs submitted elsewhere, are
  * updated by polling `GET /jobs` every 5 seconds.
  *
- * What it does not promise: more than the newest 100 jobs; a chart of what
- * happened before the page subscribed when the job's stored events were
- * cut short (the chart is built from the events the stream replays); any
- * styling beyond a plain table. Text from the server is inserted as text,
- * never as markup.
+ * The chart is drawn from the job's events only (a job already over is
+ * read from its first event): throughput is the items settled per second
+ * between `progress` events at least a second apart, from the `running`
+ * state to the final one; the limit line steps at each `limit` event.
+ *
+ * What it does not promise: more than the newest 100 jobs; a chart finer
+ * than the events the service sends; any styling beyond a plain table.
+ * Text from the server is inserted as text, never as markup.
  *
  * @since 0.1.0
  */
@@ -115,8 +118,11 @@ async function api(method, path, payload) {
   return json;
 }
 const parse = (text) => { try { return JSON.parse(text); } catch { return null; } };
-// Errors are JSON with a message; anything else (a proxy's page) is shown by its status.
-const messageOf = (res, json) => json && typeof json.message === "string" ? json.message : res.status + " " + res.statusText;
+// Errors are JSON with a message (a payload the schema refuses: issues, each with its path); anything else
+// (a proxy's page) is shown by its status.
+const messageOf = (res, json) =>
+  json && Array.isArray(json.issues) && json.issues.length > 0 ? json.issues.map((i) => (i.path || []).join(".") + ": " + i.message).join("\n")
+  : json && typeof json.message === "string" ? json.message : res.status + " " + res.statusText;
 
 function feedOf(id) {
   let feed = feeds.get(id);
@@ -256,8 +262,10 @@ function drawChart(series) {
     steps.push(x(p.at) + "," + y(p.limit, maxLimit));
   }
   if (steps.length > 0) steps.push(x(t1) + "," + steps[steps.length - 1].split(",")[1]);
+  // Each rate is the pace over the interval that ends at its point: a step over that interval.
+  const flow = rates.slice(1).flatMap((p, i) => [x(rates[i].at) + "," + y(p.rate, maxRate), x(p.at) + "," + y(p.rate, maxRate)]);
   chart.append(svg("polyline", { "data-series": "limit", points: steps.join(" "), fill: "none", stroke: "#e08020", "stroke-width": 2 }),
-    svg("polyline", { "data-series": "throughput", points: rates.map((p) => x(p.at) + "," + y(p.rate, maxRate)).join(" "), fill: "none", stroke: "#2e7dd6", "stroke-width": 2 }));
+    svg("polyline", { "data-series": "throughput", points: flow.join(" "), fill: "none", stroke: "#2e7dd6", "stroke-width": 2 }));
 }
 
 function select(id) {
@@ -312,10 +320,16 @@ function handle(id, feed, type, data) {
     // Once the dead letters are read, old failures replayed from the start (perhaps since retried) are not added.
     if (live || !feed.deadLetters) feed.failures.set(data.index, { errorClass: data.errorClass, message: data.message });
   } else if (type === "state") {
-    // The start of a run is where its throughput line starts.
-    if (data.state === "running") feed.series.push({ at: data.at, settled: feed.series.reduce((n, p) => p.settled ?? n, 0) });
+    // The start of a run is where its throughput line starts; its end (the job as it is now) is where it ends.
+    // Followed live, the job's limit as last read is the limit then.
+    if (data.state === "running") feed.series.push({ at: data.at, settled: feed.series.reduce((n, p) => p.settled ?? n, 0), limit: live ? job.concurrencyLimit : undefined });
+    const end = () => {
+      const now = jobs.get(id), last = feed.series.findLast((p) => p.settled !== undefined);
+      if (now && (!last || last.at < data.at)) feed.series.push({ at: data.at, settled: now.counts.succeeded + now.counts.failed, limit: live ? now.concurrencyLimit : undefined });
+      schedule(id);
+    };
     feed.done = terminal(data.state);
-    if (live) { job.state = data.state; job.reason = data.reason; refreshJob(id); }
+    if (live) { job.state = data.state; job.reason = data.reason; refreshJob(id).then(feed.done ? end : undefined); } else if (feed.done) end();
   }
   schedule(id);
 }
