@@ -426,7 +426,9 @@ const chunkWithRetry = (runner: Runner, jobId: string, chunk: number) =>
       if (Either.isRight(result)) return result.right
       yield* Effect.logWarning(`job ${jobId}: ${result.left.message} (attempt ${attempt} of ${chunkAttempts})`)
       if (attempt >= chunkAttempts) return "failed" as const
-      yield* DurableClock.sleep({ name: `chunk/${chunk}/backoff/${attempt}`, duration: backoff(attempt) })
+      // A persisted timer even for short waits (the default keeps waits under a minute in memory):
+      // a service restarted during the backoff wakes the chunk when it was due, not a full backoff later.
+      yield* DurableClock.sleep({ name: `chunk/${chunk}/backoff/${attempt}`, duration: backoff(attempt), inMemoryThreshold: Duration.zero })
     }
   })
 

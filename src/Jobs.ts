@@ -277,10 +277,8 @@ export const make = (limits: Limits) =>
           now: now(),
           unless: ["finished", "stopped", "cancelled", "failed"]
         }))
-        if (moved) {
-          yield* runner.cancel(id)
-          yield* events.publish(id, "state", { state: "cancelled", reason: "cancelled by request" })
-        }
+        // The runner's end of the job publishes the final counts and the cancelled state, once.
+        if (moved) yield* runner.cancel(id)
         return yield* view(yield* owned(tenant, id))
       })
 
@@ -333,18 +331,23 @@ export const make = (limits: Limits) =>
     const isFinalEvent = (event: JobEvents.Event) =>
       event.type === "state" && JobApi.isTerminal((JSON.parse(event.data) as { readonly state: JobApi.JobState }).state)
 
+    /** Whether the job has ended and `seq` is its last event: nothing more will come. */
+    const endsAt = (id: string, seq: number) =>
+      Effect.orDie(Effect.zipWith(store.get(id), store.lastSeq(id), (job, last) =>
+        job !== undefined && JobApi.isTerminal(job.state) && seq >= last))
+
     const followEvents: Service["events"] = (tenant, id, lastEventId) =>
-      Effect.as(
-        owned(tenant, id),
-        events.subscribe(id, lastEventId).pipe(
+      Effect.gen(function*() {
+        yield* owned(tenant, id)
+        yield* Effect.orDie(events.flush)
+        // Resuming after the last event of an ended job: there is nothing to wait for.
+        if (yield* endsAt(id, lastEventId)) return Stream.empty
+        return events.subscribe(id, lastEventId).pipe(
           Stream.orDie,
-          // A final state ends the stream, unless the job has moved on since (its dead letters replayed).
-          Stream.takeUntilEffect((event) =>
-            isFinalEvent(event)
-              ? Effect.map(Effect.orDie(store.get(id)), (job) => job !== undefined && JobApi.isTerminal(job.state))
-              : Effect.succeed(false))
+          // A final state ends the stream if it is the job's last event (after a replay, more follow).
+          Stream.takeUntilEffect((event) => isFinalEvent(event) ? endsAt(id, event.seq) : Effect.succeed(false))
         )
-      )
+      })
 
     return {
       submit,

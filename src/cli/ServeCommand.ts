@@ -107,7 +107,7 @@ export const serve = (options: ServeOptions) =>
     const port = server.address._tag === "TcpAddress" ? server.address.port : options.port
     const url = `http://${options.host === "0.0.0.0" ? "127.0.0.1" : options.host}:${port}`
     yield* Console.log(`effect-batch job service on ${url}`)
-    yield* Console.log(`  dashboard  ${url}/`)
+    yield* Console.log(`  dashboard  ${url}/${generated === undefined ? "" : `#key=${generated}`}`)
     yield* Console.log(`  API        ${url}/jobs   (reference: ${url}/reference, OpenAPI: ${url}/openapi.json)`)
     yield* Console.log(`  storage    ${options.db}; ${note}`)
     if (generated !== undefined) {

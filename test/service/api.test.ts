@@ -233,6 +233,12 @@ describe("job API", () => {
         const results = yield* resultsOf(id)
         expect(results.map((r) => r.index)).toEqual(Array.from({ length: 30 }, (_, i) => i))
         expect(results.filter((r) => r.status === "failed").map((r) => r.error!.class)).toEqual(["Permanent", "Permanent", "Permanent"])
+        // The event stream spans both rounds: it does not end at the first round's final state.
+        const frames = yield* framesOf(id)
+        const states = frames.filter((f) => f.event === "state").map((f) => f.data.state)
+        expect(states).toEqual(["queued", "running", "finished", "queued", "running", "finished"])
+        // Resuming after the last event of an ended job ends at once.
+        expect(yield* framesOf(id, frames[frames.length - 1]!.id)).toEqual([])
       }))
 
     it.effect("replaying a job that still runs is refused with 409", () =>

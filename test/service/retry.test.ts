@@ -1,0 +1,73 @@
+/**
+ * Job-level retry: a chunk that fails as a whole (here the store refuses to
+ * list its pending items, twice) is retried after a durable backoff, and the
+ * job still finishes with every item once.
+ */
+import { ClusterWorkflowEngine, SingleRunner } from "@effect/cluster"
+import { NodeContext, NodeHttpClient } from "@effect/platform-node"
+import { SqliteClient } from "@effect/sql-sqlite-node"
+import { describe, expect, layer } from "@effect/vitest"
+import { Effect, Layer } from "effect"
+import { mkdtempSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import * as SimulateCommand from "../../src/cli/SimulateCommand.js"
+import * as JobEvents from "../../src/JobEvents.js"
+import * as JobRunner from "../../src/JobRunner.js"
+import * as Jobs from "../../src/Jobs.js"
+import * as JobStore from "../../src/JobStore.js"
+import * as ProviderProfiles from "../../src/ProviderProfiles.js"
+import * as Simulator from "../../src/Simulator.js"
+import { waitFor } from "../support/JobServiceTest.js"
+
+/** `pending` fails the first `failures` times it is asked. */
+const flakyStore = (failures: number) =>
+  Layer.effect(
+    JobStore.JobStore,
+    Effect.map(JobStore.make, (store): JobStore.Store => {
+      let left = failures
+      return {
+        ...store,
+        pending: (id, from, to) =>
+          left-- > 0
+            ? Effect.fail(new JobStore.JobStoreError({ operation: "pending", cause: new Error("database is locked") }))
+            : store.pending(id, from, to)
+      }
+    })
+  )
+
+const dir = mkdtempSync(join(tmpdir(), "effect-batch-retry-"))
+
+const services = Layer.unwrapEffect(Effect.map(Simulator.Simulator, (sim) => {
+  const base = Layer.mergeAll(
+    JobEvents.layer.pipe(Layer.provideMerge(flakyStore(2))),
+    ProviderProfiles.layer([{ name: "sim", baseUrl: `${sim.url}/v1`, models: ["sim-chat"], concurrency: 4 }])
+  )
+  const engine = ClusterWorkflowEngine.layer.pipe(
+    Layer.provideMerge(SingleRunner.layer({ runnerStorage: "memory", shardingConfig: { entityMessagePollInterval: "200 millis" } }))
+  )
+  return Jobs.layer({ maxItems: 1000 }).pipe(
+    Layer.provideMerge(JobRunner.layer.pipe(Layer.provideMerge(base), Layer.provideMerge(engine))),
+    Layer.provide(SqliteClient.layer({ filename: join(dir, "retry.db") })),
+    Layer.provide(NodeHttpClient.layerUndici),
+    Layer.provide(NodeContext.layer)
+  )
+})).pipe(Layer.provideMerge(SimulateCommand.layer({ latency: { baseMs: 10, jitter: 0 } })))
+
+describe("job-level retry", () => {
+  layer(services, { excludeTestServices: true, timeout: 60_000 })("a chunk that fails", (it) => {
+    it.effect("is retried after a backoff (2 s, then 4 s) and the job finishes with every item once", () =>
+      Effect.gen(function*() {
+        const jobs = yield* Jobs.Jobs
+        const sim = yield* Simulator.Simulator
+        const started = Date.now()
+        const { id } = yield* jobs.submit("t", { items: Array.from({ length: 30 }, (_, i) => `retry ${i}`) }, undefined)
+        const job = yield* waitFor(jobs.get("t", id), (j) => j.state !== "queued" && j.state !== "running", "the job to end")
+        expect(job.state).toBe("finished")
+        expect(job.counts).toMatchObject({ total: 30, succeeded: 30, pending: 0 })
+        expect((yield* sim.metrics).received).toBe(30)
+        // Two failed attempts waited 2 + 4 s before the third.
+        expect(Date.now() - started).toBeGreaterThanOrEqual(6_000)
+      }), { timeout: 60_000 })
+  })
+})
