@@ -362,9 +362,13 @@ export class JobsGroup extends HttpApiGroup.make("jobs")
   )
   .add(
     HttpApiEndpoint.get("results")`/jobs/${id}/results`
+      .setUrlParams(Schema.Struct({
+        /** `true`: every item in input order, each as soon as it and all before it have settled, until the job ends. */
+        follow: Schema.optional(Schema.BooleanFromString)
+      }))
       .addSuccess(Schema.String.pipe(HttpApiSchema.withEncoding({ kind: "Text", contentType: "application/x-ndjson" })))
       .addError(JobNotFound)
-      .annotate(OpenApi.Summary, "Settled items as JSON lines, in input order (also while the job runs)")
+      .annotate(OpenApi.Summary, "Settled items as JSON lines, in input order (also while the job runs; follow=true waits for the rest)")
   )
   .add(
     HttpApiEndpoint.post("cancel")`/jobs/${id}/cancel`

@@ -82,9 +82,9 @@ export const layerHandlers = HttpApiBuilder.group(JobApi.Api, "jobs", (handlers)
       .handle("deadLetters", ({ path }) => Effect.flatMap(tenant, (t) => jobs.deadLetters(t, path.id)))
       .handle("replay", ({ path }) => Effect.flatMap(tenant, (t) => jobs.replay(t, path.id)))
       .handle("profiles", () => Effect.succeed({ profiles: jobs.profiles }))
-      .handleRaw("results", ({ path }) =>
+      .handleRaw("results", ({ path, urlParams }) =>
         Effect.flatMap(tenant, (t) =>
-          Effect.map(jobs.results(t, path.id), (lines) =>
+          Effect.map(jobs.results(t, path.id, urlParams), (lines) =>
             HttpServerResponse.stream(Stream.encodeText(lines), { contentType: "application/x-ndjson" }))))
       .handleRaw("events", ({ headers, path }) =>
         Effect.gen(function*() {

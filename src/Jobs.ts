@@ -58,8 +58,15 @@ export interface Service {
   readonly cancel: (tenant: string, id: string) => Effect.Effect<JobApi.Job, JobApi.JobNotFound>
   readonly deadLetters: (tenant: string, id: string) => Effect.Effect<typeof JobApi.DeadLetters.Type, JobApi.JobNotFound>
   readonly replay: (tenant: string, id: string) => Effect.Effect<JobApi.Job, JobApi.JobNotFound | JobApi.JobBusy>
-  /** JSON lines of the settled items, in input order. */
-  readonly results: (tenant: string, id: string) => Effect.Effect<Stream.Stream<string>, JobApi.JobNotFound>
+  /**
+   * JSON lines of the settled items, in input order. With `follow`, every
+   * item, each once it and all before it have settled, until the job ends.
+   */
+  readonly results: (
+    tenant: string,
+    id: string,
+    options?: { readonly follow?: boolean | undefined }
+  ) => Effect.Effect<Stream.Stream<string>, JobApi.JobNotFound>
   /** Events after `lastEventId`; ends after the job reaches a final state. */
   readonly events: (
     tenant: string,
@@ -91,6 +98,8 @@ export const newId = (): string => {
 }
 
 const pageSize = 500
+/** How often a following results stream looks for newly settled items. */
+const followEvery = "250 millis"
 const filePattern = /^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$/
 
 const cursorOf = (job: JobStore.JobRow) => Buffer.from(`${job.createdAt}:${job.id}`).toString("base64url")
@@ -315,18 +324,36 @@ export const make = (limits: Limits) =>
         return yield* view(yield* owned(tenant, id))
       })
 
-    const results: Service["results"] = (tenant, id) =>
-      Effect.as(
-        owned(tenant, id),
-        Stream.paginateChunkEffect(-1, (after) =>
-          Effect.map(Effect.orDie(store.settled(id, after, pageSize)), (items) => {
-            const lines = items.map(resultLine)
-            return [
-              Chunk.unsafeFromArray(lines),
-              items.length < pageSize ? Option.none<number>() : Option.some(items[items.length - 1]!.index)
-            ] as const
-          }))
-      )
+    const settledSoFar = (id: string) =>
+      Stream.paginateChunkEffect(-1, (after) =>
+        Effect.map(Effect.orDie(store.settled(id, after, pageSize)), (items) => {
+          const lines = items.map(resultLine)
+          return [
+            Chunk.unsafeFromArray(lines),
+            items.length < pageSize ? Option.none<number>() : Option.some(items[items.length - 1]!.index)
+          ] as const
+        }))
+
+    /** The settled prefix of the items, polled every `followEvery` until the job has ended and all is sent. */
+    const following = (id: string) =>
+      Stream.paginateChunkEffect(0, (next) =>
+        Effect.gen(function*() {
+          const job = yield* Effect.orDie(store.get(id))
+          const ended = job === undefined || JobApi.isTerminal(job.state)
+          const items = yield* Effect.orDie(store.settled(id, next - 1, pageSize))
+          const prefix: Array<JobStore.SettledItem> = []
+          for (const item of items) {
+            if (item.index !== next + prefix.length) break
+            prefix.push(item)
+          }
+          const after = next + prefix.length
+          const done = ended && (job === undefined || after >= job.total)
+          if (prefix.length === 0 && !done) yield* Effect.sleep(followEvery)
+          return [Chunk.unsafeFromArray(prefix.map(resultLine)), done ? Option.none<number>() : Option.some(after)] as const
+        }))
+
+    const results: Service["results"] = (tenant, id, options) =>
+      Effect.as(owned(tenant, id), options?.follow === true ? following(id) : settledSoFar(id))
 
     const isFinalEvent = (event: JobEvents.Event) =>
       event.type === "state" && JobApi.isTerminal((JSON.parse(event.data) as { readonly state: JobApi.JobState }).state)

@@ -15,9 +15,9 @@ const get = (path: string, headers: Record<string, string> = {}) =>
   Effect.flatMap(HttpClient.HttpClient, (http) =>
     http.execute(HttpClientRequest.get(path).pipe(auth, HttpClientRequest.setHeaders(headers))))
 
-const resultsOf = (id: string) =>
+const resultsOf = (id: string, query = "") =>
   Effect.gen(function*() {
-    const response = yield* get(`/jobs/${id}/results`)
+    const response = yield* get(`/jobs/${id}/results${query}`)
     expect(response.status).toBe(200)
     expect(response.headers["content-type"]).toContain("application/x-ndjson")
     const text = yield* response.text
@@ -75,6 +75,17 @@ describe("job API", () => {
         for (const r of results) expect(r.output?.content).toContain(`prompt ${r.index}:`)
         const sim = yield* Sim
         expect((yield* sim.metrics).received).toBe(250)
+      }))
+
+    it.effect("results?follow=true, asked at once, streams every item in input order until the job ends", () =>
+      Effect.gen(function*() {
+        const api = yield* client(keyA)
+        const { id } = yield* api.jobs.submit({ payload: { items: prompts(300, "follow") }, headers: {} })
+        const results = yield* resultsOf(id, "?follow=true")
+        expect(results.map((r) => r.index)).toEqual(Array.from({ length: 300 }, (_, i) => i))
+        expect(results.every((r) => r.status === "succeeded")).toBe(true)
+        const job = yield* api.jobs.get({ path: { id } })
+        expect(job.state).toBe("finished")
       }))
 
     it.effect("the same Idempotency-Key gives the same job, once", () =>
