@@ -11,6 +11,14 @@ import * as LimitAlgorithm from "../src/LimitAlgorithm.js"
 
 const holder = () => ({ holding: false, ledger: { held: 0 } })
 
+/** Forks a request for a permit at `priority` that notes `name` in `order` when granted, then gives the permit back. */
+const waiter = (limiter: ConcurrencyLimiter.Limiter, order: Array<string>) => (name: string, priority: number) =>
+  Effect.fork(ConcurrencyLimiter.withPriority(
+    Effect.flatMap(Effect.sync(holder), (h) =>
+      Effect.zipRight(limiter.take(h), Effect.sync(() => order.push(name))).pipe(Effect.zipRight(limiter.release(h)))),
+    priority
+  ))
+
 describe("ConcurrencyLimiter.makePrioritized", () => {
   it.effect("waiters go by priority, then by arrival", () =>
     Effect.gen(function*() {
@@ -18,12 +26,7 @@ describe("ConcurrencyLimiter.makePrioritized", () => {
       const first = holder()
       yield* limiter.take(first)
       const order: Array<string> = []
-      const wait = (name: string, priority: number) =>
-        Effect.fork(ConcurrencyLimiter.withPriority(
-          Effect.flatMap(Effect.sync(holder), (h) =>
-            Effect.zipRight(limiter.take(h), Effect.sync(() => order.push(name))).pipe(Effect.zipRight(limiter.release(h)))),
-          priority
-        ))
+      const wait = waiter(limiter, order)
       const fibers = [yield* wait("low-1", 0), yield* wait("high-1", 5), yield* wait("low-2", 0), yield* wait("high-2", 5), yield* wait("mid", 2)]
       yield* Effect.yieldNow()
       expect(order).toEqual([])
@@ -38,12 +41,7 @@ describe("ConcurrencyLimiter.makePrioritized", () => {
       const busy = holder()
       yield* limiter.take(busy)
       const order: Array<string> = []
-      const wait = (name: string, priority: number) =>
-        Effect.fork(ConcurrencyLimiter.withPriority(
-          Effect.flatMap(Effect.sync(holder), (h) =>
-            Effect.zipRight(limiter.take(h), Effect.sync(() => order.push(name))).pipe(Effect.zipRight(limiter.release(h)))),
-          priority
-        ))
+      const wait = waiter(limiter, order)
       const old = yield* wait("old, priority 0", 0)
       yield* Effect.yieldNow()
       yield* TestClock.adjust("3500 millis") // standing 3.5
