@@ -8,7 +8,8 @@
  *   the service starts again. A chunk re-executed after a crash asks the
  *   `JobStore` for the items still pending, so what was recorded is not run
  *   again; outcomes are recorded as `Batch.stream` emits them (one
- *   transaction per emitted group). Items in flight at a crash are called
+ *   transaction per emitted group). Items in flight at a crash, and items
+ *   settled but not yet committed (the group being written), are called
  *   again, with the same idempotency key (job id + index) sent to the provider.
  * - Idempotent: the execution id derives from the job id and round, so
  *   starting an execution twice yields the same one.
@@ -194,6 +195,8 @@ const make = Effect.gen(function*() {
         })
     )
   const rates = new Map<string, RateWindow>()
+  /** What was last published of each running job. */
+  const published = new Map<string, { settled: number, limit: number }>()
 
   const failed = (what: string) => (cause: Cause.Cause<unknown>) =>
     Effect.fail(new ChunkFailed({ message: `${what}: ${Cause.pretty(cause).split("\n")[0]}` }))
@@ -356,6 +359,8 @@ const make = Effect.gen(function*() {
       yield* store.skipPending(jobId, state === "finished" ? "not run" : reason!, at)
       if (job.state !== "cancelled") yield* store.setState(jobId, state, { reason, now: at, unless: ["cancelled"] })
       budgets.delete(`${jobId}/${job.round}`)
+      rates.delete(jobId)
+      published.delete(jobId)
       cancelSignals.delete(jobId)
       const totals = yield* store.totals(jobId)
       yield* events.publish(jobId, "progress", { ...totals, rate: 0 })
@@ -372,7 +377,6 @@ const make = Effect.gen(function*() {
     Effect.as(Effect.forEach(jobs, (job) => execute(job.id, job.round), { discard: true }), jobs.length))
 
   // Progress of the jobs running here, every `progressEvery`, when it moved; the provider's limit when it changed.
-  const published = new Map<string, { settled: number, limit: number }>()
   const tick = Effect.suspend(() => Effect.forEach(Array.from(running.keys()), (jobId) =>
     Effect.gen(function*() {
       const job = yield* jobOf(jobId)
