@@ -1,0 +1,375 @@
+// The job service under load: 50 concurrent jobs of 200 items against the simulator (latency 50 ms,
+// 256 slots, no failures, no rate limits), so that the service, not the provider, is what is measured.
+// The simulator, the service (`node dist/bin.js serve`, SQLite in a temp dir, one profile at a fixed
+// concurrency of 128) and Batch.run each run in a process of their own; this process is the client.
+//   node test/bench/jobs.mjs              (everything, 1–1.5 minutes; writes .bench-out/jobs.json)
+//   node test/bench/jobs.mjs batch-run <simulator url>   (the Batch.run baseline alone, a JSON line)
+// Two service runs, each on a fresh process and database: (A) with 100 SSE subscribers (2 per job),
+// for submission latency, makespan and SSE delivery; (B) without subscribers, for the engine's CPU
+// per item, compared with the same 10 000 items through Batch.run. Prints figures and asserts none
+// about speed; exits 1 only if something is functionally wrong (a job not finished, results missing,
+// an SSE gap, calls lost or repeated).
+import { execFileSync, spawn } from "node:child_process"
+import { once } from "node:events"
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { createInterface } from "node:readline"
+import { fileURLToPath } from "node:url"
+
+const JOBS = 50
+const ITEMS_PER_JOB = 200
+const ITEMS = JOBS * ITEMS_PER_JOB
+const CONCURRENCY = 128
+const SUBSCRIBERS_PER_JOB = 2
+const LATENCY_MS = 50
+const SIMULATOR = { seed: 7, latency: { baseMs: LATENCY_MS }, capacity: 256 }
+const API_KEY = "bench-key-0123456789abcdef"
+const RUN_TIMEOUT_MS = 90_000
+const POLL_EVERY_MS = 200
+
+const file = (name) => fileURLToPath(new URL(name, import.meta.url))
+const prompt = (i) => `Item ${i}: write one short sentence about the number ${i}.`
+const prompts = Array.from({ length: ITEMS }, (_, i) => prompt(i))
+
+// --- the Batch.run baseline, in a process of its own ----------------------------------------------
+
+if (process.argv[2] === "batch-run") {
+  const { NodeHttpClient } = await import("@effect/platform-node")
+  const { Effect } = await import("effect")
+  const { Batch, OpenAiCompat } = await import("../../dist/index.js")
+  const url = process.argv[3]
+  const llm = OpenAiCompat.chat({ baseUrl: `${url}/v1`, model: "sim-chat" })
+  const run = Batch.run(prompts, llm.task, { ...llm.options, concurrency: CONCURRENCY }).pipe(Effect.provide(NodeHttpClient.layerUndici))
+  const cpu = process.cpuUsage()
+  const start = performance.now()
+  const { results } = await Effect.runPromise(run)
+  const wallMs = performance.now() - start
+  const used = process.cpuUsage(cpu)
+  console.log(JSON.stringify({
+    wallMs,
+    cpuMs: (used.user + used.system) / 1000,
+    succeeded: results.filter((r) => r._tag === "Succeeded").length,
+    peakRssMb: process.resourceUsage().maxRSS / 1024
+  }))
+  process.exit(0)
+}
+
+// --- child processes, always killed on the way out ------------------------------------------------
+
+const children = new Set()
+const dir = mkdtempSync(join(tmpdir(), "effect-batch-jobs-bench-"))
+process.on("exit", () => {
+  for (const child of children) child.kill("SIGKILL")
+  rmSync(dir, { recursive: true, force: true })
+})
+for (const signal of ["SIGINT", "SIGTERM"]) process.on(signal, () => process.exit(130))
+
+const track = (child) => {
+  children.add(child)
+  child.on("exit", () => children.delete(child))
+  return child
+}
+const stop = async (child) => {
+  if (child.exitCode !== null || child.signalCode !== null) return
+  child.kill("SIGKILL")
+  await once(child, "exit")
+}
+
+/** Resolves with the first stdout line matching `pattern` (its match); rejects if the child exits first. */
+const waitForLine = (child, pattern, what) =>
+  new Promise((resolve, reject) => {
+    let stderr = ""
+    child.stderr?.on("data", (chunk) => (stderr += chunk))
+    const timer = setTimeout(() => reject(new Error(`${what} did not start within 30 s`)), 30_000)
+    createInterface({ input: child.stdout }).on("line", (line) => {
+      const match = pattern.exec(line)
+      if (match !== null) {
+        clearTimeout(timer)
+        resolve(match)
+      }
+    })
+    child.on("exit", (code) => {
+      clearTimeout(timer)
+      reject(new Error(`${what} exited (${code}) before it was ready: ${stderr.trim().split("\n").slice(-3).join(" | ")}`))
+    })
+  })
+
+const CLOCK_TICKS = (() => {
+  try {
+    return Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100
+  } catch {
+    return 100
+  }
+})()
+
+/** CPU time (user + system, every thread) a process has used so far, in ms, from /proc. */
+const cpuMsOf = (pid) => {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8")
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS
+}
+const peakRssMbOf = (pid) => Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? 0) / 1024
+
+// --- helpers --------------------------------------------------------------------------------------
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
+const percentile = (sorted, p) => sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]
+const summary = (values) => {
+  const sorted = [...values].sort((a, b) => a - b)
+  return { n: sorted.length, p50: percentile(sorted, 50), p99: percentile(sorted, 99), max: sorted.at(-1) ?? NaN }
+}
+const ms = (value) => Number.isFinite(value) ? `${Math.round(value)} ms` : "-"
+const errors = []
+const fail = (message) => {
+  errors.push(message)
+  console.log(`ERROR  ${message}`)
+}
+
+const getJson = async (url, init) => {
+  const response = await fetch(url, init)
+  if (!response.ok) throw new Error(`${init?.method ?? "GET"} ${url}: ${response.status} ${await response.text()}`)
+  return response.status === 204 ? undefined : response.json()
+}
+
+// --- the simulator --------------------------------------------------------------------------------
+
+const simulatorProcess = track(spawn(process.execPath, [file("simulator-process.mjs"), JSON.stringify(SIMULATOR)], {
+  stdio: ["ignore", "pipe", "pipe"]
+}))
+const [simulatorUrl] = await waitForLine(simulatorProcess, /^http\S+$/, "the simulator")
+const profilesFile = join(dir, "profiles.json")
+writeFileSync(profilesFile, JSON.stringify({
+  profiles: [{ name: "sim", baseUrl: `${simulatorUrl}/v1`, models: ["sim-chat"], concurrency: CONCURRENCY }]
+}))
+
+/** What the provider saw since the last reset; checks that every item was called exactly once. */
+const providerCheck = async (label) => {
+  const metrics = await getJson(`${simulatorUrl}/metrics`)
+  if (metrics.received !== ITEMS) fail(`${label}: the provider received ${metrics.received} calls for ${ITEMS} items`)
+  return { calls: metrics.received, peakInFlight: metrics.peakInFlight, byStatus: metrics.byStatus }
+}
+
+// --- one service run ------------------------------------------------------------------------------
+
+/** Follows one job's SSE stream to its end; records delivery latency and checks the ids. */
+const subscribe = async (base, jobId, headers) => {
+  const sub = { jobId, latencies: [], backlog: 0, events: 0, byType: {}, progressWhileRunning: 0, lastId: 0, finalState: undefined }
+  const response = await fetch(`${base}/jobs/${jobId}/events`, { headers })
+  const connectedAt = Date.now()
+  if (!response.ok) throw new Error(`GET /jobs/${jobId}/events: ${response.status}`)
+  const decoder = new TextDecoder()
+  let buffer = ""
+  for await (const bytes of response.body) {
+    const receivedAt = Date.now()
+    buffer += decoder.decode(bytes, { stream: true })
+    for (let end = buffer.indexOf("\n\n"); end >= 0; end = buffer.indexOf("\n\n")) {
+      const frame = buffer.slice(0, end)
+      buffer = buffer.slice(end + 2)
+      let id
+      let type
+      let data
+      for (const line of frame.split("\n")) {
+        if (line.startsWith("id: ")) id = Number(line.slice(4))
+        else if (line.startsWith("event: ")) type = line.slice(7)
+        else if (line.startsWith("data: ")) data = JSON.parse(line.slice(6))
+      }
+      if (id === undefined) continue // the retry hint, keep-alives
+      if (id !== sub.lastId + 1) fail(`SSE ${jobId}: event id ${id} after ${sub.lastId} (expected ${sub.lastId + 1})`)
+      sub.lastId = id
+      sub.events++
+      sub.byType[type] = (sub.byType[type] ?? 0) + 1
+      if (type === "progress" && data.pending > 0) sub.progressWhileRunning++
+      // Events published before the connection was open came from the stored backlog: not a delivery latency.
+      if (data.at < connectedAt) sub.backlog++
+      else sub.latencies.push(receivedAt - data.at)
+      if (type === "state" && !["queued", "running"].includes(data.state)) sub.finalState = data.state
+    }
+  }
+  return sub
+}
+
+const serviceRun = async (label, subscribersPerJob) => {
+  const db = join(dir, `${label}.db`)
+  const service = track(spawn(process.execPath, [file("../../dist/bin.js"), "serve", "--port", "0", "--db", db, "--profiles", profilesFile], {
+    env: { ...process.env, EFFECT_BATCH_API_KEYS: `bench=${API_KEY}` },
+    stdio: ["ignore", "pipe", "pipe"]
+  }))
+  const logged = { warnings: 0, lines: [] }
+  const ready = waitForLine(service, /effect-batch job service on (http\S+)/, "the service")
+  createInterface({ input: service.stderr }).on("line", (line) => {
+    logged.lines.push(line)
+    if (/WARN|ERROR|FATAL/.test(line)) logged.warnings++
+  })
+  createInterface({ input: service.stdout }).on("line", (line) => {
+    if (/level=(WARN|ERROR|FATAL)/.test(line)) {
+      logged.warnings++
+      logged.lines.push(line)
+    }
+  })
+  const [, base] = await ready
+  await getJson(`${simulatorUrl}/reset`, { method: "POST" })
+  const headers = { authorization: `Bearer ${API_KEY}` }
+  const deadline = Date.now() + RUN_TIMEOUT_MS
+
+  // 1. Every submission at once.
+  const cpuBefore = cpuMsOf(service.pid)
+  const startedAt = Date.now()
+  const started = performance.now()
+  const submissions = await Promise.all(Array.from({ length: JOBS }, async (_, j) => {
+    const body = JSON.stringify({ items: prompts.slice(j * ITEMS_PER_JOB, (j + 1) * ITEMS_PER_JOB), metadata: { bench: String(j) } })
+    const t0 = performance.now()
+    const response = await fetch(`${base}/jobs`, { method: "POST", headers: { ...headers, "content-type": "application/json" }, body })
+    const text = await response.text()
+    const latencyMs = performance.now() - t0
+    if (response.status !== 202) throw new Error(`POST /jobs: ${response.status} ${text}`)
+    const id = JSON.parse(text).id
+    return { id, latencyMs, subscribers: Array.from({ length: subscribersPerJob }, () => subscribe(base, id, headers)) }
+  }))
+  const submittedMs = performance.now() - started
+  const subscriberRuns = submissions.flatMap((s) => s.subscribers)
+
+  // 2. Until every job is in a final state.
+  let jobs = []
+  for (;;) {
+    jobs = (await getJson(`${base}/jobs?limit=200`, { headers })).jobs
+    if (jobs.length === JOBS && jobs.every((job) => !["queued", "running"].includes(job.state))) break
+    if (Date.now() > deadline) {
+      fail(`${label}: ${jobs.filter((job) => job.state === "finished").length} of ${JOBS} jobs finished within ${RUN_TIMEOUT_MS / 1000} s`)
+      break
+    }
+    await sleep(POLL_EVERY_MS)
+  }
+  const cpuMs = cpuMsOf(service.pid) - cpuBefore
+  const peakRssMb = peakRssMbOf(service.pid)
+  const provider = await providerCheck(label)
+  const makespanMs = Math.max(...jobs.map((job) => job.finishedAt ?? Infinity)) - startedAt
+  for (const job of jobs) {
+    if (job.state !== "finished" || job.counts.succeeded !== ITEMS_PER_JOB) {
+      fail(`${label}: job ${job.id} is ${job.state} with ${job.counts.succeeded} of ${ITEMS_PER_JOB} items succeeded`)
+    }
+  }
+
+  // 3. The subscribers end with the final state event.
+  const subscribers = await Promise.race([
+    Promise.all(subscriberRuns),
+    sleep(Math.max(5_000, deadline - Date.now())).then(() => undefined)
+  ])
+  if (subscribers === undefined) fail(`${label}: SSE subscribers still open 5 s after every job finished`)
+  for (const sub of subscribers ?? []) {
+    if (sub.finalState !== "finished") fail(`${label}: SSE ${sub.jobId}: ended without the finished state (${sub.finalState})`)
+  }
+
+  // 4. Results: every item of every job, succeeded, in input order.
+  for (const { id } of submissions) {
+    const response = await fetch(`${base}/jobs/${id}/results`, { headers })
+    const lines = (await response.text()).trim().split("\n").filter((line) => line !== "").map((line) => JSON.parse(line))
+    const ok = lines.length === ITEMS_PER_JOB && lines.every((line, i) => line.index === i && line.status === "succeeded")
+    if (!ok) fail(`${label}: job ${id}: ${lines.length} result lines, not ${ITEMS_PER_JOB} succeeded in order`)
+  }
+  await stop(service)
+  if (logged.warnings > 0) console.log(`${label}: the service logged ${logged.warnings} warning(s), e.g. ${logged.lines.find((l) => /WARN|ERROR/.test(l))}`)
+
+  const queueWait = jobs.map((job) => (job.startedAt ?? NaN) - job.createdAt)
+  const jobSpan = jobs.map((job) => (job.finishedAt ?? NaN) - (job.startedAt ?? NaN))
+  const latencies = (subscribers ?? []).flatMap((sub) => sub.latencies)
+  const byType = {}
+  for (const sub of subscribers ?? []) for (const [type, n] of Object.entries(sub.byType)) byType[type] = (byType[type] ?? 0) + n
+  return {
+    label,
+    submission: summary(submissions.map((s) => s.latencyMs)),
+    submittedMs,
+    makespanMs,
+    itemsPerSecond: (ITEMS * 1000) / makespanMs,
+    queueWait: summary(queueWait),
+    jobSpan: summary(jobSpan),
+    cpuMs,
+    peakRssMb,
+    provider,
+    sse: subscribersPerJob === 0 ? undefined : {
+      subscribers: subscriberRuns.length,
+      events: (subscribers ?? []).reduce((n, sub) => n + sub.events, 0),
+      backlog: (subscribers ?? []).reduce((n, sub) => n + sub.backlog, 0),
+      byType,
+      progressWhileRunning: (subscribers ?? []).reduce((n, sub) => n + sub.progressWhileRunning, 0),
+      latency: summary(latencies)
+    }
+  }
+}
+
+// --- the Batch.run baseline -----------------------------------------------------------------------
+
+const batchRun = async () => {
+  await getJson(`${simulatorUrl}/reset`, { method: "POST" })
+  const child = track(spawn(process.execPath, [fileURLToPath(import.meta.url), "batch-run", simulatorUrl], { stdio: ["ignore", "pipe", "inherit"] }))
+  let out = ""
+  child.stdout.on("data", (chunk) => (out += chunk))
+  const timer = setTimeout(() => child.kill("SIGKILL"), RUN_TIMEOUT_MS)
+  const [code] = await once(child, "exit")
+  clearTimeout(timer)
+  if (code !== 0) throw new Error(`the Batch.run process exited with ${code}`)
+  const row = JSON.parse(out.trim().split("\n").pop())
+  if (row.succeeded !== ITEMS) fail(`Batch.run: ${row.succeeded} of ${ITEMS} items succeeded`)
+  return { ...row, provider: await providerCheck("Batch.run") }
+}
+
+// --- run and report -------------------------------------------------------------------------------
+
+const began = performance.now()
+process.stderr.write(`run A: ${JOBS} jobs × ${ITEMS_PER_JOB} items, ${JOBS * SUBSCRIBERS_PER_JOB} SSE subscribers\n`)
+const withSse = await serviceRun("A", SUBSCRIBERS_PER_JOB)
+process.stderr.write(`run B: ${JOBS} jobs × ${ITEMS_PER_JOB} items, no subscribers\n`)
+const noSse = await serviceRun("B", 0)
+process.stderr.write(`Batch.run: ${ITEMS} items\n`)
+const baseline = await batchRun()
+await stop(simulatorProcess)
+
+const boundMs = (ITEMS * LATENCY_MS) / CONCURRENCY
+const achieved = (makespan) => ((ITEMS * LATENCY_MS) / makespan).toFixed(0)
+const stats = (s) => `p50 ${ms(s.p50)}, p99 ${ms(s.p99)}, max ${ms(s.max)}`
+const perItemUs = (cpuMs) => (cpuMs * 1000) / ITEMS
+
+console.log(`\njob service: ${JOBS} jobs × ${ITEMS_PER_JOB} items, simulator ${LATENCY_MS} ms / 256 slots, profile concurrency ${CONCURRENCY}`)
+console.log(`lower bound ${ms(boundMs)} = items × ${LATENCY_MS} ms / ${CONCURRENCY}`)
+for (const run of [withSse, noSse]) {
+  console.log(`\nrun ${run.label} (${run.sse === undefined ? "no SSE subscribers" : `${run.sse.subscribers} SSE subscribers`})`)
+  console.log(`  submission (${JOBS} concurrent POST /jobs)  ${stats(run.submission)}; all answered after ${ms(run.submittedMs)}`)
+  console.log(`  makespan                 ${ms(run.makespanMs)}  (${(run.makespanMs / boundMs).toFixed(2)}× bound), ${run.itemsPerSecond.toFixed(0)} items/s, ` +
+    `${achieved(run.makespanMs)} calls in flight on average (peak ${run.provider.peakInFlight})`)
+  console.log(`  submitted → running      ${stats(run.queueWait)}`)
+  console.log(`  running → finished       ${stats(run.jobSpan)} per job`)
+  console.log(`  service CPU              ${ms(run.cpuMs)}, ${perItemUs(run.cpuMs).toFixed(0)} µs per item; peak RSS ${run.peakRssMb.toFixed(0)} MB`)
+  if (run.sse !== undefined) {
+    console.log(`  SSE delivery (receive − at)  ${stats(run.sse.latency)} over ${run.sse.latency.n} live events ` +
+      `(${run.sse.events} received, ${run.sse.backlog} from the backlog not counted)`)
+    console.log(`  SSE events by type       ${Object.entries(run.sse.byType).map(([type, n]) => `${type} ${n}`).join(", ")}`)
+    // JobRunner publishes progress every 500 ms while a job runs: jobs running for seconds should show some.
+    if (run.sse.progressWhileRunning === 0 && run.jobSpan.p50 > 2000) {
+      console.log("  NOTE: no progress event arrived while the jobs ran (JobRunner.progressEvery is 500 ms); only the final one")
+    }
+  }
+}
+console.log(`\nBatch.run, same ${ITEMS} items, concurrency ${CONCURRENCY}, one process`)
+console.log(`  makespan                 ${ms(baseline.wallMs)}  (${(baseline.wallMs / boundMs).toFixed(2)}× bound), ` +
+  `${achieved(baseline.wallMs)} calls in flight on average (peak ${baseline.provider.peakInFlight})`)
+console.log(`  CPU                      ${ms(baseline.cpuMs)}, ${perItemUs(baseline.cpuMs).toFixed(0)} µs per item; peak RSS ${baseline.peakRssMb.toFixed(0)} MB`)
+console.log("\nservice (run B) against Batch.run")
+console.log(`  makespan ratio           ${(noSse.makespanMs / baseline.wallMs).toFixed(2)}×  (run A: ${(withSse.makespanMs / baseline.wallMs).toFixed(2)}×)`)
+console.log(`  CPU overhead per item    ${perItemUs(noSse.cpuMs - baseline.cpuMs).toFixed(0)} µs  ` +
+  `(run A, with SSE: ${perItemUs(withSse.cpuMs - baseline.cpuMs).toFixed(0)} µs)`)
+
+const output = {
+  jobs: JOBS,
+  itemsPerJob: ITEMS_PER_JOB,
+  concurrency: CONCURRENCY,
+  latencyMs: LATENCY_MS,
+  boundMs,
+  runs: [withSse, noSse],
+  baseline,
+  errors
+}
+const outDir = file("../../.bench-out")
+mkdirSync(outDir, { recursive: true })
+writeFileSync(join(outDir, "jobs.json"), JSON.stringify(output, null, 2) + "\n")
+console.log(`\n${errors.length === 0 ? "no functional errors" : `${errors.length} functional error(s)`}, in ${((performance.now() - began) / 1000).toFixed(0)} s; figures in .bench-out/jobs.json`)
+process.exit(errors.length === 0 ? 0 : 1)
