@@ -52,6 +52,8 @@ export interface Limiter {
   readonly release: (holder: Holder) => Effect.Effect<void>
   /** `release`, done at once (for callers already inside an effect). */
   readonly unsafeRelease: (holder: Holder) => void
+  /** Resumes without a permit the idle workers of `ledger` still waiting (its batch has nothing more to run). */
+  readonly dismissIdle: (ledger: Ledger) => void
   /** Gives back every permit still recorded on `ledger` (for a batch that was interrupted). */
   readonly releaseLedger: (ledger: Ledger) => Effect.Effect<void>
   /** Feeds one finished attempt to the algorithm; the new limit when it moved. */
@@ -170,6 +172,7 @@ const limiterOn = <S>(
       release: pool.release,
       unsafeRelease: pool.releaseNow,
       releaseLedger: pool.releaseLedger,
+      dismissIdle: pool.dismissIdle,
       record,
       adaptive,
       current: SubscriptionRef.get(limit),

@@ -4,7 +4,7 @@
  * at once whatever the priority; and batches run at a priority share it.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { type Duration, Effect, Fiber, TestClock } from "effect"
+import { Clock, type Duration, Effect, Fiber, TestClock } from "effect"
 import * as Batch from "../src/Batch.js"
 import * as ConcurrencyLimiter from "../src/ConcurrencyLimiter.js"
 import * as LimitAlgorithm from "../src/LimitAlgorithm.js"
@@ -107,5 +107,37 @@ describe("ConcurrencyLimiter.makePrioritized", () => {
       const { lowBeforeHighEnds, lowLast } = yield* twoBatches("200 millis")
       expect(lowBeforeHighEnds).toBeGreaterThan(2)
       expect(lowLast).toBe("low")
+    }))
+})
+
+describe("batches sharing one limiter", () => {
+  it.effect("a batch ends when its last item does, not when the workers it no longer needs get through the queue", () =>
+    Effect.gen(function*() {
+      // The limit stays at 2, but up to 64 workers per batch may wait for it.
+      const stuckAtTwo: LimitAlgorithm.LimitAlgorithm<number> = {
+        name: "stuck",
+        min: 2,
+        max: 64,
+        initial: 2,
+        limit: (s) => s,
+        update: (s) => s
+      }
+      const limiter = yield* ConcurrencyLimiter.make(stuckAtTwo)
+      const shared = Effect.provideService(ConcurrencyLimiter.ConcurrencyLimiter, limiter)
+      const busy = yield* Effect.fork(shared(Batch.run(Array.from({ length: 100 }, (_, i) => i), () => Effect.sleep("100 millis"))))
+      yield* Effect.yieldNow()
+      let lastItemAt = 0
+      const small = yield* Effect.fork(shared(Batch.run([1, 2, 3], () =>
+        Effect.zipRight(Effect.sleep("100 millis"), Effect.flatMap(Clock.currentTimeMillis, (t) => Effect.sync(() => void (lastItemAt = t)))))).pipe(
+        Effect.zipRight(Clock.currentTimeMillis)
+      ))
+      for (let i = 0; i < 120; i++) {
+        yield* TestClock.adjust("100 millis")
+        yield* Effect.yieldNow()
+      }
+      const endedAt = yield* Fiber.join(small)
+      yield* Fiber.join(busy)
+      expect(lastItemAt).toBeGreaterThan(0)
+      expect(endedAt).toBe(lastItemAt)
     }))
 })

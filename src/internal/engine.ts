@@ -193,10 +193,24 @@ export const run = <A, B, E, R, ES, RS>(
       new TaskError.Timeout({ message: `attempt timed out after ${timeoutMs} ms`, after: Duration.millis(timeoutMs!) })
 
     let stopReason: TaskResult.SkipReason | undefined
+    /** The input is used up: workers still waiting for a permit have nothing to pull. */
+    let inputDone = false
+    let admitted = 0
+    const endOfInput = () => {
+      if (inputDone) return
+      inputDone = true
+      limiter.dismissIdle(ledger)
+    }
     let firstFailure: Option.Option<E | TaskError.TaskError> = Option.none()
     let inFlight = 0
     if (config.stopWhen !== undefined) {
-      yield* Effect.forkScoped(Effect.zipRight(config.stopWhen, Effect.sync(() => void (stopReason ??= "interrupted"))))
+      yield* Effect.forkScoped(Effect.zipRight(
+        config.stopWhen,
+        Effect.sync(() => {
+          stopReason ??= "interrupted"
+          limiter.dismissIdle(ledger)
+        })
+      ))
     }
 
     const progressEvent = (result: Outcome<B, E>): Progress.Event =>
@@ -469,8 +483,11 @@ export const run = <A, B, E, R, ES, RS>(
     ): Effect.Effect<void, ES, R | RS> => {
       if (next === undefined) {
         limiter.unsafeRelease(holder)
+        endOfInput()
         return Effect.void
       }
+      // With a known total, the last item admitted ends the input: no worker need wait for a permit to find out.
+      if (++admitted === source.total) endOfInput()
       if (stopReason !== undefined) {
         limiter.unsafeRelease(holder)
         return finish(TaskResult.skipped(next.index, stopReason), Effect.void)
@@ -516,10 +533,11 @@ export const run = <A, B, E, R, ES, RS>(
 
     /** Takes a permit, pulls an item, runs it; until the input is exhausted or the batch stops. */
     const worker: Effect.Effect<void, ES, R | RS> = Effect.suspend(() => {
-      if (stopReason !== undefined) return Effect.void
-      const holder: Holder = { holding: false, ledger }
+      if (stopReason !== undefined || inputDone) return Effect.void
+      const holder: Holder = { holding: false, ledger, idle: true }
       if (limiter.tryTake(holder)) return pull(holder)
-      return Effect.flatMap(limiter.take(holder), () => pull(holder))
+      // Resumed without a permit: dismissed, the batch has nothing more to run.
+      return Effect.flatMap(limiter.take(holder), () => (holder.holding ? pull(holder) : Effect.void))
     })
 
     const skipRest: Effect.Effect<void, ES, RS> = Effect.suspend(() =>

@@ -23,6 +23,27 @@ export interface Ledger {
 export interface Holder {
   holding: boolean
   readonly ledger: Ledger
+  /** A batch's worker asking for a permit to pull its next item: dismissed when the batch has no more (`dismissIdle`). */
+  readonly idle?: boolean
+}
+
+/**
+ * Resumes, without a permit, the waiters of `ledger` that are idle workers:
+ * the batch's input is used up, so they have nothing to run. (Otherwise, on
+ * a limit shared by many batches, each would queue behind all the others'
+ * items only to find nothing left, and its batch would end that much later.)
+ */
+const dismiss = (waiters: ReadonlyArray<Waiter>, from: number, ledger: Ledger): number => {
+  let dismissed = 0
+  for (let i = from; i < waiters.length; i++) {
+    const waiter = waiters[i]!
+    if (waiter.resume === undefined || waiter.holder.ledger !== ledger || waiter.holder.idle !== true) continue
+    const resume = waiter.resume
+    waiter.resume = undefined
+    dismissed++
+    resume(Effect.void)
+  }
+  return dismissed
 }
 
 interface Waiter {
@@ -104,6 +125,11 @@ export class PermitPool {
       this.limit = limit
       this.wake()
     })
+
+  /** See `dismiss`. */
+  readonly dismissIdle = (ledger: Ledger): void => {
+    dismiss(this.waiters, this.head, ledger)
+  }
 
   get inUse(): number {
     return this.taken
@@ -250,4 +276,9 @@ export class PrioritizedPermitPool {
       this.limit = limit
       this.scheduleWake()
     })
+
+  /** See `dismiss`. */
+  readonly dismissIdle = (ledger: Ledger): void => {
+    for (const bucket of this.buckets.values()) this.waiting -= dismiss(bucket.waiters, bucket.head, ledger)
+  }
 }
