@@ -46,6 +46,7 @@ import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as FiberId from "effect/FiberId"
 import * as Layer from "effect/Layer"
+import * as Queue from "effect/Queue"
 import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
@@ -111,7 +112,12 @@ export const BatchJob = Workflow.make({
  * @category models
  */
 export interface Runner {
-  /** Starts (or finds) the execution of the job's round. */
+  /**
+   * Queues the start (or finding) of the execution of the job's round, and
+   * returns: starting an execution costs the engine tens of milliseconds, which
+   * a submission need not wait for. (A job stored but not started when the
+   * process dies is started by `resumeUnfinished`.)
+   */
   readonly execute: (jobId: string, round: number) => Effect.Effect<void>
   /** Interrupts the job's chunks running in this process. */
   readonly cancel: (jobId: string) => Effect.Effect<void>
@@ -368,8 +374,16 @@ const make = Effect.gen(function*() {
       return state
     }).pipe(Effect.catchAllCause(failed("finish")))
 
-  const execute = (jobId: string, round: number) =>
-    Effect.asVoid(BatchJob.execute({ jobId, round }, { discard: true })).pipe(Effect.provide(context))
+  const toStart = yield* Queue.unbounded<{ readonly jobId: string, readonly round: number }>()
+  yield* Queue.take(toStart).pipe(
+    Effect.flatMap(({ jobId, round }) => BatchJob.execute({ jobId, round }, { discard: true })),
+    Effect.provide(context),
+    Effect.tapErrorCause(Effect.logError),
+    Effect.ignore,
+    Effect.forever,
+    Effect.forkScoped
+  )
+  const execute = (jobId: string, round: number) => Queue.offer(toStart, { jobId, round }).pipe(Effect.asVoid)
 
   const cancel = (jobId: string) => Effect.asVoid(Deferred.succeed(signalOf(jobId), undefined))
 

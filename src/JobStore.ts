@@ -423,11 +423,25 @@ export const make: Effect.Effect<Store, JobStoreError, SqlClient.SqlClient> = Ef
         wrap("pending")
       )
 
-  const record: Store["record"] = (id, outcomes, now) =>
-    outcomes.length === 0 ? Effect.void : sql.withTransaction(Effect.forEach(outcomes, (o) =>
-      sql`UPDATE effect_batch_job_items SET status = ${o.status}, output = ${o.output}, error_class = ${o.errorClass ?? null},
-        attempts = ${o.attempts}, duration_ms = ${o.durationMs}, cost = ${o.cost}, tokens = ${o.tokens}, settled_at = ${now}
-        WHERE job_id = ${id} AND idx = ${o.index}`, { discard: true })).pipe(wrap("record"))
+  // One UPDATE … FROM (VALUES …) per group (SQLite ≥ 3.33 and PostgreSQL both read it, with the VALUES
+  // columns named column1…; the casts give PostgreSQL their types): a statement per outcome cost 2-3× more.
+  const updateGroup = (id: string, outcomes: ReadonlyArray<Outcome>, now: number) =>
+    sql`UPDATE effect_batch_job_items SET status = v.column2, output = v.column3, error_class = v.column4,
+      attempts = v.column5, duration_ms = v.column6, cost = v.column7, tokens = v.column8, settled_at = ${now}
+      FROM (VALUES ${
+        sql.csv(outcomes.map((o) =>
+          sql`(CAST(${o.index} AS BIGINT), ${o.status}, ${o.output}, ${o.errorClass ?? null}, CAST(${o.attempts} AS INTEGER),
+          CAST(${o.durationMs} AS DOUBLE PRECISION), CAST(${o.cost} AS DOUBLE PRECISION), CAST(${o.tokens} AS BIGINT))`
+        ))
+      }) AS v WHERE effect_batch_job_items.job_id = ${id} AND effect_batch_job_items.idx = v.column1`
+
+  const record: Store["record"] = (id, outcomes, now) => {
+    if (outcomes.length === 0) return Effect.void
+    if (outcomes.length <= rowsPerInsert) return Effect.asVoid(updateGroup(id, outcomes, now)).pipe(wrap("record"))
+    const groups: Array<ReadonlyArray<Outcome>> = []
+    for (let from = 0; from < outcomes.length; from += rowsPerInsert) groups.push(outcomes.slice(from, from + rowsPerInsert))
+    return sql.withTransaction(Effect.forEach(groups, (group) => updateGroup(id, group, now), { discard: true })).pipe(wrap("record"))
+  }
 
   const totals: Store["totals"] = (id) =>
     sql<{ readonly status: OutcomeStatus | null, readonly n: Num, readonly cost: Num, readonly tokens: Num }>`

@@ -8,6 +8,9 @@
  * a random key is made for the tenant `default` and printed, for trying the
  * service out; it changes at every start.
  *
+ * Ctrl-C (or SIGTERM) closes the service once the chunks running finish; a
+ * second one exits at once. Either way every job resumes at the next start.
+ *
  * What it does not promise: TLS (put a reverse proxy in front), several
  * processes on one database.
  *
@@ -113,8 +116,13 @@ export const serve = (options: ServeOptions) =>
     if (generated !== undefined) {
       yield* Console.log(`  API key    ${generated}   (tenant "default"; made for this start — set EFFECT_BATCH_API_KEYS to keep keys)`)
     }
+    // First stop request: close, letting the chunks running now finish (they are not interruptible);
+    // second: leave at once — every job is durable and resumes at the next start.
     const stop = yield* StopSignal.current
-    return yield* Effect.zipRight(stop.graceful, Effect.interrupt)
+    yield* stop.graceful
+    yield* Console.log("stopping: running chunks finish first; stop again to exit now (jobs resume at the next start)")
+    yield* Effect.forkDaemon(Effect.zipRight(stop.now, Effect.sync(() => process.exit(130))))
+    return yield* Effect.interrupt
   }))
 
 /**
