@@ -67,6 +67,8 @@ import type * as TaskError from "./TaskError.js"
 export const chunkSize = 100
 /** Chunks of one job in flight at once: the next starts while the previous one's slowest items finish. */
 export const chunksInFlight = 2
+/** How long settled outcomes may gather before they are stored together. */
+export const recordEvery = Duration.millis(25)
 /** How often a running job's progress is published. */
 export const progressEvery = Duration.millis(500)
 /** Attempts per chunk before the job fails. */
@@ -309,7 +311,9 @@ const make = Effect.gen(function*() {
         })
       let stopped = false
       const results = Batch.stream(items, task, options).pipe(
-        Stream.runForEachChunk((results) => {
+        // Group commit: outcomes settled within `recordEvery` are stored in one statement (they come one by one).
+        Stream.groupedWithin(chunkSize, recordEvery),
+        Stream.runForEach((results) => {
           for (const r of results) if (r._tag === "Skipped") stopped = true
           return record(job, items, results)
         })
