@@ -2,6 +2,11 @@
  * effect-batch: run large batches of IO-bound work — LLM and HTTP calls above
  * all — as fast as the provider allows, never past its limits.
  *
+ * The job service (`JobService`, `JobApi`, `JobHttp`, `Jobs`, `JobRunner`,
+ * `JobStore`, `JobEvents`, `ProviderProfiles`, `ApiKeys`, `Dashboard`) is not
+ * re-exported here: it needs `@effect/cluster` and `@effect/workflow`, which
+ * the core does not. Import it by path, e.g. `effect-batch/JobService`.
+ *
  * @since 0.1.0
  */
 
