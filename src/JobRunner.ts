@@ -67,8 +67,6 @@ import type * as TaskError from "./TaskError.js"
 export const chunkSize = 100
 /** Chunks of one job in flight at once: the next starts while the previous one's slowest items finish. */
 export const chunksInFlight = 2
-/** How long settled outcomes may gather before they are stored together. */
-export const recordEvery = Duration.millis(25)
 /** How often a running job's progress is published. */
 export const progressEvery = Duration.millis(500)
 /** Attempts per chunk before the job fails. */
@@ -311,9 +309,10 @@ const make = Effect.gen(function*() {
         })
       let stopped = false
       const results = Batch.stream(items, task, options).pipe(
-        // Group commit: outcomes settled within `recordEvery` are stored in one statement (they come one by one).
-        Stream.groupedWithin(chunkSize, recordEvery),
-        Stream.runForEach((results) => {
+        // Each group as the stream hands it over: what settled while the previous group was being written.
+        // (Gathering for longer, e.g. 25 ms, saved no measurable CPU, and every item settled in that window
+        // but not yet stored is called again after a crash: the restart test saw 9 re-calls at concurrency 8.)
+        Stream.runForEachChunk((results) => {
           for (const r of results) if (r._tag === "Skipped") stopped = true
           return record(job, items, results)
         })
