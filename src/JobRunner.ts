@@ -339,7 +339,9 @@ const make = Effect.gen(function*() {
     }).pipe(
       (effect) => track(jobId, effect),
       Effect.provide(context),
-      Effect.catchAllCause(failed(`chunk ${chunk}`))
+      Effect.catchAllCause(failed(`chunk ${chunk}`)),
+      // Logged here, where it happens: the workflow body replays after each durable wait.
+      Effect.tapError((error) => Effect.logWarning(`job ${jobId}: ${error.message}; a chunk is retried after a backoff, ${chunkAttempts} attempts in all`))
     )
 
   const start = (jobId: string) =>
@@ -445,7 +447,6 @@ const chunkWithRetry = (runner: Runner, jobId: string, chunk: number) =>
         execute: runner.runChunk(jobId, chunk)
       }).pipe(Effect.either)
       if (Either.isRight(result)) return result.right
-      yield* Effect.logWarning(`job ${jobId}: ${result.left.message} (attempt ${attempt} of ${chunkAttempts})`)
       if (attempt >= chunkAttempts) return "failed" as const
       // A persisted timer even for short waits (the default keeps waits under a minute in memory):
       // a service restarted during the backoff wakes the chunk when it was due, not a full backoff later.
