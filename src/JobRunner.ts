@@ -123,8 +123,6 @@ export interface Runner {
   readonly cancel: (jobId: string) => Effect.Effect<void>
   /** Items settled per second lately, in this process (0 if none running). */
   readonly rate: (jobId: string) => number
-  /** Jobs with a chunk running in this process. */
-  readonly active: () => ReadonlyArray<string>
   /** Starts again every job left queued or running (after a restart; executions are idempotent). */
   readonly resumeUnfinished: Effect.Effect<number, JobStore.JobStoreError>
   /** The chunk activity's effect. */
@@ -141,9 +139,8 @@ export interface Runner {
  */
 export class JobRunner extends Context.Tag("effect-batch/JobRunner")<JobRunner, Runner>() {}
 
-type Item = { readonly index: number, readonly input: string }
-
-const inputOf = (item: Item): OpenAiCompat.ChatInput => JSON.parse(item.input) as OpenAiCompat.ChatInput
+/** A pending item, its input parsed once for the task, `estimate` and `settle`. */
+type Item = { readonly index: number, readonly input: OpenAiCompat.ChatInput }
 
 const errorJson = (error: TaskError.TaskError): string => {
   const status = (error as { readonly status?: unknown }).status
@@ -187,17 +184,20 @@ const make = Effect.gen(function*() {
     return signal
   }
   const budgets = new Map<string, Budget.Ledger>()
-  /** Chunks running per job, in this process. */
-  const running = new Map<string, number>()
-  const track = <A, E, R>(jobId: string, effect: Effect.Effect<A, E, R>) =>
+  /** The jobs with chunks running in this process: how many, and their provider's limiter (for the progress). */
+  const running = new Map<string, { chunks: number, readonly limiter: ConcurrencyLimiter.Limiter }>()
+  const track = <A, E, R>(jobId: string, limiter: ConcurrencyLimiter.Limiter, effect: Effect.Effect<A, E, R>) =>
     Effect.acquireUseRelease(
-      Effect.sync(() => running.set(jobId, (running.get(jobId) ?? 0) + 1)),
+      Effect.sync(() => {
+        const entry = running.get(jobId)
+        if (entry === undefined) running.set(jobId, { chunks: 1, limiter })
+        else entry.chunks++
+      }),
       () => effect,
       () =>
         Effect.sync(() => {
-          const n = running.get(jobId)! - 1
-          if (n === 0) running.delete(jobId)
-          else running.set(jobId, n)
+          const entry = running.get(jobId)!
+          if (--entry.chunks === 0) running.delete(jobId)
         })
     )
   const rates = new Map<string, RateWindow>()
@@ -285,8 +285,9 @@ const make = Effect.gen(function*() {
       if (job.state === "cancelled") return "cancelled" as const
       const provider = profiles.get(job.profile)
       if (provider === undefined) return yield* Effect.dieMessage(`the profile ${job.profile} is no longer configured`)
-      const items = yield* store.pending(jobId, chunk * chunkSize, (chunk + 1) * chunkSize)
-      if (items.length === 0) return "done" as const
+      const pending = yield* store.pending(jobId, chunk * chunkSize, (chunk + 1) * chunkSize)
+      if (pending.length === 0) return "done" as const
+      const items = pending.map((p): Item => ({ index: p.index, input: JSON.parse(p.input) as OpenAiCompat.ChatInput }))
       const startedAt = job.startedAt ?? now()
       const remaining = (seconds: number | undefined) => seconds === undefined ? undefined : startedAt + seconds * 1000 - now()
       const soft = remaining(job.spec.softLimitSeconds)
@@ -296,14 +297,14 @@ const make = Effect.gen(function*() {
       const llm = provider.chat(job.model)
       const { estimate, settle } = llm.options
       const options: Batch.Options<Item, OpenAiCompat.ChatCompletion, TaskError.TaskError> = {
-        estimate: (item) => estimate!(inputOf(item), item.index),
-        settle: (value, item) => settle!(value, inputOf(item), item.index),
+        estimate: (item) => estimate!(item.input, item.index),
+        settle: (value, item) => settle!(value, item.input, item.index),
         ...(job.spec.itemTimeoutSeconds === undefined ? {} : { timeout: Duration.seconds(job.spec.itemTimeoutSeconds) }),
         ...(job.spec.itemDeadlineSeconds === undefined ? {} : { deadline: Duration.seconds(job.spec.itemDeadlineSeconds) }),
         ...(soft === undefined ? {} : { stopWhen: Effect.sleep(Duration.millis(soft)) })
       }
       const task = (item: Item) =>
-        Effect.provideService(llm.task(inputOf(item), item.index), CheckpointStore.CurrentItem, {
+        Effect.provideService(llm.task(item.input, item.index), CheckpointStore.CurrentItem, {
           runId: jobId,
           itemKey: String(item.index)
         })
@@ -335,9 +336,8 @@ const make = Effect.gen(function*() {
         ...(hard === undefined ? [] : [Effect.as(Effect.sleep(Duration.millis(hard)), "timedOut" as const)])
       ])
       // Activities run uninterruptibly (the engine's choice); the chunk's own race must be able to stop the batch.
-      return yield* Effect.interruptible(guarded)
+      return yield* track(jobId, provider.limiter, Effect.interruptible(guarded))
     }).pipe(
-      (effect) => track(jobId, effect),
       Effect.provide(context),
       Effect.catchAllCause(failed(`chunk ${chunk}`)),
       // Logged here, where it happens: the workflow body replays after each durable wait.
@@ -396,11 +396,9 @@ const make = Effect.gen(function*() {
     Effect.as(Effect.forEach(jobs, (job) => execute(job.id, job.round), { discard: true }), jobs.length))
 
   // Progress of the jobs running here, every `progressEvery`, when it moved; the provider's limit when it changed.
-  const tick = Effect.suspend(() => Effect.forEach(Array.from(running.keys()), (jobId) =>
+  const tick = Effect.suspend(() => Effect.forEach(Array.from(running), ([jobId, { limiter }]) =>
     Effect.gen(function*() {
-      const job = yield* jobOf(jobId)
-      const provider = profiles.get(job.profile)
-      const limit = provider === undefined ? 0 : yield* provider.limiter.current
+      const limit = yield* limiter.current
       const totals = yield* store.totals(jobId)
       const settled = totals.total - totals.pending
       const last = published.get(jobId)
@@ -426,7 +424,6 @@ const make = Effect.gen(function*() {
   return {
     execute,
     cancel,
-    active: () => Array.from(running.keys()),
     rate: (jobId: string) => rates.get(jobId)?.rate(now()) ?? 0,
     resumeUnfinished,
     runChunk,
