@@ -23,6 +23,7 @@ import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as FiberRef from "effect/FiberRef"
+import { dual } from "effect/Function"
 import * as Layer from "effect/Layer"
 import type * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
@@ -120,10 +121,7 @@ export const CurrentPriority: FiberRef.FiberRef<number> = FiberRef.unsafeMake(0)
 export const withPriority: {
   (priority: number): <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
   <A, E, R>(effect: Effect.Effect<A, E, R>, priority: number): Effect.Effect<A, E, R>
-} = ((...args: Array<unknown>) =>
-  args.length === 1
-    ? (effect: Effect.Effect<unknown, unknown, unknown>) => Effect.locally(effect, CurrentPriority, args[0] as number)
-    : Effect.locally(args[0] as Effect.Effect<unknown, unknown, unknown>, CurrentPriority, args[1] as number)) as never
+} = dual(2, <A, E, R>(effect: Effect.Effect<A, E, R>, priority: number) => Effect.locally(effect, CurrentPriority, priority))
 
 /**
  * A limiter for several batches at once (jobs sharing one provider) that
