@@ -51,20 +51,69 @@ interface Waiter {
   resume: ((effect: Effect.Effect<void>) => void) | undefined
 }
 
-export class PermitPool {
-  private taken = 0
-  private waiters: Array<Waiter> = []
-  private head = 0
+/**
+ * What both pools share: the count of permits taken against the limit, the
+ * grant and the release paths. A subclass says whether anyone waits and what
+ * to do once permits are free (`freed`: wake waiters now, or a moment later).
+ */
+abstract class Permits {
+  protected taken = 0
 
-  constructor(private limit: number) {}
+  constructor(protected limit: number) {}
 
-  private grant(holder: Holder): void {
+  protected abstract hasWaiters(): boolean
+  protected abstract freed(): void
+
+  protected grant(holder: Holder): void {
     this.taken++
     holder.holding = true
     holder.ledger.held++
   }
 
-  private wake(): void {
+  /** Takes a permit now if one is free and nobody waits; whether `holder` holds one. */
+  readonly tryTake = (holder: Holder): boolean => {
+    if (holder.holding) return true
+    if (this.taken < this.limit && !this.hasWaiters()) {
+      this.grant(holder)
+      return true
+    }
+    return false
+  }
+
+  readonly releaseNow = (holder: Holder): void => {
+    if (!holder.holding) return
+    holder.holding = false
+    holder.ledger.held--
+    this.taken--
+    this.freed()
+  }
+
+  readonly release = (holder: Holder): Effect.Effect<void> => Effect.sync(() => this.releaseNow(holder))
+
+  /** Gives back permits a ledger still holds (its holders are gone). */
+  readonly releaseLedger = (ledger: Ledger): Effect.Effect<void> =>
+    Effect.sync(() => {
+      this.taken -= ledger.held
+      ledger.held = 0
+      this.freed()
+    })
+
+  readonly resize = (limit: number): Effect.Effect<void> =>
+    Effect.sync(() => {
+      this.limit = limit
+      this.freed()
+    })
+}
+
+export class PermitPool extends Permits {
+  private waiters: Array<Waiter> = []
+  private head = 0
+
+  protected hasWaiters(): boolean {
+    return this.head < this.waiters.length
+  }
+
+  protected freed(): void {
     while (this.taken < this.limit && this.head < this.waiters.length) {
       const waiter = this.waiters[this.head++]!
       if (waiter.resume === undefined) continue // interrupted while waiting
@@ -77,16 +126,6 @@ export class PermitPool {
       this.waiters = this.waiters.slice(this.head)
       this.head = 0
     }
-  }
-
-  /** Takes a permit now if one is free and nobody waits; whether `holder` holds one. */
-  readonly tryTake = (holder: Holder): boolean => {
-    if (holder.holding) return true
-    if (this.taken < this.limit && this.head === this.waiters.length) {
-      this.grant(holder)
-      return true
-    }
-    return false
   }
 
   readonly take = (holder: Holder): Effect.Effect<void> =>
@@ -102,37 +141,9 @@ export class PermitPool {
       })
     })
 
-  readonly releaseNow = (holder: Holder): void => {
-    if (!holder.holding) return
-    holder.holding = false
-    holder.ledger.held--
-    this.taken--
-    this.wake()
-  }
-
-  readonly release = (holder: Holder): Effect.Effect<void> => Effect.sync(() => this.releaseNow(holder))
-
-  /** Gives back permits a ledger still holds (its holders are gone). */
-  readonly releaseLedger = (ledger: Ledger): Effect.Effect<void> =>
-    Effect.sync(() => {
-      this.taken -= ledger.held
-      ledger.held = 0
-      this.wake()
-    })
-
-  readonly resize = (limit: number): Effect.Effect<void> =>
-    Effect.sync(() => {
-      this.limit = limit
-      this.wake()
-    })
-
   /** See `dismiss`. */
   readonly dismissIdle = (ledger: Ledger): void => {
     dismiss(this.waiters, this.head, ledger)
-  }
-
-  get inUse(): number {
-    return this.taken
   }
 }
 
@@ -159,27 +170,26 @@ interface Bucket {
  * made — otherwise a permit freed by a high-priority batch would go to
  * whichever batch was already waiting, and priorities would only alternate.
  */
-export class PrioritizedPermitPool {
-  private taken = 0
+export class PrioritizedPermitPool extends Permits {
   private waiting = 0
   private wakeScheduled = false
   private readonly buckets = new Map<number, Bucket>()
 
-  private scheduleWake(): void {
+  constructor(limit: number, private readonly agingMs: number, private readonly now: () => number) {
+    super(limit)
+  }
+
+  protected hasWaiters(): boolean {
+    return this.waiting > 0
+  }
+
+  protected freed(): void {
     if (this.wakeScheduled) return
     this.wakeScheduled = true
     queueMicrotask(() => {
       this.wakeScheduled = false
       this.wake()
     })
-  }
-
-  constructor(private limit: number, private readonly agingMs: number, private readonly now: () => number) {}
-
-  private grant(holder: Holder): void {
-    this.taken++
-    holder.holding = true
-    holder.ledger.held++
   }
 
   private best(): PrioritizedWaiter | undefined {
@@ -222,15 +232,6 @@ export class PrioritizedPermitPool {
     }
   }
 
-  readonly tryTake = (holder: Holder): boolean => {
-    if (holder.holding) return true
-    if (this.taken < this.limit && this.waiting === 0) {
-      this.grant(holder)
-      return true
-    }
-    return false
-  }
-
   readonly take = (holder: Holder, priority: number): Effect.Effect<void> =>
     Effect.suspend(() => {
       if (this.tryTake(holder)) return Effect.void
@@ -252,29 +253,6 @@ export class PrioritizedPermitPool {
           }
         })
       })
-    })
-
-  readonly releaseNow = (holder: Holder): void => {
-    if (!holder.holding) return
-    holder.holding = false
-    holder.ledger.held--
-    this.taken--
-    this.scheduleWake()
-  }
-
-  readonly release = (holder: Holder): Effect.Effect<void> => Effect.sync(() => this.releaseNow(holder))
-
-  readonly releaseLedger = (ledger: Ledger): Effect.Effect<void> =>
-    Effect.sync(() => {
-      this.taken -= ledger.held
-      ledger.held = 0
-      this.scheduleWake()
-    })
-
-  readonly resize = (limit: number): Effect.Effect<void> =>
-    Effect.sync(() => {
-      this.limit = limit
-      this.scheduleWake()
     })
 
   /** See `dismiss`. */
