@@ -1,5 +1,6 @@
 /**
- * Reads a JSONL file of chat inputs lazily, one line at a time.
+ * Reads a JSONL file of chat inputs lazily, one line at a time: the input of
+ * the CLI's `run` and of the job service's `file` submissions.
  *
  * Each non-empty line is either a JSON string (a prompt, sent as one user
  * message) or a chat request object (`OpenAiCompat.ChatRequest`: `messages`
@@ -29,7 +30,7 @@ import * as Either from "effect/Either"
 import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
-import * as OpenAiCompat from "../OpenAiCompat.js"
+import * as OpenAiCompat from "./OpenAiCompat.js"
 
 /**
  * A non-blank line of the file.
