@@ -326,7 +326,8 @@ const settledOf = (row: ItemRecord): SettledItem => ({
   tokens: num(row.tokens)
 })
 
-const rowsPerInsert = 500
+// 500 rows of up to 8 values: far within SQLite's and PostgreSQL's parameter limits.
+const rowsPerStatement = 500
 
 /**
  * The store on the `SqlClient` in context; creates its tables if absent.
@@ -379,8 +380,8 @@ export const make: Effect.Effect<Store, JobStoreError, SqlClient.SqlClient> = Ef
           updated_at: job.createdAt
         })
       }`
-      for (let from = 0; from < items.length; from += rowsPerInsert) {
-        const rows = items.slice(from, from + rowsPerInsert).map((item, i) => ({
+      for (let from = 0; from < items.length; from += rowsPerStatement) {
+        const rows = items.slice(from, from + rowsPerStatement).map((item, i) => ({
           job_id: job.id,
           idx: from + i,
           input: item.input,
@@ -437,9 +438,9 @@ export const make: Effect.Effect<Store, JobStoreError, SqlClient.SqlClient> = Ef
 
   const record: Store["record"] = (id, outcomes, now) => {
     if (outcomes.length === 0) return Effect.void
-    if (outcomes.length <= rowsPerInsert) return Effect.asVoid(updateGroup(id, outcomes, now)).pipe(wrap("record"))
+    if (outcomes.length <= rowsPerStatement) return Effect.asVoid(updateGroup(id, outcomes, now)).pipe(wrap("record"))
     const groups: Array<ReadonlyArray<Outcome>> = []
-    for (let from = 0; from < outcomes.length; from += rowsPerInsert) groups.push(outcomes.slice(from, from + rowsPerInsert))
+    for (let from = 0; from < outcomes.length; from += rowsPerStatement) groups.push(outcomes.slice(from, from + rowsPerStatement))
     return sql.withTransaction(Effect.forEach(groups, (group) => updateGroup(id, group, now), { discard: true })).pipe(wrap("record"))
   }
 
