@@ -263,7 +263,7 @@ describe("job API", () => {
   })
 
   layer(serviceLayer({ simulator: { latency: { baseMs: 50, jitter: 0 } } }), { excludeTestServices: true })("priorities and limits", (it) => {
-    it.effect("on a shared provider, a higher-priority job submitted later finishes first; the other still advances", () =>
+    it.effect("on a shared provider, a higher-priority job submitted later finishes first; the other keeps its results and finishes after", () =>
       Effect.gen(function*() {
         const api = yield* client(keyA)
         // Profile "second" has a fixed concurrency of 2, shared by both jobs.

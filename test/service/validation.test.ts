@@ -48,7 +48,8 @@ describe("job API refusals", () => {
   layer(serviceLayer(setup), { excludeTestServices: true })("authentication and isolation", (it) => {
     it.effect("no key, a malformed header or an unknown key: 401 JSON, on every endpoint", () =>
       Effect.gen(function*() {
-        const paths = ["/jobs", "/jobs/job_aaaaaaaaaaaaaaaaaaaaaaaa", "/jobs/job_aaaaaaaaaaaaaaaaaaaaaaaa/events", "/profiles"]
+        const id = "job_aaaaaaaaaaaaaaaaaaaaaaaa"
+        const paths = ["/jobs", `/jobs/${id}`, `/jobs/${id}/events`, `/jobs/${id}/results`, `/jobs/${id}/dead-letters`, "/profiles"]
         for (const path of paths) {
           for (const key of [undefined, "wrong-key-0123456789"]) {
             const response = yield* getAs(path, key)
@@ -58,8 +59,13 @@ describe("job API refusals", () => {
           const basic = yield* getAs(path, undefined, { authorization: "Basic dXNlcjpwYXNz" })
           expect(basic.status).toBe(401)
         }
-        const submit = yield* post("/jobs", { items: ["x"] }, null)
-        expect(submit.status).toBe(401)
+        for (const path of ["/jobs", `/jobs/${id}/cancel`, `/jobs/${id}/dead-letters/replay`]) {
+          for (const key of [null, "wrong-key-0123456789"]) {
+            const response = yield* post(path, { items: ["x"] }, key)
+            expect(response.status).toBe(401)
+            expect((yield* json(response))._tag).toBe("Unauthorized")
+          }
+        }
         const sim = yield* Sim
         expect((yield* sim.metrics).received).toBe(0)
       }))
