@@ -208,7 +208,7 @@ export class CheckpointMismatch extends Schema.TaggedError<CheckpointMismatch>()
 }) {
   override get message(): string {
     return `run ${JSON.stringify(this.runId)} was started with a different input (fingerprint ${JSON.stringify(short(this.expected))}, ` +
-      `now ${JSON.stringify(short(this.found))}); use a new --run-id or forget the run`
+      `now ${JSON.stringify(short(this.found))}); resume it with its own input, or start another run (another id, or forget this one)`
   }
 }
 

@@ -7,7 +7,8 @@
  * they are missing, and refuses, with a `CheckpointError` saying why, a
  * database whose tables exist with another schema version or other columns
  * (a foreign database, or one written by another version of effect-batch);
- * it never alters or drops a table. On SQLite it also sets
+ * it never alters or drops a table, and a refused database is only read. Once
+ * the tables check out, on SQLite it sets
  * `journal_mode = WAL` and `synchronous = NORMAL`: a committed group then
  * costs no `fsync`, and survives a crash of the process (though not
  * necessarily of the machine).
@@ -255,10 +256,6 @@ export const make = (
 
     const setup = Effect.gen(function*() {
       if (dialect === undefined) return yield* Effect.fail("only SQLite and PostgreSQL clients are supported")
-      if (dialect === "sqlite") {
-        yield* sql.unsafe("PRAGMA journal_mode = WAL")
-        yield* sql.unsafe("PRAGMA synchronous = NORMAL")
-      }
       const expected: ReadonlyArray<readonly [string, ReadonlyArray<string>]> = [
         [tables.meta, metaColumns],
         [tables.runs, runColumns],
@@ -287,6 +284,12 @@ export const make = (
         if (existing.length > 0) return yield* foreign(`${existing.join(" and ")} exist but ${tables.meta} holds no schema version`)
       } else if (version !== String(schemaVersion)) {
         return yield* foreign(`${tables.meta} says schema version ${version}`)
+      }
+      // Only now that the file is known to be ours (or new): WAL rewrites the file's header and leaves -wal and
+      // -shm files beside it, which a refused foreign database must not get.
+      if (dialect === "sqlite") {
+        yield* sql.unsafe("PRAGMA journal_mode = WAL")
+        yield* sql.unsafe("PRAGMA synchronous = NORMAL")
       }
       yield* sql.withTransaction(Effect.gen(function*() {
         for (const statement of ddl(tables)) yield* sql.unsafe(statement)

@@ -10,9 +10,11 @@
  * item: `0` for a cached or shared answer, and for failures, which providers
  * do not bill) and `source` (`call | cache | checkpoint | shared`).
  *
- * The file is opened (created or truncated) before the run starts, so a path
- * that cannot be written fails up front with a `UsageError` naming it, and
- * the input file is refused as an output. Every batch of lines is handed to
+ * The path is checked (`check`) before anything else is touched, and the
+ * file opened (created or truncated) only once the run is known to start, so
+ * a path that cannot be written fails up front with a `UsageError` naming it,
+ * the input file is refused as an output, and a refused run leaves an
+ * existing results file as it was. Every batch of lines is handed to
  * the operating system with one `write` as soon as it settles (no buffering in
  * the process), so a crash of the process loses only the items still in
  * flight. Lines are written in completion order, not input order: join on
@@ -30,8 +32,10 @@ import * as Option from "effect/Option"
 import * as Predicate from "effect/Predicate"
 import type * as Scope from "effect/Scope"
 import type * as OpenAiCompat from "../OpenAiCompat.js"
-import type * as TaskResult from "../TaskResult.js"
+import type * as JsonlInput from "../JsonlInput.js"
+import * as TaskResult from "../TaskResult.js"
 import * as TaskError from "../TaskError.js"
+import { dirname } from "node:path"
 import { UsageError } from "./CliError.js"
 
 /**
@@ -123,6 +127,16 @@ export const recordOf = (
 }
 
 /**
+ * A line of the input that cannot be sent, as the batch would report it:
+ * failed for good (`Permanent`, naming `file:line`), no attempt.
+ *
+ * @since 0.1.0
+ * @category formatting
+ */
+export const rejectedResult = (rejected: JsonlInput.Rejected): TaskResult.Failed<TaskError.Permanent> =>
+  TaskResult.failed(rejected.index, new TaskError.Permanent({ message: rejected.message }), "Permanent", 0, 0)
+
+/**
  * @since 0.1.0
  * @category models
  */
@@ -154,6 +168,30 @@ const sameFile = (fs: FileSystem.FileSystem, a: string, b: string): Effect.Effec
     Effect.map(([x, y]) => x.dev === y.dev && Option.isSome(x.ino) && Option.isSome(y.ino) && x.ino.value === y.ino.value),
     Effect.orElseSucceed(() => false)
   )
+
+/**
+ * Checks, without creating or changing anything, that `open` would succeed:
+ * the path is not `input`, not a folder, and can be written (the file, or
+ * the folder it would be created in).
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const check = (
+  path: string,
+  options: { readonly input?: string | undefined } = {}
+): Effect.Effect<void, UsageError, FileSystem.FileSystem> =>
+  Effect.gen(function*() {
+    const fs = yield* FileSystem.FileSystem
+    const cannot = (why: string) => new UsageError({ message: `cannot write the results to ${path}: ${why}` })
+    if (options.input !== undefined && (yield* sameFile(fs, path, options.input))) {
+      return yield* new UsageError({ message: `--out ${path} is the input file; choose another path for the results` })
+    }
+    const info = yield* Effect.option(fs.stat(path))
+    if (Option.isSome(info) && info.value.type === "Directory") return yield* cannot("it is a folder")
+    const target = Option.isSome(info) ? path : dirname(path)
+    yield* fs.access(target, { writable: true }).pipe(Effect.mapError((error) => cannot(describe(error))))
+  })
 
 /**
  * Opens (creates or truncates) the results file for the length of the scope.

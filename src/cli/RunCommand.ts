@@ -49,6 +49,7 @@ import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import * as Stream from "effect/Stream"
+import { resolve } from "node:path"
 import * as Batch from "../Batch.js"
 import * as BatchReport from "../BatchReport.js"
 import * as Budget from "../Budget.js"
@@ -63,13 +64,13 @@ import * as RetryPolicy from "../RetryPolicy.js"
 import * as Simulator from "../Simulator.js"
 import * as SqlCheckpointStore from "../SqlCheckpointStore.js"
 import * as TaskError from "../TaskError.js"
-import * as TaskResult from "../TaskResult.js"
 import { ItemsUnsuccessful, UsageError } from "./CliError.js"
 import * as JsonlInput from "../JsonlInput.js"
 import * as ProgressDisplay from "./ProgressDisplay.js"
 import * as ResultsWriter from "./ResultsWriter.js"
 import * as RunMonitor from "./RunMonitor.js"
 import * as SimulateCommand from "./SimulateCommand.js"
+import * as CheckpointedRun from "./CheckpointedRun.js"
 import * as StopSignal from "./StopSignal.js"
 
 /**
@@ -254,10 +255,6 @@ export const checkpointLayer = (filename: string): Layer.Layer<CheckpointStore.C
     Layer.catchAllCause((cause) => Layer.fail(usage(`cannot use the checkpoint database ${filename}: ${causeMessage(cause)}`)))
   )
 
-/** A rejected line as the batch would report it: failed for good, no attempt. */
-const rejectedResult = (rejected: JsonlInput.Rejected): TaskResult.Failed<TaskError.Permanent> =>
-  TaskResult.failed(rejected.index, new TaskError.Permanent({ message: rejected.message }), "Permanent", 0, 0)
-
 /**
  * Runs the batch; fails with a `UsageError` before any call when the flags,
  * the input, the key, the output or the cache are not usable.
@@ -272,12 +269,21 @@ export const run = (
     const settings = yield* settingsOf(options)
     yield* checkInput(options.input)
     const apiKey = options.simulate === true ? undefined : yield* readApiKey(options.apiKeyEnv ?? defaultApiKeyEnv)
+    yield* ResultsWriter.check(options.out, { input: options.input })
+    const provider = options.simulate === true ? "simulator" : options.baseUrl!
+    // A resume is checked against its checkpoint before any other file is opened: a refused one changes nothing.
+    const checkpointed = options.runId === undefined ? undefined : yield* Effect.gen(function*() {
+      const runId = options.runId!
+      const db = options.db ?? defaultDb
+      const store = Context.get(yield* Layer.build(checkpointLayer(db)), CheckpointStore.CheckpointStore)
+      const scan = yield* CheckpointedRun.check({ store, runId, db, input: options.input, model: settings.model, provider }).pipe(
+        Effect.catchTag("SystemError", "BadArgument", (error) => Effect.fail(usage(`cannot read the input file ${options.input}: ${error.message}`)))
+      )
+      return { store, runId, scan }
+    })
     const cache = options.cache === undefined
       ? undefined
       : Context.get(yield* Layer.build(cacheLayer(options.cache)), ResultCache.ResultCache)
-    const checkpoints = options.runId === undefined
-      ? undefined
-      : Context.get(yield* Layer.build(checkpointLayer(options.db ?? defaultDb)), CheckpointStore.CheckpointStore)
     const simulator = options.simulate === true
       ? Context.get(
           yield* Layer.build(SimulateCommand.layer({ ...SimulateCommand.demo, ...options.simulator })),
@@ -310,11 +316,15 @@ export const run = (
       mode: options.progress ?? "auto",
       output: options.progressOutput
     })
-    yield* JsonlInput.count(options.input).pipe(
-      Effect.tap((n) => Effect.sync(() => monitor.setTotal(n))),
-      Effect.ignore,
-      Effect.forkScoped
-    )
+    if (checkpointed === undefined) {
+      yield* JsonlInput.count(options.input).pipe(
+        Effect.tap((n) => Effect.sync(() => monitor.setTotal(n))),
+        Effect.ignore,
+        Effect.forkScoped
+      )
+    } else {
+      monitor.setTotal(checkpointed.scan.lines)
+    }
 
     // Batch index → input line, for the items between admission and their result.
     const origins = new Map<number, JsonlInput.Entry>()
@@ -323,7 +333,7 @@ export const run = (
     const reject = (lines: ReadonlyArray<JsonlInput.Rejected>) =>
       Effect.suspend(() => {
         const records = lines.map((line) => {
-          const result = rejectedResult(line)
+          const result = ResultsWriter.rejectedResult(line)
           monitor.result(result)
           return ResultsWriter.recordOf(line, result)
         })
@@ -390,12 +400,19 @@ export const run = (
       },
       ...(options.timeoutSeconds === undefined ? {} : { timeout: Duration.seconds(options.timeoutSeconds) }),
       ...(cache === undefined ? {} : { cache: { key: keyOf }, key: keyOf }),
-      ...(options.runId === undefined ? {} : {
+      ...(checkpointed === undefined ? {} : {
         checkpoint: {
-          runId: options.runId,
-          // A run resumed with another model or parameters is refused.
-          fingerprint: CheckpointStore.fingerprintOf([settings.model, options.simulate === true ? "simulator" : baseUrl]),
-          meta: { argv: options.argv ?? [] }
+          runId: checkpointed.runId,
+          // A run resumed with another model or provider is refused (checked above, before any file was touched).
+          fingerprint: CheckpointedRun.fingerprint(settings.model, provider),
+          meta: {
+            argv: options.argv ?? [],
+            input: resolve(options.input),
+            model: settings.model,
+            provider,
+            lines: checkpointed.scan.lines,
+            rejected: checkpointed.scan.rejected
+          } satisfies CheckpointedRun.Meta
         }
       }),
       stopWhen
@@ -424,18 +441,18 @@ export const run = (
       Context.add(Progress.Progress, Progress.make((event) => Effect.sync(() => monitor.event(event))))
     )
     if (cache !== undefined) context = Context.add(context, ResultCache.ResultCache, cache)
-    if (checkpoints !== undefined) context = Context.add(context, CheckpointStore.CheckpointStore, checkpoints)
+    if (checkpointed !== undefined) context = Context.add(context, CheckpointStore.CheckpointStore, checkpointed.store)
     if (options.maxAttempts !== undefined) {
       context = Context.add(context, RetryPolicy.RetryPolicy, RetryPolicy.make({ maxAttempts: options.maxAttempts }))
     }
-    // The checkpoint's refusals (another input or model, an unusable store) end the run with their message.
-    const checkpointed = Effect.provide(results, context).pipe(
+    // The checkpoint's refusals (an input changed since the check above, an unusable store) end the run with their message.
+    const running = Effect.provide(results, context).pipe(
       Effect.catchSomeDefect((defect) =>
         defect instanceof CheckpointStore.CheckpointMismatch || defect instanceof CheckpointStore.CheckpointError
           ? Option.some(Effect.fail(usage(`run ${options.runId}: ${defect.message}`)))
           : Option.none())
     )
-    yield* Effect.raceWith(checkpointed, hardStop, {
+    yield* Effect.raceWith(running, hardStop, {
       onSelfDone: (exit, stopper) => Effect.zipRight(Fiber.interrupt(stopper), exit),
       onOtherDone: (_, runner) => Effect.zipRight(Fiber.interrupt(runner), Effect.interrupt)
     }).pipe(

@@ -1,11 +1,16 @@
 /**
  * The checkpointed runs of a database: `effect-batch runs` lists them with
- * their progress and cost, `effect-batch export ID --out FILE` writes a run's
- * recorded outcomes as JSONL in input order.
+ * their progress and cost, `effect-batch runs forget ID` deletes one,
+ * `effect-batch export ID --out FILE` writes a run's results in input order,
+ * one line per input line, as the run's own results file has them.
  *
- * What it does not promise: an export holds what the checkpoint recorded —
- * the batch's items (the input's line numbers and ids are in the results file
- * of the run, not in the checkpoint), and nothing for items never settled.
+ * None of them creates a database: a `--db` that does not exist is a usage
+ * error, and a file that is not one of ours is only read.
+ *
+ * What it does not promise: `export` reads the run's input file again (the
+ * checkpoint holds outcomes, not the input's line numbers and ids), so it
+ * needs that file, unchanged; it refuses one that differs from what the run
+ * recorded, naming the line.
  *
  * @since 0.1.0
  */
@@ -18,8 +23,12 @@ import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
+import * as Stream from "effect/Stream"
 import * as CheckpointStore from "../CheckpointStore.js"
+import * as JsonlInput from "../JsonlInput.js"
+import * as CheckpointedRun from "./CheckpointedRun.js"
 import { UsageError } from "./CliError.js"
+import * as ResultsWriter from "./ResultsWriter.js"
 import { checkpointLayer } from "./RunCommand.js"
 
 const dbOption = Options.file("db").pipe(
@@ -28,8 +37,15 @@ const dbOption = Options.file("db").pipe(
   Options.withDefault("effect-batch.db")
 )
 
+/** The store of an existing database; a missing file is refused rather than created. */
 const storeOf = (db: string) =>
-  Effect.flatMap(Layer.build(checkpointLayer(db)), (context) => Effect.succeed(Context.get(context, CheckpointStore.CheckpointStore)))
+  Effect.gen(function*() {
+    const fs = yield* FileSystem.FileSystem
+    if (!(yield* Effect.orElseSucceed(fs.exists(db), () => false))) {
+      return yield* new UsageError({ message: `no checkpoint database ${db} (runs are recorded by: effect-batch run … --run-id ID --db ${db})` })
+    }
+    return Context.get(yield* Layer.build(checkpointLayer(db)), CheckpointStore.CheckpointStore)
+  })
 
 const storeError = (db: string) => (error: CheckpointStore.CheckpointError) =>
   new UsageError({ message: `checkpoint database ${db}: ${error.message}` })
@@ -42,17 +58,38 @@ const storeError = (db: string) => (error: CheckpointStore.CheckpointError) =>
  */
 export const formatRuns = (runs: ReadonlyArray<CheckpointStore.RunInfo>): string => {
   if (runs.length === 0) return "no runs"
-  const rows = runs.map((run) => [
-    run.runId,
-    run.reason === undefined ? run.state : `${run.state} (${run.reason})`,
-    `${run.counts.succeeded} done, ${run.counts.failed} failed${run.total === undefined ? "" : ` of ${run.total}`}`,
-    `$${run.cost.toFixed(4)}`,
-    new Date(run.updatedAt).toISOString()
-  ])
+  const rows = runs.map((run) => {
+    // Lines that could not be sent fail without a call and are not in the checkpoint: the run counted them as failed.
+    const { lines, rejected = 0 } = CheckpointedRun.metaOf(run)
+    const total = lines ?? run.total
+    return [
+      run.runId,
+      run.reason === undefined ? run.state : `${run.state} (${run.reason})`,
+      `${run.counts.succeeded} done, ${run.counts.failed + rejected} failed${total === undefined ? "" : ` of ${total}`}`,
+      `$${run.cost.toFixed(4)}`,
+      new Date(run.updatedAt).toISOString()
+    ]
+  })
   const header = ["run", "state", "progress", "cost", "updated"]
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]!.length)))
   return [header, ...rows].map((row) => row.map((cell, i) => cell.padEnd(widths[i]!)).join("  ").trimEnd()).join("\n")
 }
+
+/**
+ * @since 0.1.0
+ * @category commands
+ */
+export const forgetCommand = Command.make(
+  "forget",
+  { runId: Args.text({ name: "ID" }).pipe(Args.withDescription("The run to delete, with its outcomes.")), db: dbOption },
+  ({ db, runId }) =>
+    Effect.scoped(Effect.gen(function*() {
+      const store = yield* storeOf(db)
+      const existed = yield* Effect.mapError(store.forget(runId), storeError(db))
+      if (!existed) return yield* new UsageError({ message: `no run ${JSON.stringify(runId)} in ${db} (see: effect-batch runs --db ${db})` })
+      yield* Console.error(`run ${runId} deleted from ${db}`)
+    }))
+).pipe(Command.withDescription("Delete a checkpointed run and its outcomes (its id can then start a new run)."))
 
 /**
  * @since 0.1.0
@@ -63,36 +100,68 @@ export const runsCommand = Command.make("runs", { db: dbOption }, ({ db }) =>
     const store = yield* storeOf(db)
     const runs = yield* Effect.mapError(store.list, storeError(db))
     yield* Console.log(formatRuns(runs))
-  }))).pipe(Command.withDescription("List the checkpointed runs: state, progress, cost."))
+  }))).pipe(
+  Command.withDescription("List the checkpointed runs: state, progress, cost."),
+  Command.withSubcommands([forgetCommand])
+)
 
 /**
- * A run's recorded outcomes as JSONL, in input order.
+ * A run's results as JSONL, one line per input line, in input order: its
+ * input read again and checked against the checkpoint, each line's recorded
+ * outcome (or `skipped` for lines never settled). Written to a temporary file
+ * beside `out`, then moved over it, so a refused export leaves `out` as it was.
  *
  * @since 0.1.0
  * @category running
  */
-export const exportRun = (db: string, runId: string, out: string) =>
+export const exportRun = (db: string, runId: string, out: string, options: { readonly input?: string | undefined } = {}) =>
   Effect.scoped(Effect.gen(function*() {
+    const fs = yield* FileSystem.FileSystem
     const store = yield* storeOf(db)
     const info = yield* Effect.mapError(store.get(runId), storeError(db))
     if (Option.isNone(info)) return yield* new UsageError({ message: `no run "${runId}" in ${db} (see: effect-batch runs --db ${db})` })
-    const outcomes = [...(yield* Effect.mapError(store.load(runId), storeError(db))).values()].sort((a, b) => a.index - b.index)
-    const lines = outcomes.map((outcome) => {
-      const value = outcome.value as { readonly content?: unknown } | undefined
-      return JSON.stringify({
-        index: outcome.index,
-        status: outcome.status,
-        ...(outcome.status === "succeeded" ? { output: typeof value?.content === "string" ? value.content : value } : {}),
-        ...(outcome.error === undefined ? {} : { error: { tag: outcome.error.tag, message: outcome.error.message } }),
-        attempts: outcome.attempts,
-        ...(outcome.cost === undefined ? {} : { cost: outcome.cost })
-      })
-    })
-    const fs = yield* FileSystem.FileSystem
-    yield* fs.writeFileString(out, lines.length === 0 ? "" : `${lines.join("\n")}\n`).pipe(
+    const meta = CheckpointedRun.metaOf(info.value)
+    const input = options.input ?? meta.input
+    if (input === undefined) {
+      return yield* new UsageError({ message: `run ${runId} does not say which input it read (it was recorded by an older version); give it with --input FILE` })
+    }
+    const recorded = yield* Effect.mapError(store.load(runId), storeError(db))
+    const unreadable = (error: { readonly message: string }) => new UsageError({ message: `cannot read the input of run ${runId}, ${input}: ${error.message}` })
+    yield* CheckpointedRun.scan({ input, runId, db, recorded, recordedInput: meta.input }).pipe(
+      Effect.catchTag("SystemError", "BadArgument", (error) => Effect.fail(unreadable(error)))
+    )
+    yield* ResultsWriter.check(out, { input })
+
+    const byIndex = new Map<number, CheckpointStore.OutcomeRecord>()
+    for (const outcome of recorded.values()) byIndex.set(outcome.index, outcome)
+    const notRun = CheckpointedRun.notRunReason(info.value)
+    const temporary = `${out}.${process.pid}.tmp`
+    const written = yield* Effect.acquireUseRelease(
+      Effect.mapError(fs.open(temporary, { flag: "w" }), (error) => new UsageError({ message: `cannot write ${out}: ${error.message}` })),
+      (file) => {
+        let entries = 0
+        let lines = 0
+        const encoder = new TextEncoder()
+        return JsonlInput.read(input).pipe(
+          Stream.runForEachChunk((chunk) => {
+            let text = ""
+            for (const item of chunk) {
+              const outcome = item._tag === "Entry" ? byIndex.get(entries++) : undefined
+              text += `${JSON.stringify(CheckpointedRun.recordOf(item, outcome, notRun))}\n`
+              lines++
+            }
+            return file.writeAll(encoder.encode(text))
+          }),
+          Effect.mapError((error) => new UsageError({ message: `cannot export run ${runId} to ${out}: ${error.message}` })),
+          Effect.map(() => lines)
+        )
+      },
+      (_, exit) => exit._tag === "Failure" ? Effect.ignore(fs.remove(temporary)) : Effect.void
+    )
+    yield* fs.rename(temporary, out).pipe(
       Effect.mapError((error) => new UsageError({ message: `cannot write ${out}: ${error.message}` }))
     )
-    return { written: lines.length, info: info.value }
+    return { written, info: info.value }
   }))
 
 /**
@@ -104,9 +173,14 @@ export const exportCommand = Command.make(
   {
     runId: Args.text({ name: "ID" }).pipe(Args.withDescription("The run to export.")),
     out: Options.file("out").pipe(Options.withAlias("o"), Options.withPseudoName("FILE")),
+    input: Options.file("input").pipe(
+      Options.withPseudoName("FILE"),
+      Options.withDescription("The run's input file, if it moved (default: the path the run recorded)."),
+      Options.optional
+    ),
     db: dbOption
   },
-  ({ db, out, runId }) =>
-    Effect.flatMap(exportRun(db, runId, out), ({ info, written }) =>
-      Console.error(`${written} outcomes of run ${runId} (${info.state}${info.total === undefined ? "" : `, ${info.total} items`}) in ${out}`))
-).pipe(Command.withDescription("Write a checkpointed run's outcomes as JSONL, in input order."))
+  ({ db, input, out, runId }) =>
+    Effect.flatMap(exportRun(db, runId, out, { input: Option.getOrUndefined(input) }), ({ info, written }) =>
+      Console.error(`${written} lines of run ${runId} (${info.state}) in ${out}`))
+).pipe(Command.withDescription("Write a checkpointed run's results as JSONL, one line per input line, in input order."))

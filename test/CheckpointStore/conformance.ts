@@ -127,7 +127,7 @@ export const conformance = (name: string, store: Layer.Layer<CheckpointStore.Che
           expect(error).toBeInstanceOf(CheckpointStore.CheckpointMismatch)
           expect(error).toMatchObject({ _tag: "CheckpointMismatch", runId: "mismatch/a", expected: "fp-a", found: "fp-b" })
           expect(error.message).toBe(
-            "run \"mismatch/a\" was started with a different input (fingerprint \"fp-a\", now \"fp-b\"); use a new --run-id or forget the run"
+            "run \"mismatch/a\" was started with a different input (fingerprint \"fp-a\", now \"fp-b\"); resume it with its own input, or start another run (another id, or forget this one)"
           )
           expect(yield* store.get("mismatch/a")).toEqual(Option.some(before))
           expect(yield* store.load("mismatch/a")).toEqual(outcomesBefore)

@@ -82,7 +82,7 @@ describe("CheckpointStore errors", () => {
     const error = new CheckpointStore.CheckpointMismatch({ runId: "nightly", expected: "a".repeat(64), found: "b".repeat(64) })
     expect(error.message).toBe(
       "run \"nightly\" was started with a different input (fingerprint \"aaaaaaaaaaaa…\", now \"bbbbbbbbbbbb…\"); " +
-        "use a new --run-id or forget the run"
+        "resume it with its own input, or start another run (another id, or forget this one)"
     )
     expect(new CheckpointStore.CheckpointMismatch({ runId: "r", expected: "v1", found: "v2" }).message).toContain("\"v1\", now \"v2\"")
   })

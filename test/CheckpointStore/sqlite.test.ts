@@ -3,7 +3,7 @@ import { SqlClient } from "@effect/sql/SqlClient"
 import { afterAll, describe, expect, it } from "@effect/vitest"
 import { Cause, Effect, Exit, Layer, Option } from "effect"
 import { randomBytes } from "node:crypto"
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import * as CheckpointStore from "../../src/CheckpointStore.js"
@@ -97,6 +97,21 @@ describe("SqlCheckpointStore.layer (SQLite): the file", () => {
       const cause = yield* setupFailure(SqliteClient.layer({ filename }))
       expect(Cause.isFailType(cause)).toBe(false)
       expect(Cause.squash(cause)).toMatchObject({ code: "SQLITE_NOTADB" })
+    }))
+
+  it.live("a SQLite database with foreign tables of our names is refused and only read: same bytes, no -wal or -shm", () =>
+    Effect.gen(function*() {
+      const filename = join(dir, "foreign.db")
+      yield* Effect.gen(function*() {
+        const sql = yield* SqlClient
+        yield* sql`CREATE TABLE effect_batch_runs (x INTEGER)`
+        yield* sql`INSERT INTO effect_batch_runs VALUES (1)`
+      }).pipe(Effect.provide(SqliteClient.layer({ filename, disableWAL: true })), Effect.scoped)
+      const bytes = readFileSync(filename)
+      const error = Option.getOrThrow(Cause.failureOption(yield* setupFailure(SqliteClient.layer({ filename, disableWAL: true }))))
+      expect((error as CheckpointStore.CheckpointError).message).toContain("table effect_batch_runs lacks run_id")
+      expect(readFileSync(filename).equals(bytes)).toBe(true)
+      expect([existsSync(`${filename}-wal`), existsSync(`${filename}-shm`)]).toEqual([false, false])
     }))
 
   it.live("a table with another schema version is refused, even after the process restarts", () =>

@@ -7,7 +7,7 @@ import { HttpClient } from "@effect/platform"
 import { NodeContext, NodeHttpClient, NodeHttpServer } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
 import { Cause, ConfigProvider, Effect, Exit, Fiber, FiberId, Layer } from "effect"
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { createServer } from "node:http"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
@@ -164,20 +164,61 @@ describe("effect-batch runs / export", () => {
     withSimulator((simulator) =>
       Effect.gen(function*() {
         const db = join(dir, "runs.db")
-        const input = file(["\"one\"", "\"two\"", "\"three\""].join("\n"))
-        const run = yield* cli([...against(simulator, input, file()), "--run-id", "nightly", "--db", db])
-        expect(run.code).toBe(0)
+        // Two lines that cannot be sent, one blank line, and ids: the export must line up with the run's own results.
+        const input = file([
+          "\"one\"",
+          "{\"id\": \"x\", \"messages\": [",
+          "",
+          "{\"id\": \"q3\", \"messages\": [{\"role\": \"user\", \"content\": \"three\"}]}",
+          "\"This prompt is INVALID\"",
+          "42",
+          "\"six\""
+        ].join("\n"))
+        const results = file()
+        const run = yield* cli([...against(simulator, input, results), "--run-id", "nightly", "--db", db])
+        expect(run.code).toBe(1)
+        expect(run.out).toContain("6: 3 succeeded, 3 failed")
         const runs = yield* cli(["runs", "--db", db])
         expect(runs.code).toBe(0)
-        expect(runs.out).toMatch(/nightly\s+finished\s+3 done, 0 failed/)
+        expect(runs.out).toMatch(/nightly\s+finished\s+3 done, 3 failed of 6/)
         const out = file()
         const exported = yield* cli(["export", "nightly", "--db", db, "--out", out])
         expect(exported.code).toBe(0)
-        const lines = readFileSync(out, "utf8").trim().split("\n").map((l) => JSON.parse(l) as { index: number, status: string })
-        expect(lines.map((l) => [l.index, l.status])).toEqual([[0, "succeeded"], [1, "succeeded"], [2, "succeeded"]])
+        const parse = (path: string) => readFileSync(path, "utf8").trim().split("\n").map((l) => JSON.parse(l) as Record<string, unknown>)
+        const lines = parse(out)
+        expect(lines.map((l) => [l["index"], l["line"], l["id"], l["status"]])).toEqual([
+          [0, 1, undefined, "succeeded"],
+          [1, 2, undefined, "failed"],
+          [2, 4, "q3", "succeeded"],
+          [3, 5, undefined, "failed"],
+          [4, 6, undefined, "failed"],
+          [5, 7, undefined, "succeeded"]
+        ])
+        // Line for line what the run wrote, but where the answer came from.
+        const written = parse(results).sort((a, b) => (a["index"] as number) - (b["index"] as number))
+        expect(lines).toEqual(written.map(({ source: _, ...record }) => record))
+
         const missing = yield* cli(["export", "nope", "--db", db, "--out", file()])
         expect(missing.code).toBe(2)
         expect(missing.err).toContain("no run \"nope\"")
+        // An input changed since the run: refused, naming the line, and the earlier export is left as it was.
+        writeFileSync(input, readFileSync(input, "utf8").replace("six", "seven"))
+        const stale = yield* cli(["export", "nightly", "--db", db, "--out", out])
+        expect(stale.code).toBe(2)
+        expect(stale.err).toContain(`line 7 of ${input} is not the line it recorded`)
+        expect(parse(out)).toEqual(lines)
+
+        const forgotten = yield* cli(["runs", "forget", "nightly", "--db", db])
+        expect(forgotten.code).toBe(0)
+        expect((yield* cli(["runs", "--db", db])).out).toBe("no runs")
+        expect((yield* cli(["runs", "forget", "nightly", "--db", db])).code).toBe(2)
+
+        const absent = join(dir, "absent.db")
+        const none = yield* cli(["runs", "--db", absent])
+        expect(none.code).toBe(2)
+        expect(none.err).toContain(`no checkpoint database ${absent}`)
+        expect(existsSync(absent)).toBe(false)
+
         const junk = join(dir, "junk.db")
         writeFileSync(junk, "this is not a database, just text that is long enough to look like a header........")
         const foreign = yield* cli(["runs", "--db", junk])

@@ -265,11 +265,23 @@ describe("RunCommand.run", () => {
         expect((yield* simulator.metrics).received - callsBefore).toBe(30 - done)
         expect(readResults(out).map((r) => r.status)).toEqual(Array.from({ length: 30 }, () => "succeeded"))
 
-        const changed = yield* Effect.either(
-          RunCommand.run({ ...options(simulator, inputFile(prompts(31).replace("number 0", "number zero")), outputFile()), runId: "r1", db })
-            .pipe(Effect.provide(StopSignal.layerManual))
+        // Refused before any file is touched: the results file of the finished run stays as it was, byte for byte.
+        const before = readFileSync(out)
+        const refused = (input: string, model = "sim-chat") =>
+          Effect.flip(RunCommand.run({ ...options(simulator, input, out), model, runId: "r1", db }).pipe(Effect.provide(StopSignal.layerManual)))
+        const changed = inputFile(prompts(30).replace("number 3\"", "number three\""))
+        expect((yield* refused(changed)).message).toMatch(
+          new RegExp(`^run "r1" in ${escape(db)} was started with the input ${escape(input)}: line 4 of ${escape(changed)} is not the line it recorded`)
         )
-        expect(Either.isLeft(changed) && changed.left.message).toMatch(/run r1: .*different input/)
+        expect((yield* refused(inputFile(prompts(20)))).message).toContain("ends at line 20, and the run recorded 10 items past it")
+        const otherModel = yield* refused(input, "gpt-4o-mini")
+        expect(otherModel.message).toContain("was started with --model sim-chat, and this command has --model gpt-4o-mini")
+        expect(otherModel.message).toContain(`delete it: effect-batch runs forget r1 --db ${db}`)
+        expect(readFileSync(out)).toEqual(before)
+        // Lines appended to the input only add work.
+        const longer = yield* RunCommand.run({ ...options(simulator, inputFile(prompts(31)), outputFile()), concurrency: 3, runId: "r1", db })
+          .pipe(Effect.provide(StopSignal.layerManual))
+        expect(longer.report.sources).toMatchObject({ checkpoint: 30, call: 1 })
       }).pipe(Effect.provide(StopSignal.layerManual))))
 
   it.live("a first stop request lets calls in flight finish and skips the rest", () =>
