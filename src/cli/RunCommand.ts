@@ -457,7 +457,12 @@ export const run = (
       onOtherDone: (_, runner) => Effect.zipRight(Fiber.interrupt(runner), Effect.interrupt)
     }).pipe(
       Effect.onInterrupt(() =>
-        Effect.zipRight(display.stop, Console.error(`interrupted; the report so far:\n${BatchReport.format(report())}`)))
+        Effect.zipRight(
+          display.stop,
+          Console.error(`interrupted; the report so far:\n${BatchReport.format(report())}${
+            // Its outcomes so far are in the checkpoint: say how to go on.
+            checkpointed === undefined ? "" : `\nresume with: ${CheckpointedRun.resumeCommand(options.argv ?? [])}`}`)
+        ))
     )
     yield* display.stop
     return {
@@ -604,7 +609,7 @@ export const command = Command.make(
       yield* Console.log(summary(outcome))
       const stoppedEarly = outcome.stopped || outcome.report.skippedBy.quota + outcome.report.skippedBy.budget > 0
       if (stoppedEarly && flags.runId._tag === "Some") {
-        yield* Console.error(`resume with: effect-batch ${process.argv.slice(2).join(" ")}`)
+        yield* Console.error(`resume with: ${CheckpointedRun.resumeCommand(process.argv.slice(2))}`)
       }
       if (outcome.stopped) {
         yield* Console.error(`stopped before the end: ${outcome.report.skippedBy.interrupted} items were not started`)
