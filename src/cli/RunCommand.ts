@@ -18,9 +18,11 @@
  *
  * Everything that can be checked before the first call is: flags, the input
  * file, the API key (read from the environment variable `--api-key-env`
- * names, kept `Redacted`), the results file (opened for writing), the cache
- * file. Any of those failing is a `UsageError` (exit code 2) and no call is
- * made.
+ * names, kept `Redacted`), the results file (writable, not the input), a
+ * resumed run against its checkpoint (`CheckpointedRun.check`: same model,
+ * provider and input, line by line), the cache file. Any of those failing is
+ * a `UsageError` (exit code 2), no call is made, and the results file is
+ * opened (created or truncated) only after all of them passed.
  *
  * What it does not promise: results come out in completion order (each line
  * carries `index` and `line`); costs are known only for models with prices
