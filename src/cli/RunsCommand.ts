@@ -21,6 +21,7 @@ import * as FileSystem from "@effect/platform/FileSystem"
 import * as Console from "effect/Console"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
+import { identity } from "effect/Function"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
@@ -143,6 +144,8 @@ export const exportRun = (db: string, runId: string, out: string, options: { rea
         let lines = 0
         const encoder = new TextEncoder()
         return JsonlInput.read(input).pipe(
+          // Lines appended to the input since the run was last started are not the run's.
+          meta.lines === undefined ? identity : Stream.take(meta.lines),
           Stream.runForEachChunk((chunk) => {
             let text = ""
             for (const item of chunk) {

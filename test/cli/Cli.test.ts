@@ -201,6 +201,10 @@ describe("effect-batch runs / export", () => {
         const missing = yield* cli(["export", "nope", "--db", db, "--out", file()])
         expect(missing.code).toBe(2)
         expect(missing.err).toContain("no run \"nope\"")
+        // Lines appended to the input since are not the run's.
+        writeFileSync(input, `${readFileSync(input, "utf8")}\n"appended"\n`)
+        expect((yield* cli(["export", "nightly", "--db", db, "--out", out])).code).toBe(0)
+        expect(parse(out)).toEqual(lines)
         // An input changed since the run: refused, naming the line, and the earlier export is left as it was.
         writeFileSync(input, readFileSync(input, "utf8").replace("six", "seven"))
         const stale = yield* cli(["export", "nightly", "--db", db, "--out", out])
