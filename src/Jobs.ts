@@ -7,6 +7,10 @@
  * A job of another tenant is answered exactly like a job that does not
  * exist (`JobNotFound`), so ids cannot be probed.
  *
+ * A `file` is read from the server's input folder and nowhere else: the
+ * name's real path, links resolved, must be inside the folder's, and the
+ * lines are read from the handle that was checked (`InputFolder`).
+ *
  * What it does not promise: a server-side `file` is read once, at
  * submission; changing the file afterwards changes nothing.
  *
@@ -21,6 +25,7 @@ import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
 import { randomBytes } from "node:crypto"
+import * as InputFolder from "./InputFolder.js"
 import * as JsonlInput from "./JsonlInput.js"
 import * as JobApi from "./JobApi.js"
 import * as JobEvents from "./JobEvents.js"
@@ -100,7 +105,6 @@ export const newId = (): string => {
 const pageSize = 500
 /** How often a following results stream looks for newly settled items. */
 const followEvery = "250 millis"
-const filePattern = /^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$/
 
 const cursorOf = (job: JobStore.JobRow) => Buffer.from(`${job.createdAt}:${job.id}`).toString("base64url")
 
@@ -126,8 +130,8 @@ export const make = (limits: Limits) =>
     const events = yield* JobEvents.JobEvents
     const runner = yield* JobRunner.JobRunner
     const profiles = yield* ProviderProfiles.ProviderProfiles
-    const fs = yield* FileSystem.FileSystem
-    const path = yield* Path.Path
+    // Files are read with the service's own file system.
+    const files = yield* Effect.context<FileSystem.FileSystem | Path.Path>()
     const clock = yield* Effect.clock
     const now = () => clock.unsafeCurrentTimeMillis()
 
@@ -173,21 +177,17 @@ export const make = (limits: Limits) =>
       })
 
     /**
-     * The items of a server-side JSONL file. A line that is not an item (bad
-     * JSON, not a chat request) becomes a `Rejected` item naming `file:line`,
-     * like the CLI does: the rest of the file still runs.
+     * The items of a server-side JSONL file, read from the handle
+     * `InputFolder` opened and checked (never by name again). A line that is
+     * not an item (bad JSON, not a chat request) becomes a `Rejected` item
+     * naming `file:line`, like the CLI does: the rest of the file still runs.
      */
     const readFile = (name: string) =>
       Effect.gen(function*() {
         if (limits.inputDir === undefined) return yield* invalid("file", "this server takes no file submissions (no input folder is configured)")
-        if (!filePattern.test(name) || name.includes("..")) {
-          return yield* invalid("file", `${JSON.stringify(name)} is not a file name (letters, digits, . _ -; no folders)`)
-        }
-        const full = path.join(limits.inputDir, name)
-        if (!(yield* Effect.orElseSucceed(fs.exists(full), () => false))) return yield* invalid("file", `no file ${name} in the input folder`)
         const items: Array<JobStore.NewItem> = []
         let tooManyAt: number | undefined
-        const failure = yield* JsonlInput.lines(fs.stream(full)).pipe(
+        const failure = yield* JsonlInput.lines(InputFolder.read(limits.inputDir, name)).pipe(
           Stream.runForEachWhile((line) => {
             if (items.length >= limits.maxItems) {
               tooManyAt = items.length + 1
@@ -200,7 +200,8 @@ export const make = (limits: Limits) =>
             return Effect.succeed(true)
           }),
           Effect.as(undefined),
-          Effect.catchAll((error) => Effect.succeed(`${name}: cannot be read: ${error.message}`))
+          Effect.catchAll((error) => Effect.succeed(error.message)),
+          Effect.provide(files)
         )
         if (failure !== undefined) return yield* invalid("file", failure)
         if (tooManyAt !== undefined) return yield* tooMany(tooManyAt)

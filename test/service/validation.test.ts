@@ -6,7 +6,10 @@
 import { HttpClient, HttpClientRequest, type HttpClientResponse } from "@effect/platform"
 import { describe, expect, layer } from "@effect/vitest"
 import { Effect } from "effect"
-import { client, keyA, keyB, layer as serviceLayer, Sim, waitFor } from "../support/JobServiceTest.js"
+import { mkdirSync, mkdtempSync, symlinkSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { client, InputDir, keyA, keyB, layer as serviceLayer, Sim, waitFor } from "../support/JobServiceTest.js"
 
 const send = (request: HttpClientRequest.HttpClientRequest) =>
   Effect.flatMap(HttpClient.HttpClient, (http) => http.execute(request))
@@ -170,6 +173,37 @@ describe("job API refusals", () => {
         const { id } = yield* a.jobs.submit({ payload: { file: "good.jsonl" }, headers: {} })
         const job = yield* waitFor(a.jobs.get({ path: { id } }), (j) => j.state === "finished")
         expect(job.counts.succeeded).toBe(2)
+      }))
+
+    it.effect("a file is read only if its real path, links resolved, is inside the input folder", () =>
+      Effect.gen(function*() {
+        const dir = yield* InputDir
+        const outside = mkdtempSync(join(tmpdir(), "effect-batch-outside-"))
+        writeFileSync(join(outside, "secret.jsonl"), "\"the secret prompt\"\n")
+        mkdirSync(join(outside, "private"))
+        mkdirSync(join(dir, "folder"))
+        symlinkSync(join(outside, "secret.jsonl"), join(dir, "link.jsonl"))
+        symlinkSync(join(outside, "private"), join(dir, "outdir"))
+        symlinkSync(join(dir, "folder"), join(dir, "indir"))
+        symlinkSync(join(dir, "good.jsonl"), join(dir, "alias.jsonl"))
+        const a = yield* client(keyA)
+        const before = (yield* a.jobs.list({ urlParams: { limit: 200 } })).jobs.length
+        const cases: ReadonlyArray<readonly [string, string]> = [
+          ["link.jsonl", "link.jsonl is outside the input folder (a link is followed to its real path, which must be inside the folder)"],
+          ["outdir", "outdir is outside the input folder (a link is followed to its real path, which must be inside the folder)"],
+          ["indir", "indir is a directory, not a file to read"],
+          ["folder", "folder is a directory, not a file to read"]
+        ]
+        for (const [file, message] of cases) {
+          const response = yield* post("/jobs", { file })
+          expect(response.status).toBe(400)
+          expect(yield* json(response)).toEqual({ _tag: "InvalidJob", field: "file", message })
+        }
+        expect((yield* a.jobs.list({ urlParams: { limit: 200 } })).jobs.length).toBe(before)
+        // A link to a file inside the folder is that file.
+        const { id } = yield* a.jobs.submit({ payload: { file: "alias.jsonl" }, headers: {} })
+        const job = yield* waitFor(a.jobs.get({ path: { id } }), (j) => j.state === "finished")
+        expect(job.counts).toMatchObject({ total: 2, succeeded: 2 })
       }))
 
     it.effect("a bad line of a file is a failed item naming file:line; the rest runs; replay never sends it", () =>
