@@ -113,7 +113,11 @@ describe("job API refusals", () => {
           [{ items: ["x"], maxCost: -1 }, "maxCost"],
           [{ items: ["x"], maxAttempts: 0 }, "maxAttempts"],
           [{ items: ["x"], timeLimit: { soft: 0 } }, "soft"],
-          [{ items: ["x"], metadata: { n: 1 } }, "n"]
+          [{ items: ["x"], metadata: { n: 1 } }, "n"],
+          // Unknown fields: a misspelt option must not run a job without it.
+          [{ items: ["x"], maxcost: 0.01 }, "maxcost"],
+          [{ Items: ["x"] }, "Items"],
+          [{ items: ["x"], timeLimit: { soft: 1, hadr: 2 } }, "hadr"]
         ]
         for (const [body, field] of cases) {
           const response = yield* post("/jobs", body)
@@ -223,6 +227,41 @@ describe("job API refusals", () => {
         const replayed = yield* a.jobs.replay({ path: { id: submitted.id } })
         expect(replayed.round).toBe(0)
         expect((yield* sim.metrics).received - before).toBe(2)
+      }))
+
+    it.effect("unknown fields are refused in bodies and queries, but not inside items: those pass through as before", () =>
+      Effect.gen(function*() {
+        const unknownField = (response: HttpClientResponse.HttpClientResponse, field: string) =>
+          Effect.gen(function*() {
+            expect(response.status).toBe(400)
+            const error = yield* json(response)
+            expect(error._tag).toBe("HttpApiDecodeError")
+            expect(typeof error.message).toBe("string")
+            expect(error.issues).toEqual([expect.objectContaining({ _tag: "Unexpected", path: [field] })])
+          })
+        yield* unknownField(yield* post("/jobs", { items: ["x"], maxcost: 0.01 }), "maxcost")
+        yield* unknownField(yield* getAs("/jobs?stat=running", keyA), "stat")
+        const a = yield* client(keyA)
+        // The simulator answers 400 to a prompt containing INVALID: the item ends as a dead letter showing its stored input.
+        const item = {
+          messages: [{ role: "user", content: "INVALID: pass me through", name: "alice" }],
+          temperature: 0.2,
+          response_format: { type: "json_object" },
+          seed: 7
+        }
+        const response = yield* post("/jobs", { items: [item, "a plain prompt"] })
+        expect(response.status).toBe(202)
+        const { id } = (yield* json(response)) as { readonly id: string }
+        yield* unknownField(yield* getAs(`/jobs/${id}/results?folow=true`, keyA), "folow")
+        yield* waitFor(a.jobs.get({ path: { id } }), (j) => j.state === "finished")
+        const { items } = yield* a.jobs.deadLetters({ path: { id } })
+        // Request fields are passed through; a message keeps role and content, as before.
+        expect(items.map((d) => d.input)).toEqual([{
+          messages: [{ role: "user", content: "INVALID: pass me through" }],
+          temperature: 0.2,
+          response_format: { type: "json_object" },
+          seed: 7
+        }])
       }))
 
     it.effect("other endpoints: bad ids, cursors, states and Last-Event-ID", () =>
