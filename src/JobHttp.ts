@@ -1,8 +1,9 @@
 /**
  * The job service's HTTP side: the handlers of `JobApi`, bearer-key
- * authentication, the SSE and JSONL streams, the payload size limit, the
- * OpenAPI document (`/openapi.json`), its reference page (`/reference`) and
- * the dashboard (`/`).
+ * authentication, the SSE and JSONL streams, the payload size limit, schema
+ * errors whose message names each bad field's path, the OpenAPI document
+ * (`/openapi.json`), its reference page (`/reference`) and the dashboard
+ * (`/`).
  *
  * What it does not promise: CORS (the dashboard is served by the service
  * itself, so it needs none).
@@ -10,10 +11,12 @@
  * @since 0.1.0
  */
 import * as HttpApiBuilder from "@effect/platform/HttpApiBuilder"
+import * as HttpApiError from "@effect/platform/HttpApiError"
 import * as HttpApiScalar from "@effect/platform/HttpApiScalar"
 import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import type * as HttpApp from "@effect/platform/HttpApp"
+import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
@@ -116,6 +119,56 @@ export const layerAuthentication = Layer.effect(
   }))
 )
 
+const pathText = (path: ReadonlyArray<PropertyKey>): string =>
+  path.reduce<string>((text, key) =>
+    typeof key === "number"
+      ? `${text}[${key}]`
+      : /^[A-Za-z_$][A-Za-z0-9_$-]*$/.test(String(key))
+        ? `${text === "" ? "" : `${text}.`}${String(key)}`
+        : `${text}[${JSON.stringify(String(key))}]`, "")
+
+const maxIssues = 5
+const maxIssueLength = 300
+
+/**
+ * The issues of a request the schema refused, one clause each, each naming
+ * its path: `timeLimit.hadr is unexpected, expected: "soft" | "hard"`. An
+ * issue on a path another issue goes deeper into is left out: it is a
+ * union's other branch (`items[0]: Expected string`, when the item is an
+ * object whose `messages` is wrong).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export const decodeErrorMessage = (issues: ReadonlyArray<typeof HttpApiError.Issue.Type>): string => {
+  const deeper = (a: ReadonlyArray<PropertyKey>, b: ReadonlyArray<PropertyKey>) =>
+    b.length > a.length && a.every((key, i) => key === b[i])
+  const kept = issues.filter((issue) => !issues.some((other) => deeper(issue.path, other.path)))
+  const clauses = kept.slice(0, maxIssues).map((issue) => {
+    const message = issue.message.length > maxIssueLength ? `${issue.message.slice(0, maxIssueLength)}…` : issue.message
+    const path = issue.path.length === 0 ? "the request" : pathText(issue.path)
+    return message.startsWith("is ") ? `${path} ${message}` : `${path}: ${message}`
+  })
+  if (kept.length > maxIssues) clauses.push(`and ${kept.length - maxIssues} more`)
+  return clauses.join("; ")
+}
+
+/**
+ * Rewrites the message of the API's schema errors (`HttpApiDecodeError`)
+ * with `decodeErrorMessage`: the schema's own is a tree whose first line is
+ * the whole type. The `issues` stay as they are.
+ *
+ * @since 0.1.0
+ * @category middleware
+ */
+export const layerDecodeErrors = HttpApiBuilder.middleware(JobApi.Api, (app) =>
+  Effect.catchSomeCause(app, (cause) =>
+    Option.map(
+      Option.filter(Cause.failureOption(cause), (error: unknown) => error instanceof HttpApiError.HttpApiDecodeError),
+      (error: HttpApiError.HttpApiDecodeError) =>
+        Effect.fail(new HttpApiError.HttpApiDecodeError({ issues: error.issues, message: decodeErrorMessage(error.issues) }))
+    )))
+
 /**
  * Checks request bodies before the API decodes them: over `maxBodyBytes`, a
  * JSON 413 (before reading, when the length is announced; reading stops at
@@ -188,6 +241,7 @@ export const layerApi = HttpApiBuilder.api(JobApi.Api).pipe(
  */
 export const layerServer = (options: Options = {}) =>
   HttpApiBuilder.serve(checkBody(options.maxBodyBytes ?? 10 * 1024 * 1024)).pipe(
+    Layer.provide(layerDecodeErrors),
     Layer.provide(HttpApiScalar.layer({ path: "/reference" })),
     Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: "/openapi.json" })),
     Layer.provide(layerDashboard),

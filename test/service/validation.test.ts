@@ -102,31 +102,36 @@ describe("job API refusals", () => {
   })
 
   layer(serviceLayer(setup), { excludeTestServices: true })("bad input", (it) => {
-    it.effect("submit: schema errors are 400 naming the field", () =>
+    it.effect("submit: schema errors are 400 naming the field, in the issues and in a one-line message", () =>
       Effect.gen(function*() {
-        const cases: ReadonlyArray<readonly [unknown, string]> = [
-          [{ items: ["x"], priority: 11 }, "priority"],
-          [{ items: ["x"], priority: 1.5 }, "priority"],
-          [{ items: [42] }, "items"],
-          [{ items: [""] }, "items"],
-          [{ items: [{ messages: [] }] }, "messages"],
-          [{ items: ["x"], maxCost: -1 }, "maxCost"],
-          [{ items: ["x"], maxAttempts: 0 }, "maxAttempts"],
-          [{ items: ["x"], timeLimit: { soft: 0 } }, "soft"],
-          [{ items: ["x"], metadata: { n: 1 } }, "n"],
+        // The body, the field among the issues' paths, and the path the message starts with.
+        const cases: ReadonlyArray<readonly [unknown, string, string]> = [
+          [{ items: ["x"], priority: 11 }, "priority", "priority"],
+          [{ items: ["x"], priority: 1.5 }, "priority", "priority"],
+          [{ items: [42] }, "items", "items[0]"],
+          [{ items: [""] }, "items", "items[0]"],
+          [{ items: [{ messages: [] }] }, "messages", "items[0].messages[0]"],
+          [{ items: ["x"], maxCost: -1 }, "maxCost", "maxCost"],
+          [{ items: ["x"], maxAttempts: 0 }, "maxAttempts", "maxAttempts"],
+          [{ items: ["x"], timeLimit: { soft: 0 } }, "soft", "timeLimit.soft"],
+          [{ items: ["x"], metadata: { n: 1 } }, "n", "metadata.n"],
           // Unknown fields: a misspelt option must not run a job without it.
-          [{ items: ["x"], maxcost: 0.01 }, "maxcost"],
-          [{ Items: ["x"] }, "Items"],
-          [{ items: ["x"], timeLimit: { soft: 1, hadr: 2 } }, "hadr"]
+          [{ items: ["x"], maxcost: 0.01 }, "maxcost", "maxcost"],
+          [{ Items: ["x"] }, "Items", "Items"],
+          [{ items: ["x"], timeLimit: { soft: 1, hadr: 2 } }, "hadr", "timeLimit.hadr"]
         ]
-        for (const [body, field] of cases) {
+        for (const [body, field, path] of cases) {
           const response = yield* post("/jobs", body)
           expect(response.status).toBe(400)
           const error = yield* json(response)
           expect(error._tag).toBe("HttpApiDecodeError")
           const issues = error.issues as ReadonlyArray<{ readonly path: ReadonlyArray<unknown> }>
           expect(issues.some((issue) => issue.path.map(String).includes(field))).toBe(true)
+          expect(error.message).not.toContain("\n")
+          expect((error.message as string).startsWith(`${path} is `) || (error.message as string).startsWith(`${path}: `), String(error.message)).toBe(true)
         }
+        const wrong = yield* json(yield* post("/jobs", { items: ["x"], timeLimit: { soft: 1, hadr: 2 } }))
+        expect(wrong.message).toBe("timeLimit.hadr is unexpected, expected: \"soft\" | \"hard\"")
         const notJson = yield* post("/jobs", "{ not json")
         expect(notJson.status).toBe(400)
         expect(yield* json(notJson)).toMatchObject({ _tag: "InvalidJson", message: expect.stringMatching(/^the request body is not valid JSON/) })
@@ -238,6 +243,7 @@ describe("job API refusals", () => {
             expect(error._tag).toBe("HttpApiDecodeError")
             expect(typeof error.message).toBe("string")
             expect(error.issues).toEqual([expect.objectContaining({ _tag: "Unexpected", path: [field] })])
+            expect(error.message).toMatch(new RegExp(`^${field} is unexpected, expected: "`))
           })
         yield* unknownField(yield* post("/jobs", { items: ["x"], maxcost: 0.01 }), "maxcost")
         yield* unknownField(yield* getAs("/jobs?stat=running", keyA), "stat")
