@@ -197,7 +197,7 @@ export type Job = typeof Job.Type
 export const Submitted = Schema.Struct({
   id: JobId,
   state: JobState,
-  /** `false` when the `Idempotency-Key` named a job submitted before: this is that job. */
+  /** `false` when the `Idempotency-Key` named a job submitted before with the same body: this is that job. */
   created: Schema.Boolean,
   /** Lines of a `file` that are not items: they are in the job as failed (class `Rejected`, naming `file:line`). */
   rejected: Schema.optional(Schema.Int)
@@ -300,6 +300,20 @@ export class JobBusy extends Schema.TaggedError<JobBusy>()("JobBusy", {
 }, HttpApiSchema.annotations({ status: 409 })) {}
 
 /**
+ * The `Idempotency-Key` named a job submitted with another request: a key is
+ * for retrying one request, so the same key with a different body is
+ * refused rather than answered with the first job. Bodies are compared as
+ * decoded (the order of fields does not matter).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class IdempotencyKeyReused extends Schema.TaggedError<IdempotencyKeyReused>()("IdempotencyKeyReused", {
+  key: Schema.String,
+  message: Schema.String
+}, HttpApiSchema.annotations({ status: 422 })) {}
+
+/**
  * A missing, malformed or unknown API key.
  *
  * @since 0.1.0
@@ -351,6 +365,7 @@ export class JobsGroup extends HttpApiGroup.make("jobs")
       .addSuccess(Submitted, { status: 202 })
       .addError(InvalidJob)
       .addError(TooManyItems)
+      .addError(IdempotencyKeyReused)
       .annotate(OpenApi.Summary, "Submit a job; answers at once with its id")
   )
   .add(

@@ -7,12 +7,18 @@
  * A job of another tenant is answered exactly like a job that does not
  * exist (`JobNotFound`), so ids cannot be probed.
  *
+ * An `Idempotency-Key` names one job per tenant: the same key with the same
+ * payload (compared decoded, by the SHA-256 of its canonical JSON) is that
+ * job again; with another payload it is `IdempotencyKeyReused`.
+ *
  * A `file` is read from the server's input folder and nowhere else: the
  * name's real path, links resolved, must be inside the folder's, and the
  * lines are read from the handle that was checked (`InputFolder`).
  *
  * What it does not promise: a server-side `file` is read once, at
- * submission; changing the file afterwards changes nothing.
+ * submission; changing the file afterwards changes nothing (and a retry that
+ * names the same file is the same request, whatever the file holds now). A
+ * job stored before payload hashes were kept matches any payload under its key.
  *
  * @since 0.1.0
  */
@@ -32,6 +38,7 @@ import * as JobEvents from "./JobEvents.js"
 import * as JobRunner from "./JobRunner.js"
 import * as JobStore from "./JobStore.js"
 import * as ProviderProfiles from "./ProviderProfiles.js"
+import * as ResultCache from "./ResultCache.js"
 
 /**
  * @since 0.1.0
@@ -53,7 +60,7 @@ export interface Service {
     tenant: string,
     payload: JobApi.SubmitJob,
     idempotencyKey: string | undefined
-  ) => Effect.Effect<typeof JobApi.Submitted.Type, JobApi.InvalidJob | JobApi.TooManyItems>
+  ) => Effect.Effect<typeof JobApi.Submitted.Type, JobApi.InvalidJob | JobApi.TooManyItems | JobApi.IdempotencyKeyReused>
   readonly get: (tenant: string, id: string) => Effect.Effect<JobApi.Job, JobApi.JobNotFound>
   readonly list: (tenant: string, query: {
     readonly state?: JobApi.JobState | undefined
@@ -236,10 +243,12 @@ export const make = (limits: Limits) =>
           ? payload.items.map((item): JobStore.NewItem => ({ input: JSON.stringify(item) }))
           : yield* readFile(payload.file!)
         const rejected = items.filter((item) => item.rejected !== undefined).length
+        const payloadHash = ResultCache.key(payload)
         const { created, job } = yield* Effect.orDie(store.insert({
           id: newId(),
           tenant,
           idempotencyKey,
+          payloadHash,
           profile: profileName,
           model,
           priority: payload.priority ?? 0,
@@ -255,6 +264,15 @@ export const make = (limits: Limits) =>
           total: items.length,
           createdAt: now()
         }, items))
+        // A job stored before hashes were kept has none: it is taken for the same request, as it was then.
+        if (!created && job.payloadHash !== undefined && job.payloadHash !== payloadHash) {
+          return yield* Effect.fail(
+            new JobApi.IdempotencyKeyReused({
+              key: idempotencyKey!,
+              message: `the Idempotency-Key ${JSON.stringify(idempotencyKey)} was used for a different request (job ${job.id}); a new request needs a new key`
+            })
+          )
+        }
         if (created) {
           yield* events.publish(job.id, "state", { state: "queued" })
           yield* runner.execute(job.id, 0)

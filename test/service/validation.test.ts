@@ -93,11 +93,15 @@ describe("job API refusals", () => {
         }
         expect((yield* b.jobs.list({ urlParams: {} })).jobs).toEqual([])
         expect((yield* a.jobs.list({ urlParams: {} })).jobs.map((j) => j.id)).toContain(id)
-        // The same idempotency key in two tenants names two jobs.
+        // The same idempotency key in two tenants names two jobs, whatever their bodies.
         const fromA = yield* a.jobs.submit({ payload: { items: ["k"] }, headers: { "idempotency-key": "shared" } })
         const fromB = yield* b.jobs.submit({ payload: { items: ["k"] }, headers: { "idempotency-key": "shared" } })
         expect(fromB.id).not.toBe(fromA.id)
         expect(fromB.created).toBe(true)
+        const otherBody = yield* b.jobs.submit({ payload: { items: ["k"] }, headers: { "idempotency-key": "shared-2" } })
+        const fromAOther = yield* a.jobs.submit({ payload: { items: ["something else"] }, headers: { "idempotency-key": "shared-2" } })
+        expect(fromAOther.created).toBe(true)
+        expect(fromAOther.id).not.toBe(otherBody.id)
       }))
   })
 
