@@ -27,6 +27,7 @@ import * as Dashboard from "./Dashboard.js"
 import * as JobApi from "./JobApi.js"
 import type * as JobEvents from "./JobEvents.js"
 import * as Jobs from "./Jobs.js"
+import * as JsonDepth from "./JsonDepth.js"
 
 /** Between SSE keep-alive comments. */
 export const keepAliveEvery = "15 seconds"
@@ -173,7 +174,8 @@ export const layerDecodeErrors = HttpApiBuilder.middleware(JobApi.Api, (app) =>
  * Checks request bodies before the API decodes them: over `maxBodyBytes`, a
  * JSON 413 (before reading, when the length is announced; reading stops at
  * the limit when it is not); a JSON body that does not parse, a JSON 400
- * saying where (the API's own decoder would answer an empty 400). The body
+ * saying where (the API's own decoder would answer an empty 400); one that
+ * nests deeper than `JsonDepth.limit`, a JSON 400 (`PayloadTooDeep`). The body
  * read here is cached by the request, so it is read once.
  *
  * @since 0.1.0
@@ -199,8 +201,12 @@ export const checkBody = (maxBodyBytes: number) => (app: HttpApp.Default): HttpA
         onFailure: () => Effect.succeed(tooLarge(undefined)),
         onSuccess: (text) => {
           try {
-            JSON.parse(text)
-            return limited
+            if (!JsonDepth.exceeds(JSON.parse(text))) return limited
+            return Effect.succeed(HttpServerResponse.unsafeJson({
+              _tag: "PayloadTooDeep",
+              limit: JsonDepth.limit,
+              message: `the request body nests arrays and objects more than ${JsonDepth.limit} levels deep`
+            }, { status: 400 }))
           } catch (error) {
             return Effect.succeed(HttpServerResponse.unsafeJson({
               _tag: "InvalidJson",

@@ -180,6 +180,26 @@ describe("job API refusals", () => {
         expect(yield* json(huge)).toMatchObject({ _tag: "PayloadTooLarge", limit: 20_000 })
       }))
 
+    it.effect("a body or a file line nested deeper than 64 levels: 400 PayloadTooDeep, or a rejected line", () =>
+      Effect.gen(function*() {
+        // The body, items and the item are three of the levels.
+        const body = (depth: number) => `{"items":[{"messages":[{"role":"user","content":"deep"}],"x":${"[".repeat(depth - 3)}${"]".repeat(depth - 3)}}]}`
+        const deepest = yield* post("/jobs", body(64))
+        expect(deepest.status).toBe(202)
+        for (const depth of [65, 5000]) {
+          const tooDeep = yield* post("/jobs", body(depth))
+          expect(tooDeep.status).toBe(400)
+          expect(yield* json(tooDeep)).toEqual({ _tag: "PayloadTooDeep", limit: 64, message: "the request body nests arrays and objects more than 64 levels deep" })
+        }
+        const dir = yield* InputDir
+        writeFileSync(join(dir, "deep.jsonl"), `"fine"\n{"messages":[{"role":"user","content":"x"}],"x":${"[".repeat(5000)}${"]".repeat(5000)}}\n`)
+        const a = yield* client(keyA)
+        const submitted = yield* a.jobs.submit({ payload: { file: "deep.jsonl" }, headers: {} })
+        expect(submitted.rejected).toBe(1)
+        const { items } = yield* a.jobs.deadLetters({ path: { id: submitted.id } })
+        expect(items.map((d) => d.message)).toEqual(["deep.jsonl:2: nests arrays and objects more than 64 levels deep"])
+      }))
+
     it.effect("a file in the input folder is read at submission", () =>
       Effect.gen(function*() {
         const a = yield* client(keyA)
