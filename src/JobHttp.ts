@@ -173,10 +173,12 @@ export const layerDecodeErrors = HttpApiBuilder.middleware(JobApi.Api, (app) =>
 /**
  * Checks request bodies before the API decodes them: over `maxBodyBytes`, a
  * JSON 413 (before reading, when the length is announced; reading stops at
- * the limit when it is not); a JSON body that does not parse, a JSON 400
- * saying where (the API's own decoder would answer an empty 400); one that
- * nests deeper than `JsonDepth.limit`, a JSON 400 (`PayloadTooDeep`). The body
- * read here is cached by the request, so it is read once.
+ * the limit when it is not); a body of another type than JSON, a JSON 415
+ * (one without a Content-Type is taken for JSON, as the API reads it); a
+ * JSON body that does not parse, a JSON 400 saying where (the API's own
+ * decoder would answer an empty 400); one that nests deeper than
+ * `JsonDepth.limit`, a JSON 400 (`PayloadTooDeep`). The body read here is
+ * cached by the request, so it is read once.
  *
  * @since 0.1.0
  * @category middleware
@@ -192,9 +194,16 @@ export const checkBody = (maxBodyBytes: number) => (app: HttpApp.Default): HttpA
     const length = Number(request.headers["content-length"] ?? "0")
     if (Number.isFinite(length) && length > maxBodyBytes) return Effect.succeed(tooLarge(length))
     const hasBody = length > 0 || request.headers["transfer-encoding"] !== undefined
-    const isJson = (request.headers["content-type"] ?? "").includes("json")
+    const contentType = (request.headers["content-type"] ?? "").trim().toLowerCase()
     const limited = HttpServerRequest.withMaxBodySize(app, Option.some(maxBodyBytes))
-    if (!hasBody || !isJson) return limited
+    if (!hasBody) return limited
+    // The API reads a body with no Content-Type as JSON too, and would die on a malformed multipart one.
+    if (contentType !== "" && !contentType.includes("application/json")) {
+      return Effect.succeed(HttpServerResponse.unsafeJson({
+        _tag: "UnsupportedMediaType",
+        message: `request bodies are JSON (Content-Type: application/json), not ${contentType.slice(0, 100)}`
+      }, { status: 415 }))
+    }
     return request.text.pipe(
       HttpServerRequest.withMaxBodySize(Option.some(maxBodyBytes)),
       Effect.matchEffect({

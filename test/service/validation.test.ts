@@ -200,6 +200,33 @@ describe("job API refusals", () => {
         expect(items.map((d) => d.message)).toEqual(["deep.jsonl:2: nests arrays and objects more than 64 levels deep"])
       }))
 
+    it.effect("bodies are JSON: another Content-Type is a 415; none is read, and checked, as JSON", () =>
+      Effect.gen(function*() {
+        const raw = (body: string, contentType: string) =>
+          send(HttpClientRequest.post("/jobs").pipe(
+            HttpClientRequest.bearerToken(keyA),
+            HttpClientRequest.bodyUint8Array(new TextEncoder().encode(body), contentType)
+          ))
+        for (const contentType of ["multipart/form-data; boundary=x", "multipart/form-data", "application/x-www-form-urlencoded", "text/plain"]) {
+          const response = yield* raw("items=x", contentType)
+          expect(response.status).toBe(415)
+          expect(yield* json(response)).toEqual({
+            _tag: "UnsupportedMediaType",
+            message: `request bodies are JSON (Content-Type: application/json), not ${contentType}`
+          })
+        }
+        // No Content-Type at all: the API reads the body as JSON, so it is checked as JSON.
+        const notJson = yield* raw("{ not json", "")
+        expect(notJson.status).toBe(400)
+        expect((yield* json(notJson))._tag).toBe("InvalidJson")
+        const tooDeep = yield* raw(`{"items":${"[".repeat(5000)}${"]".repeat(5000)}}`, "")
+        expect(tooDeep.status).toBe(400)
+        expect((yield* json(tooDeep))._tag).toBe("PayloadTooDeep")
+        const upperCase = yield* raw("{ not json", "Application/JSON; charset=utf-8")
+        expect(upperCase.status).toBe(400)
+        expect((yield* json(upperCase))._tag).toBe("InvalidJson")
+      }))
+
     it.effect("a file in the input folder is read at submission", () =>
       Effect.gen(function*() {
         const a = yield* client(keyA)
