@@ -7,7 +7,9 @@
  * Every endpoint needs a bearer API key (`Authorization: Bearer <key>`); the
  * key names a tenant, and a tenant sees only its own jobs (another tenant's
  * job answers 404, exactly like one that does not exist). Errors are JSON
- * objects with a `_tag` and a `message`, never a stack trace.
+ * objects with a `_tag` and a `message`, never a stack trace. A body or
+ * query field an endpoint does not declare is an error (400), not ignored;
+ * only the items themselves, being provider requests, are passed through.
  *
  * What it does not promise: the SSE and JSONL endpoints are declared here as
  * text, so the derived client reads them whole; stream them with a plain HTTP
@@ -67,18 +69,34 @@ export type JobState = typeof JobState.Type
 export const isTerminal = (state: JobState): boolean => state !== "queued" && state !== "running"
 
 /**
+ * Request bodies and queries refuse fields they do not declare (a misspelt
+ * `maxcost` must not run a job without its cost cap). Parse options reach
+ * every schema nested inside, until one sets its own.
+ */
+const refuseUnknownFields = { onExcessProperty: "error" } as const
+
+/**
  * One item: a prompt, or a whole chat request (`messages`, `max_tokens`, ...).
+ *
+ * An item is the provider's request, not ours: any other request field
+ * (`temperature`, `response_format`, ...) is passed through, and a message's
+ * fields other than `role` and `content` are dropped, as they always were.
+ * So unknown fields are not refused inside an item.
  *
  * @since 0.1.0
  * @category schemas
  */
-export const Item = Schema.Union(Schema.String.pipe(Schema.minLength(1)), OpenAiCompat.ChatRequest).annotations({ identifier: "Item" })
+export const Item = Schema.Union(Schema.String.pipe(Schema.minLength(1)), OpenAiCompat.ChatRequest).annotations({
+  identifier: "Item",
+  parseOptions: { onExcessProperty: "ignore" }
+})
 
 const Seconds = Schema.Number.pipe(Schema.positive(), Schema.lessThanOrEqualTo(7 * 24 * 3600))
 
 /**
  * What `POST /jobs` takes: the items inline (`items`) or the name of a JSONL
- * file in the server's input folder (`file`), exactly one of the two.
+ * file in the server's input folder (`file`), exactly one of the two. A field
+ * it does not declare, here or in `timeLimit`, is an error (not inside items).
  *
  * @since 0.1.0
  * @category schemas
@@ -107,7 +125,7 @@ export const SubmitJob = Schema.Struct({
   itemDeadline: Schema.optionalWith(Seconds, { exact: true }),
   /** Free-form labels kept with the job. */
   metadata: Schema.optionalWith(Schema.Record({ key: Schema.String, value: Schema.String }), { exact: true })
-}).annotations({ identifier: "SubmitJob" })
+}).annotations({ identifier: "SubmitJob", parseOptions: refuseUnknownFields })
 
 /**
  * @since 0.1.0
@@ -179,7 +197,7 @@ export type Job = typeof Job.Type
 export const Submitted = Schema.Struct({
   id: JobId,
   state: JobState,
-  /** `false` when the `Idempotency-Key` named a job submitted before: this is that job. */
+  /** `false` when the `Idempotency-Key` named a job submitted before with the same body: this is that job. */
   created: Schema.Boolean,
   /** Lines of a `file` that are not items: they are in the job as failed (class `Rejected`, naming `file:line`). */
   rejected: Schema.optional(Schema.Int)
@@ -282,6 +300,20 @@ export class JobBusy extends Schema.TaggedError<JobBusy>()("JobBusy", {
 }, HttpApiSchema.annotations({ status: 409 })) {}
 
 /**
+ * The `Idempotency-Key` named a job submitted with another request: a key is
+ * for retrying one request, so the same key with a different body is
+ * refused rather than answered with the first job. Bodies are compared as
+ * decoded (the order of fields does not matter).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class IdempotencyKeyReused extends Schema.TaggedError<IdempotencyKeyReused>()("IdempotencyKeyReused", {
+  key: Schema.String,
+  message: Schema.String
+}, HttpApiSchema.annotations({ status: 422 })) {}
+
+/**
  * A missing, malformed or unknown API key.
  *
  * @since 0.1.0
@@ -333,6 +365,7 @@ export class JobsGroup extends HttpApiGroup.make("jobs")
       .addSuccess(Submitted, { status: 202 })
       .addError(InvalidJob)
       .addError(TooManyItems)
+      .addError(IdempotencyKeyReused)
       .annotate(OpenApi.Summary, "Submit a job; answers at once with its id")
   )
   .add(
@@ -341,7 +374,7 @@ export class JobsGroup extends HttpApiGroup.make("jobs")
         state: Schema.optional(JobState),
         limit: Schema.optional(Schema.NumberFromString.pipe(Schema.int(), Schema.between(1, 200))),
         cursor: Schema.optional(Schema.String)
-      }))
+      }).annotations({ parseOptions: refuseUnknownFields }))
       .addSuccess(JobPage)
       .addError(InvalidJob)
       .annotate(OpenApi.Summary, "The tenant's jobs, newest first")
@@ -365,7 +398,7 @@ export class JobsGroup extends HttpApiGroup.make("jobs")
       .setUrlParams(Schema.Struct({
         /** `true`: every item in input order, each as soon as it and all before it have settled, until the job ends. */
         follow: Schema.optional(Schema.BooleanFromString)
-      }))
+      }).annotations({ parseOptions: refuseUnknownFields }))
       .addSuccess(Schema.String.pipe(HttpApiSchema.withEncoding({ kind: "Text", contentType: "application/x-ndjson" })))
       .addError(JobNotFound)
       .annotate(OpenApi.Summary, "Settled items as JSON lines, in input order (also while the job runs; follow=true waits for the rest)")

@@ -1,8 +1,9 @@
 /**
  * The job service's HTTP side: the handlers of `JobApi`, bearer-key
- * authentication, the SSE and JSONL streams, the payload size limit, the
- * OpenAPI document (`/openapi.json`), its reference page (`/reference`) and
- * the dashboard (`/`).
+ * authentication, the SSE and JSONL streams, the payload size limit, schema
+ * errors whose message names each bad field's path, the OpenAPI document
+ * (`/openapi.json`), its reference page (`/reference`) and the dashboard
+ * (`/`).
  *
  * What it does not promise: CORS (the dashboard is served by the service
  * itself, so it needs none).
@@ -10,10 +11,12 @@
  * @since 0.1.0
  */
 import * as HttpApiBuilder from "@effect/platform/HttpApiBuilder"
+import * as HttpApiError from "@effect/platform/HttpApiError"
 import * as HttpApiScalar from "@effect/platform/HttpApiScalar"
 import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import type * as HttpApp from "@effect/platform/HttpApp"
+import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
@@ -24,6 +27,7 @@ import * as Dashboard from "./Dashboard.js"
 import * as JobApi from "./JobApi.js"
 import type * as JobEvents from "./JobEvents.js"
 import * as Jobs from "./Jobs.js"
+import * as JsonDepth from "./JsonDepth.js"
 
 /** Between SSE keep-alive comments. */
 export const keepAliveEvery = "15 seconds"
@@ -116,12 +120,65 @@ export const layerAuthentication = Layer.effect(
   }))
 )
 
+const pathText = (path: ReadonlyArray<PropertyKey>): string =>
+  path.reduce<string>((text, key) =>
+    typeof key === "number"
+      ? `${text}[${key}]`
+      : /^[A-Za-z_$][A-Za-z0-9_$-]*$/.test(String(key))
+        ? `${text === "" ? "" : `${text}.`}${String(key)}`
+        : `${text}[${JSON.stringify(String(key))}]`, "")
+
+const maxIssues = 5
+const maxIssueLength = 300
+
+/**
+ * The issues of a request the schema refused, one clause each, each naming
+ * its path: `timeLimit.hadr is unexpected, expected: "soft" | "hard"`. An
+ * issue on a path another issue goes deeper into is left out: it is a
+ * union's other branch (`items[0]: Expected string`, when the item is an
+ * object whose `messages` is wrong).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export const decodeErrorMessage = (issues: ReadonlyArray<typeof HttpApiError.Issue.Type>): string => {
+  const deeper = (a: ReadonlyArray<PropertyKey>, b: ReadonlyArray<PropertyKey>) =>
+    b.length > a.length && a.every((key, i) => key === b[i])
+  const kept = issues.filter((issue) => !issues.some((other) => deeper(issue.path, other.path)))
+  const clauses = kept.slice(0, maxIssues).map((issue) => {
+    const message = issue.message.length > maxIssueLength ? `${issue.message.slice(0, maxIssueLength)}…` : issue.message
+    const path = issue.path.length === 0 ? "the request" : pathText(issue.path)
+    return message.startsWith("is ") ? `${path} ${message}` : `${path}: ${message}`
+  })
+  if (kept.length > maxIssues) clauses.push(`and ${kept.length - maxIssues} more`)
+  return clauses.join("; ")
+}
+
+/**
+ * Rewrites the message of the API's schema errors (`HttpApiDecodeError`)
+ * with `decodeErrorMessage`: the schema's own is a tree whose first line is
+ * the whole type. The `issues` stay as they are.
+ *
+ * @since 0.1.0
+ * @category middleware
+ */
+export const layerDecodeErrors = HttpApiBuilder.middleware(JobApi.Api, (app) =>
+  Effect.catchSomeCause(app, (cause) =>
+    Option.map(
+      Option.filter(Cause.failureOption(cause), (error: unknown) => error instanceof HttpApiError.HttpApiDecodeError),
+      (error: HttpApiError.HttpApiDecodeError) =>
+        Effect.fail(new HttpApiError.HttpApiDecodeError({ issues: error.issues, message: decodeErrorMessage(error.issues) }))
+    )))
+
 /**
  * Checks request bodies before the API decodes them: over `maxBodyBytes`, a
  * JSON 413 (before reading, when the length is announced; reading stops at
- * the limit when it is not); a JSON body that does not parse, a JSON 400
- * saying where (the API's own decoder would answer an empty 400). The body
- * read here is cached by the request, so it is read once.
+ * the limit when it is not); a body of another type than JSON, a JSON 415
+ * (one without a Content-Type is taken for JSON, as the API reads it); a
+ * JSON body that does not parse, a JSON 400 saying where (the API's own
+ * decoder would answer an empty 400); one that nests deeper than
+ * `JsonDepth.limit`, a JSON 400 (`PayloadTooDeep`). The body read here is
+ * cached by the request, so it is read once.
  *
  * @since 0.1.0
  * @category middleware
@@ -137,17 +194,28 @@ export const checkBody = (maxBodyBytes: number) => (app: HttpApp.Default): HttpA
     const length = Number(request.headers["content-length"] ?? "0")
     if (Number.isFinite(length) && length > maxBodyBytes) return Effect.succeed(tooLarge(length))
     const hasBody = length > 0 || request.headers["transfer-encoding"] !== undefined
-    const isJson = (request.headers["content-type"] ?? "").includes("json")
+    const contentType = (request.headers["content-type"] ?? "").trim().toLowerCase()
     const limited = HttpServerRequest.withMaxBodySize(app, Option.some(maxBodyBytes))
-    if (!hasBody || !isJson) return limited
+    if (!hasBody) return limited
+    // The API reads a body with no Content-Type as JSON too, and would die on a malformed multipart one.
+    if (contentType !== "" && !contentType.includes("application/json")) {
+      return Effect.succeed(HttpServerResponse.unsafeJson({
+        _tag: "UnsupportedMediaType",
+        message: `request bodies are JSON (Content-Type: application/json), not ${contentType.slice(0, 100)}`
+      }, { status: 415 }))
+    }
     return request.text.pipe(
       HttpServerRequest.withMaxBodySize(Option.some(maxBodyBytes)),
       Effect.matchEffect({
         onFailure: () => Effect.succeed(tooLarge(undefined)),
         onSuccess: (text) => {
           try {
-            JSON.parse(text)
-            return limited
+            if (!JsonDepth.exceeds(JSON.parse(text))) return limited
+            return Effect.succeed(HttpServerResponse.unsafeJson({
+              _tag: "PayloadTooDeep",
+              limit: JsonDepth.limit,
+              message: `the request body nests arrays and objects more than ${JsonDepth.limit} levels deep`
+            }, { status: 400 }))
           } catch (error) {
             return Effect.succeed(HttpServerResponse.unsafeJson({
               _tag: "InvalidJson",
@@ -188,6 +256,7 @@ export const layerApi = HttpApiBuilder.api(JobApi.Api).pipe(
  */
 export const layerServer = (options: Options = {}) =>
   HttpApiBuilder.serve(checkBody(options.maxBodyBytes ?? 10 * 1024 * 1024)).pipe(
+    Layer.provide(layerDecodeErrors),
     Layer.provide(HttpApiScalar.layer({ path: "/reference" })),
     Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: "/openapi.json" })),
     Layer.provide(layerDashboard),

@@ -9,10 +9,17 @@
  * input order, counts and dead letters plain queries, and lets a chunk that
  * runs again after a crash pick exactly the items still pending.
  *
+ * The tables are made if absent, and columns added since (the payload hash)
+ * are added to a database made before, on start. An idempotency key is
+ * unique per tenant by a unique index, so inserts racing with one key make
+ * one job whatever the backend.
+ *
  * What it does not promise: the workflow engine's own tables (cluster
  * messages) are separate; this store does not know whether a job's workflow
  * is running. Every method fails with a `JobStoreError` (the SQL error as
- * cause) — callers treat it as a defect of the service.
+ * cause) — callers treat it as a defect of the service. On SQLite, two
+ * processes starting at once on a database made before a column was added
+ * may both try to add it; the second fails to start (start it again).
  *
  * @since 0.1.0
  */
@@ -61,6 +68,12 @@ export interface JobRow {
   readonly id: string
   readonly tenant: string
   readonly idempotencyKey: string | undefined
+  /**
+   * The SHA-256 of the canonical JSON of the submitted payload, to tell a
+   * retry from another request under the same key; `undefined` for a job
+   * stored before it was kept.
+   */
+  readonly payloadHash: string | undefined
   readonly state: JobApi.JobState
   readonly reason: string | undefined
   readonly profile: string
@@ -158,7 +171,9 @@ export interface Store {
    * Inserts the job and its items in one transaction (a rejected item is
    * stored failed, with class `Rejected`, and is never run or replayed); with
    * an idempotency key the tenant used before, inserts nothing and returns
-   * that job instead (`created: false`).
+   * that job instead (`created: false`), whatever its `payloadHash`: the
+   * caller judges. Two inserts with one key at once make one job: the
+   * unique index decides, and the other gets that job.
    */
   readonly insert: (
     job: Omit<JobRow, "startedAt" | "finishedAt" | "reason" | "round" | "state">,
@@ -221,6 +236,7 @@ const ddl = [
     id TEXT PRIMARY KEY,
     tenant TEXT NOT NULL,
     idempotency_key TEXT,
+    payload_hash TEXT,
     state TEXT NOT NULL,
     reason TEXT,
     profile TEXT NOT NULL,
@@ -261,6 +277,11 @@ const ddl = [
   )`
 ]
 
+/** Columns added since the tables were first made: a database made before gets them at start. */
+const addedColumns: ReadonlyArray<{ readonly table: string, readonly column: string, readonly type: string }> = [
+  { table: "effect_batch_jobs", column: "payload_hash", type: "TEXT" }
+]
+
 // Drivers answer BIGINT and aggregates as a number (SQLite) or a string (PostgreSQL).
 type Num = number | string | bigint | null
 const num = (value: Num): number => value === null ? 0 : typeof value === "number" ? value : Number(value)
@@ -270,6 +291,7 @@ interface JobRecord {
   readonly id: string
   readonly tenant: string
   readonly idempotency_key: string | null
+  readonly payload_hash: string | null
   readonly state: JobApi.JobState
   readonly reason: string | null
   readonly profile: string
@@ -288,6 +310,7 @@ const jobOf = (row: JobRecord): JobRow => ({
   id: row.id,
   tenant: row.tenant,
   idempotencyKey: row.idempotency_key ?? undefined,
+  payloadHash: row.payload_hash ?? undefined,
   state: row.state,
   reason: row.reason ?? undefined,
   profile: row.profile,
@@ -344,6 +367,17 @@ export const make: Effect.Effect<Store, JobStoreError, SqlClient.SqlClient> = Ef
     orElse: () => Effect.void
   }).pipe(wrap("setup"))
   for (const statement of ddl) yield* sql.unsafe(statement).pipe(wrap("setup"))
+  for (const { column, table, type } of addedColumns) {
+    yield* sql.onDialectOrElse({
+      pg: () => Effect.asVoid(sql.unsafe(`ALTER TABLE ${table} ADD COLUMN IF NOT EXISTS ${column} ${type}`)),
+      // SQLite has no ADD COLUMN IF NOT EXISTS.
+      orElse: () =>
+        Effect.flatMap(sql.unsafe<{ readonly name: string }>(`PRAGMA table_info(${table})`), (columns) =>
+          columns.some((c) => c.name === column)
+            ? Effect.void
+            : Effect.asVoid(sql.unsafe(`ALTER TABLE ${table} ADD COLUMN ${column} ${type}`)))
+    }).pipe(wrap("setup"))
+  }
 
   const get = (id: string, tenant?: string) =>
     (tenant === undefined
@@ -355,16 +389,14 @@ export const make: Effect.Effect<Store, JobStoreError, SqlClient.SqlClient> = Ef
 
   const insert: Store["insert"] = (job, items) =>
     sql.withTransaction(Effect.gen(function*() {
-      if (job.idempotencyKey !== undefined) {
-        const existing = yield* sql<JobRecord>`SELECT * FROM effect_batch_jobs
-          WHERE tenant = ${job.tenant} AND idempotency_key = ${job.idempotencyKey}`
-        if (existing.length > 0) return { job: jobOf(existing[0]!), created: false }
-      }
-      yield* sql`INSERT INTO effect_batch_jobs ${
+      // A key the tenant used before conflicts on the unique index; a submit with the same key in
+      // another transaction makes this one wait for it (PostgreSQL), then conflict too.
+      const inserted = yield* sql<{ readonly id: string }>`INSERT INTO effect_batch_jobs ${
         sql.insert({
           id: job.id,
           tenant: job.tenant,
           idempotency_key: job.idempotencyKey ?? null,
+          payload_hash: job.payloadHash ?? null,
           state: "queued",
           reason: null,
           profile: job.profile,
@@ -379,7 +411,12 @@ export const make: Effect.Effect<Store, JobStoreError, SqlClient.SqlClient> = Ef
           finished_at: null,
           updated_at: job.createdAt
         })
-      }`
+      } ON CONFLICT (tenant, idempotency_key) DO NOTHING RETURNING id`
+      if (inserted.length === 0) {
+        const existing = yield* sql<JobRecord>`SELECT * FROM effect_batch_jobs
+          WHERE tenant = ${job.tenant} AND idempotency_key = ${job.idempotencyKey ?? null}`
+        return { job: jobOf(existing[0]!), created: false }
+      }
       for (let from = 0; from < items.length; from += rowsPerStatement) {
         const rows = items.slice(from, from + rowsPerStatement).map((item, i) => ({
           job_id: job.id,

@@ -7,8 +7,18 @@
  * A job of another tenant is answered exactly like a job that does not
  * exist (`JobNotFound`), so ids cannot be probed.
  *
+ * An `Idempotency-Key` names one job per tenant: the same key with the same
+ * payload (compared decoded, by the SHA-256 of its canonical JSON) is that
+ * job again; with another payload it is `IdempotencyKeyReused`.
+ *
+ * A `file` is read from the server's input folder and nowhere else: the
+ * name's real path, links resolved, must be inside the folder's, and the
+ * lines are read from the handle that was checked (`InputFolder`).
+ *
  * What it does not promise: a server-side `file` is read once, at
- * submission; changing the file afterwards changes nothing.
+ * submission; changing the file afterwards changes nothing (and a retry that
+ * names the same file is the same request, whatever the file holds now). A
+ * job stored before payload hashes were kept matches any payload under its key.
  *
  * @since 0.1.0
  */
@@ -21,12 +31,14 @@ import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
 import { randomBytes } from "node:crypto"
+import * as InputFolder from "./InputFolder.js"
 import * as JsonlInput from "./JsonlInput.js"
 import * as JobApi from "./JobApi.js"
 import * as JobEvents from "./JobEvents.js"
 import * as JobRunner from "./JobRunner.js"
 import * as JobStore from "./JobStore.js"
 import * as ProviderProfiles from "./ProviderProfiles.js"
+import * as ResultCache from "./ResultCache.js"
 
 /**
  * @since 0.1.0
@@ -48,7 +60,7 @@ export interface Service {
     tenant: string,
     payload: JobApi.SubmitJob,
     idempotencyKey: string | undefined
-  ) => Effect.Effect<typeof JobApi.Submitted.Type, JobApi.InvalidJob | JobApi.TooManyItems>
+  ) => Effect.Effect<typeof JobApi.Submitted.Type, JobApi.InvalidJob | JobApi.TooManyItems | JobApi.IdempotencyKeyReused>
   readonly get: (tenant: string, id: string) => Effect.Effect<JobApi.Job, JobApi.JobNotFound>
   readonly list: (tenant: string, query: {
     readonly state?: JobApi.JobState | undefined
@@ -100,7 +112,6 @@ export const newId = (): string => {
 const pageSize = 500
 /** How often a following results stream looks for newly settled items. */
 const followEvery = "250 millis"
-const filePattern = /^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$/
 
 const cursorOf = (job: JobStore.JobRow) => Buffer.from(`${job.createdAt}:${job.id}`).toString("base64url")
 
@@ -126,8 +137,8 @@ export const make = (limits: Limits) =>
     const events = yield* JobEvents.JobEvents
     const runner = yield* JobRunner.JobRunner
     const profiles = yield* ProviderProfiles.ProviderProfiles
-    const fs = yield* FileSystem.FileSystem
-    const path = yield* Path.Path
+    // Files are read with the service's own file system.
+    const files = yield* Effect.context<FileSystem.FileSystem | Path.Path>()
     const clock = yield* Effect.clock
     const now = () => clock.unsafeCurrentTimeMillis()
 
@@ -173,21 +184,17 @@ export const make = (limits: Limits) =>
       })
 
     /**
-     * The items of a server-side JSONL file. A line that is not an item (bad
-     * JSON, not a chat request) becomes a `Rejected` item naming `file:line`,
-     * like the CLI does: the rest of the file still runs.
+     * The items of a server-side JSONL file, read from the handle
+     * `InputFolder` opened and checked (never by name again). A line that is
+     * not an item (bad JSON, not a chat request) becomes a `Rejected` item
+     * naming `file:line`, like the CLI does: the rest of the file still runs.
      */
     const readFile = (name: string) =>
       Effect.gen(function*() {
         if (limits.inputDir === undefined) return yield* invalid("file", "this server takes no file submissions (no input folder is configured)")
-        if (!filePattern.test(name) || name.includes("..")) {
-          return yield* invalid("file", `${JSON.stringify(name)} is not a file name (letters, digits, . _ -; no folders)`)
-        }
-        const full = path.join(limits.inputDir, name)
-        if (!(yield* Effect.orElseSucceed(fs.exists(full), () => false))) return yield* invalid("file", `no file ${name} in the input folder`)
         const items: Array<JobStore.NewItem> = []
         let tooManyAt: number | undefined
-        const failure = yield* JsonlInput.lines(fs.stream(full)).pipe(
+        const failure = yield* JsonlInput.lines(InputFolder.read(limits.inputDir, name)).pipe(
           Stream.runForEachWhile((line) => {
             if (items.length >= limits.maxItems) {
               tooManyAt = items.length + 1
@@ -200,7 +207,8 @@ export const make = (limits: Limits) =>
             return Effect.succeed(true)
           }),
           Effect.as(undefined),
-          Effect.catchAll((error) => Effect.succeed(`${name}: cannot be read: ${error.message}`))
+          Effect.catchAll((error) => Effect.succeed(error.message)),
+          Effect.provide(files)
         )
         if (failure !== undefined) return yield* invalid("file", failure)
         if (tooManyAt !== undefined) return yield* tooMany(tooManyAt)
@@ -235,10 +243,12 @@ export const make = (limits: Limits) =>
           ? payload.items.map((item): JobStore.NewItem => ({ input: JSON.stringify(item) }))
           : yield* readFile(payload.file!)
         const rejected = items.filter((item) => item.rejected !== undefined).length
+        const payloadHash = ResultCache.key(payload)
         const { created, job } = yield* Effect.orDie(store.insert({
           id: newId(),
           tenant,
           idempotencyKey,
+          payloadHash,
           profile: profileName,
           model,
           priority: payload.priority ?? 0,
@@ -254,6 +264,15 @@ export const make = (limits: Limits) =>
           total: items.length,
           createdAt: now()
         }, items))
+        // A job stored before hashes were kept has none: it is taken for the same request, as it was then.
+        if (!created && job.payloadHash !== undefined && job.payloadHash !== payloadHash) {
+          return yield* Effect.fail(
+            new JobApi.IdempotencyKeyReused({
+              key: idempotencyKey!,
+              message: `the Idempotency-Key ${JSON.stringify(idempotencyKey)} was used for a different request (job ${job.id}); a new request needs a new key`
+            })
+          )
+        }
         if (created) {
           yield* events.publish(job.id, "state", { state: "queued" })
           yield* runner.execute(job.id, 0)

@@ -6,8 +6,9 @@
  * message) or a chat request object (`OpenAiCompat.ChatRequest`: `messages`
  * and any other request field), optionally with an `id` (a string or a
  * number) that is kept for the results and never sent to the provider. A line
- * that is not JSON, or not one of those shapes, becomes a `Rejected` entry
- * whose `message` names the file, the line number and what was wrong
+ * that is not JSON, not one of those shapes, or nested deeper than
+ * `JsonDepth.limit`, becomes a `Rejected` entry whose `message` names the
+ * file, the line number and what was wrong
  * (`prompts.jsonl:17: messages[0].content is missing`); reading goes on.
  *
  * The file is streamed (`FileSystem.stream` → UTF-8 decoding that keeps a
@@ -30,6 +31,7 @@ import * as Either from "effect/Either"
 import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
+import * as JsonDepth from "./JsonDepth.js"
 import * as OpenAiCompat from "./OpenAiCompat.js"
 
 /**
@@ -147,6 +149,8 @@ export const parse = (file: string, line: Line, index: number): Item => {
   } catch (error) {
     return reject(`invalid JSON: ${error instanceof Error ? error.message : String(error)}`)
   }
+  // Before anything walks it: a walk this deep would overflow the stack.
+  if (JsonDepth.exceeds(json)) return reject(`nests arrays and objects more than ${JsonDepth.limit} levels deep`)
   if (typeof json === "string") {
     if (json.trim() === "") return reject("the prompt is an empty string")
     return { _tag: "Entry", index, line: line.number, id: undefined, input: json }

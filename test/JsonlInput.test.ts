@@ -94,6 +94,17 @@ describe("JsonlInput.parse", () => {
     expect(item).toMatchObject({ index: 3, line: 17 })
   })
 
+  it("rejects a line nested deeper than JsonDepth.limit, before anything walks it", () => {
+    const deep = (n: number) => "[".repeat(n) + "\"x\"" + "]".repeat(n)
+    const request = (n: number) => `{"messages":[{"role":"user","content":"x"}],"response_format":${deep(n)}}`
+    for (const text of [deep(5000), request(5000), `{"messages":${deep(5000)}}`, `{"id":${deep(5000)},"messages":[]}`]) {
+      expect(parse(text)).toMatchObject({ _tag: "Rejected", message: "prompts.jsonl:17: nests arrays and objects more than 64 levels deep" })
+    }
+    // The request object is one of the 64 levels.
+    expect(parse(request(63))).toMatchObject({ _tag: "Entry" })
+    expect(parse(request(64))).toMatchObject({ _tag: "Rejected" })
+  })
+
   it("keeps the id of a request that fails the schema", () => {
     expect(parse("{\"id\": \"req-9\", \"messages\": []}")).toMatchObject({ _tag: "Rejected", id: "req-9" })
   })

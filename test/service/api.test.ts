@@ -15,6 +15,10 @@ const get = (path: string, headers: Record<string, string> = {}) =>
   Effect.flatMap(HttpClient.HttpClient, (http) =>
     http.execute(HttpClientRequest.get(path).pipe(auth, HttpClientRequest.setHeaders(headers))))
 
+const post = (path: string, json: string, headers: Record<string, string> = {}) =>
+  Effect.flatMap(HttpClient.HttpClient, (http) =>
+    http.execute(HttpClientRequest.post(path).pipe(auth, HttpClientRequest.setHeaders(headers), HttpClientRequest.bodyText(json, "application/json"))))
+
 const resultsOf = (id: string, query = "") =>
   Effect.gen(function*() {
     const response = yield* get(`/jobs/${id}/results${query}`)
@@ -88,7 +92,7 @@ describe("job API", () => {
         expect(job.state).toBe("finished")
       }))
 
-    it.effect("the same Idempotency-Key gives the same job, once", () =>
+    it.effect("the same Idempotency-Key with the same body gives the same job, once; with another body, 422", () =>
       Effect.gen(function*() {
         const api = yield* client(keyA)
         const sim = yield* Sim
@@ -101,6 +105,40 @@ describe("job API", () => {
         expect((yield* sim.metrics).received - before).toBe(5)
         const other = yield* api.jobs.submit({ payload: { items: prompts(5, "idem") }, headers: {} })
         expect(other.id).not.toBe(first.id)
+        // Bodies are compared decoded: the order of fields does not matter (JSON.stringify keeps the order written).
+        const body = (value: unknown) => post("/jobs", JSON.stringify(value), { "idempotency-key": "order-18" })
+        const a = yield* body({ items: ["one", "two"], priority: 2, metadata: { a: "1", b: "2" }, timeLimit: { soft: 5, hard: 9 } })
+        expect(a.status).toBe(202)
+        const created = (yield* a.json) as { readonly id: string, readonly created: boolean }
+        const b = yield* body({ timeLimit: { hard: 9, soft: 5 }, metadata: { b: "2", a: "1" }, priority: 2, items: ["one", "two"] })
+        expect(b.status).toBe(202)
+        expect(yield* b.json).toMatchObject({ id: created.id, created: false })
+        // Another body under a used key: refused, naming the key; nothing submitted.
+        const jobsBefore = (yield* api.jobs.list({ urlParams: { limit: 200 } })).jobs.length
+        for (const other of [{ items: ["one", "two"], priority: 3 }, { items: ["one", "two"] }, { items: ["two", "one"], priority: 2 }]) {
+          const reused = yield* body(other)
+          expect(reused.status).toBe(422)
+          const error = (yield* reused.json) as Record<string, unknown>
+          expect(error).toMatchObject({ _tag: "IdempotencyKeyReused", key: "order-18" })
+          expect(error.message).toContain("\"order-18\"")
+        }
+        const typed = yield* api.jobs.submit({ payload: { items: prompts(6, "idem") }, headers: { "idempotency-key": "order-17" } }).pipe(Effect.flip)
+        expect(typed._tag).toBe("IdempotencyKeyReused")
+        expect((yield* api.jobs.list({ urlParams: { limit: 200 } })).jobs.length).toBe(jobsBefore)
+        expect((yield* api.jobs.get({ path: { id: first.id } })).counts.total).toBe(5)
+      }))
+
+    it.effect("submits with one Idempotency-Key at once make one job", () =>
+      Effect.gen(function*() {
+        const api = yield* client(keyA)
+        const submitted = yield* Effect.forEach(
+          [1, 2, 3, 4],
+          () => api.jobs.submit({ payload: { items: prompts(300, "race") }, headers: { "idempotency-key": "race-1" } }),
+          { concurrency: "unbounded" }
+        )
+        expect(new Set(submitted.map((s) => s.id)).size).toBe(1)
+        expect(submitted.filter((s) => s.created)).toHaveLength(1)
+        yield* waitFor(api.jobs.get({ path: { id: submitted[0]!.id } }), (j) => j.state === "finished")
       }))
 
     it.effect("SSE: state, progress and a final state, in order; Last-Event-ID resumes after it", () =>

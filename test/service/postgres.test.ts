@@ -46,5 +46,21 @@ describe.skipIf(url === undefined)("job service on PostgreSQL", () => {
         const page = yield* api.jobs.list({ urlParams: { state: "finished" } })
         expect(page.jobs.map((j) => j.id)).toEqual([id])
       }))
+
+    it.effect("submits with one Idempotency-Key at once make one job; another body under it is refused", () =>
+      Effect.gen(function*() {
+        const api = yield* client(keyA)
+        const items = Array.from({ length: 500 }, (_, i) => `race prompt ${i}`)
+        const submitted = yield* Effect.forEach(
+          [1, 2, 3, 4],
+          () => api.jobs.submit({ payload: { items }, headers: { "idempotency-key": "pg-race" } }),
+          { concurrency: "unbounded" }
+        )
+        expect(new Set(submitted.map((s) => s.id)).size).toBe(1)
+        expect(submitted.filter((s) => s.created)).toHaveLength(1)
+        const reused = yield* api.jobs.submit({ payload: { items: ["another"] }, headers: { "idempotency-key": "pg-race" } }).pipe(Effect.flip)
+        expect(reused).toMatchObject({ _tag: "IdempotencyKeyReused", key: "pg-race" })
+        yield* waitFor(api.jobs.get({ path: { id: submitted[0]!.id } }), (j) => JobApi.isTerminal(j.state), "the job to end")
+      }))
   })
 })

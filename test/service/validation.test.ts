@@ -6,7 +6,10 @@
 import { HttpClient, HttpClientRequest, type HttpClientResponse } from "@effect/platform"
 import { describe, expect, layer } from "@effect/vitest"
 import { Effect } from "effect"
-import { client, keyA, keyB, layer as serviceLayer, Sim, waitFor } from "../support/JobServiceTest.js"
+import { mkdirSync, mkdtempSync, symlinkSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { client, InputDir, keyA, keyB, layer as serviceLayer, Sim, waitFor } from "../support/JobServiceTest.js"
 
 const send = (request: HttpClientRequest.HttpClientRequest) =>
   Effect.flatMap(HttpClient.HttpClient, (http) => http.execute(request))
@@ -90,36 +93,49 @@ describe("job API refusals", () => {
         }
         expect((yield* b.jobs.list({ urlParams: {} })).jobs).toEqual([])
         expect((yield* a.jobs.list({ urlParams: {} })).jobs.map((j) => j.id)).toContain(id)
-        // The same idempotency key in two tenants names two jobs.
+        // The same idempotency key in two tenants names two jobs, whatever their bodies.
         const fromA = yield* a.jobs.submit({ payload: { items: ["k"] }, headers: { "idempotency-key": "shared" } })
         const fromB = yield* b.jobs.submit({ payload: { items: ["k"] }, headers: { "idempotency-key": "shared" } })
         expect(fromB.id).not.toBe(fromA.id)
         expect(fromB.created).toBe(true)
+        const otherBody = yield* b.jobs.submit({ payload: { items: ["k"] }, headers: { "idempotency-key": "shared-2" } })
+        const fromAOther = yield* a.jobs.submit({ payload: { items: ["something else"] }, headers: { "idempotency-key": "shared-2" } })
+        expect(fromAOther.created).toBe(true)
+        expect(fromAOther.id).not.toBe(otherBody.id)
       }))
   })
 
   layer(serviceLayer(setup), { excludeTestServices: true })("bad input", (it) => {
-    it.effect("submit: schema errors are 400 naming the field", () =>
+    it.effect("submit: schema errors are 400 naming the field, in the issues and in a one-line message", () =>
       Effect.gen(function*() {
-        const cases: ReadonlyArray<readonly [unknown, string]> = [
-          [{ items: ["x"], priority: 11 }, "priority"],
-          [{ items: ["x"], priority: 1.5 }, "priority"],
-          [{ items: [42] }, "items"],
-          [{ items: [""] }, "items"],
-          [{ items: [{ messages: [] }] }, "messages"],
-          [{ items: ["x"], maxCost: -1 }, "maxCost"],
-          [{ items: ["x"], maxAttempts: 0 }, "maxAttempts"],
-          [{ items: ["x"], timeLimit: { soft: 0 } }, "soft"],
-          [{ items: ["x"], metadata: { n: 1 } }, "n"]
+        // The body, the field among the issues' paths, and the path the message starts with.
+        const cases: ReadonlyArray<readonly [unknown, string, string]> = [
+          [{ items: ["x"], priority: 11 }, "priority", "priority"],
+          [{ items: ["x"], priority: 1.5 }, "priority", "priority"],
+          [{ items: [42] }, "items", "items[0]"],
+          [{ items: [""] }, "items", "items[0]"],
+          [{ items: [{ messages: [] }] }, "messages", "items[0].messages[0]"],
+          [{ items: ["x"], maxCost: -1 }, "maxCost", "maxCost"],
+          [{ items: ["x"], maxAttempts: 0 }, "maxAttempts", "maxAttempts"],
+          [{ items: ["x"], timeLimit: { soft: 0 } }, "soft", "timeLimit.soft"],
+          [{ items: ["x"], metadata: { n: 1 } }, "n", "metadata.n"],
+          // Unknown fields: a misspelt option must not run a job without it.
+          [{ items: ["x"], maxcost: 0.01 }, "maxcost", "maxcost"],
+          [{ Items: ["x"] }, "Items", "Items"],
+          [{ items: ["x"], timeLimit: { soft: 1, hadr: 2 } }, "hadr", "timeLimit.hadr"]
         ]
-        for (const [body, field] of cases) {
+        for (const [body, field, path] of cases) {
           const response = yield* post("/jobs", body)
           expect(response.status).toBe(400)
           const error = yield* json(response)
           expect(error._tag).toBe("HttpApiDecodeError")
           const issues = error.issues as ReadonlyArray<{ readonly path: ReadonlyArray<unknown> }>
           expect(issues.some((issue) => issue.path.map(String).includes(field))).toBe(true)
+          expect(error.message).not.toContain("\n")
+          expect((error.message as string).startsWith(`${path} is `) || (error.message as string).startsWith(`${path}: `), String(error.message)).toBe(true)
         }
+        const wrong = yield* json(yield* post("/jobs", { items: ["x"], timeLimit: { soft: 1, hadr: 2 } }))
+        expect(wrong.message).toBe("timeLimit.hadr is unexpected, expected: \"soft\" | \"hard\"")
         const notJson = yield* post("/jobs", "{ not json")
         expect(notJson.status).toBe(400)
         expect(yield* json(notJson)).toMatchObject({ _tag: "InvalidJson", message: expect.stringMatching(/^the request body is not valid JSON/) })
@@ -164,12 +180,90 @@ describe("job API refusals", () => {
         expect(yield* json(huge)).toMatchObject({ _tag: "PayloadTooLarge", limit: 20_000 })
       }))
 
+    it.effect("a body or a file line nested deeper than 64 levels: 400 PayloadTooDeep, or a rejected line", () =>
+      Effect.gen(function*() {
+        // The body, items and the item are three of the levels.
+        const body = (depth: number) => `{"items":[{"messages":[{"role":"user","content":"deep"}],"x":${"[".repeat(depth - 3)}${"]".repeat(depth - 3)}}]}`
+        const deepest = yield* post("/jobs", body(64))
+        expect(deepest.status).toBe(202)
+        for (const depth of [65, 5000]) {
+          const tooDeep = yield* post("/jobs", body(depth))
+          expect(tooDeep.status).toBe(400)
+          expect(yield* json(tooDeep)).toEqual({ _tag: "PayloadTooDeep", limit: 64, message: "the request body nests arrays and objects more than 64 levels deep" })
+        }
+        const dir = yield* InputDir
+        writeFileSync(join(dir, "deep.jsonl"), `"fine"\n{"messages":[{"role":"user","content":"x"}],"x":${"[".repeat(5000)}${"]".repeat(5000)}}\n`)
+        const a = yield* client(keyA)
+        const submitted = yield* a.jobs.submit({ payload: { file: "deep.jsonl" }, headers: {} })
+        expect(submitted.rejected).toBe(1)
+        const { items } = yield* a.jobs.deadLetters({ path: { id: submitted.id } })
+        expect(items.map((d) => d.message)).toEqual(["deep.jsonl:2: nests arrays and objects more than 64 levels deep"])
+      }))
+
+    it.effect("bodies are JSON: another Content-Type is a 415; none is read, and checked, as JSON", () =>
+      Effect.gen(function*() {
+        const raw = (body: string, contentType: string) =>
+          send(HttpClientRequest.post("/jobs").pipe(
+            HttpClientRequest.bearerToken(keyA),
+            HttpClientRequest.bodyUint8Array(new TextEncoder().encode(body), contentType)
+          ))
+        for (const contentType of ["multipart/form-data; boundary=x", "multipart/form-data", "application/x-www-form-urlencoded", "text/plain"]) {
+          const response = yield* raw("items=x", contentType)
+          expect(response.status).toBe(415)
+          expect(yield* json(response)).toEqual({
+            _tag: "UnsupportedMediaType",
+            message: `request bodies are JSON (Content-Type: application/json), not ${contentType}`
+          })
+        }
+        // No Content-Type at all: the API reads the body as JSON, so it is checked as JSON.
+        const notJson = yield* raw("{ not json", "")
+        expect(notJson.status).toBe(400)
+        expect((yield* json(notJson))._tag).toBe("InvalidJson")
+        const tooDeep = yield* raw(`{"items":${"[".repeat(5000)}${"]".repeat(5000)}}`, "")
+        expect(tooDeep.status).toBe(400)
+        expect((yield* json(tooDeep))._tag).toBe("PayloadTooDeep")
+        const upperCase = yield* raw("{ not json", "Application/JSON; charset=utf-8")
+        expect(upperCase.status).toBe(400)
+        expect((yield* json(upperCase))._tag).toBe("InvalidJson")
+      }))
+
     it.effect("a file in the input folder is read at submission", () =>
       Effect.gen(function*() {
         const a = yield* client(keyA)
         const { id } = yield* a.jobs.submit({ payload: { file: "good.jsonl" }, headers: {} })
         const job = yield* waitFor(a.jobs.get({ path: { id } }), (j) => j.state === "finished")
         expect(job.counts.succeeded).toBe(2)
+      }))
+
+    it.effect("a file is read only if its real path, links resolved, is inside the input folder", () =>
+      Effect.gen(function*() {
+        const dir = yield* InputDir
+        const outside = mkdtempSync(join(tmpdir(), "effect-batch-outside-"))
+        writeFileSync(join(outside, "secret.jsonl"), "\"the secret prompt\"\n")
+        mkdirSync(join(outside, "private"))
+        mkdirSync(join(dir, "folder"))
+        symlinkSync(join(outside, "secret.jsonl"), join(dir, "link.jsonl"))
+        symlinkSync(join(outside, "private"), join(dir, "outdir"))
+        symlinkSync(join(dir, "folder"), join(dir, "indir"))
+        symlinkSync(join(dir, "good.jsonl"), join(dir, "alias.jsonl"))
+        const a = yield* client(keyA)
+        const before = (yield* a.jobs.list({ urlParams: { limit: 200 } })).jobs.length
+        const cases: ReadonlyArray<readonly [string, string]> = [
+          ["link.jsonl", "link.jsonl is outside the input folder (a link is followed to its real path, which must be inside the folder)"],
+          ["outdir", "outdir is outside the input folder (a link is followed to its real path, which must be inside the folder)"],
+          ["indir", "indir is a directory, not a file to read"],
+          ["folder", "folder is a directory, not a file to read"]
+        ]
+        for (const [file, message] of cases) {
+          const response = yield* post("/jobs", { file })
+          expect(response.status).toBe(400)
+          expect(yield* json(response)).toEqual({ _tag: "InvalidJob", field: "file", message })
+        }
+        expect((yield* a.jobs.list({ urlParams: { limit: 200 } })).jobs.length).toBe(before)
+        // A link to a file inside the folder is that file.
+        const { id } = yield* a.jobs.submit({ payload: { file: "alias.jsonl" }, headers: {} })
+        const job = yield* waitFor(a.jobs.get({ path: { id } }), (j) => j.state === "finished")
+        expect(job.counts).toMatchObject({ total: 2, succeeded: 2 })
       }))
 
     it.effect("a bad line of a file is a failed item naming file:line; the rest runs; replay never sends it", () =>
@@ -189,6 +283,42 @@ describe("job API refusals", () => {
         const replayed = yield* a.jobs.replay({ path: { id: submitted.id } })
         expect(replayed.round).toBe(0)
         expect((yield* sim.metrics).received - before).toBe(2)
+      }))
+
+    it.effect("unknown fields are refused in bodies and queries, but not inside items: those pass through as before", () =>
+      Effect.gen(function*() {
+        const unknownField = (response: HttpClientResponse.HttpClientResponse, field: string) =>
+          Effect.gen(function*() {
+            expect(response.status).toBe(400)
+            const error = yield* json(response)
+            expect(error._tag).toBe("HttpApiDecodeError")
+            expect(typeof error.message).toBe("string")
+            expect(error.issues).toEqual([expect.objectContaining({ _tag: "Unexpected", path: [field] })])
+            expect(error.message).toMatch(new RegExp(`^${field} is unexpected, expected: "`))
+          })
+        yield* unknownField(yield* post("/jobs", { items: ["x"], maxcost: 0.01 }), "maxcost")
+        yield* unknownField(yield* getAs("/jobs?stat=running", keyA), "stat")
+        const a = yield* client(keyA)
+        // The simulator answers 400 to a prompt containing INVALID: the item ends as a dead letter showing its stored input.
+        const item = {
+          messages: [{ role: "user", content: "INVALID: pass me through", name: "alice" }],
+          temperature: 0.2,
+          response_format: { type: "json_object" },
+          seed: 7
+        }
+        const response = yield* post("/jobs", { items: [item, "a plain prompt"] })
+        expect(response.status).toBe(202)
+        const { id } = (yield* json(response)) as { readonly id: string }
+        yield* unknownField(yield* getAs(`/jobs/${id}/results?folow=true`, keyA), "folow")
+        yield* waitFor(a.jobs.get({ path: { id } }), (j) => j.state === "finished")
+        const { items } = yield* a.jobs.deadLetters({ path: { id } })
+        // Request fields are passed through; a message keeps role and content, as before.
+        expect(items.map((d) => d.input)).toEqual([{
+          messages: [{ role: "user", content: "INVALID: pass me through" }],
+          temperature: 0.2,
+          response_format: { type: "json_object" },
+          seed: 7
+        }])
       }))
 
     it.effect("other endpoints: bad ids, cursors, states and Last-Event-ID", () =>

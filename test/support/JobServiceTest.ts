@@ -35,7 +35,10 @@ export interface Setup {
 
 export class Sim extends Context.Tag("test/Sim")<Sim, Simulator.Service>() {}
 
-/** The service, the simulator (`Sim`), and the test's `HttpClient` pointed at the service. */
+/** The service's input folder (where `files` were written). */
+export class InputDir extends Context.Tag("test/InputDir")<InputDir, string>() {}
+
+/** The service, the simulator (`Sim`), its input folder (`InputDir`), and the test's `HttpClient` pointed at the service. */
 export const layer = (setup: Setup = {}) => {
   const dir = mkdtempSync(join(tmpdir(), "effect-batch-service-"))
   for (const [name, text] of Object.entries(setup.files ?? {})) writeFileSync(join(dir, name), text)
@@ -59,7 +62,11 @@ export const layer = (setup: Setup = {}) => {
       Layer.provide(NodeHttpClient.layerUndici),
       Layer.provide(NodeContext.layer)
     )))
-  return service.pipe(Layer.provideMerge(simulator), Layer.provideMerge(NodeHttpServer.layerTest))
+  return service.pipe(
+    Layer.provideMerge(simulator),
+    Layer.provideMerge(NodeHttpServer.layerTest),
+    Layer.merge(Layer.succeed(InputDir, dir))
+  )
 }
 
 /** The typed client, authenticated with `key`. */
