@@ -99,7 +99,7 @@ export interface CheckpointOptions<B> {
  * @category models
  */
 export interface Cost extends RateLimiter.Cost {
-  readonly usd?: number
+  readonly usd?: number | undefined
 }
 
 /**

@@ -147,7 +147,7 @@ export interface OpenOptions {
   /** What defines the run (see `fingerprintOf`); resuming with another one fails with `CheckpointMismatch`. */
   readonly fingerprint: string
   /** The number of items, if known; a resumed run keeps the earlier one when this is absent. */
-  readonly total?: number
+  readonly total?: number | undefined
   /** JSON kept with the run; a resumed run keeps the earlier one when this is absent. */
   readonly meta?: unknown
 }

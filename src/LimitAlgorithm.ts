@@ -104,17 +104,17 @@ export const fixed = (limit: number): LimitAlgorithm<number> => {
  */
 export interface AimdOptions {
   /** Starting limit. Default `10`. */
-  readonly initial?: number
+  readonly initial?: number | undefined
   /** Default `1`. */
-  readonly min?: number
+  readonly min?: number | undefined
   /** Default `200`. */
-  readonly max?: number
+  readonly max?: number | undefined
   /** Added per limit's worth of successes taken under load (about once per round trip). > 0. Default `1`. */
-  readonly increase?: number
+  readonly increase?: number | undefined
   /** Multiplier on a drop, in (0, 1). Default `0.9`. */
-  readonly backoffRatio?: number
+  readonly backoffRatio?: number | undefined
   /** A success slower than this counts as a drop. Default `Infinity` (never). */
-  readonly timeoutMs?: number
+  readonly timeoutMs?: number | undefined
 }
 
 /**
@@ -180,19 +180,19 @@ export const aimd = (options: AimdOptions = {}): LimitAlgorithm<AimdState> => {
  */
 export interface GradientOptions {
   /** Starting limit. Default `20`. */
-  readonly initial?: number
+  readonly initial?: number | undefined
   /** Default `1`. */
-  readonly min?: number
+  readonly min?: number | undefined
   /** Default `200`. */
-  readonly max?: number
+  readonly max?: number | undefined
   /** Weight of each new estimate, in (0, 1]. Default `0.2`. */
-  readonly smoothing?: number
+  readonly smoothing?: number | undefined
   /** How much slower than the long-term latency is still "no queueing", ≥ 1. Default `1.5`. */
-  readonly rttTolerance?: number
+  readonly rttTolerance?: number | undefined
   /** Samples in the long-term latency average (and the baseline's memory), integer ≥ 1. Default `600`. */
-  readonly longWindow?: number
+  readonly longWindow?: number | undefined
   /** Headroom added to the limit each sample, from the current limit. Default `() => 4`. */
-  readonly queueSize?: (limit: number) => number
+  readonly queueSize?: ((limit: number) => number) | undefined
 }
 
 /**

@@ -53,7 +53,7 @@ export interface Limit {
   readonly limit: number
   readonly window: Duration.DurationInput
   /** Units that may start at once, ≥ 1. Default `1` (evenly spaced). */
-  readonly burst?: number
+  readonly burst?: number | undefined
 }
 
 /**
@@ -64,13 +64,13 @@ export interface Limit {
  * @category models
  */
 export interface Limits {
-  readonly requestsPerSecond?: number
-  readonly requestsPerMinute?: number
-  readonly tokensPerSecond?: number
-  readonly tokensPerMinute?: number
+  readonly requestsPerSecond?: number | undefined
+  readonly requestsPerMinute?: number | undefined
+  readonly tokensPerSecond?: number | undefined
+  readonly tokensPerMinute?: number | undefined
   /** Burst of the shorthand limits, in their units. Default `1`. */
-  readonly burst?: number
-  readonly limits?: ReadonlyArray<Limit>
+  readonly burst?: number | undefined
+  readonly limits?: ReadonlyArray<Limit> | undefined
 }
 
 /**
@@ -80,8 +80,8 @@ export interface Limits {
  * @category models
  */
 export interface Cost {
-  readonly requests?: number
-  readonly tokens?: number
+  readonly requests?: number | undefined
+  readonly tokens?: number | undefined
 }
 
 /**

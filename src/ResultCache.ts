@@ -48,7 +48,7 @@ export type Operation = "get" | "getMany" | "set" | "delete" | "size"
  */
 export class ResultCacheError extends Data.TaggedError("ResultCacheError")<{
   readonly operation: Operation
-  readonly key?: string
+  readonly key?: string | undefined
   readonly cause: unknown
 }> {
   override get message(): string {
@@ -201,7 +201,7 @@ export interface MemoryOptions {
    * The most entries kept; storing one more evicts the least recently read
    * or written. Default: unbounded. An integer ≥ 1.
    */
-  readonly capacity?: number
+  readonly capacity?: number | undefined
 }
 
 /**
@@ -276,7 +276,7 @@ export interface SqlOptions {
    * `_`, not starting with a digit, at most 63 characters (PostgreSQL would
    * silently cut a longer name). Default `"effect_batch_result_cache"`.
    */
-  readonly table?: string
+  readonly table?: string | undefined
 }
 
 const identifier = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/

@@ -42,19 +42,19 @@ export interface Policy {
  */
 export interface Options {
   /** Attempts per item, the first included. Integer ≥ 1. Default `5`. */
-  readonly maxAttempts?: number
+  readonly maxAttempts?: number | undefined
   /** Delay before the second attempt. > 0. Default `"500 millis"`. */
-  readonly base?: Duration.DurationInput
+  readonly base?: Duration.DurationInput | undefined
   /** Growth per attempt. ≥ 1. Default `2`. */
-  readonly factor?: number
+  readonly factor?: number | undefined
   /** Cap on any computed backoff (not on a provider's `retryAfter`). Default `"30 seconds"`. */
-  readonly maxDelay?: Duration.DurationInput
+  readonly maxDelay?: Duration.DurationInput | undefined
   /**
    * Fraction of each backoff drawn at random, in [0, 1]: the delay lies in
    * `[(1 - jitter) × d, d]` where `d = min(maxDelay, base × factor^n)`.
    * Default `0.5`.
    */
-  readonly jitter?: number
+  readonly jitter?: number | undefined
 }
 
 /**

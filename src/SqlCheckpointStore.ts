@@ -45,7 +45,7 @@ export interface Options {
    * `_`, not starting with a digit, at most 55 characters (so that every
    * table name fits PostgreSQL's 63). Default `"effect_batch_"`.
    */
-  readonly prefix?: string
+  readonly prefix?: string | undefined
 }
 
 /**

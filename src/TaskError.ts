@@ -343,7 +343,7 @@ export const fromHttpResponse = (
   status: number,
   headers?: HeadersInput,
   body?: unknown,
-  options?: { readonly nowMillis?: number }
+  options?: { readonly nowMillis?: number | undefined }
 ): TaskError => {
   const code = errorCodeFromBody(body)
   const detail = bodyMessage(body)
