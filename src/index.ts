@@ -2,10 +2,15 @@
  * effect-batch: run large batches of IO-bound work — LLM and HTTP calls above
  * all — as fast as the provider allows, never past its limits.
  *
- * The job service (`JobService`, `JobApi`, `JobHttp`, `Jobs`, `JobRunner`,
- * `JobStore`, `JobEvents`, `ProviderProfiles`, `ApiKeys`, `Dashboard`) is not
- * re-exported here: it needs `@effect/cluster` and `@effect/workflow`, which
- * the core does not. Import it by path, e.g. `effect-batch/JobService`.
+ * This is the core: it needs only `effect`. The wings have entry points of
+ * their own, so that a program pays only for the packages it uses:
+ *
+ * - `effect-batch/llm` — the OpenAI-compatible adapter, the simulated
+ *   provider, the JSONL input reader (`@effect/platform`);
+ * - `effect-batch/sql` — the SQL backends of the stores (`@effect/sql`);
+ * - `effect-batch/service` — the job service: HTTP API, durable jobs,
+ *   dashboard (`@effect/workflow`, `@effect/cluster`, `@effect/sql`);
+ * - the `effect-batch` command (`src/cli/`, `src/bin.ts`).
  *
  * @since 0.1.0
  */
@@ -23,8 +28,6 @@ export * as ConcurrencyLimiter from "./ConcurrencyLimiter.js"
 /** @since 0.1.0 */
 export * as LimitAlgorithm from "./LimitAlgorithm.js"
 /** @since 0.1.0 */
-export * as OpenAiCompat from "./OpenAiCompat.js"
-/** @since 0.1.0 */
 export * as Progress from "./Progress.js"
 /** @since 0.1.0 */
 export * as RateLimiter from "./RateLimiter.js"
@@ -32,10 +35,6 @@ export * as RateLimiter from "./RateLimiter.js"
 export * as ResultCache from "./ResultCache.js"
 /** @since 0.1.0 */
 export * as RetryPolicy from "./RetryPolicy.js"
-/** @since 0.1.0 */
-export * as Simulator from "./Simulator.js"
-/** @since 0.1.0 */
-export * as SqlCheckpointStore from "./SqlCheckpointStore.js"
 /** @since 0.1.0 */
 export * as TaskError from "./TaskError.js"
 /** @since 0.1.0 */

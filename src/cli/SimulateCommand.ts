@@ -30,7 +30,7 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import { createServer } from "node:http"
-import * as Simulator from "../Simulator.js"
+import * as Simulator from "../llm/Simulator.js"
 import { UsageError } from "./CliError.js"
 import * as StopSignal from "./StopSignal.js"
 

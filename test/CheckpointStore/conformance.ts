@@ -8,7 +8,7 @@ import { SqlClient } from "@effect/sql/SqlClient"
 import { describe, expect, it, layer } from "@effect/vitest"
 import { Cause, Effect, Exit, FastCheck, Layer, Option, TestClock, TestContext } from "effect"
 import * as CheckpointStore from "../../src/CheckpointStore.js"
-import * as SqlCheckpointStore from "../../src/SqlCheckpointStore.js"
+import * as SqlCheckpointStore from "../../src/sql/SqlCheckpointStore.js"
 
 export interface Options {
   /** Reports the suite as skipped (e.g. no database configured). */

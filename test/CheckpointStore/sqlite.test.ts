@@ -7,7 +7,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "no
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import * as CheckpointStore from "../../src/CheckpointStore.js"
-import * as SqlCheckpointStore from "../../src/SqlCheckpointStore.js"
+import * as SqlCheckpointStore from "../../src/sql/SqlCheckpointStore.js"
 import { sqlConformance } from "./conformance.js"
 
 const dir = mkdtempSync(join(tmpdir(), "effect-batch-checkpoint-"))

@@ -8,7 +8,8 @@ import { execFileSync } from "node:child_process"
 import { mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { Batch, SqlCheckpointStore } from "../../dist/index.js"
+import { Batch } from "../../dist/index.js"
+import { SqlCheckpointStore } from "../../dist/sql/index.js"
 
 const items = Array.from({ length: 20_000 }, (_, i) => ({ id: i, prompt: `item ${i}` }))
 const task = (item) => Effect.as(Effect.sleep("5 millis"), { id: item.id, text: `answer ${item.id}` })

@@ -37,7 +37,8 @@ const prompts = Array.from({ length: ITEMS }, (_, i) => prompt(i))
 if (process.argv[2] === "batch-run") {
   const { NodeHttpClient } = await import("@effect/platform-node")
   const { Effect } = await import("effect")
-  const { Batch, OpenAiCompat } = await import("../../dist/index.js")
+  const { Batch } = await import("../../dist/index.js")
+  const { OpenAiCompat } = await import("../../dist/llm/index.js")
   const url = process.argv[3]
   const llm = OpenAiCompat.chat({ baseUrl: `${url}/v1`, model: "sim-chat" })
   const run = Batch.run(prompts, llm.task, { ...llm.options, concurrency: CONCURRENCY }).pipe(Effect.provide(NodeHttpClient.layerUndici))

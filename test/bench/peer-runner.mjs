@@ -10,7 +10,8 @@ import { Effect, Layer } from "effect"
 import pLimit from "p-limit"
 import PQueue from "p-queue"
 import pRetry, { AbortError } from "p-retry"
-import { Batch, ConcurrencyLimiter, LimitAlgorithm, OpenAiCompat, RateLimiter } from "../../dist/index.js"
+import { Batch, ConcurrencyLimiter, LimitAlgorithm, RateLimiter } from "../../dist/index.js"
+import { OpenAiCompat } from "../../dist/llm/index.js"
 import { CONCURRENCY, find } from "./scenarios.mjs"
 
 const [scenarioName, variant, runnerName, url] = process.argv.slice(2)

@@ -4,7 +4,7 @@
 import { NodeHttpServer } from "@effect/platform-node"
 import { Effect, Layer } from "effect"
 import { createServer } from "node:http"
-import { Simulator } from "../../dist/index.js"
+import { Simulator } from "../../dist/llm/index.js"
 
 const options = JSON.parse(process.argv[2] ?? "{}")
 const server = NodeHttpServer.layer(() => createServer(), { port: 0, host: "127.0.0.1" })

@@ -14,7 +14,7 @@ import { join } from "node:path"
 import { afterAll } from "vitest"
 import * as Cli from "../../src/cli/Cli.js"
 import * as CliError from "../../src/cli/CliError.js"
-import * as Simulator from "../../src/Simulator.js"
+import * as Simulator from "../../src/llm/Simulator.js"
 import * as TestConsole from "./TestConsole.js"
 
 const dir = mkdtempSync(join(tmpdir(), "effect-batch-cli-"))

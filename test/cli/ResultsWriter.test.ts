@@ -6,7 +6,7 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll } from "vitest"
 import * as ResultsWriter from "../../src/cli/ResultsWriter.js"
-import type * as OpenAiCompat from "../../src/OpenAiCompat.js"
+import type * as OpenAiCompat from "../../src/llm/OpenAiCompat.js"
 import * as TaskError from "../../src/TaskError.js"
 import * as TaskResult from "../../src/TaskResult.js"
 

@@ -14,7 +14,7 @@ import { afterAll } from "vitest"
 import type * as ResultsWriter from "../../src/cli/ResultsWriter.js"
 import * as RunCommand from "../../src/cli/RunCommand.js"
 import * as StopSignal from "../../src/cli/StopSignal.js"
-import * as Simulator from "../../src/Simulator.js"
+import * as Simulator from "../../src/llm/Simulator.js"
 
 const dir = mkdtempSync(join(tmpdir(), "effect-batch-run-"))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))

@@ -16,8 +16,8 @@ import { afterAll } from "vitest"
 import * as CheckpointStore from "../../src/CheckpointStore.js"
 import * as RunCommand from "../../src/cli/RunCommand.js"
 import * as StopSignal from "../../src/cli/StopSignal.js"
-import * as Simulator from "../../src/Simulator.js"
-import * as SqlCheckpointStore from "../../src/SqlCheckpointStore.js"
+import * as Simulator from "../../src/llm/Simulator.js"
+import * as SqlCheckpointStore from "../../src/sql/SqlCheckpointStore.js"
 
 const dir = mkdtempSync(join(tmpdir(), "effect-batch-crash-"))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))

@@ -14,9 +14,9 @@ import { join } from "node:path"
 import { afterAll } from "vitest"
 import * as CheckpointStore from "../../src/CheckpointStore.js"
 import * as Cli from "../../src/cli/Cli.js"
-import * as JsonlInput from "../../src/JsonlInput.js"
-import * as Simulator from "../../src/Simulator.js"
-import * as SqlCheckpointStore from "../../src/SqlCheckpointStore.js"
+import * as JsonlInput from "../../src/llm/JsonlInput.js"
+import * as Simulator from "../../src/llm/Simulator.js"
+import * as SqlCheckpointStore from "../../src/sql/SqlCheckpointStore.js"
 import * as TestConsole from "./TestConsole.js"
 
 const dir = mkdtempSync(join(tmpdir(), "effect-batch-fuzz-"))

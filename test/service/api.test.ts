@@ -6,7 +6,7 @@
 import { HttpClient, HttpClientRequest } from "@effect/platform"
 import { describe, expect, layer } from "@effect/vitest"
 import { Effect, Stream } from "effect"
-import * as JobApi from "../../src/JobApi.js"
+import * as JobApi from "../../src/service/JobApi.js"
 import { client, keyA, layer as serviceLayer, Sim, waitFor } from "../support/JobServiceTest.js"
 
 const auth = HttpClientRequest.bearerToken(keyA)

@@ -7,7 +7,7 @@ import { SqlClient } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
 import { afterAll, beforeAll, describe, expect, layer } from "@effect/vitest"
 import { Effect, Layer, Redacted } from "effect"
-import * as JobApi from "../../src/JobApi.js"
+import * as JobApi from "../../src/service/JobApi.js"
 import { client, keyA, layer as serviceLayer, waitFor } from "../support/JobServiceTest.js"
 
 const url = process.env.DATABASE_URL

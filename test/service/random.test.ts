@@ -11,7 +11,7 @@ import { describe, expect, layer } from "@effect/vitest"
 import { Context, Effect, FastCheck as fc, Layer } from "effect"
 import { writeFileSync } from "node:fs"
 import { join } from "node:path"
-import * as JobApi from "../../src/JobApi.js"
+import * as JobApi from "../../src/service/JobApi.js"
 import { client, InputDir, keyA, layer as serviceLayer, waitFor } from "../support/JobServiceTest.js"
 
 const send = (request: HttpClientRequest.HttpClientRequest) =>

@@ -13,9 +13,9 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll } from "vitest"
 import * as SimulateCommand from "../../src/cli/SimulateCommand.js"
-import * as JobApi from "../../src/JobApi.js"
-import * as JobStore from "../../src/JobStore.js"
-import * as Simulator from "../../src/Simulator.js"
+import * as JobApi from "../../src/service/JobApi.js"
+import * as JobStore from "../../src/service/JobStore.js"
+import * as Simulator from "../../src/llm/Simulator.js"
 import * as ServiceProcess from "../support/serviceProcess.js"
 
 const dir = mkdtempSync(join(tmpdir(), "effect-batch-restart-"))

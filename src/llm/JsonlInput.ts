@@ -31,7 +31,7 @@ import * as Either from "effect/Either"
 import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
-import * as JsonDepth from "./JsonDepth.js"
+import * as JsonDepth from "../JsonDepth.js"
 import * as OpenAiCompat from "./OpenAiCompat.js"
 
 /**

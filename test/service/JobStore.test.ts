@@ -13,7 +13,7 @@ import { Effect, Layer, Redacted } from "effect"
 import { mkdtempSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import * as JobStore from "../src/JobStore.js"
+import * as JobStore from "../../src/service/JobStore.js"
 
 const sqlite = () => SqliteClient.layer({ filename: join(mkdtempSync(join(tmpdir(), "effect-batch-jobstore-")), "jobs.db") })
 

@@ -27,7 +27,7 @@ import * as HttpApiSecurity from "@effect/platform/HttpApiSecurity"
 import * as OpenApi from "@effect/platform/OpenApi"
 import * as Context from "effect/Context"
 import * as Schema from "effect/Schema"
-import * as OpenAiCompat from "./OpenAiCompat.js"
+import * as OpenAiCompat from "../llm/OpenAiCompat.js"
 
 // ---------------------------------------------------------------------------
 // models

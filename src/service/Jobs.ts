@@ -32,13 +32,13 @@ import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
 import { randomBytes } from "node:crypto"
 import * as InputFolder from "./InputFolder.js"
-import * as JsonlInput from "./JsonlInput.js"
+import * as JsonlInput from "../llm/JsonlInput.js"
 import * as JobApi from "./JobApi.js"
 import * as JobEvents from "./JobEvents.js"
 import * as JobRunner from "./JobRunner.js"
 import * as JobStore from "./JobStore.js"
 import * as ProviderProfiles from "./ProviderProfiles.js"
-import * as ResultCache from "./ResultCache.js"
+import * as ResultCache from "../ResultCache.js"
 
 /**
  * @since 0.1.0

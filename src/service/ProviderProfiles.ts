@@ -20,10 +20,10 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
-import * as ConcurrencyLimiter from "./ConcurrencyLimiter.js"
-import * as LimitAlgorithm from "./LimitAlgorithm.js"
-import * as OpenAiCompat from "./OpenAiCompat.js"
-import * as RateLimiter from "./RateLimiter.js"
+import * as ConcurrencyLimiter from "../ConcurrencyLimiter.js"
+import * as LimitAlgorithm from "../LimitAlgorithm.js"
+import * as OpenAiCompat from "../llm/OpenAiCompat.js"
+import * as RateLimiter from "../RateLimiter.js"
 
 /**
  * One profile as configured (the JSON file's entries, with `apiKeyEnv`

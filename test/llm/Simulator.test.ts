@@ -3,9 +3,9 @@ import { NodeHttpClient, NodeHttpServer } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
 import { Cause, Duration, Effect, Exit, FastCheck, Fiber, Layer, Schema, TestClock } from "effect"
 import { createServer } from "node:http"
-import * as model from "../src/internal/simulatorModel.js"
-import * as Simulator from "../src/Simulator.js"
-import * as TaskError from "../src/TaskError.js"
+import * as model from "../../src/llm/internal/simulatorModel.js"
+import * as Simulator from "../../src/llm/Simulator.js"
+import * as TaskError from "../../src/TaskError.js"
 
 // ---------------------------------------------------------------------------
 // harness: a real simulator on a random loopback port, called with undici

@@ -27,7 +27,7 @@ import * as Dashboard from "./Dashboard.js"
 import * as JobApi from "./JobApi.js"
 import type * as JobEvents from "./JobEvents.js"
 import * as Jobs from "./Jobs.js"
-import * as JsonDepth from "./JsonDepth.js"
+import * as JsonDepth from "../JsonDepth.js"
 
 /** Between SSE keep-alive comments. */
 export const keepAliveEvery = "15 seconds"

@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll } from "vitest"
-import * as JsonlInput from "../src/JsonlInput.js"
+import * as JsonlInput from "../../src/llm/JsonlInput.js"
 
 const encoder = new TextEncoder()
 

@@ -10,7 +10,7 @@ import { Chunk, Effect, Stream } from "effect"
 import { mkdirSync, mkdtempSync, renameSync, symlinkSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import * as InputFolder from "../src/InputFolder.js"
+import * as InputFolder from "../../src/service/InputFolder.js"
 
 const root = mkdtempSync(join(tmpdir(), "effect-batch-inputfolder-"))
 const input = join(root, "input")

@@ -33,7 +33,7 @@ import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Predicate from "effect/Predicate"
-import * as CheckpointStore from "./CheckpointStore.js"
+import * as CheckpointStore from "../CheckpointStore.js"
 
 /**
  * @since 0.1.0

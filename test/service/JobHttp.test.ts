@@ -3,7 +3,7 @@
  * its path, a union's shallower branch left out, long messages and long lists cut.
  */
 import { describe, expect, it } from "@effect/vitest"
-import * as JobHttp from "../src/JobHttp.js"
+import * as JobHttp from "../../src/service/JobHttp.js"
 
 describe("JobHttp.decodeErrorMessage", () => {
   it("names each issue by its path; an issue another one goes deeper into is left out", () => {

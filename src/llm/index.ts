@@ -1,0 +1,18 @@
+/**
+ * effect-batch for LLM APIs: an OpenAI-compatible chat task with error
+ * classification, token estimates and usage settlement (`OpenAiCompat`), a
+ * simulated OpenAI-compatible provider for tests, demos and benchmarks
+ * (`Simulator`), and the JSONL reader of prompt files (`JsonlInput`).
+ *
+ * Needs `@effect/platform` (its `HttpClient`, `HttpServer` and `FileSystem`),
+ * on top of the core (`effect-batch`).
+ *
+ * @since 0.1.0
+ */
+
+/** @since 0.1.0 */
+export * as JsonlInput from "./JsonlInput.js"
+/** @since 0.1.0 */
+export * as OpenAiCompat from "./OpenAiCompat.js"
+/** @since 0.1.0 */
+export * as Simulator from "./Simulator.js"
