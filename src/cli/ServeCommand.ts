@@ -34,7 +34,7 @@ import * as Redacted from "effect/Redacted"
 import { randomBytes } from "node:crypto"
 import { createServer } from "node:http"
 import * as ApiKeys from "../service/ApiKeys.js"
-import * as JobService from "../service/JobService.js"
+import type * as JobService from "../service/JobService.js"
 import * as ProviderProfiles from "../service/ProviderProfiles.js"
 import * as Simulator from "../llm/Simulator.js"
 import { UsageError } from "./CliError.js"
@@ -85,6 +85,25 @@ const profilesOf = (file: string | undefined) =>
   })
 
 /**
+ * The packages the job service needs beyond the CLI's, as the line that
+ * installs them.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const servicePackages = "npm i @effect/cluster@^0.60.2 @effect/workflow@^0.19.1 @effect/rpc@^0.76.2 @effect/sql@^0.52.1 " +
+  "@effect/experimental@^0.61.1"
+
+// Loaded when serving, not with the CLI: `run` works without the service's packages (optional peers).
+const loadService: Effect.Effect<typeof JobService, UsageError> = Effect.tryPromise({
+  try: () => import("../service/JobService.js"),
+  catch: (error) => {
+    const missing = /Cannot find (?:package|module) '([^']+)'/.exec(error instanceof Error ? error.message : String(error))?.[1]
+    return usage(`serve needs ${missing === undefined ? "the job service's packages" : `the package ${missing}`}, which is not installed: ${servicePackages}`)
+  }
+})
+
+/**
  * Serves until stopped (Ctrl-C).
  *
  * @since 0.1.0
@@ -94,7 +113,8 @@ export const serve = (options: ServeOptions) =>
   Effect.scoped(Effect.gen(function*() {
     const { generated, keys } = yield* keysOf
     const { defaultProfile, note, profiles } = yield* profilesOf(options.profiles)
-    const service = JobService.layer({
+    const { layer } = yield* loadService
+    const service = layer({
       profiles,
       defaultProfile,
       keys,
