@@ -41,7 +41,7 @@ import * as Predicate from "effect/Predicate"
 import * as Schema from "effect/Schema"
 import type * as Types from "effect/Types"
 import { createHash } from "node:crypto"
-import * as ResultCache from "./ResultCache.js"
+import * as hashing from "./internal/hashing.js"
 
 // ---------------------------------------------------------------------------
 // models
@@ -282,7 +282,7 @@ export class CurrentItem extends Context.Tag("effect-batch/CheckpointStore/Curre
  * of its canonical JSON. The same item at the same index always has the same
  * key, whatever the order of its object fields; any change to the item (or
  * its position) gives another. Throws `IllegalArgumentException`, as
- * `ResultCache.key` does, for an item that is not JSON.
+ * `ResultCache.key` does, for an item that is not JSON (naming the path).
  *
  * @example
  * ```ts
@@ -296,7 +296,7 @@ export const itemKeyOf = (index: number, item: unknown): string => {
   if (!Number.isSafeInteger(index) || index < 0) {
     throw new Cause.IllegalArgumentException(`CheckpointStore.itemKeyOf: index must be an integer ≥ 0, got ${index}`)
   }
-  return `${index}:${ResultCache.key(item).slice(0, 32)}`
+  return `${index}:${hashing.hashOf(item, "CheckpointStore.itemKeyOf").slice(0, 32)}`
 }
 
 /**

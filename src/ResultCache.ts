@@ -30,7 +30,7 @@ import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
-import { createHash } from "node:crypto"
+import * as hashing from "./internal/hashing.js"
 
 /**
  * @since 0.1.0
@@ -86,63 +86,6 @@ export class ResultCache extends Context.Tag("effect-batch/ResultCache")<ResultC
 // keys
 // ---------------------------------------------------------------------------
 
-const pathOf = (parent: string, name: string): string =>
-  /^[A-Za-z_$][A-Za-z0-9_$]*$/.test(name) ? `${parent}.${name}` : `${parent}[${JSON.stringify(name)}]`
-
-const unhashable = (what: string, path: string, hint: string): never => {
-  throw new Cause.IllegalArgumentException(`ResultCache.key: cannot hash ${what} at ${path} (${hint})`)
-}
-
-const canonical = (value: unknown, name: string, path: string, ancestors: Set<object>): string | undefined => {
-  if (value !== null && typeof value === "object" && typeof (value as { toJSON?: unknown }).toJSON === "function") {
-    // As JSON.stringify does: a Date hashes as its ISO string.
-    value = (value as { toJSON: (key: string) => unknown }).toJSON(name)
-  }
-  if (value instanceof Number || value instanceof String || value instanceof Boolean) value = value.valueOf()
-  switch (typeof value) {
-    case "undefined":
-      return undefined
-    case "string":
-    case "boolean":
-      return JSON.stringify(value)
-    case "number":
-      // JSON would write NaN and ±Infinity as null, so two different requests would share a key.
-      return Number.isFinite(value) ? JSON.stringify(value) : unhashable(String(value), path, "only finite numbers are JSON")
-    case "bigint":
-      return unhashable("a bigint", path, "convert it to a string or number first")
-    case "symbol":
-      return unhashable("a symbol", path, "pass plain JSON data")
-    case "function":
-      return unhashable("a function", path, "pass plain JSON data")
-  }
-  if (value === null) return "null"
-  const object = value as object
-  if (object instanceof Map || object instanceof Set) {
-    // JSON would write `{}`: every Map would share one key.
-    return unhashable(`a ${object instanceof Map ? "Map" : "Set"}`, path, "convert it to an object or array first")
-  }
-  if (ancestors.has(object)) return unhashable("a cycle", path, "the value refers to itself")
-  ancestors.add(object)
-  let out: string
-  if (Array.isArray(object)) {
-    const items: Array<string> = []
-    for (let i = 0; i < object.length; i++) {
-      // As in JSON, an undefined element (or a hole) is null, so positions are kept.
-      items.push(canonical(object[i], String(i), `${path}[${i}]`, ancestors) ?? "null")
-    }
-    out = `[${items.join(",")}]`
-  } else {
-    const fields: Array<string> = []
-    for (const field of Object.keys(object).sort()) {
-      const encoded = canonical((object as Record<string, unknown>)[field], field, pathOf(path, field), ancestors)
-      if (encoded !== undefined) fields.push(`${JSON.stringify(field)}:${encoded}`)
-    }
-    out = `{${fields.join(",")}}`
-  }
-  ancestors.delete(object)
-  return out
-}
-
 /**
  * The canonical JSON text of `parts`, the text `key` hashes: object fields
  * sorted by name (UTF-16 code unit order) at every depth, arrays in their
@@ -154,8 +97,7 @@ const canonical = (value: unknown, name: string, path: string, ancestors: Set<ob
  * @since 0.1.0
  * @category keys
  */
-export const canonicalJson = (parts: unknown): string =>
-  canonical(parts, "", "$", new Set()) ?? unhashable("undefined", "$", "there is nothing to hash")
+export const canonicalJson = (parts: unknown): string => hashing.canonicalJson(parts, "ResultCache.key")
 
 /**
  * A stable cache key for `parts`: the SHA-256, in lowercase hex, of
@@ -173,7 +115,7 @@ export const canonicalJson = (parts: unknown): string =>
  * @since 0.1.0
  * @category keys
  */
-export const key = (parts: unknown): string => createHash("sha256").update(canonicalJson(parts), "utf8").digest("hex")
+export const key = (parts: unknown): string => hashing.hashOf(parts, "ResultCache.key")
 
 // ---------------------------------------------------------------------------
 // memory

@@ -31,7 +31,7 @@ describe("CheckpointStore.itemKeyOf", () => {
     for (const index of [-1, 1.5, Number.NaN, 2 ** 53]) {
       expect(() => CheckpointStore.itemKeyOf(index, "x")).toThrow(/^CheckpointStore\.itemKeyOf: index must be an integer ≥ 0/)
     }
-    expect(() => CheckpointStore.itemKeyOf(0, { n: 1n })).toThrow("cannot hash a bigint at $.n")
+    expect(() => CheckpointStore.itemKeyOf(0, { n: 1n })).toThrow("CheckpointStore.itemKeyOf: cannot hash a bigint at $.n")
   })
 })
 
