@@ -3,7 +3,7 @@
  * the CLI's `run` and of the job service's `file` submissions.
  *
  * Each non-empty line is either a JSON string (a prompt, sent as one user
- * message) or a chat request object (`OpenAiCompat.ChatRequest`: `messages`
+ * message) or a chat request object (`ChatRequest.ChatRequest`: `messages`
  * and any other request field), optionally with an `id` (a string or a
  * number) that is kept for the results and never sent to the provider. A line
  * that is not JSON, not one of those shapes, or nested deeper than
@@ -32,7 +32,7 @@ import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
 import * as JsonDepth from "../JsonDepth.js"
-import * as OpenAiCompat from "./OpenAiCompat.js"
+import * as ChatRequest from "./ChatRequest.js"
 
 /**
  * A non-blank line of the file.
@@ -59,7 +59,7 @@ export interface Entry {
   readonly line: number
   readonly id: string | number | undefined
   /** What goes to the provider (the `id` removed). */
-  readonly input: OpenAiCompat.ChatInput
+  readonly input: ChatRequest.ChatInput
 }
 
 /**
@@ -103,7 +103,7 @@ export const lines = <E, R>(bytes: Stream.Stream<Uint8Array, E, R>): Stream.Stre
     Stream.filter((line) => line.text.trim() !== "")
   )
 
-const decodeRequest = Schema.decodeUnknownEither(OpenAiCompat.ChatRequest)
+const decodeRequest = Schema.decodeUnknownEither(ChatRequest.ChatRequest)
 
 const pathText = (path: ReadonlyArray<PropertyKey>): string =>
   path.reduce<string>((text, key) =>

@@ -39,6 +39,7 @@ import * as RateLimiter from "../RateLimiter.js"
 import * as ResultCache from "../ResultCache.js"
 import * as TaskError from "../TaskError.js"
 import * as TaskResult from "../TaskResult.js"
+import type { ChatInput, ChatRequest } from "./ChatRequest.js"
 
 // ---------------------------------------------------------------------------
 // configuration
@@ -69,43 +70,20 @@ export interface Config {
 // ---------------------------------------------------------------------------
 
 /**
- * @since 0.1.0
- * @category schemas
- */
-export const Message = Schema.Struct({
-  role: Schema.String,
-  content: Schema.String
-})
-
-/**
- * A chat request as one JSONL line may hold it: `messages`, and any other
- * request field (`model`, `max_tokens`, `temperature`, ...), passed through.
+ * The request schemas live in `ChatRequest`, which needs nothing but
+ * `effect/Schema` (the job service's contract and the JSONL reader use it
+ * without loading this adapter); re-exported here for the adapter's users.
  *
  * @since 0.1.0
  * @category schemas
  */
-export const ChatRequest = Schema.Struct(
-  {
-    messages: Schema.NonEmptyArray(Message),
-    model: Schema.optional(Schema.String),
-    max_tokens: Schema.optional(Schema.Int.pipe(Schema.positive()))
-  },
-  Schema.Record({ key: Schema.String, value: Schema.Unknown })
-)
+export { ChatRequest, Message } from "./ChatRequest.js"
 
 /**
  * @since 0.1.0
  * @category models
  */
-export type ChatRequest = typeof ChatRequest.Type
-
-/**
- * A prompt (sent as one user message) or a whole request.
- *
- * @since 0.1.0
- * @category models
- */
-export type ChatInput = string | ChatRequest
+export type { ChatInput } from "./ChatRequest.js"
 
 const Usage = Schema.Struct({
   prompt_tokens: Schema.Number,

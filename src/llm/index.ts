@@ -2,7 +2,8 @@
  * effect-batch for LLM APIs: an OpenAI-compatible chat task with error
  * classification, token estimates and usage settlement (`OpenAiCompat`), a
  * simulated OpenAI-compatible provider for tests, demos and benchmarks
- * (`Simulator`), and the JSONL reader of prompt files (`JsonlInput`).
+ * (`Simulator`), the JSONL reader of prompt files (`JsonlInput`), and the
+ * schemas of what an item asks for (`ChatRequest`).
  *
  * Needs `@effect/platform` (its `HttpClient`, `HttpServer` and `FileSystem`),
  * on top of the core (`effect-batch`).
@@ -10,6 +11,8 @@
  * @since 0.1.0
  */
 
+/** @since 0.1.0 */
+export * as ChatRequest from "./ChatRequest.js"
 /** @since 0.1.0 */
 export * as JsonlInput from "./JsonlInput.js"
 /** @since 0.1.0 */

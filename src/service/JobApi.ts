@@ -27,7 +27,7 @@ import * as HttpApiSecurity from "@effect/platform/HttpApiSecurity"
 import * as OpenApi from "@effect/platform/OpenApi"
 import * as Context from "effect/Context"
 import * as Schema from "effect/Schema"
-import * as OpenAiCompat from "../llm/OpenAiCompat.js"
+import * as ChatRequest from "../llm/ChatRequest.js"
 
 // ---------------------------------------------------------------------------
 // models
@@ -86,7 +86,7 @@ const refuseUnknownFields = { onExcessProperty: "error" } as const
  * @since 0.1.0
  * @category schemas
  */
-export const Item = Schema.Union(Schema.String.pipe(Schema.minLength(1)), OpenAiCompat.ChatRequest).annotations({
+export const Item = Schema.Union(Schema.String.pipe(Schema.minLength(1)), ChatRequest.ChatRequest).annotations({
   identifier: "Item",
   parseOptions: { onExcessProperty: "ignore" }
 })
