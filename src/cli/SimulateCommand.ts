@@ -22,15 +22,14 @@
  */
 import * as Command from "@effect/cli/Command"
 import * as Options from "@effect/cli/Options"
-import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import * as Cause from "effect/Cause"
 import * as Console from "effect/Console"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
-import { createServer } from "node:http"
 import * as Simulator from "../llm/Simulator.js"
+import * as SimulatorServer from "../llm/SimulatorServer.js"
 import { UsageError } from "./CliError.js"
 import * as StopSignal from "./StopSignal.js"
 
@@ -133,8 +132,7 @@ const reason = (cause: Cause.Cause<unknown>): string => {
  * @category layers
  */
 export const layer = (options: Simulator.Options, port = 0): Layer.Layer<Simulator.Simulator, UsageError> =>
-  Simulator.layer(options).pipe(
-    Layer.provide(NodeHttpServer.layer(() => createServer(), { port, host: "127.0.0.1" })),
+  SimulatorServer.layer(options, port).pipe(
     Layer.catchAllCause((cause) => Layer.fail(new UsageError({ message: `cannot start the simulator: ${reason(cause)}` })))
   )
 

@@ -5,8 +5,9 @@
  * (`Simulator`), the JSONL reader of prompt files (`JsonlInput`), and the
  * schemas of what an item asks for (`ChatRequest`).
  *
- * Needs `@effect/platform` (its `HttpClient`, `HttpServer` and `FileSystem`),
- * on top of the core (`effect-batch`).
+ * Needs `@effect/platform` (its `HttpClient`, `HttpServer` and `FileSystem`)
+ * and, for `SimulatorServer`, `@effect/platform-node` (a dependency of the
+ * package), on top of the core (`effect-batch`).
  *
  * @since 0.1.0
  */
@@ -19,3 +20,5 @@ export * as JsonlInput from "./JsonlInput.js"
 export * as OpenAiCompat from "./OpenAiCompat.js"
 /** @since 0.1.0 */
 export * as Simulator from "./Simulator.js"
+/** @since 0.1.0 */
+export * as SimulatorServer from "./SimulatorServer.js"

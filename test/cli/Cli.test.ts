@@ -4,17 +4,17 @@
  * setup error, 130 interrupted).
  */
 import { HttpClient } from "@effect/platform"
-import { NodeContext, NodeHttpClient, NodeHttpServer } from "@effect/platform-node"
+import { NodeContext, NodeHttpClient } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
 import { Cause, ConfigProvider, Effect, Exit, Fiber, FiberId, Layer } from "effect"
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
-import { createServer } from "node:http"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll } from "vitest"
 import * as Cli from "../../src/cli/Cli.js"
 import * as CliError from "../../src/cli/CliError.js"
 import * as Simulator from "../../src/llm/Simulator.js"
+import * as SimulatorServer from "../../src/llm/SimulatorServer.js"
 import * as TestConsole from "./TestConsole.js"
 
 const dir = mkdtempSync(join(tmpdir(), "effect-batch-cli-"))
@@ -39,9 +39,7 @@ const cli = (args: ReadonlyArray<string>) =>
 
 const withSimulator = <A, E, R>(f: (simulator: Simulator.Service) => Effect.Effect<A, E, R>) =>
   Effect.flatMap(Simulator.Simulator, f).pipe(
-    Effect.provide(Simulator.layer({ latency: { baseMs: 2 }, apiKey: "k" }).pipe(
-      Layer.provide(NodeHttpServer.layer(() => createServer(), { port: 0, host: "127.0.0.1" }))
-    ))
+    Effect.provide(SimulatorServer.layer({ latency: { baseMs: 2 }, apiKey: "k" }))
   )
 
 const against = (simulator: Simulator.Service, input: string, out: string) => [

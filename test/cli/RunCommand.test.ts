@@ -3,11 +3,10 @@
  * input and output files, the Node file system and HTTP client.
  */
 import type { HttpClient } from "@effect/platform"
-import { NodeContext, NodeHttpClient, NodeHttpServer } from "@effect/platform-node"
+import { NodeContext, NodeHttpClient } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
 import { ConfigProvider, Effect, Either, Exit, Fiber, Layer } from "effect"
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
-import { createServer } from "node:http"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll } from "vitest"
@@ -15,6 +14,7 @@ import type * as ResultsWriter from "../../src/cli/ResultsWriter.js"
 import * as RunCommand from "../../src/cli/RunCommand.js"
 import * as StopSignal from "../../src/cli/StopSignal.js"
 import * as Simulator from "../../src/llm/Simulator.js"
+import * as SimulatorServer from "../../src/llm/SimulatorServer.js"
 
 const dir = mkdtempSync(join(tmpdir(), "effect-batch-run-"))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))
@@ -40,9 +40,7 @@ const withSimulator = <A, E>(
 ) =>
   Effect.flatMap(Simulator.Simulator, f).pipe(
     Effect.provide(Layer.mergeAll(
-      Simulator.layer({ latency: { baseMs: 5 }, apiKey, ...options }).pipe(
-        Layer.provide(NodeHttpServer.layer(() => createServer(), { port: 0, host: "127.0.0.1" }))
-      ),
+      SimulatorServer.layer({ latency: { baseMs: 5 }, apiKey, ...options }),
       NodeContext.layer,
       NodeHttpClient.layerUndici
     )),

@@ -3,13 +3,12 @@
  * process of the CLI against a simulator served by this test process.
  */
 import type { HttpClient } from "@effect/platform"
-import { NodeContext, NodeHttpClient, NodeHttpServer } from "@effect/platform-node"
+import { NodeContext, NodeHttpClient } from "@effect/platform-node"
 import { SqliteClient } from "@effect/sql-sqlite-node"
 import { describe, expect, it } from "@effect/vitest"
 import { ConfigProvider, Effect, Layer } from "effect"
 import { spawn } from "node:child_process"
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
-import { createServer } from "node:http"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll } from "vitest"
@@ -17,6 +16,7 @@ import * as CheckpointStore from "../../src/CheckpointStore.js"
 import * as RunCommand from "../../src/cli/RunCommand.js"
 import * as StopSignal from "../../src/cli/StopSignal.js"
 import * as Simulator from "../../src/llm/Simulator.js"
+import * as SimulatorServer from "../../src/llm/SimulatorServer.js"
 import * as SqlCheckpointStore from "../../src/sql/SqlCheckpointStore.js"
 
 const dir = mkdtempSync(join(tmpdir(), "effect-batch-crash-"))
@@ -80,9 +80,7 @@ const recorded = (db: string) =>
 const withSimulator = <A, E>(f: (simulator: Simulator.Service) => Effect.Effect<A, E, NodeContext.NodeContext | HttpClient.HttpClient>) =>
   Effect.flatMap(Simulator.Simulator, f).pipe(
     Effect.provide(Layer.mergeAll(
-      Simulator.layer({ latency: { baseMs: 15, jitter: 0.3 }, failureRate: 0.05 }).pipe(
-        Layer.provide(NodeHttpServer.layer(() => createServer(), { port: 0, host: "127.0.0.1" }))
-      ),
+      SimulatorServer.layer({ latency: { baseMs: 15, jitter: 0.3 }, failureRate: 0.05 }),
       NodeContext.layer,
       NodeHttpClient.layerUndici
     )),

@@ -3,12 +3,11 @@
  * line as a failure naming `file:line`), nothing prints a stack trace, and a
  * run refused under an existing run id loses nothing already recorded.
  */
-import { NodeContext, NodeHttpClient, NodeHttpServer } from "@effect/platform-node"
+import { NodeContext, NodeHttpClient } from "@effect/platform-node"
 import { SqliteClient } from "@effect/sql-sqlite-node"
 import { describe, expect, it } from "@effect/vitest"
 import { ConfigProvider, Effect, FastCheck, Layer } from "effect"
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
-import { createServer } from "node:http"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll } from "vitest"
@@ -16,6 +15,7 @@ import * as CheckpointStore from "../../src/CheckpointStore.js"
 import * as Cli from "../../src/cli/Cli.js"
 import * as JsonlInput from "../../src/llm/JsonlInput.js"
 import * as Simulator from "../../src/llm/Simulator.js"
+import * as SimulatorServer from "../../src/llm/SimulatorServer.js"
 import * as SqlCheckpointStore from "../../src/sql/SqlCheckpointStore.js"
 import * as TestConsole from "./TestConsole.js"
 
@@ -52,9 +52,7 @@ describe("JsonlInput.parse on random lines", () => {
 
 const withSimulator = <A, E, R>(f: (simulator: Simulator.Service) => Effect.Effect<A, E, R>) =>
   Effect.flatMap(Simulator.Simulator, f).pipe(
-    Effect.provide(Simulator.layer({ latency: { baseMs: 1 }, apiKey: "k" }).pipe(
-      Layer.provide(NodeHttpServer.layer(() => createServer(), { port: 0, host: "127.0.0.1" }))
-    ))
+    Effect.provide(SimulatorServer.layer({ latency: { baseMs: 1 }, apiKey: "k" }))
   )
 
 const cli = (args: ReadonlyArray<string>) =>

@@ -3,10 +3,9 @@
  * port, called through `@effect/platform`'s HttpClient (undici).
  */
 import { HttpClient } from "@effect/platform"
-import { NodeHttpClient, NodeHttpServer } from "@effect/platform-node"
+import { NodeHttpClient } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Fiber, Layer, Redacted } from "effect"
-import { createServer } from "node:http"
 import * as Batch from "../../src/Batch.js"
 import * as Budget from "../../src/Budget.js"
 import * as CheckpointStore from "../../src/CheckpointStore.js"
@@ -15,6 +14,7 @@ import * as RateLimiter from "../../src/RateLimiter.js"
 import * as ResultCache from "../../src/ResultCache.js"
 import * as RetryPolicy from "../../src/RetryPolicy.js"
 import * as Simulator from "../../src/llm/Simulator.js"
+import * as SimulatorServer from "../../src/llm/SimulatorServer.js"
 
 /** Request headers seen by the client, to check what the adapter sends. */
 const sentHeaders: Array<Readonly<Record<string, string>>> = []
@@ -29,7 +29,7 @@ const withSimulator = <A, E, R>(
 ) =>
   Effect.flatMap(Simulator.Simulator, f).pipe(
     Effect.provide(Layer.mergeAll(
-      Simulator.layer(options).pipe(Layer.provide(NodeHttpServer.layer(() => createServer(), { port: 0, host: "127.0.0.1" }))),
+      SimulatorServer.layer(options),
       recordingClient,
       RetryPolicy.layer({ base: "20 millis", maxDelay: "200 millis", maxAttempts: 6 })
     ))

@@ -1,10 +1,10 @@
 import { HttpClient, HttpClientRequest } from "@effect/platform"
-import { NodeHttpClient, NodeHttpServer } from "@effect/platform-node"
+import { NodeHttpClient } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
 import { Cause, Duration, Effect, Exit, FastCheck, Fiber, Layer, Schema, TestClock } from "effect"
-import { createServer } from "node:http"
 import * as model from "../../src/llm/internal/simulatorModel.js"
 import * as Simulator from "../../src/llm/Simulator.js"
+import * as SimulatorServer from "../../src/llm/SimulatorServer.js"
 import * as TaskError from "../../src/TaskError.js"
 
 // ---------------------------------------------------------------------------
@@ -17,7 +17,7 @@ const withSimulator = <A, E>(
 ) =>
   Effect.flatMap(Simulator.Simulator, f).pipe(
     Effect.provide(Layer.mergeAll(
-      Simulator.layer(options).pipe(Layer.provide(NodeHttpServer.layer(() => createServer(), { port: 0, host: "127.0.0.1" }))),
+      SimulatorServer.layer(options),
       NodeHttpClient.layerUndici
     ))
   )

@@ -17,7 +17,7 @@ import { join } from "node:path"
 import { type Browser, chromium, type Page } from "playwright-core"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import * as ApiKeys from "../../src/service/ApiKeys.js"
-import * as SimulateCommand from "../../src/cli/SimulateCommand.js"
+import * as SimulatorServer from "../../src/llm/SimulatorServer.js"
 import type * as JobApi from "../../src/service/JobApi.js"
 import * as JobService from "../../src/service/JobService.js"
 import * as Simulator from "../../src/llm/Simulator.js"
@@ -33,7 +33,7 @@ const service = Layer.unwrapEffect(Effect.map(Simulator.Simulator, (sim) =>
     profiles: [{ name: "simulator", baseUrl: `${sim.url}/v1`, models: ["sim-chat"], concurrency: 4 }],
     keys: ApiKeys.make([{ tenant: "t1", key: Redacted.make(key) }])
   }))).pipe(
-  Layer.provide(SimulateCommand.layer({ latency: { baseMs: 100, jitter: 0 }, capacity: 4 })),
+  Layer.provide(SimulatorServer.layer({ latency: { baseMs: 100, jitter: 0 }, capacity: 4 })),
   Layer.provideMerge(NodeHttpServer.layer(createServer, { port: 0, host: "127.0.0.1" })),
   Layer.provide(SqliteClient.layer({ filename: join(dir, "service.db") })),
   Layer.provide(NodeHttpClient.layerUndici),

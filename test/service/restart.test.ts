@@ -12,7 +12,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll } from "vitest"
-import * as SimulateCommand from "../../src/cli/SimulateCommand.js"
+import * as SimulatorServer from "../../src/llm/SimulatorServer.js"
 import * as JobApi from "../../src/service/JobApi.js"
 import * as JobStore from "../../src/service/JobStore.js"
 import * as Simulator from "../../src/llm/Simulator.js"
@@ -160,7 +160,7 @@ describe("job service: SIGKILL and restart", () => {
     }).pipe(
       Effect.scoped,
       Effect.provide(Layer.merge(
-        SimulateCommand.layer({ latency: { baseMs: 100, jitter: 0.2 }, capacity: 16 }),
+        SimulatorServer.layer({ latency: { baseMs: 100, jitter: 0.2 }, capacity: 16 }),
         NodeHttpClient.layerUndici
       ))
     ), 120_000)

@@ -11,7 +11,7 @@ import { Effect, Layer } from "effect"
 import { mkdtempSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import * as SimulateCommand from "../../src/cli/SimulateCommand.js"
+import * as SimulatorServer from "../../src/llm/SimulatorServer.js"
 import * as JobEvents from "../../src/service/JobEvents.js"
 import * as JobRunner from "../../src/service/JobRunner.js"
 import * as Jobs from "../../src/service/Jobs.js"
@@ -52,7 +52,7 @@ const services = Layer.unwrapEffect(Effect.map(Simulator.Simulator, (sim) => {
     Layer.provide(NodeHttpClient.layerUndici),
     Layer.provide(NodeContext.layer)
   )
-})).pipe(Layer.provideMerge(SimulateCommand.layer({ latency: { baseMs: 10, jitter: 0 } })))
+})).pipe(Layer.provideMerge(SimulatorServer.layer({ latency: { baseMs: 10, jitter: 0 } })))
 
 describe("job-level retry", () => {
   layer(services, { excludeTestServices: true, timeout: 60_000 })("a chunk that fails", (it) => {

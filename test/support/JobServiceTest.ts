@@ -14,7 +14,7 @@ import { mkdtempSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import * as ApiKeys from "../../src/service/ApiKeys.js"
-import * as SimulateCommand from "../../src/cli/SimulateCommand.js"
+import * as SimulatorServer from "../../src/llm/SimulatorServer.js"
 import * as JobApi from "../../src/service/JobApi.js"
 import * as JobService from "../../src/service/JobService.js"
 import * as Simulator from "../../src/llm/Simulator.js"
@@ -43,7 +43,7 @@ export const layer = (setup: Setup = {}) => {
   const dir = mkdtempSync(join(tmpdir(), "effect-batch-service-"))
   for (const [name, text] of Object.entries(setup.files ?? {})) writeFileSync(join(dir, name), text)
   const simulator = Layer.effect(Sim, Simulator.Simulator).pipe(
-    Layer.provideMerge(SimulateCommand.layer({ latency: { baseMs: 20, jitter: 0 }, ...setup.simulator }))
+    Layer.provideMerge(SimulatorServer.layer({ latency: { baseMs: 20, jitter: 0 }, ...setup.simulator }))
   )
   const service = Layer.unwrapEffect(Effect.map(Sim, (sim) =>
     JobService.layer({
