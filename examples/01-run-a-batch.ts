@@ -9,7 +9,7 @@
  */
 import { NodeRuntime } from "@effect/platform-node"
 import { Console, Effect } from "effect"
-import { Batch, BatchReport, RetryPolicy, TaskError } from "../src/index.js"
+import { Batch, BatchReport, RetryPolicy, TaskError } from "effect-batch"
 
 const items = Array.from({ length: 20 }, (_, i) => `doc-${i}`)
 

@@ -10,7 +10,7 @@
  */
 import { NodeRuntime } from "@effect/platform-node"
 import { Console, Duration, Effect, Layer, Schedule } from "effect"
-import { Batch, Progress, RetryPolicy, TaskError } from "../src/index.js"
+import { Batch, Progress, RetryPolicy, TaskError } from "effect-batch"
 
 /** A fresh task each run: item 1 is rate limited, then fails transiently, then succeeds. */
 const flaky = () => {

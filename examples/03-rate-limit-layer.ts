@@ -17,7 +17,7 @@ import type { AddressInfo } from "node:net"
 import { HttpClient } from "@effect/platform"
 import { NodeHttpClient, NodeRuntime } from "@effect/platform-node"
 import { Console, Effect, Layer } from "effect"
-import { Batch, Progress, RateLimiter, TaskError } from "../src/index.js"
+import { Batch, Progress, RateLimiter, TaskError } from "effect-batch"
 
 const since = (start: number) => `+${String(Date.now() - start).padStart(4)} ms`
 

@@ -18,8 +18,8 @@ import type { AddressInfo } from "node:net"
 import { HttpClient } from "@effect/platform"
 import { NodeHttpClient, NodeRuntime } from "@effect/platform-node"
 import { Console, Effect, Layer } from "effect"
-import { Batch, ConcurrencyLimiter, LimitAlgorithm, RetryPolicy, TaskError } from "../src/index.js"
-import type { BatchReport } from "../src/index.js"
+import { Batch, ConcurrencyLimiter, LimitAlgorithm, RetryPolicy, TaskError } from "effect-batch"
+import type { BatchReport } from "effect-batch"
 
 const SLOTS = 16
 const BASE_LATENCY_MS = 40

@@ -10,7 +10,7 @@
  */
 import { NodeRuntime } from "@effect/platform-node"
 import { Console, Effect, Random, Stream } from "effect"
-import { Batch } from "../src/index.js"
+import { Batch } from "effect-batch"
 
 /** A call taking 1–10 ms; counts calls started and calls interrupted mid-flight. */
 const counters = { started: 0, interrupted: 0 }

@@ -13,8 +13,8 @@
 import { NodeHttpClient, NodeHttpServer, NodeRuntime } from "@effect/platform-node"
 import { Console, Effect, Layer } from "effect"
 import { createServer } from "node:http"
-import { Batch, BatchReport, Budget, ResultCache } from "../src/index.js"
-import { OpenAiCompat, Simulator } from "../src/llm/index.js"
+import { Batch, BatchReport, Budget, ResultCache } from "effect-batch"
+import { OpenAiCompat, Simulator } from "effect-batch/llm"
 
 const prompts = Array.from({ length: 200 }, (_, i) =>
   i % 50 === 7 ? `Translate this INVALID request ${i}` : `Write a one-line summary of document ${i}`)
