@@ -4,8 +4,9 @@
  *
  * A batch takes one permit per item attempt and gives it back when the
  * attempt ends, so an item waiting to retry holds none. Each finished attempt
- * is `record`ed as a sample; an adaptive limiter feeds it to its algorithm and
- * resizes the semaphore when the limit moves. The limit lives in a
+ * is a sample; an adaptive limiter feeds it to its algorithm and resizes the
+ * pool when the limit moves. Outside a batch, `withPermit` runs any effect
+ * under the same limit. The limit lives in a
  * `SubscriptionRef` (a `SynchronizedRef` whose `changes` stream anyone can
  * watch), updated together with the resize.
  *
@@ -28,46 +29,34 @@ import * as Layer from "effect/Layer"
 import type * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
 import * as SynchronizedRef from "effect/SynchronizedRef"
-import { PermitPool, PrioritizedPermitPool } from "./internal/permitPool.js"
-import type { Holder, Ledger } from "./internal/permitPool.js"
+import { PermitPool, permitProtocol, PrioritizedPermitPool } from "./internal/permitPool.js"
+import type { Holder, PermitProtocol } from "./internal/permitPool.js"
 import * as LimitAlgorithm from "./LimitAlgorithm.js"
-
-/**
- * Who holds a permit: an item (`holding`) of a batch (`ledger`).
- *
- * @since 0.1.0
- * @category models
- */
-export type { Holder, Ledger }
 
 /**
  * @since 0.1.0
  * @category models
  */
 export interface Limiter {
-  /** Waits for a permit for `holder` (no-op if it holds one). */
-  readonly take: (holder: Holder) => Effect.Effect<void>
-  /** Takes a permit for `holder` if one is free now, without waiting; whether it holds one. */
-  readonly tryTake: (holder: Holder) => boolean
-  /** Gives `holder`'s permit back (no-op if it holds none). */
-  readonly release: (holder: Holder) => Effect.Effect<void>
-  /** `release`, done at once (for callers already inside an effect). */
-  readonly unsafeRelease: (holder: Holder) => void
-  /** Resumes without a permit the idle workers of `ledger` still waiting (its batch has nothing more to run). */
-  readonly dismissIdle: (ledger: Ledger) => void
-  /** Gives back every permit still recorded on `ledger` (for a batch that was interrupted). */
-  readonly releaseLedger: (ledger: Ledger) => Effect.Effect<void>
-  /** Feeds one finished attempt to the algorithm; the new limit when it moved. */
-  readonly record: (sample: LimitAlgorithm.Sample) => Effect.Effect<number | undefined>
+  /**
+   * Runs `effect` holding one permit, waiting for one first (interruptibly).
+   * A success is a latency sample for an adaptive limit; a failure is not a
+   * sample (this cannot tell an overloaded provider from a bad request: a
+   * `Batch` can, and samples its attempts itself).
+   */
+  readonly withPermit: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
   /** The limit now. */
   readonly current: Effect.Effect<number>
   /** The limit now, then every change. */
   readonly changes: Stream.Stream<number>
   /** The highest the limit can go. */
   readonly max: number
-  /** Whether `record` can move the limit. */
+  /** Whether the limit moves with what it samples. */
   readonly adaptive: boolean
+  /** The algorithm's name: `fixed`, `aimd`, `gradient`, or yours. */
   readonly algorithm: string
+  /** The engine's side: permits per item and samples per attempt (internal). */
+  readonly [permitProtocol]: PermitProtocol
 }
 
 /**
@@ -164,7 +153,7 @@ const limiterOn = <S>(
               : Effect.as(pool.resize(next), [next, next] as const)
           })
         : Effect.succeed(undefined)
-    return {
+    const protocol: PermitProtocol = {
       take,
       tryTake: pool.tryTake,
       release: pool.release,
@@ -172,11 +161,31 @@ const limiterOn = <S>(
       releaseLedger: pool.releaseLedger,
       dismissIdle: pool.dismissIdle,
       record,
+      inUse: pool.inUse
+    }
+    const clock = yield* Effect.clock
+    const withPermit = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+      Effect.suspend(() => {
+        const holder: Holder = { holding: false, ledger: { held: 0 } }
+        return take(holder).pipe(
+          Effect.zipRight(Effect.suspend(() => {
+            const startedAt = clock.unsafeCurrentTimeMillis()
+            const inFlight = pool.inUse()
+            return Effect.tap(effect, () =>
+              record({ startedAt, latencyMs: clock.unsafeCurrentTimeMillis() - startedAt, inFlight, dropped: false }))
+          })),
+          // Also when interrupted right after the grant: `release` is a no-op for a holder without a permit.
+          Effect.ensuring(pool.release(holder))
+        )
+      })
+    return {
+      withPermit,
       adaptive,
       current: SubscriptionRef.get(limit),
       changes: limit.changes,
       max: algorithm.max,
-      algorithm: algorithm.name
+      algorithm: algorithm.name,
+      [permitProtocol]: protocol
     }
   })
 
@@ -196,8 +205,23 @@ export const layerFixed = (limit: number): Layer.Layer<ConcurrencyLimiter> =>
   Layer.effect(ConcurrencyLimiter, makeFixed(limit))
 
 /**
+ * A limit that follows `algorithm`; by default `LimitAlgorithm.recommended()`
+ * (latency-driven, from 8 up to 128: what the CLI runs with).
+ *
  * @since 0.1.0
  * @category layers
  */
-export const layerAdaptive = <S>(algorithm: LimitAlgorithm.LimitAlgorithm<S>): Layer.Layer<ConcurrencyLimiter> =>
-  Layer.effect(ConcurrencyLimiter, make(algorithm))
+export const layerAdaptive = <S>(algorithm?: LimitAlgorithm.LimitAlgorithm<S>): Layer.Layer<ConcurrencyLimiter> =>
+  Layer.effect(ConcurrencyLimiter, algorithm === undefined ? make(LimitAlgorithm.recommended()) : make(algorithm))
+
+/**
+ * One limiter for several batches, serving waiting requests by priority
+ * (see `makePrioritized`).
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerPrioritized = <S>(
+  algorithm: LimitAlgorithm.LimitAlgorithm<S>,
+  options: { readonly aging?: Duration.DurationInput | undefined } = {}
+): Layer.Layer<ConcurrencyLimiter> => Layer.effect(ConcurrencyLimiter, makePrioritized(algorithm, options))

@@ -4,33 +4,39 @@
  * at once whatever the priority; and batches run at a priority share it.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Clock, type Duration, Effect, Fiber, TestClock } from "effect"
+import { Clock, Deferred, type Duration, Effect, Fiber, Option, TestClock } from "effect"
 import * as Batch from "../src/Batch.js"
 import * as ConcurrencyLimiter from "../src/ConcurrencyLimiter.js"
 import * as LimitAlgorithm from "../src/LimitAlgorithm.js"
 
-const holder = () => ({ holding: false, ledger: { held: 0 } })
+/** Holds one permit of `limiter` until the returned effect is run. */
+const occupy = (limiter: ConcurrencyLimiter.Limiter, priority = 0) =>
+  Effect.gen(function*() {
+    const release = yield* Deferred.make<void>()
+    const granted = yield* Deferred.make<void>()
+    const fiber = yield* Effect.fork(ConcurrencyLimiter.withPriority(
+      limiter.withPermit(Effect.zipRight(Deferred.succeed(granted, undefined), Deferred.await(release))),
+      priority
+    ))
+    yield* Deferred.await(granted)
+    return Effect.zipRight(Deferred.succeed(release, undefined), Fiber.join(fiber))
+  })
 
 /** Forks a request for a permit at `priority` that notes `name` in `order` when granted, then gives the permit back. */
 const waiter = (limiter: ConcurrencyLimiter.Limiter, order: Array<string>) => (name: string, priority: number) =>
-  Effect.fork(ConcurrencyLimiter.withPriority(
-    Effect.flatMap(Effect.sync(holder), (h) =>
-      Effect.zipRight(limiter.take(h), Effect.sync(() => order.push(name))).pipe(Effect.zipRight(limiter.release(h)))),
-    priority
-  ))
+  Effect.fork(ConcurrencyLimiter.withPriority(limiter.withPermit(Effect.sync(() => order.push(name))), priority))
 
 describe("ConcurrencyLimiter.makePrioritized", () => {
   it.effect("waiters go by priority, then by arrival", () =>
     Effect.gen(function*() {
       const limiter = yield* ConcurrencyLimiter.makePrioritized(LimitAlgorithm.fixed(1), { aging: "1 hour" })
-      const first = holder()
-      yield* limiter.take(first)
+      const release = yield* occupy(limiter)
       const order: Array<string> = []
       const wait = waiter(limiter, order)
       const fibers = [yield* wait("low-1", 0), yield* wait("high-1", 5), yield* wait("low-2", 0), yield* wait("high-2", 5), yield* wait("mid", 2)]
       yield* Effect.yieldNow()
       expect(order).toEqual([])
-      yield* limiter.release(first)
+      yield* release
       for (const fiber of fibers) yield* Fiber.join(fiber)
       expect(order).toEqual(["high-1", "high-2", "mid", "low-1", "low-2"])
     }))
@@ -38,8 +44,7 @@ describe("ConcurrencyLimiter.makePrioritized", () => {
   it.effect("a waiter gains one priority per aging period: an old low-priority request beats a fresh high one", () =>
     Effect.gen(function*() {
       const limiter = yield* ConcurrencyLimiter.makePrioritized(LimitAlgorithm.fixed(1), { aging: "1 second" })
-      const busy = holder()
-      yield* limiter.take(busy)
+      const release = yield* occupy(limiter)
       const order: Array<string> = []
       const wait = waiter(limiter, order)
       const old = yield* wait("old, priority 0", 0)
@@ -47,7 +52,7 @@ describe("ConcurrencyLimiter.makePrioritized", () => {
       yield* TestClock.adjust("3500 millis") // standing 3.5
       const fresh = yield* wait("fresh, priority 3", 3) // standing 3
       yield* Effect.yieldNow()
-      yield* limiter.release(busy)
+      yield* release
       yield* Fiber.join(old)
       yield* Fiber.join(fresh)
       expect(order).toEqual(["old, priority 0", "fresh, priority 3"])
@@ -56,20 +61,19 @@ describe("ConcurrencyLimiter.makePrioritized", () => {
   it.effect("a free permit is taken at once, whatever the priority; interrupted waiters give nothing away", () =>
     Effect.gen(function*() {
       const limiter = yield* ConcurrencyLimiter.makePrioritized(LimitAlgorithm.fixed(2))
-      const a = holder()
-      yield* ConcurrencyLimiter.withPriority(limiter.take(a), -10)
-      expect(a.holding).toBe(true)
-      const b = holder()
-      yield* limiter.take(b)
-      const c = holder()
-      const waiting = yield* Effect.fork(limiter.take(c))
+      // Granted at once at the lowest priority: `occupy` returns only once its permit is held.
+      const releaseA = yield* occupy(limiter, -10)
+      yield* occupy(limiter)
+      const waiting = yield* Effect.fork(limiter.withPermit(Effect.void))
       yield* Effect.yieldNow()
       yield* Fiber.interrupt(waiting)
-      expect(c.holding).toBe(false)
-      yield* limiter.release(a)
-      const d = holder()
-      expect(limiter.tryTake(d)).toBe(true)
-      expect(limiter.tryTake(holder())).toBe(false)
+      yield* releaseA
+      // One permit is free again, not two: the interrupted waiter took none with it.
+      yield* occupy(limiter, -10)
+      const third = yield* Effect.fork(limiter.withPermit(Effect.void))
+      yield* Effect.yieldNow()
+      expect(Option.isNone(yield* Fiber.poll(third))).toBe(true)
+      yield* Fiber.interrupt(third)
     }))
 
   const twoBatches = (aging: Duration.DurationInput) =>
@@ -140,4 +144,50 @@ describe("batches sharing one limiter", () => {
       expect(lastItemAt).toBeGreaterThan(0)
       expect(endedAt).toBe(lastItemAt)
     }))
+})
+
+describe("ConcurrencyLimiter.withPermit", () => {
+  it.effect("never more than the limit at once; the others wait their turn", () =>
+    Effect.gen(function*() {
+      const limiter = yield* ConcurrencyLimiter.makeFixed(2)
+      let running = 0
+      let most = 0
+      const work = limiter.withPermit(Effect.acquireUseRelease(
+        Effect.sync(() => most = Math.max(most, ++running)),
+        () => Effect.sleep("1 second"),
+        () => Effect.sync(() => running--)
+      ))
+      const all = yield* Effect.fork(Effect.all(Array.from({ length: 7 }, () => work), { concurrency: "unbounded" }))
+      yield* TestClock.adjust("3 seconds")
+      // Three rounds of two have run; the seventh is running alone.
+      expect(running).toBe(1)
+      yield* TestClock.adjust("1 second")
+      yield* Fiber.join(all)
+      expect([running, most]).toEqual([0, 2])
+    }))
+
+  it.effect("an adaptive limit moves with the successes it samples", () =>
+    Effect.gen(function*() {
+      const limiter = yield* ConcurrencyLimiter.make(LimitAlgorithm.aimd({ initial: 2, max: 10 }))
+      const all = yield* Effect.fork(Effect.all(
+        Array.from({ length: 40 }, () => limiter.withPermit(Effect.sleep("10 millis"))),
+        { concurrency: "unbounded" }
+      ))
+      for (let i = 0; i < 40; i++) {
+        yield* Effect.yieldNow()
+        yield* TestClock.adjust("10 millis")
+      }
+      yield* Fiber.join(all)
+      expect(yield* limiter.current).toBeGreaterThan(2)
+      // A failure is not a sample: the limit stays where it is.
+      const before = yield* limiter.current
+      yield* Effect.either(limiter.withPermit(Effect.fail("bad request")))
+      expect(yield* limiter.current).toBe(before)
+    }))
+
+  it.effect("layerAdaptive() runs LimitAlgorithm.recommended(): gradient from 8 up to 128", () =>
+    Effect.gen(function*() {
+      const limiter = yield* ConcurrencyLimiter.ConcurrencyLimiter
+      expect([limiter.algorithm, yield* limiter.current, limiter.max, limiter.adaptive]).toEqual(["gradient", 8, 128, true])
+    }).pipe(Effect.provide(ConcurrencyLimiter.layerAdaptive())))
 })

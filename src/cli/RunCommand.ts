@@ -10,7 +10,7 @@
  * rate-limit slot or budget. Limits come from the flags: `--rpm` / `--tpm`
  * (`RateLimiter.layer`; without them an unlimited limiter that learns the
  * provider's limits from its `x-ratelimit-*` headers), `--concurrency N` or
- * `adaptive` (`LimitAlgorithm.gradient`, the default), `--max-cost`
+ * `adaptive` (`LimitAlgorithm.recommended()`, the default), `--max-cost`
  * (`Budget`), `--max-attempts` (`RetryPolicy`), `--timeout` (per attempt).
  * `--cache FILE` keeps answers in SQLite (`ResultCache.layerSql`), so a
  * second run over the same input pays for nothing, and identical requests in
@@ -146,15 +146,6 @@ const maxNotes = 10
 
 const defaultApiKeyEnv = "OPENAI_API_KEY"
 const defaultDb = "effect-batch.db"
-
-/**
- * The adaptive limit: latency-driven, from 8 up to 128, smoothed for a few
- * hundred samples per second (as in `examples/04-adaptive-concurrency.ts`).
- *
- * @since 0.1.0
- * @category defaults
- */
-export const adaptiveAlgorithm = () => LimitAlgorithm.gradient({ initial: 8, max: 128, smoothing: 0.05 })
 
 const usage = (message: string) => new UsageError({ message })
 
@@ -302,7 +293,7 @@ export const run = (
 
     const { concurrency } = settings
     const limiter = concurrency === "adaptive"
-      ? yield* ConcurrencyLimiter.make(adaptiveAlgorithm())
+      ? yield* ConcurrencyLimiter.make(LimitAlgorithm.recommended())
       : yield* ConcurrencyLimiter.makeFixed(concurrency)
     const budget = yield* Budget.make({ maxCost: options.maxCost })
     const clock = yield* Effect.clock

@@ -37,6 +37,7 @@ import * as TaskError from "../TaskError.js"
 import * as TaskResult from "../TaskResult.js"
 import * as Checkpointing from "./checkpointing.js"
 import * as ItemSource from "./itemSource.js"
+import { permitProtocol } from "./permitPool.js"
 import type { Holder, Ledger } from "./permitPool.js"
 
 /** The engine reads `Batch.Options` (documented there); `bufferSize` is the stream's business. */
@@ -153,6 +154,7 @@ export const run = <A, B, E, R, ES, RS>(
     const timeoutMs = positiveMillis("timeout", config.timeout)
     const deadlineMs = positiveMillis("deadline", config.deadline)
     const limiter = yield* limiterFor(config.concurrency)
+    const permits = limiter[permitProtocol]
     const rate = yield* rateLimiter
     const budget = yield* budgetLedger
     const cache = config.cache === undefined ? undefined : cacheFor(config.cache, yield* resultCache)
@@ -162,7 +164,7 @@ export const run = <A, B, E, R, ES, RS>(
     const now = () => clock.unsafeCurrentTimeMillis()
     // Registered before the fibers' set, so it runs after they are interrupted.
     const ledger: Ledger = { held: 0 }
-    yield* Effect.addFinalizer(() => limiter.releaseLedger(ledger))
+    yield* Effect.addFinalizer(() => permits.releaseLedger(ledger))
     const source = yield* ItemSource.make(input, config.priority)
     const checkpoint = config.checkpoint === undefined
       ? undefined
@@ -199,7 +201,7 @@ export const run = <A, B, E, R, ES, RS>(
     const endOfInput = () => {
       if (inputDone) return
       inputDone = true
-      limiter.dismissIdle(ledger)
+      permits.dismissIdle(ledger)
     }
     let firstFailure: Option.Option<E | TaskError.TaskError> = Option.none()
     let inFlight = 0
@@ -208,7 +210,7 @@ export const run = <A, B, E, R, ES, RS>(
         config.stopWhen,
         Effect.sync(() => {
           stopReason ??= "interrupted"
-          limiter.dismissIdle(ledger)
+          permits.dismissIdle(ledger)
         })
       ))
     }
@@ -257,7 +259,7 @@ export const run = <A, B, E, R, ES, RS>(
       next: Effect.Effect<X, Y, Z>,
       spent?: Cost
     ): Effect.Effect<X, Y, Z> => {
-      limiter.unsafeRelease(run)
+      permits.unsafeRelease(run)
       const shared = run.shared
       if (shared === undefined) return finish(result, next, spent)
       inFlightByKey!.delete(shared.key)
@@ -352,7 +354,7 @@ export const run = <A, B, E, R, ES, RS>(
       const inFlightAtStart = ++inFlight
       const sample = (dropped: boolean) =>
         Effect.flatMap(
-          limiter.record({ startedAt, latencyMs: now() - startedAt, inFlight: inFlightAtStart, dropped }),
+          permits.record({ startedAt, latencyMs: now() - startedAt, inFlight: inFlightAtStart, dropped }),
           limitMoved
         )
       return Effect.matchCauseEffect(effect, {
@@ -371,7 +373,7 @@ export const run = <A, B, E, R, ES, RS>(
         },
         onFailure: (cause) => {
           inFlight--
-          limiter.unsafeRelease(run)
+          permits.unsafeRelease(run)
           budget.unsafeRelease(usd)
           const failure = Cause.failureOption(cause)
           const error: E | TaskError.TaskError = Option.isSome(failure) ? failure.value : defectAsPermanent(cause)
@@ -423,7 +425,7 @@ export const run = <A, B, E, R, ES, RS>(
         const retry = <X2, Y2, Z2>(then: Effect.Effect<X2, Y2, Z2>) =>
           Effect.zipRight(
             decision.delayMillis > 0 ? Effect.sleep(Duration.millis(decision.delayMillis)) : Effect.void,
-            Effect.flatMap(withinDeadline(run, Effect.as(limiter.take(run), true)), (taken) =>
+            Effect.flatMap(withinDeadline(run, Effect.as(permits.take(run), true)), (taken) =>
               taken === undefined ? failDeadline(run, then) : attempt(run, then))
           )
         if (!run.onWorker) return Effect.zipRight(announced, retry(next))
@@ -442,7 +444,7 @@ export const run = <A, B, E, R, ES, RS>(
       const key = cache.key(run.item, run.index)
       return Effect.flatMap(cache.lookup(key), (hit) => {
         if (Option.isSome(hit)) {
-          limiter.unsafeRelease(run)
+          permits.unsafeRelease(run)
           return finish(TaskResult.succeeded(run.index, hit.value, 0, elapsed(run), "cache"), next)
         }
         run.cacheKey = key
@@ -462,7 +464,7 @@ export const run = <A, B, E, R, ES, RS>(
         return attempt(run, next)
       }
       // A duplicate needs no permit: it waits for its leader's outcome, off the worker.
-      limiter.unsafeRelease(run)
+      permits.unsafeRelease(run)
       runFiber(Effect.flatMap(withinDeadline(run, Deferred.await(leader)), (outcome) =>
         finish(
           outcome === undefined
@@ -482,14 +484,14 @@ export const run = <A, B, E, R, ES, RS>(
       next: ItemSource.Admitted<A> | undefined
     ): Effect.Effect<void, ES, R | RS> => {
       if (next === undefined) {
-        limiter.unsafeRelease(holder)
+        permits.unsafeRelease(holder)
         endOfInput()
         return Effect.void
       }
       // With a known total, the last item admitted ends the input: no worker need wait for a permit to find out.
       if (++admitted === source.total) endOfInput()
       if (stopReason !== undefined) {
-        limiter.unsafeRelease(holder)
+        permits.unsafeRelease(holder)
         return finish(TaskResult.skipped(next.index, stopReason), Effect.void)
       }
       if (checkpoint !== undefined) {
@@ -497,11 +499,11 @@ export const run = <A, B, E, R, ES, RS>(
         try {
           restored = checkpoint.restore(next.index, next.item)
         } catch (error) {
-          limiter.unsafeRelease(holder)
+          permits.unsafeRelease(holder)
           return Effect.die(error)
         }
         if (restored !== undefined) {
-          limiter.unsafeRelease(holder)
+          permits.unsafeRelease(holder)
           return finish(restored, worker)
         }
       }
@@ -526,7 +528,7 @@ export const run = <A, B, E, R, ES, RS>(
       const next = source.unsafeTryNext()
       if (next !== ItemSource.notReady) return start(holder, next)
       return Effect.flatMap(
-        Effect.onError(source.next, () => limiter.release(holder)),
+        Effect.onError(source.next, () => permits.release(holder)),
         (admitted) => start(holder, admitted)
       )
     }
@@ -535,9 +537,9 @@ export const run = <A, B, E, R, ES, RS>(
     const worker: Effect.Effect<void, ES, R | RS> = Effect.suspend(() => {
       if (stopReason !== undefined || inputDone) return Effect.void
       const holder: Holder = { holding: false, ledger, idle: true }
-      if (limiter.tryTake(holder)) return pull(holder)
+      if (permits.tryTake(holder)) return pull(holder)
       // Resumed without a permit: dismissed, the batch has nothing more to run.
-      return Effect.flatMap(limiter.take(holder), () => (holder.holding ? pull(holder) : Effect.void))
+      return Effect.flatMap(permits.take(holder), () => (holder.holding ? pull(holder) : Effect.void))
     })
 
     const skipRest: Effect.Effect<void, ES, RS> = Effect.suspend(() =>

@@ -15,10 +15,38 @@
  * Waiters are served first-in, first-out.
  */
 import * as Effect from "effect/Effect"
+import type * as LimitAlgorithm from "../LimitAlgorithm.js"
 
 export interface Ledger {
   held: number
 }
+
+/**
+ * What the engine asks of a `ConcurrencyLimiter`: the permits of its items,
+ * one per attempt, and the samples of finished attempts. Kept off the
+ * limiter's public face (under `permitProtocol`), which offers `withPermit`.
+ */
+export interface PermitProtocol {
+  /** Waits for a permit for `holder` (no-op if it holds one). */
+  readonly take: (holder: Holder) => Effect.Effect<void>
+  /** Takes a permit for `holder` if one is free now, without waiting; whether it holds one. */
+  readonly tryTake: (holder: Holder) => boolean
+  /** Gives `holder`'s permit back (no-op if it holds none). */
+  readonly release: (holder: Holder) => Effect.Effect<void>
+  /** `release`, done at once (for callers already inside an effect). */
+  readonly unsafeRelease: (holder: Holder) => void
+  /** Resumes without a permit the idle workers of `ledger` still waiting (its batch has nothing more to run). */
+  readonly dismissIdle: (ledger: Ledger) => void
+  /** Gives back every permit still recorded on `ledger` (for a batch that was interrupted). */
+  readonly releaseLedger: (ledger: Ledger) => Effect.Effect<void>
+  /** Feeds one finished attempt to the algorithm; the new limit when it moved. */
+  readonly record: (sample: LimitAlgorithm.Sample) => Effect.Effect<number | undefined>
+  /** Permits taken now. */
+  readonly inUse: () => number
+}
+
+/** Where a limiter keeps its `PermitProtocol`. */
+export const permitProtocol: unique symbol = Symbol.for("effect-batch/ConcurrencyLimiter/permitProtocol")
 
 export interface Holder {
   holding: boolean
@@ -63,6 +91,9 @@ abstract class Permits {
 
   protected abstract hasWaiters(): boolean
   protected abstract freed(): void
+
+  /** Permits taken now. */
+  readonly inUse = (): number => this.taken
 
   protected grant(holder: Holder): void {
     this.taken++

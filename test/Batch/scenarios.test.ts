@@ -3,6 +3,7 @@ import { Clock, Duration, Effect, Layer } from "effect"
 import * as Batch from "../../src/Batch.js"
 import type { BatchReport } from "../../src/BatchReport.js"
 import * as ConcurrencyLimiter from "../../src/ConcurrencyLimiter.js"
+import { permitProtocol } from "../../src/internal/permitPool.js"
 import * as LimitAlgorithm from "../../src/LimitAlgorithm.js"
 import * as Progress from "../../src/Progress.js"
 import * as RateLimiter from "../../src/RateLimiter.js"
@@ -169,9 +170,11 @@ describe("Batch scenarios", () => {
     Effect.gen(function*() {
       const base = yield* ConcurrencyLimiter.make(LimitAlgorithm.gradient({ initial: 4 }))
       const samples: Array<boolean> = []
-      const counting = {
+      // The samples the engine hands the limiter, through its permit protocol.
+      const protocol = base[permitProtocol]
+      const counting: ConcurrencyLimiter.Limiter = {
         ...base,
-        record: (sample: Parameters<typeof base.record>[0]) => (samples.push(sample.dropped), base.record(sample))
+        [permitProtocol]: { ...protocol, record: (sample) => (samples.push(sample.dropped), protocol.record(sample)) }
       }
       const task = (n: number): Effect.Effect<number, TaskError.TaskError> =>
         n % 3 === 0
