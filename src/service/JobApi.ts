@@ -28,6 +28,7 @@ import * as OpenApi from "@effect/platform/OpenApi"
 import * as Context from "effect/Context"
 import * as Schema from "effect/Schema"
 import * as ChatRequest from "../llm/ChatRequest.js"
+import * as Domain from "./Job.js"
 
 // ---------------------------------------------------------------------------
 // models
@@ -44,29 +45,18 @@ export const JobId = Schema.String.pipe(
 )
 
 /**
- * `queued` (submitted, not started), `running`, `finished` (every item
- * settled, some may have failed), `stopped` (a soft time limit or the budget
- * ended admission; items not started are `skipped`), `cancelled`, `failed`
- * (the job itself could not go on: a hard time limit, or a storage error).
+ * A job's states, as the API shows them (see `Job.JobState`).
  *
  * @since 0.1.0
  * @category schemas
  */
-export const JobState = Schema.Literal("queued", "running", "finished", "stopped", "cancelled", "failed")
+export const JobState = Domain.JobState
 
 /**
  * @since 0.1.0
  * @category models
  */
-export type JobState = typeof JobState.Type
-
-/**
- * States a job does not leave (until its dead letters are replayed).
- *
- * @since 0.1.0
- * @category models
- */
-export const isTerminal = (state: JobState): boolean => state !== "queued" && state !== "running"
+export type JobState = Domain.JobState
 
 /**
  * Request bodies and queries refuse fields they do not declare (a misspelt
@@ -134,25 +124,6 @@ export const SubmitJob = Schema.Struct({
 export type SubmitJob = typeof SubmitJob.Type
 
 /**
- * @since 0.1.0
- * @category schemas
- */
-export const Counts = Schema.Struct({
-  total: Schema.Int,
-  succeeded: Schema.Int,
-  failed: Schema.Int,
-  skipped: Schema.Int,
-  /** Not settled yet. */
-  pending: Schema.Int
-})
-
-/**
- * @since 0.1.0
- * @category models
- */
-export type Counts = typeof Counts.Type
-
-/**
  * A job as `GET /jobs/:id` shows it.
  *
  * @since 0.1.0
@@ -160,13 +131,13 @@ export type Counts = typeof Counts.Type
  */
 export const Job = Schema.Struct({
   id: JobId,
-  state: JobState,
+  state: Domain.JobState,
   /** Why a job stopped, failed or was cancelled. */
   reason: Schema.optional(Schema.String),
   profile: Schema.String,
   model: Schema.String,
   priority: Schema.Int,
-  counts: Counts,
+  counts: Domain.Counts,
   /** Items settled per second over the last few seconds (0 when not running). */
   rate: Schema.Number,
   /** Seconds until every item settles at the current rate. */
@@ -196,7 +167,7 @@ export type Job = typeof Job.Type
  */
 export const Submitted = Schema.Struct({
   id: JobId,
-  state: JobState,
+  state: Domain.JobState,
   /** `false` when the `Idempotency-Key` named a job submitted before with the same body: this is that job. */
   created: Schema.Boolean,
   /** Lines of a `file` that are not items: they are in the job as failed (class `Rejected`, naming `file:line`). */
@@ -295,7 +266,7 @@ export class TooManyItems extends Schema.TaggedError<TooManyItems>()("TooManyIte
  */
 export class JobBusy extends Schema.TaggedError<JobBusy>()("JobBusy", {
   id: Schema.String,
-  state: JobState,
+  state: Domain.JobState,
   message: Schema.String
 }, HttpApiSchema.annotations({ status: 409 })) {}
 
@@ -371,7 +342,7 @@ export class JobsGroup extends HttpApiGroup.make("jobs")
   .add(
     HttpApiEndpoint.get("list", "/jobs")
       .setUrlParams(Schema.Struct({
-        state: Schema.optional(JobState),
+        state: Schema.optional(Domain.JobState),
         limit: Schema.optional(Schema.NumberFromString.pipe(Schema.int(), Schema.between(1, 200))),
         cursor: Schema.optional(Schema.String)
       }).annotations({ parseOptions: refuseUnknownFields }))

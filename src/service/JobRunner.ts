@@ -54,7 +54,7 @@ import * as Batch from "../Batch.js"
 import * as Budget from "../Budget.js"
 import * as CheckpointStore from "../CheckpointStore.js"
 import * as ConcurrencyLimiter from "../ConcurrencyLimiter.js"
-import type * as JobApi from "./JobApi.js"
+import type * as Job from "./Job.js"
 import * as JobEvents from "./JobEvents.js"
 import * as JobStore from "./JobStore.js"
 import type * as OpenAiCompat from "../llm/OpenAiCompat.js"
@@ -130,7 +130,7 @@ export interface Runner {
   /** Moves the job to running; its item count, or -1 if it is cancelled. */
   readonly start: (jobId: string) => Effect.Effect<number, ChunkFailed>
   /** Decides and records the final state. */
-  readonly finish: (jobId: string, outcomes: ReadonlyArray<ChunkOutcome>) => Effect.Effect<JobApi.JobState, ChunkFailed>
+  readonly finish: (jobId: string, outcomes: ReadonlyArray<ChunkOutcome>) => Effect.Effect<Job.JobState, ChunkFailed>
 }
 
 /**
@@ -358,7 +358,7 @@ const make = Effect.gen(function*() {
     Effect.gen(function*() {
       const job = yield* jobOf(jobId)
       const at = now()
-      const [state, reason]: readonly [JobApi.JobState, string | undefined] = job.state === "cancelled" || outcomes.includes("cancelled")
+      const [state, reason]: readonly [Job.JobState, string | undefined] = job.state === "cancelled" || outcomes.includes("cancelled")
         ? ["cancelled", job.reason ?? "cancelled"]
         : outcomes.includes("failed")
           ? ["failed", `a chunk failed ${chunkAttempts} times`]

@@ -29,7 +29,7 @@ import * as Context from "effect/Context"
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import type * as JobApi from "./JobApi.js"
+import type * as Job from "./Job.js"
 
 /**
  * @since 0.1.0
@@ -74,7 +74,7 @@ export interface JobRow {
    * stored before it was kept.
    */
   readonly payloadHash: string | undefined
-  readonly state: JobApi.JobState
+  readonly state: Job.JobState
   readonly reason: string | undefined
   readonly profile: string
   readonly model: string
@@ -92,7 +92,7 @@ export interface JobRow {
  * @since 0.1.0
  * @category models
  */
-export interface Totals extends JobApi.Counts {
+export interface Totals extends Job.Counts {
   readonly cost: number
   readonly tokens: number
 }
@@ -184,7 +184,7 @@ export interface Store {
   /** Newest first; `before` is the `createdAt`/`id` of the last job of the previous page. */
   readonly list: (query: {
     readonly tenant: string
-    readonly state?: JobApi.JobState | undefined
+    readonly state?: Job.JobState | undefined
     readonly limit: number
     readonly before?: { readonly createdAt: number, readonly id: string } | undefined
   }) => Effect.Effect<ReadonlyArray<JobRow>, JobStoreError>
@@ -194,10 +194,10 @@ export interface Store {
    */
   readonly setState: (
     id: string,
-    state: JobApi.JobState,
+    state: Job.JobState,
     options?: {
       readonly reason?: string | undefined
-      readonly unless?: ReadonlyArray<JobApi.JobState> | undefined
+      readonly unless?: ReadonlyArray<Job.JobState> | undefined
       readonly now: number
     }
   ) => Effect.Effect<boolean, JobStoreError>
@@ -292,7 +292,7 @@ interface JobRecord {
   readonly tenant: string
   readonly idempotency_key: string | null
   readonly payload_hash: string | null
-  readonly state: JobApi.JobState
+  readonly state: Job.JobState
   readonly reason: string | null
   readonly profile: string
   readonly model: string

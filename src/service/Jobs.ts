@@ -34,6 +34,7 @@ import { randomBytes } from "node:crypto"
 import * as InputFolder from "./InputFolder.js"
 import * as JsonlInput from "../llm/JsonlInput.js"
 import * as JobApi from "./JobApi.js"
+import * as Job from "./Job.js"
 import * as JobEvents from "./JobEvents.js"
 import * as JobRunner from "./JobRunner.js"
 import * as JobStore from "./JobStore.js"
@@ -63,7 +64,7 @@ export interface Service {
   ) => Effect.Effect<typeof JobApi.Submitted.Type, JobApi.InvalidJob | JobApi.TooManyItems | JobApi.IdempotencyKeyReused>
   readonly get: (tenant: string, id: string) => Effect.Effect<JobApi.Job, JobApi.JobNotFound>
   readonly list: (tenant: string, query: {
-    readonly state?: JobApi.JobState | undefined
+    readonly state?: Job.JobState | undefined
     readonly limit?: number | undefined
     readonly cursor?: string | undefined
   }) => Effect.Effect<typeof JobApi.JobPage.Type, JobApi.InvalidJob>
@@ -299,7 +300,7 @@ export const make = (limits: Limits) =>
     const cancel: Service["cancel"] = (tenant, id) =>
       Effect.gen(function*() {
         const job = yield* owned(tenant, id)
-        if (JobApi.isTerminal(job.state)) return yield* view(job)
+        if (Job.isTerminal(job.state)) return yield* view(job)
         const moved = yield* Effect.orDie(store.setState(id, "cancelled", {
           reason: "cancelled by request",
           now: now(),
@@ -332,7 +333,7 @@ export const make = (limits: Limits) =>
     const replay: Service["replay"] = (tenant, id) =>
       Effect.gen(function*() {
         const job = yield* owned(tenant, id)
-        if (!JobApi.isTerminal(job.state)) {
+        if (!Job.isTerminal(job.state)) {
           return yield* Effect.fail(new JobApi.JobBusy({ id, state: job.state, message: `job ${id} is ${job.state}; replay it once it ends` }))
         }
         const reopened = yield* Effect.orDie(store.reopenFailed(id, now()))
@@ -358,7 +359,7 @@ export const make = (limits: Limits) =>
       Stream.paginateChunkEffect(0, (next) =>
         Effect.gen(function*() {
           const job = yield* Effect.orDie(store.get(id))
-          const ended = job === undefined || JobApi.isTerminal(job.state)
+          const ended = job === undefined || Job.isTerminal(job.state)
           const items = yield* Effect.orDie(store.settled(id, next - 1, pageSize))
           const prefix: Array<JobStore.SettledItem> = []
           for (const item of items) {
@@ -375,12 +376,12 @@ export const make = (limits: Limits) =>
       Effect.as(owned(tenant, id), options?.follow === true ? following(id) : settledSoFar(id))
 
     const isFinalEvent = (event: JobEvents.Event) =>
-      event.type === "state" && JobApi.isTerminal((JSON.parse(event.data) as { readonly state: JobApi.JobState }).state)
+      event.type === "state" && Job.isTerminal((JSON.parse(event.data) as { readonly state: Job.JobState }).state)
 
     /** Whether the job has ended and `seq` is its last event: nothing more will come. */
     const endsAt = (id: string, seq: number) =>
       Effect.orDie(Effect.zipWith(store.get(id), store.lastSeq(id), (job, last) =>
-        job !== undefined && JobApi.isTerminal(job.state) && seq >= last))
+        job !== undefined && Job.isTerminal(job.state) && seq >= last))
 
     const followEvents: Service["events"] = (tenant, id, lastEventId) =>
       Effect.gen(function*() {

@@ -18,6 +18,8 @@ export * as Dashboard from "./Dashboard.js"
 /** @since 0.1.0 */
 export * as InputFolder from "./InputFolder.js"
 /** @since 0.1.0 */
+export * as Job from "./Job.js"
+/** @since 0.1.0 */
 export * as JobApi from "./JobApi.js"
 /** @since 0.1.0 */
 export * as JobEvents from "./JobEvents.js"

@@ -73,7 +73,7 @@ const runners = {
     if (spec.toldRpm !== undefined) layer = Layer.merge(layer, RateLimiter.layer({ requestsPerMinute: spec.toldRpm }))
     if (spec.adaptive) {
       // The gradient parameters of examples/04-adaptive-concurrency.ts; not told the capacity.
-      layer = Layer.merge(layer, ConcurrencyLimiter.layerAdaptive(LimitAlgorithm.gradient({ initial: 8, max: 128, smoothing: 0.05 })))
+      layer = Layer.merge(layer, ConcurrencyLimiter.layerAdaptive(LimitAlgorithm.recommended()))
     }
     const options = spec.adaptive ? { ...llm.options } : { ...llm.options, concurrency: CONCURRENCY }
     // Default RetryPolicy (5 attempts, 500 ms × 2^n with jitter, retry-after honored).

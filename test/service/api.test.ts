@@ -6,7 +6,7 @@
 import { HttpClient, HttpClientRequest } from "@effect/platform"
 import { describe, expect, layer } from "@effect/vitest"
 import { Effect, Stream } from "effect"
-import * as JobApi from "../../src/service/JobApi.js"
+import * as Job from "../../src/service/Job.js"
 import { client, keyA, layer as serviceLayer, Sim, waitFor } from "../support/JobServiceTest.js"
 
 const auth = HttpClientRequest.bearerToken(keyA)
@@ -65,7 +65,7 @@ describe("job API", () => {
         expect(submitted.created).toBe(true)
         expect(submitted.state).toBe("queued")
         expect(submitted.id).toMatch(/^job_[0-9a-z]{24}$/)
-        const job = yield* waitFor(api.jobs.get({ path: { id: submitted.id } }), (j) => JobApi.isTerminal(j.state), "the job to end")
+        const job = yield* waitFor(api.jobs.get({ path: { id: submitted.id } }), (j) => Job.isTerminal(j.state), "the job to end")
         expect(job.state).toBe("finished")
         expect(job.counts).toEqual({ total: 250, succeeded: 250, failed: 0, skipped: 0, pending: 0 })
         expect(job.cost).toBeGreaterThan(0)
@@ -260,7 +260,7 @@ describe("job API", () => {
         // The simulator answers 400 invalid_prompt to any prompt containing INVALID: a permanent failure.
         const items = prompts(30, "dl").map((p, i) => (i % 10 === 3 ? `INVALID ${p}` : p))
         const { id } = yield* api.jobs.submit({ payload: { items }, headers: {} })
-        const job = yield* waitFor(api.jobs.get({ path: { id } }), (j) => JobApi.isTerminal(j.state))
+        const job = yield* waitFor(api.jobs.get({ path: { id } }), (j) => Job.isTerminal(j.state))
         expect(job.state).toBe("finished")
         expect(job.counts).toMatchObject({ succeeded: 27, failed: 3 })
         const { items: dead } = yield* api.jobs.deadLetters({ path: { id } })
@@ -275,7 +275,7 @@ describe("job API", () => {
         const before = (yield* sim.metrics).received
         const replaying = yield* api.jobs.replay({ path: { id } })
         expect(replaying.round).toBe(1)
-        const after = yield* waitFor(api.jobs.get({ path: { id } }), (j) => j.round === 1 && JobApi.isTerminal(j.state))
+        const after = yield* waitFor(api.jobs.get({ path: { id } }), (j) => j.round === 1 && Job.isTerminal(j.state))
         expect(after.state).toBe("finished")
         expect(after.counts).toMatchObject({ succeeded: 27, failed: 3 })
         expect((yield* sim.metrics).received - before).toBe(3)
@@ -296,7 +296,7 @@ describe("job API", () => {
         const { id } = yield* api.jobs.submit({ payload: { items: prompts(200, "busy") }, headers: {} })
         const error = yield* api.jobs.replay({ path: { id } }).pipe(Effect.flip)
         expect(error._tag).toBe("JobBusy")
-        yield* waitFor(api.jobs.get({ path: { id } }), (j) => JobApi.isTerminal(j.state))
+        yield* waitFor(api.jobs.get({ path: { id } }), (j) => Job.isTerminal(j.state))
       }))
   })
 
@@ -323,7 +323,7 @@ describe("job API", () => {
         const api = yield* client(keyA)
         // 2 at a time, 50 ms each: 200 items need 5 s; the soft limit is 0.5 s.
         const { id } = yield* api.jobs.submit({ payload: { items: prompts(200, "soft"), profile: "second", timeLimit: { soft: 0.5 } }, headers: {} })
-        const job = yield* waitFor(api.jobs.get({ path: { id } }), (j) => JobApi.isTerminal(j.state))
+        const job = yield* waitFor(api.jobs.get({ path: { id } }), (j) => Job.isTerminal(j.state))
         expect(job.state).toBe("stopped")
         expect(job.reason).toBe("soft time limit reached")
         expect(job.counts.succeeded).toBeGreaterThan(0)
@@ -335,7 +335,7 @@ describe("job API", () => {
       Effect.gen(function*() {
         const api = yield* client(keyA)
         const { id } = yield* api.jobs.submit({ payload: { items: prompts(200, "hard"), profile: "second", timeLimit: { hard: 0.5 } }, headers: {} })
-        const job = yield* waitFor(api.jobs.get({ path: { id } }), (j) => JobApi.isTerminal(j.state) && j.counts.pending === 0)
+        const job = yield* waitFor(api.jobs.get({ path: { id } }), (j) => Job.isTerminal(j.state) && j.counts.pending === 0)
         expect(job.state).toBe("failed")
         expect(job.reason).toBe("hard time limit reached")
         expect(job.counts.succeeded).toBeGreaterThan(0)
@@ -347,7 +347,7 @@ describe("job API", () => {
         const api = yield* client(keyA)
         // The simulator answers in 50 ms; each item may take 10.
         const { id } = yield* api.jobs.submit({ payload: { items: prompts(6, "deadline"), itemDeadline: 0.01 }, headers: {} })
-        const job = yield* waitFor(api.jobs.get({ path: { id } }), (j) => JobApi.isTerminal(j.state))
+        const job = yield* waitFor(api.jobs.get({ path: { id } }), (j) => Job.isTerminal(j.state))
         expect(job.counts).toMatchObject({ failed: 6, succeeded: 0 })
         const { items } = yield* api.jobs.deadLetters({ path: { id } })
         expect(items.map((d) => d.errorClass)).toEqual(Array(6).fill("Timeout"))
@@ -357,7 +357,7 @@ describe("job API", () => {
       Effect.gen(function*() {
         const api = yield* client(keyA)
         const { id } = yield* api.jobs.submit({ payload: { items: prompts(300, "budget"), maxCost: 0.0005 }, headers: {} })
-        const job = yield* waitFor(api.jobs.get({ path: { id } }), (j) => JobApi.isTerminal(j.state))
+        const job = yield* waitFor(api.jobs.get({ path: { id } }), (j) => Job.isTerminal(j.state))
         expect(job.state).toBe("stopped")
         expect(job.reason).toBe("budget reached")
         expect(job.cost).toBeLessThanOrEqual(0.0005)

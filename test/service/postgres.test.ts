@@ -7,7 +7,7 @@ import { SqlClient } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
 import { afterAll, beforeAll, describe, expect, layer } from "@effect/vitest"
 import { Effect, Layer, Redacted } from "effect"
-import * as JobApi from "../../src/service/JobApi.js"
+import * as Job from "../../src/service/Job.js"
 import { client, keyA, layer as serviceLayer, waitFor } from "../support/JobServiceTest.js"
 
 const url = process.env.DATABASE_URL
@@ -35,13 +35,13 @@ describe.skipIf(url === undefined)("job service on PostgreSQL", () => {
         const { id } = yield* api.jobs.submit({ payload: { items }, headers: { "idempotency-key": "pg-1" } })
         const again = yield* api.jobs.submit({ payload: { items }, headers: { "idempotency-key": "pg-1" } })
         expect(again).toMatchObject({ id, created: false })
-        const job = yield* waitFor(api.jobs.get({ path: { id } }), (j) => JobApi.isTerminal(j.state), "the job to end")
+        const job = yield* waitFor(api.jobs.get({ path: { id } }), (j) => Job.isTerminal(j.state), "the job to end")
         expect(job.state).toBe("finished")
         expect(job.counts).toEqual({ total: 230, succeeded: 225, failed: 5, skipped: 0, pending: 0 })
         const { items: dead } = yield* api.jobs.deadLetters({ path: { id } })
         expect(dead.map((d) => d.index)).toEqual([7, 57, 107, 157, 207])
         yield* api.jobs.replay({ path: { id } })
-        const replayed = yield* waitFor(api.jobs.get({ path: { id } }), (j) => j.round === 1 && JobApi.isTerminal(j.state))
+        const replayed = yield* waitFor(api.jobs.get({ path: { id } }), (j) => j.round === 1 && Job.isTerminal(j.state))
         expect(replayed.counts.failed).toBe(5)
         const page = yield* api.jobs.list({ urlParams: { state: "finished" } })
         expect(page.jobs.map((j) => j.id)).toEqual([id])
@@ -60,7 +60,7 @@ describe.skipIf(url === undefined)("job service on PostgreSQL", () => {
         expect(submitted.filter((s) => s.created)).toHaveLength(1)
         const reused = yield* api.jobs.submit({ payload: { items: ["another"] }, headers: { "idempotency-key": "pg-race" } }).pipe(Effect.flip)
         expect(reused).toMatchObject({ _tag: "IdempotencyKeyReused", key: "pg-race" })
-        yield* waitFor(api.jobs.get({ path: { id: submitted[0]!.id } }), (j) => JobApi.isTerminal(j.state), "the job to end")
+        yield* waitFor(api.jobs.get({ path: { id: submitted[0]!.id } }), (j) => Job.isTerminal(j.state), "the job to end")
       }))
   })
 })

@@ -11,7 +11,7 @@ import { describe, expect, layer } from "@effect/vitest"
 import { Context, Effect, FastCheck as fc, Layer } from "effect"
 import { writeFileSync } from "node:fs"
 import { join } from "node:path"
-import * as JobApi from "../../src/service/JobApi.js"
+import * as Job from "../../src/service/Job.js"
 import { client, InputDir, keyA, layer as serviceLayer, waitFor } from "../support/JobServiceTest.js"
 
 const send = (request: HttpClientRequest.HttpClientRequest) =>
@@ -75,7 +75,7 @@ const before = Layer.effect(
       yield* api.jobs.submit({ payload: { items: ["before four"], profile: "second" }, headers: { "idempotency-key": "before-2" } })
     ]
     const ids = submitted.map((s) => s.id)
-    for (const id of ids) yield* waitFor(api.jobs.get({ path: { id } }), (j) => JobApi.isTerminal(j.state))
+    for (const id of ids) yield* waitFor(api.jobs.get({ path: { id } }), (j) => Job.isTerminal(j.state))
     return { ids, snapshot: yield* snapshot(ids) }
   }).pipe(Effect.orDie)
 ).pipe(Layer.provideMerge(serviceLayer(setup)))
@@ -304,7 +304,7 @@ describe("random input", () => {
         const api = yield* client(keyA)
         // The random jobs end too, so nothing is left running when the server stops.
         const { jobs } = yield* api.jobs.list({ urlParams: { limit: 200 } })
-        for (const job of jobs) yield* waitFor(api.jobs.get({ path: { id: job.id } }), (j) => JobApi.isTerminal(j.state))
+        for (const job of jobs) yield* waitFor(api.jobs.get({ path: { id: job.id } }), (j) => Job.isTerminal(j.state))
         expect(yield* snapshot(ids)).toEqual(then)
       }))
   })

@@ -14,6 +14,7 @@ import { join } from "node:path"
 import { afterAll } from "vitest"
 import * as SimulatorServer from "../../src/llm/SimulatorServer.js"
 import * as JobApi from "../../src/service/JobApi.js"
+import * as Job from "../../src/service/Job.js"
 import * as JobStore from "../../src/service/JobStore.js"
 import * as Simulator from "../../src/llm/Simulator.js"
 import * as ServiceProcess from "../support/serviceProcess.js"
@@ -107,7 +108,7 @@ describe("job service: SIGKILL and restart", () => {
       expect(again).toMatchObject({ id: ids[0], created: false })
 
       const finished = yield* Effect.forEach(ids, (id) =>
-        pollUntil(after.jobs.get({ path: { id } }), (job) => JobApi.isTerminal(job.state)))
+        pollUntil(after.jobs.get({ path: { id } }), (job) => Job.isTerminal(job.state)))
       expect(finished.map((job) => job.state), second.output()).toEqual(["finished", "finished", "finished"])
       for (const job of finished) {
         expect(job.counts).toEqual({ total: itemsPerJob, succeeded: itemsPerJob, failed: 0, skipped: 0, pending: 0 })
