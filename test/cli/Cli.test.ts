@@ -6,15 +6,14 @@
 import { HttpClient } from "@effect/platform"
 import { NodeContext, NodeHttpClient } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
-import { Cause, ConfigProvider, Effect, Exit, Fiber, FiberId, Layer } from "effect"
+import { Cause, Effect, Exit, Fiber, FiberId, Layer } from "effect"
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll } from "vitest"
 import * as Cli from "../../src/cli/Cli.js"
 import * as CliError from "../../src/cli/CliError.js"
-import * as Simulator from "../../src/llm/Simulator.js"
-import * as SimulatorServer from "../../src/llm/SimulatorServer.js"
+import { against, cli, withSimulator } from "./CliHarness.js"
 import * as TestConsole from "./TestConsole.js"
 
 const dir = mkdtempSync(join(tmpdir(), "effect-batch-cli-"))
@@ -28,34 +27,6 @@ const file = (text?: string) => {
 }
 
 const platform = Layer.mergeAll(NodeContext.layer, NodeHttpClient.layerUndici)
-
-/** Runs the CLI on `args` with a captured console; the exit code and what was printed. */
-const cli = (args: ReadonlyArray<string>) =>
-  Effect.gen(function*() {
-    const console = yield* TestConsole.make
-    const code = yield* console.capture(Cli.main(["node", "effect-batch", ...args]))
-    return { code, out: console.out.join("\n"), err: console.err.join("\n") }
-  }).pipe(Effect.withConfigProvider(ConfigProvider.fromMap(new Map([["SIM_KEY", "k"]]))))
-
-const withSimulator = <A, E, R>(f: (simulator: Simulator.Service) => Effect.Effect<A, E, R>) =>
-  Effect.flatMap(Simulator.Simulator, f).pipe(
-    Effect.provide(SimulatorServer.layer({ latency: { baseMs: 2 }, apiKey: "k" }))
-  )
-
-const against = (simulator: Simulator.Service, input: string, out: string) => [
-  "run",
-  input,
-  "--out",
-  out,
-  "--base-url",
-  `${simulator.url}/v1`,
-  "--model",
-  "sim-chat",
-  "--api-key-env",
-  "SIM_KEY",
-  "--progress",
-  "none"
-]
 
 describe("effect-batch run", () => {
   it.live("exit code 0 when every item succeeded; the report on stdout", () =>

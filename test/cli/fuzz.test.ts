@@ -6,18 +6,16 @@
 import { NodeContext, NodeHttpClient } from "@effect/platform-node"
 import { SqliteClient } from "@effect/sql-sqlite-node"
 import { describe, expect, it } from "@effect/vitest"
-import { ConfigProvider, Effect, FastCheck, Layer } from "effect"
+import { Effect, FastCheck, Layer } from "effect"
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll } from "vitest"
 import * as CheckpointStore from "../../src/CheckpointStore.js"
-import * as Cli from "../../src/cli/Cli.js"
 import * as JsonlInput from "../../src/llm/JsonlInput.js"
-import * as Simulator from "../../src/llm/Simulator.js"
-import * as SimulatorServer from "../../src/llm/SimulatorServer.js"
+import type * as Simulator from "../../src/llm/Simulator.js"
 import * as SqlCheckpointStore from "../../src/sql/SqlCheckpointStore.js"
-import * as TestConsole from "./TestConsole.js"
+import { against, cli, withSimulator } from "./CliHarness.js"
 
 const dir = mkdtempSync(join(tmpdir(), "effect-batch-fuzz-"))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))
@@ -50,34 +48,7 @@ describe("JsonlInput.parse on random lines", () => {
   }, { fastCheck: { numRuns: 2_000 } })
 })
 
-const withSimulator = <A, E, R>(f: (simulator: Simulator.Service) => Effect.Effect<A, E, R>) =>
-  Effect.flatMap(Simulator.Simulator, f).pipe(
-    Effect.provide(SimulatorServer.layer({ latency: { baseMs: 1 }, apiKey: "k" }))
-  )
-
-const cli = (args: ReadonlyArray<string>) =>
-  Effect.gen(function*() {
-    const console = yield* TestConsole.make
-    const code = yield* console.capture(Cli.main(["node", "effect-batch", ...args]))
-    return { code, out: console.out.join("\n"), err: console.err.join("\n") }
-  }).pipe(Effect.withConfigProvider(ConfigProvider.fromMap(new Map([["SIM_KEY", "k"]]))))
-
-const runArgs = (simulator: Simulator.Service, input: string, out: string) => [
-  "run",
-  input,
-  "--out",
-  out,
-  "--base-url",
-  `${simulator.url}/v1`,
-  "--model",
-  "sim-chat",
-  "--api-key-env",
-  "SIM_KEY",
-  "--progress",
-  "none",
-  "--max-attempts",
-  "1"
-]
+const runArgs = (simulator: Simulator.Service, input: string, out: string) => [...against(simulator, input, out), "--max-attempts", "1"]
 
 const recorded = (db: string) =>
   Effect.flatMap(CheckpointStore.CheckpointStore, (store) => store.load("fuzz")).pipe(
