@@ -6,7 +6,8 @@
 //   2. `npx effect-batch --help`, and a small `run --simulate`;
 //   3. a TypeScript file importing every entry point of the exports map,
 //      compiled with tsc (strict, exactOptionalPropertyTypes, NodeNext, no
-//      skipLibCheck), then run with node;
+//      skipLibCheck), then run with node, and so is the README's quick start,
+//      pasted as it stands;
 //   4. what the exports map closes stays closed (bin, internal/*, cli/*).
 // Any failure exits 1, naming the step.
 import { execFileSync } from "node:child_process"
@@ -144,6 +145,16 @@ run("tsc", "npx", ["--no-install", "tsc", "-p", "."], { cwd: project })
 const checked = JSON.parse(run("node", process.execPath, ["out/check.js"], { cwd: project }))
 for (const entry of entries) if (!(checked.counts[entry] > 0)) fail(`${entry} exports nothing`)
 if (JSON.stringify(checked.doubled) !== "[2,4,6]") fail(`Batch.run from the installed package gave ${JSON.stringify(checked.doubled)}`)
+
+// The README's quick start, pasted into the project as it stands.
+const readme = readFileSync(join(root, "README.md"), "utf8")
+const quickStart = /## Quick start[\s\S]*?```ts\n([\s\S]*?)\n```/.exec(readme)?.[1] ?? fail("README: no ```ts block under ## Quick start")
+writeFileSync(join(project, "quick-start.ts"), `${quickStart}\n`)
+writeFileSync(join(project, "tsconfig.json"), JSON.stringify({ ...JSON.parse(readFileSync(join(project, "tsconfig.json"), "utf8")), files: ["quick-start.ts"] }, null, 2))
+console.log("package test: the README's quick start, as pasted")
+run("tsc quick start", "npx", ["--no-install", "tsc", "-p", "."], { cwd: project })
+const started = run("node quick start", process.execPath, ["out/quick-start.js"], { cwd: project })
+if (!started.includes("items        10: 9 succeeded, 1 failed")) fail(`the quick start printed:\n${started}`)
 
 // 4. Closed doors.
 for (const spec of ["effect-batch/bin", "effect-batch/internal/engine", "effect-batch/cli/Cli", "effect-batch/Batch"]) {
