@@ -22,6 +22,7 @@
 import type * as PlatformError from "@effect/platform/Error"
 import * as FileSystem from "@effect/platform/FileSystem"
 import * as Effect from "effect/Effect"
+import { identity } from "effect/Function"
 import * as Either from "effect/Either"
 import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
@@ -119,49 +120,60 @@ const refusal = (runId: string, db: string, what: string) =>
 /**
  * Reads the input once, counting its lines, and checks each line that has a
  * recorded outcome against it: the first line that differs (or recorded
- * items past the input's end) fails with a `UsageError` naming it.
+ * items past the input's end) fails with a `UsageError` naming it. Each
+ * chunk of lines, checked, goes to `onChunk` with its recorded outcomes
+ * (how `export` writes in the same pass); `lines` stops after that many.
  *
  * @since 0.1.0
  * @category checking
  */
-export const scan = (options: {
+export const scan = <E = never>(options: {
   readonly input: string
   readonly runId: string
   readonly db: string
   readonly recorded: ReadonlyMap<string, CheckpointStore.OutcomeRecord>
   /** The run's input file, when known, to name it in the refusal. */
   readonly recordedInput?: string | undefined
-}): Effect.Effect<Scan, UsageError | PlatformError.PlatformError, FileSystem.FileSystem> =>
+  readonly lines?: number | undefined
+  readonly onChunk?: ((items: ReadonlyArray<Checked>) => Effect.Effect<void, E>) | undefined
+}): Effect.Effect<Scan, UsageError | PlatformError.PlatformError | E, FileSystem.FileSystem> =>
   Effect.suspend(() => {
-    const keys = new Map<number, string>()
-    for (const outcome of options.recorded.values()) keys.set(outcome.index, outcome.itemKey)
+    const byIndex = new Map<number, CheckpointStore.OutcomeRecord>()
+    for (const outcome of options.recorded.values()) byIndex.set(outcome.index, outcome)
     let lines = 0
     let entries = 0
     let lastLine = 0
     const started = options.recordedInput === undefined || options.recordedInput === options.input
       ? "was started with another input"
       : `was started with the input ${options.recordedInput}`
+    const { onChunk } = options
     return JsonlInput.read(options.input).pipe(
-      Stream.runForEachChunk((chunk) => {
+      options.lines === undefined ? identity : Stream.take(options.lines),
+      Stream.runForEachChunk((chunk): Effect.Effect<void, UsageError | E> => {
+        const checked: Array<Checked> = []
         for (const item of chunk) {
           lines++
           lastLine = item.line
-          if (item._tag === "Rejected") continue
+          if (item._tag === "Rejected") {
+            checked.push({ item, outcome: undefined })
+            continue
+          }
           const index = entries++
-          const key = keys.get(index)
-          if (key !== undefined && key !== CheckpointStore.itemKeyOf(index, item)) {
+          const outcome = byIndex.get(index)
+          if (outcome !== undefined && outcome.itemKey !== CheckpointStore.itemKeyOf(index, item)) {
             return Effect.fail(refusal(
               options.runId,
               options.db,
               `${started}: line ${item.line} of ${options.input} is not the line it recorded at that place`
             ))
           }
+          checked.push({ item, outcome })
         }
-        return Effect.void
+        return onChunk === undefined ? Effect.void : onChunk(checked)
       }),
       Effect.zipRight(Effect.suspend(() => {
         let past = 0
-        for (const index of keys.keys()) if (index >= entries) past++
+        for (const index of byIndex.keys()) if (index >= entries) past++
         return past === 0
           ? Effect.succeed({ lines, entries, rejected: lines - entries })
           : Effect.fail(refusal(
@@ -172,6 +184,18 @@ export const scan = (options: {
       }))
     )
   })
+
+/**
+ * An input line, checked against the checkpoint, with the outcome recorded
+ * for it (`undefined`: none, or a line that could not be sent).
+ *
+ * @since 0.1.0
+ * @category checking
+ */
+export interface Checked {
+  readonly item: JsonlInput.Item
+  readonly outcome: CheckpointStore.OutcomeRecord | undefined
+}
 
 /**
  * Checks that `run` may go on under `runId` before it touches a file: a

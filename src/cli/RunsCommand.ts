@@ -21,12 +21,9 @@ import * as FileSystem from "@effect/platform/FileSystem"
 import * as Console from "effect/Console"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
-import { identity } from "effect/Function"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
-import * as Stream from "effect/Stream"
 import * as CheckpointStore from "../CheckpointStore.js"
-import * as JsonlInput from "../llm/JsonlInput.js"
 import * as CheckpointedRun from "./CheckpointedRun.js"
 import { UsageError } from "./CliError.js"
 import * as ResultsWriter from "./ResultsWriter.js"
@@ -127,43 +124,33 @@ export const exportRun = (db: string, runId: string, out: string, options: { rea
       return yield* new UsageError({ message: `run ${runId} does not say which input it read (it was recorded by an older version); give it with --input FILE` })
     }
     const recorded = yield* Effect.mapError(store.load(runId), storeError(db))
-    const unreadable = (error: { readonly message: string }) => new UsageError({ message: `cannot read the input of run ${runId}, ${input}: ${error.message}` })
-    yield* CheckpointedRun.scan({ input, runId, db, recorded, recordedInput: meta.input }).pipe(
-      Effect.catchTag("SystemError", "BadArgument", (error) => Effect.fail(unreadable(error)))
-    )
     yield* ResultsWriter.check(out, { input })
-
-    const byIndex = new Map<number, CheckpointStore.OutcomeRecord>()
-    for (const outcome of recorded.values()) byIndex.set(outcome.index, outcome)
     const notRun = CheckpointedRun.notRunReason(info.value)
+    const unreadable = (error: { readonly message: string }) => new UsageError({ message: `cannot read the input of run ${runId}, ${input}: ${error.message}` })
+    const cannotWrite = (error: { readonly message: string }) => new UsageError({ message: `cannot write ${out}: ${error.message}` })
+    const encoder = new TextEncoder()
+    // One pass: each chunk of the input is checked against the checkpoint, then written; a refusal removes what was written.
     const temporary = `${out}.${process.pid}.tmp`
-    const written = yield* Effect.acquireUseRelease(
-      Effect.mapError(fs.open(temporary, { flag: "w" }), (error) => new UsageError({ message: `cannot write ${out}: ${error.message}` })),
-      (file) => {
-        let entries = 0
-        let lines = 0
-        const encoder = new TextEncoder()
-        return JsonlInput.read(input).pipe(
+    const { lines: written } = yield* Effect.acquireUseRelease(
+      Effect.mapError(fs.open(temporary, { flag: "w" }), cannotWrite),
+      (file) =>
+        CheckpointedRun.scan({
+          input,
+          runId,
+          db,
+          recorded,
+          recordedInput: meta.input,
           // Lines appended to the input since the run was last started are not the run's.
-          meta.lines === undefined ? identity : Stream.take(meta.lines),
-          Stream.runForEachChunk((chunk) => {
+          lines: meta.lines,
+          onChunk: (checked) => {
             let text = ""
-            for (const item of chunk) {
-              const outcome = item._tag === "Entry" ? byIndex.get(entries++) : undefined
-              text += `${JSON.stringify(CheckpointedRun.recordOf(item, outcome, notRun))}\n`
-              lines++
-            }
-            return file.writeAll(encoder.encode(text))
-          }),
-          Effect.mapError((error) => new UsageError({ message: `cannot export run ${runId} to ${out}: ${error.message}` })),
-          Effect.map(() => lines)
-        )
-      },
+            for (const { item, outcome } of checked) text += `${JSON.stringify(CheckpointedRun.recordOf(item, outcome, notRun))}\n`
+            return Effect.mapError(file.writeAll(encoder.encode(text)), cannotWrite)
+          }
+        }).pipe(Effect.catchTag("SystemError", "BadArgument", (error) => Effect.fail(unreadable(error)))),
       (_, exit) => exit._tag === "Failure" ? Effect.ignore(fs.remove(temporary)) : Effect.void
     )
-    yield* fs.rename(temporary, out).pipe(
-      Effect.mapError((error) => new UsageError({ message: `cannot write ${out}: ${error.message}` }))
-    )
+    yield* Effect.mapError(fs.rename(temporary, out), cannotWrite)
     return { written, info: info.value }
   }))
 

@@ -7,7 +7,7 @@ import { HttpClient } from "@effect/platform"
 import { NodeContext, NodeHttpClient } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
 import { Cause, Effect, Exit, Fiber, FiberId, Layer } from "effect"
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll } from "vitest"
@@ -180,6 +180,7 @@ describe("effect-batch runs / export", () => {
         expect(stale.code).toBe(2)
         expect(stale.err).toContain(`line 7 of ${input} is not the line it recorded`)
         expect(parse(out)).toEqual(lines)
+        expect(readdirSync(dir).filter((name) => name.endsWith(".tmp"))).toEqual([])
 
         const forgotten = yield* cli(["runs", "forget", "nightly", "--db", db])
         expect(forgotten.code).toBe(0)
