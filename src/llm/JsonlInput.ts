@@ -33,6 +33,7 @@ import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
 import * as JsonDepth from "../JsonDepth.js"
 import * as ChatRequest from "./ChatRequest.js"
+import { issuePath } from "../internal/issuePath.js"
 
 /**
  * A non-blank line of the file.
@@ -105,21 +106,13 @@ export const lines = <E, R>(bytes: Stream.Stream<Uint8Array, E, R>): Stream.Stre
 
 const decodeRequest = Schema.decodeUnknownEither(ChatRequest.ChatRequest)
 
-const pathText = (path: ReadonlyArray<PropertyKey>): string =>
-  path.reduce<string>((text, key) =>
-    typeof key === "number"
-      ? `${text}[${key}]`
-      : /^[A-Za-z_$][A-Za-z0-9_$]*$/.test(String(key))
-        ? `${text === "" ? "" : `${text}.`}${String(key)}`
-        : `${text}[${JSON.stringify(String(key))}]`, "")
-
 const maxDetail = 160
 
 /** The first schema issue, as `messages[0].content is missing` or `max_tokens: expected an integer, actual 1.5`. */
 const describeIssue = (error: ParseResult.ParseError): string => {
   const issue = ParseResult.ArrayFormatter.formatErrorSync(error)[0]
   if (issue === undefined) return "not a valid chat request"
-  const path = pathText(issue.path)
+  const path = issuePath(issue.path)
   const message = issue.message.length > maxDetail ? `${issue.message.slice(0, maxDetail)}…` : issue.message
   if (issue._tag === "Missing") return `${path === "" ? "a field" : path} is missing`
   const detail = message.charAt(0).toLowerCase() + message.slice(1)

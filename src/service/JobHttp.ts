@@ -28,6 +28,7 @@ import * as JobApi from "./JobApi.js"
 import type * as JobEvents from "./JobEvents.js"
 import * as Jobs from "./Jobs.js"
 import * as JsonDepth from "../JsonDepth.js"
+import { issuePath } from "../internal/issuePath.js"
 
 /** Between SSE keep-alive comments. */
 export const keepAliveEvery = "15 seconds"
@@ -120,14 +121,6 @@ export const layerAuthentication = Layer.effect(
   }))
 )
 
-const pathText = (path: ReadonlyArray<PropertyKey>): string =>
-  path.reduce<string>((text, key) =>
-    typeof key === "number"
-      ? `${text}[${key}]`
-      : /^[A-Za-z_$][A-Za-z0-9_$-]*$/.test(String(key))
-        ? `${text === "" ? "" : `${text}.`}${String(key)}`
-        : `${text}[${JSON.stringify(String(key))}]`, "")
-
 const maxIssues = 5
 const maxIssueLength = 300
 
@@ -147,7 +140,7 @@ export const decodeErrorMessage = (issues: ReadonlyArray<typeof HttpApiError.Iss
   const kept = issues.filter((issue) => !issues.some((other) => deeper(issue.path, other.path)))
   const clauses = kept.slice(0, maxIssues).map((issue) => {
     const message = issue.message.length > maxIssueLength ? `${issue.message.slice(0, maxIssueLength)}…` : issue.message
-    const path = issue.path.length === 0 ? "the request" : pathText(issue.path)
+    const path = issue.path.length === 0 ? "the request" : issuePath(issue.path, { hyphens: true })
     return message.startsWith("is ") ? `${path} ${message}` : `${path}: ${message}`
   })
   if (kept.length > maxIssues) clauses.push(`and ${kept.length - maxIssues} more`)
