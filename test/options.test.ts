@@ -12,6 +12,12 @@ import * as TaskError from "../src/TaskError.js"
 
 const sample: LimitAlgorithm.Sample = { startedAt: 0, latencyMs: 120, inFlight: 4, dropped: false }
 
+/** The same bounds, start and response to a sample as `expected`. */
+const expectSameAs = <S>(actual: LimitAlgorithm.LimitAlgorithm<S>, expected: LimitAlgorithm.LimitAlgorithm<S>) => {
+  expect([actual.min, actual.max, actual.initial]).toEqual([expected.min, expected.max, expected.initial])
+  expect(actual.limit(actual.update(actual.initial, sample))).toBe(expected.limit(expected.update(expected.initial, sample)))
+}
+
 describe("options given as undefined", () => {
   it("LimitAlgorithm.aimd and gradient: the defaults", () => {
     const aimd = LimitAlgorithm.aimd({
@@ -22,9 +28,7 @@ describe("options given as undefined", () => {
       backoffRatio: undefined,
       timeoutMs: undefined
     })
-    const aimdDefault = LimitAlgorithm.aimd()
-    expect([aimd.min, aimd.max, aimd.initial]).toEqual([aimdDefault.min, aimdDefault.max, aimdDefault.initial])
-    expect(aimd.limit(aimd.update(aimd.initial, sample))).toBe(aimdDefault.limit(aimdDefault.update(aimdDefault.initial, sample)))
+    expectSameAs(aimd, LimitAlgorithm.aimd())
     const gradient = LimitAlgorithm.gradient({
       initial: undefined,
       min: undefined,
@@ -34,11 +38,7 @@ describe("options given as undefined", () => {
       longWindow: undefined,
       queueSize: undefined
     })
-    const gradientDefault = LimitAlgorithm.gradient()
-    expect([gradient.min, gradient.max, gradient.initial]).toEqual([gradientDefault.min, gradientDefault.max, gradientDefault.initial])
-    expect(gradient.limit(gradient.update(gradient.initial, sample))).toBe(
-      gradientDefault.limit(gradientDefault.update(gradientDefault.initial, sample))
-    )
+    expectSameAs(gradient, LimitAlgorithm.gradient())
   })
 
   it.effect("RateLimiter.make: no limits, as with none given", () =>

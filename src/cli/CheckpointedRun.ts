@@ -256,7 +256,7 @@ export const recordOf = (
   outcome: CheckpointStore.OutcomeRecord | undefined,
   notRun: TaskResult.SkipReason
 ): ResultsWriter.OutputRecord => {
-  const head = item.id === undefined ? { index: item.index, line: item.line } : { index: item.index, line: item.line, id: item.id }
+  const head = ResultsWriter.headOf(item)
   if (item._tag === "Rejected") return ResultsWriter.recordOf(item, ResultsWriter.rejectedResult(item))
   if (outcome === undefined) return { ...head, status: "skipped", reason: notRun, attempts: 0, cost: 0 }
   const cost = outcome.cost ?? 0

@@ -94,6 +94,16 @@ const errorRecord = (tag: string, error: unknown): ErrorRecord => {
 }
 
 /**
+ * Where a results-file line comes from: `index`, `line`, and `id` when the
+ * input had one.
+ *
+ * @since 0.1.0
+ * @category formatting
+ */
+export const headOf = (origin: Origin): Pick<OutputRecord, "index" | "line" | "id"> =>
+  origin.id === undefined ? { index: origin.index, line: origin.line } : { index: origin.index, line: origin.line, id: origin.id }
+
+/**
  * The results-file line of one item.
  *
  * @since 0.1.0
@@ -103,9 +113,7 @@ export const recordOf = (
   origin: Origin,
   result: TaskResult.TaskResult<OpenAiCompat.ChatCompletion, unknown>
 ): OutputRecord => {
-  const head = origin.id === undefined
-    ? { index: origin.index, line: origin.line }
-    : { index: origin.index, line: origin.line, id: origin.id }
+  const head = headOf(origin)
   switch (result._tag) {
     case "Succeeded": {
       const { content, cost, usage } = result.value
