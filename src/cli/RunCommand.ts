@@ -578,6 +578,8 @@ export const command = Command.make(
   },
   (flags) =>
     Effect.gen(function*() {
+      // Kept with a checkpointed run, and printed as the command that resumes it.
+      const argv = process.argv.slice(2)
       const outcome = yield* run({
         input: flags.input,
         out: flags.out,
@@ -597,12 +599,12 @@ export const command = Command.make(
         graceSeconds: flags.grace,
         runId: some(flags.runId),
         db: some(flags.db),
-        argv: process.argv.slice(2)
+        argv
       })
       yield* Console.log(summary(outcome))
       const stoppedEarly = outcome.stopped || outcome.report.skippedBy.quota + outcome.report.skippedBy.budget > 0
       if (stoppedEarly && flags.runId._tag === "Some") {
-        yield* Console.error(`resume with: ${CheckpointedRun.resumeCommand(process.argv.slice(2))}`)
+        yield* Console.error(`resume with: ${CheckpointedRun.resumeCommand(argv)}`)
       }
       if (outcome.stopped) {
         yield* Console.error(`stopped before the end: ${outcome.report.skippedBy.interrupted} items were not started`)
