@@ -6,11 +6,13 @@
  * settles (completion order, not input order; `index` says which item it was).
  * It is an ordinary `Stream`: consume it with `Stream.runForEach`, or stop it
  * with `Stream.take` — the batch is then interrupted, calls in flight included,
- * and nothing more is pulled from the source.
+ * and nothing more is pulled from the source. Its `BatchReport` goes to
+ * `onReport` when the batch ends: the final one, or what had settled by the
+ * time the stream was stopped.
  */
 import { NodeRuntime } from "@effect/platform-node"
 import { Console, Effect, Random, Stream } from "effect"
-import { Batch } from "effect-batch"
+import { Batch, BatchReport } from "effect-batch"
 
 /** A call taking 1–10 ms; counts calls started and calls interrupted mid-flight. */
 const counters = { started: 0, interrupted: 0 }
@@ -26,7 +28,10 @@ const everything = Effect.gen(function*() {
   const start = Date.now()
   let count = 0
   let succeeded = 0
-  yield* Batch.stream(Stream.range(1, 10_000), embed, { concurrency: 64 }).pipe(
+  yield* Batch.stream(Stream.range(1, 10_000), embed, {
+    concurrency: 64,
+    onReport: (report, ending) => Console.log(`the batch ${ending}:\n${BatchReport.format(report)}`)
+  }).pipe(
     Stream.runForEach((result) =>
       Effect.gen(function*() {
         count++
@@ -45,13 +50,18 @@ const firstFew = Effect.gen(function*() {
   counters.interrupted = 0
   yield* Console.log("\nStream.take(100) over a source of 1 000 000 items")
   const start = Date.now()
-  const first = yield* Batch.stream(Stream.range(1, 1_000_000), embed, { concurrency: 64 }).pipe(
+  let snapshot: BatchReport.BatchReport | undefined
+  const first = yield* Batch.stream(Stream.range(1, 1_000_000), embed, {
+    concurrency: 64,
+    onReport: (report) => Effect.sync(() => (snapshot = report))
+  }).pipe(
     Stream.take(100),
     Stream.runCollect
   )
   yield* Console.log(`  took ${first.length} results in ${Date.now() - start} ms; the batch stopped there:`)
   yield* Console.log(`  ${counters.started} calls started, ${counters.interrupted} interrupted in flight, ` +
     `${1_000_000 - counters.started} items never pulled`)
+  yield* Console.log(`  its report (interrupted): ${snapshot?.succeeded} succeeded, ${snapshot?.attempts} attempts`)
 })
 
 NodeRuntime.runMain(Effect.zipRight(everything, firstFew))

@@ -166,9 +166,28 @@ export interface Options<A, B, E> {
    * paying for calls it would lose). Default: none.
    */
   readonly checkpoint?: CheckpointOptions<B> | undefined
+  /**
+   * Called once when the batch ends, however it ends, with its report:
+   * `"completed"` (every item settled, or the batch stopped early and said
+   * why in `skippedBy`), `"interrupted"` (a snapshot of what had settled, e.g.
+   * when the consumer of `stream` stops early or the fiber is interrupted),
+   * `"failed"` (the input or the checkpoint failed). It runs after the items
+   * in flight are stopped, uninterruptibly: keep it short. For `stream` it is
+   * the only way to the report; it counts every item the batch settled,
+   * including results not yet taken from the stream. Default: none.
+   */
+  readonly onReport?: ((report: BatchReport, ending: Ending) => Effect.Effect<void>) | undefined
   /** `stream` only: settled results buffered ahead of a slow consumer. Default `256`. */
   readonly bufferSize?: number | undefined
 }
+
+/**
+ * How a batch ended, as `onReport` is told.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Ending = "completed" | "interrupted" | "failed"
 
 /**
  * @since 0.1.0
@@ -238,7 +257,16 @@ const toStreamBatched = <A, E>(mailbox: Mailbox.ReadonlyMailbox<A, E>): Stream.S
 }
 
 /**
- * Emits each item's result as it settles.
+ * Emits each item's result as it settles. Its report goes to `onReport`, once
+ * the batch ends: on completion, or as a snapshot when the stream is
+ * interrupted (a consumer that stops early interrupts the batch).
+ *
+ * @example
+ * ```ts
+ * Batch.stream(items, task, {
+ *   onReport: (report, ending) => Console.log(ending, BatchReport.format(report))
+ * }).pipe(Stream.runForEach(write))
+ * ```
  *
  * @since 0.1.0
  * @category running

@@ -22,7 +22,7 @@ import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
-import type * as RunMonitor from "./RunMonitor.js"
+import type * as LiveCounters from "./LiveCounters.js"
 
 /**
  * What one line shows.
@@ -30,7 +30,7 @@ import type * as RunMonitor from "./RunMonitor.js"
  * @since 0.1.0
  * @category models
  */
-export interface State extends RunMonitor.Counters {
+export interface State extends LiveCounters.Counters {
   /** Items per second over the recent window, when measurable. */
   readonly rate: number | undefined
 }
@@ -173,14 +173,14 @@ const rateWindow = (windowMs: number, startedAt: number) => {
 }
 
 /**
- * Starts redrawing the counters of `monitor` on `output` until `stop` or the
+ * Starts redrawing `counters` on `output` until `stop` or the
  * end of the scope.
  *
  * @since 0.1.0
  * @category constructors
  */
 export const start = (options: {
-  readonly monitor: RunMonitor.Monitor
+  readonly counters: LiveCounters.LiveCounters
   readonly mode: Mode
   readonly output?: Output | undefined
 }): Effect.Effect<Display, never, Scope.Scope> =>
@@ -194,7 +194,7 @@ export const start = (options: {
     let stopped = false
     let drawn = false
     const line = (at: number) => {
-      const counters = options.monitor.counters()
+      const counters = options.counters.counters()
       return render({ ...counters, rate: rate(at, counters.done) }, { style, width: style === "bar" ? output.columns() : undefined })
     }
     const draw = Effect.map(Clock.currentTimeMillis, (at) => {

@@ -68,9 +68,9 @@ import * as SqlCheckpointStore from "../sql/SqlCheckpointStore.js"
 import * as TaskError from "../TaskError.js"
 import { ItemsUnsuccessful, UsageError } from "./CliError.js"
 import * as JsonlInput from "../llm/JsonlInput.js"
+import * as LiveCounters from "./LiveCounters.js"
 import * as ProgressDisplay from "./ProgressDisplay.js"
 import * as ResultsWriter from "./ResultsWriter.js"
-import * as RunMonitor from "./RunMonitor.js"
 import * as SimulateCommand from "./SimulateCommand.js"
 import * as CheckpointedRun from "./CheckpointedRun.js"
 import * as StopSignal from "./StopSignal.js"
@@ -297,37 +297,33 @@ export const run = (
       : yield* ConcurrencyLimiter.makeFixed(concurrency)
     const budget = yield* Budget.make({ maxCost: options.maxCost })
     const clock = yield* Effect.clock
-    const monitor = RunMonitor.make({ now: () => clock.unsafeCurrentTimeMillis(), initialLimit: yield* limiter.current })
-    // The batch's limiter, telling the monitor how long each start waited.
-    const baseLimiter = yield* RateLimiter.make(settings.limits)
-    const rateLimiter: RateLimiter.Limiter = {
-      ...baseLimiter,
-      acquire: (cost) => Effect.tap(baseLimiter.acquire(cost), (reservation) => Effect.sync(() => monitor.waited(reservation)))
-    }
+    const live = LiveCounters.make({ now: () => clock.unsafeCurrentTimeMillis(), initialLimit: yield* limiter.current })
+    const rateLimiter = yield* RateLimiter.make(settings.limits)
     const display = yield* ProgressDisplay.start({
-      monitor,
+      counters: live,
       mode: options.progress ?? "auto",
       output: options.progressOutput
     })
     if (checkpointed === undefined) {
       yield* JsonlInput.count(options.input).pipe(
-        Effect.tap((n) => Effect.sync(() => monitor.setTotal(n))),
+        Effect.tap((n) => Effect.sync(() => live.setTotal(n))),
         Effect.ignore,
         Effect.forkScoped
       )
     } else {
-      monitor.setTotal(checkpointed.scan.lines)
+      live.setTotal(checkpointed.scan.lines)
     }
 
     // Batch index → input line, for the items between admission and their result.
     const origins = new Map<number, JsonlInput.Entry>()
     let nextBatchIndex = 0
     let rejected = 0
+    let batchReport: BatchReport.BatchReport | undefined
     const reject = (lines: ReadonlyArray<JsonlInput.Rejected>) =>
       Effect.suspend(() => {
         const records = lines.map((line) => {
           const result = ResultsWriter.rejectedResult(line)
-          monitor.result(result)
+          live.result(result)
           return ResultsWriter.recordOf(line, result)
         })
         const notes = lines.filter((_, i) => rejected + i < maxNotes).map((line) => display.note(line.message))
@@ -381,16 +377,17 @@ export const run = (
     const estimate = llm.options.estimate!
     const settle = llm.options.settle!
     const batchOptions: Batch.Options<JsonlInput.Entry, OpenAiCompat.ChatCompletion, TaskError.TaskError> = {
-      estimate: (entry, index) => {
-        const cost = estimate(entry.input, entry.index)
-        monitor.estimated(index, cost)
-        return cost
-      },
+      estimate: (entry) => estimate(entry.input, entry.index),
       settle: (completion, entry) => {
         const cost = settle(completion, entry.input, entry.index)
-        monitor.settled(cost)
+        live.settled(cost)
         return cost
       },
+      // Once the batch ends: its report, or on interruption what it had settled by then.
+      onReport: (report) =>
+        Effect.sync(() => {
+          batchReport = report
+        }),
       ...(options.timeoutSeconds === undefined ? {} : { timeout: Duration.seconds(options.timeoutSeconds) }),
       ...(cache === undefined ? {} : { cache: { key: keyOf }, key: keyOf }),
       ...(checkpointed === undefined ? {} : {
@@ -419,19 +416,18 @@ export const run = (
           for (const result of chunk) {
             const origin = origins.get(result.index)!
             origins.delete(result.index)
-            monitor.result(result)
+            live.result(result)
             records.push(ResultsWriter.recordOf(origin, result))
           }
           return writer.write(records)
         })
       )
     )
-    const report = () => monitor.report(budget.unsafeSnapshot().exceeded)
     let context = Context.empty().pipe(
       Context.add(RateLimiter.RateLimiter, rateLimiter),
       Context.add(ConcurrencyLimiter.ConcurrencyLimiter, limiter),
       Context.add(Budget.Budget, budget),
-      Context.add(Progress.Progress, Progress.make((event) => Effect.sync(() => monitor.event(event))))
+      Context.add(Progress.Progress, Progress.make((event) => Effect.sync(() => live.event(event))))
     )
     if (cache !== undefined) context = Context.add(context, ResultCache.ResultCache, cache)
     if (checkpointed !== undefined) context = Context.add(context, CheckpointStore.CheckpointStore, checkpointed.store)
@@ -452,14 +448,19 @@ export const run = (
       Effect.onInterrupt(() =>
         Effect.zipRight(
           display.stop,
-          Console.error(`interrupted; the report so far:\n${BatchReport.format(report())}${
+          Console.error([
+            batchReport === undefined
+              ? "interrupted before the batch started"
+              : `interrupted; the report so far:\n${BatchReport.format(withRejected(batchReport, rejected))}`,
             // Its outcomes so far are in the checkpoint: say how to go on.
-            checkpointed === undefined ? "" : `\nresume with: ${CheckpointedRun.resumeCommand(options.argv ?? [])}`}`)
+            ...(checkpointed === undefined ? [] : [`resume with: ${CheckpointedRun.resumeCommand(options.argv ?? [])}`])
+          ].join("\n"))
         ))
     )
     yield* display.stop
     return {
-      report: report(),
+      // Set by `onReport` before the results stream ends.
+      report: withRejected(batchReport!, rejected),
       written: yield* writer.written,
       out: options.out,
       rejected,
@@ -467,6 +468,23 @@ export const run = (
       stopped
     }
   }))
+
+/**
+ * The batch's report with the input lines that never reached it (they could
+ * not be parsed): each counts as an item that failed `Permanent` without a
+ * call, as its line in the results file says.
+ */
+const withRejected = (report: BatchReport.BatchReport, rejected: number): BatchReport.BatchReport => {
+  if (rejected === 0) return report
+  const total = report.total + rejected
+  return {
+    ...report,
+    total,
+    failed: report.failed + rejected,
+    failures: { ...report.failures, Permanent: report.failures.Permanent + rejected },
+    throughput: report.wallMs > 0 ? (total * 1000) / report.wallMs : 0
+  }
+}
 
 /**
  * What the command prints after a run: the report, where the results are,

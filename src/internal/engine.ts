@@ -19,11 +19,11 @@ import * as Cause from "effect/Cause"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as FiberId from "effect/FiberId"
 import * as FiberSet from "effect/FiberSet"
 import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
-import { Collector } from "../BatchReport.js"
 import type { BatchReport } from "../BatchReport.js"
 import * as ConcurrencyLimiter from "../ConcurrencyLimiter.js"
 import * as Progress from "../Progress.js"
@@ -36,6 +36,7 @@ import * as RetryPolicy from "../RetryPolicy.js"
 import * as TaskError from "../TaskError.js"
 import * as TaskResult from "../TaskResult.js"
 import * as Checkpointing from "./checkpointing.js"
+import { Collector } from "./collector.js"
 import * as ItemSource from "./itemSource.js"
 import { permitProtocol } from "./permitPool.js"
 import type { Holder, Ledger } from "./permitPool.js"
@@ -162,6 +163,18 @@ export const run = <A, B, E, R, ES, RS>(
     const progress = yield* Progress.Progress
     const clock = yield* Effect.clock
     const now = () => clock.unsafeCurrentTimeMillis()
+    const collector = new Collector(now())
+    collector.limit(collector.startedAt, yield* limiter.current)
+    const ended: { report?: BatchReport } = {}
+    const onReport = config.onReport
+    if (onReport !== undefined) {
+      // The first finalizer registered runs last: after the fibers are stopped and the checkpoint is written.
+      yield* Effect.addFinalizer((exit) =>
+        onReport(
+          ended.report ?? collector.finish(now()),
+          Exit.isSuccess(exit) ? "completed" : Exit.isInterrupted(exit) ? "interrupted" : "failed"
+        ))
+    }
     // Registered before the fibers' set, so it runs after they are interrupted.
     const ledger: Ledger = { held: 0 }
     yield* Effect.addFinalizer(() => permits.releaseLedger(ledger))
@@ -183,8 +196,6 @@ export const run = <A, B, E, R, ES, RS>(
     // Tasks see the batch's rate limiter, so an adapter can teach it the limits a provider reports.
     const runFiber = yield* Effect.provideService(FiberSet.runtime(fibers)<R | RS>(), RateLimiter.RateLimiter, rate)
     const halted = yield* Deferred.make<void>()
-    const collector = new Collector(now())
-    collector.limit(now(), yield* limiter.current)
     const classify = config.classify
       ? (e: E | TaskError.TaskError) => (TaskError.isTaskError(e) ? e : config.classify!(e as E))
       : TaskError.classify
@@ -561,5 +572,6 @@ export const run = <A, B, E, R, ES, RS>(
     )
     yield* Effect.provideService(failFast ? Effect.raceFirst(all, Deferred.await(halted)) : all, RateLimiter.RateLimiter, rate)
     yield* closeCheckpoint(stopReason === "failFast" ? undefined : stopReason)
-    return { report: collector.finish(now()), failure: firstFailure }
+    ended.report = collector.finish(now())
+    return { report: ended.report, failure: firstFailure }
   }))

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Chunk, Duration, Effect, Fiber, Stream, TestClock } from "effect"
 import * as Batch from "../../src/Batch.js"
+import type * as BatchReport from "../../src/BatchReport.js"
 import * as TaskError from "../../src/TaskError.js"
 import { joinOnTestClock } from "../support/TestTime.js"
 
@@ -67,4 +68,75 @@ describe("Batch.stream", () => {
       expect(indices).toEqual(Array.from({ length: 1000 }, (_, i) => i))
       expect(Chunk.toArray(results).every((r) => r._tag === "Succeeded" && r.value === r.index * 2)).toBe(true)
     }))
+
+  describe("onReport", () => {
+    const collect = () => {
+      const reports: Array<[BatchReport.BatchReport, Batch.Ending]> = []
+      const onReport = (report: BatchReport.BatchReport, ending: Batch.Ending) => Effect.sync(() => void reports.push([report, ending]))
+      return { reports, onReport }
+    }
+    const task = (n: number) =>
+      n % 4 === 3 ? Effect.fail(new TaskError.Permanent({ message: `item ${n}` })) : Effect.as(Effect.sleep(Duration.millis(100)), n)
+
+    it.effect("hands the stream's report over once, on completion: the same as run's for the same work", () =>
+      Effect.gen(function*() {
+        const { onReport, reports } = collect()
+        const streamed = yield* Batch.stream(Stream.range(0, 39), task, { concurrency: 4, onReport }).pipe(Stream.runCollect, Effect.fork)
+        expect(Chunk.size(yield* joinOnTestClock(streamed, "1 second"))).toBe(40)
+        const ran = yield* Batch.run(Stream.range(0, 39), task, { concurrency: 4 }).pipe(Effect.fork)
+        const { report } = yield* joinOnTestClock(ran, "1 second")
+        expect(reports).toHaveLength(1)
+        const [streamedReport, ending] = reports[0]!
+        expect(ending).toBe("completed")
+        expect(streamedReport).toMatchObject({ total: 40, succeeded: 30, failed: 10, attempts: 40 })
+        expect(streamedReport.failures.Permanent).toBe(10)
+        expect({ ...streamedReport, wallMs: 0, throughput: 0 }).toEqual({ ...report, wallMs: 0, throughput: 0 })
+      }))
+
+    it.effect("a consumer that stops early gets a snapshot of what had settled, marked interrupted", () =>
+      Effect.gen(function*() {
+        const { onReport, reports } = collect()
+        const fiber = yield* Batch.stream(Stream.range(0, 99), task, { concurrency: 4, onReport }).pipe(
+          Stream.take(6),
+          Stream.runCollect,
+          Effect.fork
+        )
+        expect(Chunk.size(yield* joinOnTestClock(fiber, "100 millis"))).toBe(6)
+        expect(reports).toHaveLength(1)
+        const [snapshot, ending] = reports[0]!
+        expect(ending).toBe("interrupted")
+        // At least what was taken; at most what had been admitted by then. Never the whole input.
+        expect(snapshot.total).toBeGreaterThanOrEqual(6)
+        expect(snapshot.total).toBeLessThan(100)
+        expect(snapshot.succeeded + snapshot.failed + snapshot.skipped).toBe(snapshot.total)
+        expect(snapshot.wallMs).toBeGreaterThan(0)
+      }))
+
+    it.effect("interrupting the fiber that runs the batch hands over the snapshot too (run as well as stream)", () =>
+      Effect.gen(function*() {
+        const { onReport, reports } = collect()
+        const slow = (n: number) => Effect.as(Effect.sleep(Duration.millis(100)), n)
+        const fiber = yield* Batch.run(Stream.range(0, 99), slow, { concurrency: 4, onReport }).pipe(Effect.fork)
+        yield* TestClock.adjust("250 millis")
+        yield* Fiber.interrupt(fiber)
+        expect(reports.map(([, ending]) => ending)).toEqual(["interrupted"])
+        // Two rounds of 4 settled by 250 ms (the third is in flight, and is not counted).
+        expect(reports[0]![0]).toMatchObject({ total: 8, attempts: 12 })
+        expect(reports[0]![0].wallMs).toBe(250)
+      }))
+
+    it.effect("run hands over the report it returns; a failing source ends the batch as failed", () =>
+      Effect.gen(function*() {
+        const { onReport, reports } = collect()
+        const ran = yield* Batch.run([1, 2, 3], Effect.succeed, { onReport })
+        expect(reports).toEqual([[ran.report, "completed"]])
+        const error = yield* Batch.stream(Stream.concat(Stream.make(1, 2), Stream.fail("source broke")), Effect.succeed, { onReport }).pipe(
+          Stream.runDrain,
+          Effect.flip
+        )
+        expect(error).toBe("source broke")
+        expect(reports[1]![1]).toBe("failed")
+        expect(reports[1]![0].succeeded).toBe(2)
+      }))
+  })
 })

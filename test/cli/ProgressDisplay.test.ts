@@ -1,7 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, TestClock } from "effect"
 import * as ProgressDisplay from "../../src/cli/ProgressDisplay.js"
-import * as RunMonitor from "../../src/cli/RunMonitor.js"
+import * as LiveCounters from "../../src/cli/LiveCounters.js"
 import * as TaskResult from "../../src/TaskResult.js"
 
 const state = (overrides: Partial<ProgressDisplay.State> = {}): ProgressDisplay.State => ({
@@ -67,18 +67,18 @@ describe("ProgressDisplay.start", () => {
     return { writes, output }
   }
 
-  const monitorAt = () =>
-    Effect.map(Effect.clock, (clock) => RunMonitor.make({ now: () => clock.unsafeCurrentTimeMillis(), initialLimit: 8 }))
+  const countersAt = () =>
+    Effect.map(Effect.clock, (clock) => LiveCounters.make({ now: () => clock.unsafeCurrentTimeMillis(), initialLimit: 8 }))
 
   it.scoped("on a terminal: redraws one line with \\r every 100 ms, notes above it, a newline at the end", () =>
     Effect.gen(function*() {
       const { output, writes } = fakeOutput(true)
-      const monitor = yield* monitorAt()
-      monitor.setTotal(4)
-      const display = yield* ProgressDisplay.start({ monitor, mode: "auto", output })
+      const live = yield* countersAt()
+      live.setTotal(4)
+      const display = yield* ProgressDisplay.start({ counters: live, mode: "auto", output })
       yield* TestClock.adjust("50 millis")
       expect(writes).toEqual([])
-      monitor.result(TaskResult.succeeded(0, "a", 1, 5))
+      live.result(TaskResult.succeeded(0, "a", 1, 5))
       yield* TestClock.adjust("50 millis")
       expect(writes.length).toBe(1)
       expect(writes[0]).toMatch(/^\r\[#####-+\] 1\/4 25% {2}failed 0 .*limit 8 {2}\$0\.0000\x1b\[K$/)
@@ -97,9 +97,9 @@ describe("ProgressDisplay.start", () => {
   it.scoped("elsewhere: a plain line every 5 s, with the rate over the last seconds", () =>
     Effect.gen(function*() {
       const { output, writes } = fakeOutput(false)
-      const monitor = yield* monitorAt()
-      yield* ProgressDisplay.start({ monitor, mode: "auto", output })
-      for (let i = 0; i < 50; i++) monitor.result(TaskResult.failed(i, "boom", "Permanent", 1, 1))
+      const live = yield* countersAt()
+      yield* ProgressDisplay.start({ counters: live, mode: "auto", output })
+      for (let i = 0; i < 50; i++) live.result(TaskResult.failed(i, "boom", "Permanent", 1, 1))
       yield* TestClock.adjust("4999 millis")
       expect(writes).toEqual([])
       yield* TestClock.adjust("1 millis")
@@ -109,7 +109,7 @@ describe("ProgressDisplay.start", () => {
   it.scoped("none: writes nothing, notes included", () =>
     Effect.gen(function*() {
       const { output, writes } = fakeOutput(true)
-      const display = yield* ProgressDisplay.start({ monitor: yield* monitorAt(), mode: "none", output })
+      const display = yield* ProgressDisplay.start({ counters: yield* countersAt(), mode: "none", output })
       yield* display.note("hello")
       yield* TestClock.adjust("10 seconds")
       yield* display.stop
