@@ -39,6 +39,8 @@ import type * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
 import type { BatchReport } from "./BatchReport.js"
 import type * as Budget from "./Budget.js"
+import type * as CheckpointStore from "./CheckpointStore.js"
+import type * as Checkpointing from "./internal/checkpointing.js"
 import * as engine from "./internal/engine.js"
 import type * as RateLimiter from "./RateLimiter.js"
 import type * as TaskError from "./TaskError.js"
@@ -75,11 +77,14 @@ export interface CacheOptions<A, B> {
 }
 
 /**
+ * `RunId` is the type of `runId`; it exists only so that a batch's error type
+ * can tell whether it has a checkpoint (see `CheckpointFailure`).
+ *
  * @since 0.1.0
  * @category models
  */
-export interface CheckpointOptions<B> {
-  readonly runId: string
+export interface CheckpointOptions<B, RunId extends string = string> {
+  readonly runId: RunId
   /** How values are stored: `Schema.encode` before, `Schema.decodeUnknown` after. Default: the value as JSON. */
   // eslint-disable-next-line @typescript-eslint/no-explicit-any -- any encoded form (Schema's `I` is invariant)
   readonly schema?: Schema.Schema<B, any> | undefined
@@ -103,10 +108,15 @@ export interface Cost extends RateLimiter.Cost {
 }
 
 /**
+ * `RunId` is the type of `checkpoint.runId`, inferred from an options
+ * literal: `never` without a checkpoint, which keeps `CheckpointFailure` out
+ * of the batch's error type. So `Options<A, B, E>` holds no checkpoint; a
+ * variable that may hold one is typed `Options<A, B, E, string>`.
+ *
  * @since 0.1.0
  * @category models
  */
-export interface Options<A, B, E> {
+export interface Options<A, B, E, RunId extends string = never> {
   /**
    * Attempts in flight at once: a fixed limit for this batch alone. Integer ≥ 1.
    * Default: the `ConcurrencyLimiter` in context, or a fixed 16.
@@ -160,12 +170,15 @@ export interface Options<A, B, E> {
    * Record every outcome under `runId` in the `CheckpointStore` in context,
    * and resume from what is recorded: succeeded items come back with
    * `source: "checkpoint"` and no call, `Permanent` failures stay failed
-   * unless `retryFailed`, everything else runs. A resumed run whose input
-   * changed dies with `CheckpointMismatch` at the first item that differs;
-   * a store that cannot be written is a defect too (the run must not go on
-   * paying for calls it would lose). Default: none.
+   * unless `retryFailed`, everything else runs. The batch then fails with a
+   * `CheckpointMismatch` when a resumed run's input changed (at the first
+   * item that differs, or at once when the `fingerprint` differs), and with
+   * the store's `CheckpointError` when it cannot be read or written (the run
+   * must not go on paying for calls it would lose); the items in flight are
+   * interrupted and what settled is written if the store still can. Default:
+   * none.
    */
-  readonly checkpoint?: CheckpointOptions<B> | undefined
+  readonly checkpoint?: CheckpointOptions<B, RunId> | undefined
   /**
    * Called once when the batch ends, however it ends, with its report:
    * `"completed"` (every item settled, or the batch stopped early and said
@@ -180,6 +193,16 @@ export interface Options<A, B, E> {
   /** `stream` only: settled results buffered ahead of a slow consumer. Default `256`. */
   readonly bufferSize?: number | undefined
 }
+
+/**
+ * What a batch with a checkpoint can fail with, beyond its input's error:
+ * `never` for a batch without one (`RunId` is then `never`).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type CheckpointFailure<RunId extends string> = [RunId] extends [never] ? never
+  : CheckpointStore.CheckpointError | CheckpointStore.CheckpointMismatch
 
 /**
  * How a batch ended, as `onReport` is told.
@@ -214,15 +237,15 @@ const isDataFirst = (args: IArguments) => typeof args[0] !== "function"
  * @category running
  */
 export const run: {
-  <A, B, E, R>(
+  <A, B, E, R, RunId extends string = never>(
     task: Task<A, B, E, R>,
-    options?: Options<A, B, E>
-  ): <ES = never, RS = never>(items: Input<A, ES, RS>) => Effect.Effect<RunResult<B, E>, ES, R | RS>
-  <A, B, E, R, ES = never, RS = never>(
+    options?: Options<A, B, E, RunId>
+  ): <ES = never, RS = never>(items: Input<A, ES, RS>) => Effect.Effect<RunResult<B, E>, ES | CheckpointFailure<RunId>, R | RS>
+  <A, B, E, R, ES = never, RS = never, RunId extends string = never>(
     items: Input<A, ES, RS>,
     task: Task<A, B, E, R>,
-    options?: Options<A, B, E>
-  ): Effect.Effect<RunResult<B, E>, ES, R | RS>
+    options?: Options<A, B, E, RunId>
+  ): Effect.Effect<RunResult<B, E>, ES | CheckpointFailure<RunId>, R | RS>
 } = dual(
   isDataFirst,
   <A, B, E, R, ES, RS>(items: Input<A, ES, RS>, task: Task<A, B, E, R>, options: Options<A, B, E> = {}) =>
@@ -272,20 +295,20 @@ const toStreamBatched = <A, E>(mailbox: Mailbox.ReadonlyMailbox<A, E>): Stream.S
  * @category running
  */
 export const stream: {
-  <A, B, E, R>(
+  <A, B, E, R, RunId extends string = never>(
     task: Task<A, B, E, R>,
-    options?: Options<A, B, E>
-  ): <ES = never, RS = never>(items: Input<A, ES, RS>) => Stream.Stream<Result<B, E>, ES, R | RS>
-  <A, B, E, R, ES = never, RS = never>(
+    options?: Options<A, B, E, RunId>
+  ): <ES = never, RS = never>(items: Input<A, ES, RS>) => Stream.Stream<Result<B, E>, ES | CheckpointFailure<RunId>, R | RS>
+  <A, B, E, R, ES = never, RS = never, RunId extends string = never>(
     items: Input<A, ES, RS>,
     task: Task<A, B, E, R>,
-    options?: Options<A, B, E>
-  ): Stream.Stream<Result<B, E>, ES, R | RS>
+    options?: Options<A, B, E, RunId>
+  ): Stream.Stream<Result<B, E>, ES | CheckpointFailure<RunId>, R | RS>
 } = dual(
   isDataFirst,
   <A, B, E, R, ES, RS>(items: Input<A, ES, RS>, task: Task<A, B, E, R>, options: Options<A, B, E> = {}) =>
     Stream.unwrapScoped(Effect.gen(function*() {
-      const mailbox = yield* Mailbox.make<Result<B, E>, ES>({ capacity: options.bufferSize ?? 256 })
+      const mailbox = yield* Mailbox.make<Result<B, E>, ES | Checkpointing.Failure>({ capacity: options.bufferSize ?? 256 })
       // A synchronous offer while there is room: an Effect per result would double the cost per item.
       const emit = (result: Result<B, E>) => (mailbox.unsafeOffer(result) ? undefined : Effect.asVoid(mailbox.offer(result)))
       yield* engine.run(items, task, options, emit, false).pipe(
@@ -305,17 +328,17 @@ export const stream: {
  * @category running
  */
 export const forEach: {
-  <A, B, E, R>(
+  <A, B, E, R, RunId extends string = never>(
     task: Task<A, B, E, R>,
-    options?: Options<A, B, E>
+    options?: Options<A, B, E, RunId>
   ): <ES = never, RS = never>(
     items: Input<A, ES, RS>
-  ) => Effect.Effect<Array<B>, E | TaskError.TaskError | Budget.BudgetExceeded | ES, R | RS>
-  <A, B, E, R, ES = never, RS = never>(
+  ) => Effect.Effect<Array<B>, E | TaskError.TaskError | Budget.BudgetExceeded | ES | CheckpointFailure<RunId>, R | RS>
+  <A, B, E, R, ES = never, RS = never, RunId extends string = never>(
     items: Input<A, ES, RS>,
     task: Task<A, B, E, R>,
-    options?: Options<A, B, E>
-  ): Effect.Effect<Array<B>, E | TaskError.TaskError | Budget.BudgetExceeded | ES, R | RS>
+    options?: Options<A, B, E, RunId>
+  ): Effect.Effect<Array<B>, E | TaskError.TaskError | Budget.BudgetExceeded | ES | CheckpointFailure<RunId>, R | RS>
 } = dual(
   isDataFirst,
   <A, B, E, R, ES, RS>(items: Input<A, ES, RS>, task: Task<A, B, E, R>, options: Options<A, B, E> = {}) =>

@@ -376,7 +376,7 @@ export const run = (
 
     const estimate = llm.options.estimate!
     const settle = llm.options.settle!
-    const batchOptions: Batch.Options<JsonlInput.Entry, OpenAiCompat.ChatCompletion, TaskError.TaskError> = {
+    const batchOptions: Batch.Options<JsonlInput.Entry, OpenAiCompat.ChatCompletion, TaskError.TaskError, string> = {
       estimate: (entry) => estimate(entry.input, entry.index),
       settle: (completion, entry) => {
         const cost = settle(completion, entry.input, entry.index)
@@ -436,10 +436,10 @@ export const run = (
     }
     // The checkpoint's refusals (an input changed since the check above, an unusable store) end the run with their message.
     const running = Effect.provide(results, context).pipe(
-      Effect.catchSomeDefect((defect) =>
-        defect instanceof CheckpointStore.CheckpointMismatch || defect instanceof CheckpointStore.CheckpointError
-          ? Option.some(Effect.fail(usage(`run ${options.runId}: ${defect.message}`)))
-          : Option.none())
+      Effect.catchTags({
+        CheckpointMismatch: (error) => Effect.fail(usage(`run ${options.runId}: ${error.message}`)),
+        CheckpointError: (error) => Effect.fail(usage(`run ${options.runId}: ${error.message}`))
+      })
     )
     yield* Effect.raceWith(running, hardStop, {
       onSelfDone: (exit, stopper) => Effect.zipRight(Fiber.interrupt(stopper), exit),

@@ -4,7 +4,7 @@
  *
  * An item's identity is `CheckpointStore.itemKeyOf(index, item)`: its index
  * plus a hash of the item, so a resumed run whose input changed is caught at
- * the first item that differs (the run dies with a `CheckpointMismatch`
+ * the first item that differs (the run fails with a `CheckpointMismatch`
  * rather than mixing two inputs). Succeeded items come back with
  * `source: "checkpoint"`; items that failed with `Permanent` come back failed
  * unless `retryFailed`; everything else (other failures, skipped, never
@@ -15,10 +15,12 @@
  * outcome, writes it, and starts over (group commit), so the checkpoint trails
  * the run by ~25 ms plus a transaction; at `groupSize` (500) waiting, the
  * workers wait for the writer; the rest is written when the run ends or is
- * interrupted. Store failures are defects: a run that
- * cannot record its outcomes must not go on paying for calls it would lose.
+ * interrupted. A store that fails ends the run with its `CheckpointError`
+ * (through `failed`, which the engine races): a run that cannot record its
+ * outcomes must not go on paying for calls it would lose.
  */
 import * as Cause from "effect/Cause"
+import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
@@ -31,9 +33,17 @@ import * as TaskResult from "../TaskResult.js"
 
 type Outcome<B, E> = TaskResult.TaskResult<B, E | TaskError.TaskError>
 
+/** How a checkpointed run can fail. */
+export type Failure = CheckpointStore.CheckpointError | CheckpointStore.CheckpointMismatch
+
 export interface Checkpointing<A, B, E> {
-  /** The outcome recorded for this item if it must not run again; otherwise remembers its key and answers `undefined`. */
-  readonly restore: (index: number, item: A) => Outcome<B, E> | undefined
+  /**
+   * The outcome recorded for this item if it must not run again; otherwise
+   * remembers its key and answers `undefined`. A value, not an effect (it is
+   * asked once per item): the failure when the item differs from the one
+   * recorded at its index, or its recorded value cannot be decoded.
+   */
+  readonly restore: (index: number, item: A) => Outcome<B, E> | Failure | undefined
   /** The identity of an item of this run that has not settled yet. */
   readonly keyOf: (index: number) => string | undefined
   readonly runId: string
@@ -43,7 +53,12 @@ export interface Checkpointing<A, B, E> {
     spent: { readonly usd?: number | undefined, readonly tokens?: number | undefined } | undefined
   ) => Effect.Effect<void> | undefined
   /** Writes what is buffered and marks the run finished, or stopped for `reason`. */
-  readonly close: (reason: TaskResult.SkipReason | undefined) => Effect.Effect<void>
+  readonly close: (reason: TaskResult.SkipReason | undefined) => Effect.Effect<void, CheckpointStore.CheckpointError>
+  /**
+   * Fails once a write in the background (or one a worker waited for) has
+   * failed; whoever made that write then waits for the run to be interrupted.
+   */
+  readonly failed: Deferred.Deferred<never, CheckpointStore.CheckpointError>
 }
 
 export const groupSize = 500
@@ -68,26 +83,26 @@ const errorRecord = (error: unknown): NonNullable<CheckpointStore.OutcomeRecord[
   }
 }
 
-const die = (message: string, cause?: unknown) =>
-  Effect.die(cause === undefined ? new Cause.RuntimeException(message) : new Cause.RuntimeException(`${message}: ${String(cause)}`))
-
 export const make = <A, B, E>(
   options: CheckpointOptions<B>,
   total: number | undefined
-): Effect.Effect<Checkpointing<A, B, E>, never, Scope.Scope> =>
+): Effect.Effect<Checkpointing<A, B, E>, Failure, Scope.Scope> =>
   Effect.gen(function*() {
     const storeOption = yield* Effect.serviceOption(CheckpointStore.CheckpointStore)
     if (Option.isNone(storeOption)) {
-      return yield* die("Batch: the checkpoint option needs a CheckpointStore layer (CheckpointStore.layerMemory, SqlCheckpointStore.layer)")
+      // A program without the layer is wrong whatever the data: a defect, as a missing service is.
+      return yield* Effect.die(new Cause.RuntimeException(
+        "Batch: the checkpoint option needs a CheckpointStore layer (CheckpointStore.layerMemory, SqlCheckpointStore.layer)"
+      ))
     }
     const store = storeOption.value
     const runId = options.runId
-    yield* Effect.orDie(store.open(runId, {
+    yield* store.open(runId, {
       fingerprint: options.fingerprint ?? "",
       ...(total === undefined ? {} : { total }),
       ...(options.meta === undefined ? {} : { meta: options.meta })
-    }))
-    const recorded = yield* Effect.orDie(store.load(runId))
+    })
+    const recorded = yield* store.load(runId)
     const byIndex = new Map<number, CheckpointStore.OutcomeRecord>()
     for (const record of recorded.values()) byIndex.set(record.index, record)
 
@@ -99,12 +114,15 @@ export const make = <A, B, E>(
     const pendingKeys = new Map<number, string>()
     let buffer: Array<CheckpointStore.OutcomeRecord> = []
     const lock = yield* Effect.makeSemaphore(1)
-    const flush: Effect.Effect<void> = lock.withPermits(1)(Effect.suspend(() => {
+    const write: Effect.Effect<void, CheckpointStore.CheckpointError> = lock.withPermits(1)(Effect.suspend(() => {
       if (buffer.length === 0) return Effect.void
       const group = buffer
       buffer = []
-      return Effect.catchAll(store.record(runId, group), (error) => die(`checkpoint of run "${runId}" could not be written`, error))
+      return store.record(runId, group)
     }))
+    const failed = yield* Deferred.make<never, CheckpointStore.CheckpointError>()
+    // Written while the run goes on: a failure ends the run (the engine races `failed`), and nothing after it runs.
+    const flush: Effect.Effect<void> = Effect.catchAll(write, (error) => Effect.zipRight(Deferred.fail(failed, error), Effect.never))
 
     // The writer: one transaction at a time, of everything settled meanwhile; ends with the batch's scope.
     const pending = yield* Effect.makeLatch(false)
@@ -112,16 +130,24 @@ export const make = <A, B, E>(
       pending.await.pipe(Effect.zipRight(Effect.sleep(gatherFor)), Effect.zipRight(pending.close), Effect.zipRight(flush))
     ))
 
-    const restore = (index: number, item: A): Outcome<B, E> | undefined => {
+    const restore = (index: number, item: A): Outcome<B, E> | Failure | undefined => {
       const key = CheckpointStore.itemKeyOf(index, item)
       const prior = byIndex.get(index)
       if (prior !== undefined) {
         byIndex.delete(index)
         if (prior.itemKey !== key) {
-          throw new CheckpointStore.CheckpointMismatch({ runId, expected: prior.itemKey, found: key })
+          return new CheckpointStore.CheckpointMismatch({ runId, expected: prior.itemKey, found: key })
         }
         if (prior.status === "succeeded") {
-          return TaskResult.succeeded(index, decode(prior.value), 0, 0, "checkpoint")
+          let value: B
+          try {
+            value = decode(prior.value)
+          } catch (error) {
+            const reason = error instanceof Error ? error.message : String(error)
+            const cause = `the value recorded for item ${index} does not decode with the checkpoint's schema: ${reason}`
+            return new CheckpointStore.CheckpointError({ operation: "load", runId, cause })
+          }
+          return TaskResult.succeeded(index, value, 0, 0, "checkpoint")
         }
         if (prior.status === "failed" && prior.errorClass === "Permanent" && options.retryFailed !== true) {
           return TaskResult.failed(index, permanentFrom(prior), "Permanent", 0, 0)
@@ -157,9 +183,9 @@ export const make = <A, B, E>(
 
     const close = (reason: TaskResult.SkipReason | undefined) =>
       Effect.zipRight(
-        flush,
-        Effect.orDie(reason === undefined ? store.setState(runId, "finished") : store.setState(runId, "stopped", reason))
+        write,
+        reason === undefined ? store.setState(runId, "finished") : store.setState(runId, "stopped", reason)
       )
 
-    return { restore, record, close, runId, keyOf: (index: number) => pendingKeys.get(index) }
+    return { restore, record, close, failed, runId, keyOf: (index: number) => pendingKeys.get(index) }
   })

@@ -150,7 +150,7 @@ export const run = <A, B, E, R, ES, RS>(
   config: Config<A, B, E>,
   emit: Emit<B, E>,
   failFast: boolean
-): Effect.Effect<Summary<E>, ES, R | RS> =>
+): Effect.Effect<Summary<E>, ES | Checkpointing.Failure, R | RS> =>
   Effect.scoped(Effect.gen(function*() {
     const timeoutMs = positiveMillis("timeout", config.timeout)
     const deadlineMs = positiveMillis("deadline", config.deadline)
@@ -183,15 +183,20 @@ export const run = <A, B, E, R, ES, RS>(
       ? undefined
       : yield* Checkpointing.make<A, B, E>(config.checkpoint, source.total)
     let checkpointClosed = false
-    const closeCheckpoint = (reason: TaskResult.SkipReason | undefined) =>
+    const closeCheckpoint = (reason: TaskResult.SkipReason | undefined): Effect.Effect<void, Checkpointing.Failure> =>
       checkpoint === undefined || checkpointClosed
         ? Effect.void
         : Effect.suspend(() => {
             checkpointClosed = true
             return checkpoint.close(reason)
           })
-    // Registered before the fibers' set: on interruption it runs after they are stopped, writing what they settled.
-    yield* Effect.addFinalizer(() => closeCheckpoint("interrupted"))
+    // Registered before the fibers' set: on interruption it runs after they are stopped, writing what they settled
+    // (unless the store already failed the run: writing again would only fail again).
+    yield* Effect.addFinalizer(() =>
+      Effect.flatMap(
+        checkpoint === undefined ? Effect.succeed(true) : Deferred.isDone(checkpoint.failed),
+        (storeFailed) => (storeFailed ? Effect.void : Effect.orDie(closeCheckpoint("interrupted")))
+      ))
     const fibers = yield* FiberSet.make<void, never>()
     // Tasks see the batch's rate limiter, so an adapter can teach it the limits a provider reports.
     const runFiber = yield* Effect.provideService(FiberSet.runtime(fibers)<R | RS>(), RateLimiter.RateLimiter, rate)
@@ -493,7 +498,7 @@ export const run = <A, B, E, R, ES, RS>(
     const start = (
       holder: Holder,
       next: ItemSource.Admitted<A> | undefined
-    ): Effect.Effect<void, ES, R | RS> => {
+    ): Effect.Effect<void, ES | Checkpointing.Failure, R | RS> => {
       if (next === undefined) {
         permits.unsafeRelease(holder)
         endOfInput()
@@ -506,15 +511,17 @@ export const run = <A, B, E, R, ES, RS>(
         return finish(TaskResult.skipped(next.index, stopReason), Effect.void)
       }
       if (checkpoint !== undefined) {
-        let restored: Outcome<B, E> | undefined
+        let restored: Outcome<B, E> | Checkpointing.Failure | undefined
         try {
           restored = checkpoint.restore(next.index, next.item)
         } catch (error) {
+          // An item that is not JSON has no key: a defect, as `CheckpointStore.itemKeyOf` says.
           permits.unsafeRelease(holder)
           return Effect.die(error)
         }
         if (restored !== undefined) {
           permits.unsafeRelease(holder)
+          if (restored._tag === "CheckpointMismatch" || restored._tag === "CheckpointError") return Effect.fail(restored)
           return finish(restored, worker)
         }
       }
@@ -535,7 +542,7 @@ export const run = <A, B, E, R, ES, RS>(
       return admit(run, worker)
     }
 
-    const pull = (holder: Holder): Effect.Effect<void, ES, R | RS> => {
+    const pull = (holder: Holder): Effect.Effect<void, ES | Checkpointing.Failure, R | RS> => {
       const next = source.unsafeTryNext()
       if (next !== ItemSource.notReady) return start(holder, next)
       return Effect.flatMap(
@@ -545,7 +552,7 @@ export const run = <A, B, E, R, ES, RS>(
     }
 
     /** Takes a permit, pulls an item, runs it; until the input is exhausted or the batch stops. */
-    const worker: Effect.Effect<void, ES, R | RS> = Effect.suspend(() => {
+    const worker: Effect.Effect<void, ES | Checkpointing.Failure, R | RS> = Effect.suspend(() => {
       if (stopReason !== undefined || inputDone) return Effect.void
       const holder: Holder = { holding: false, ledger, idle: true }
       if (permits.tryTake(holder)) return pull(holder)
@@ -570,7 +577,9 @@ export const run = <A, B, E, R, ES, RS>(
         Effect.suspend(() => (stopReason !== undefined && stopReason !== "failFast" ? skipRest : Effect.void))
       )
     )
-    yield* Effect.provideService(failFast ? Effect.raceFirst(all, Deferred.await(halted)) : all, RateLimiter.RateLimiter, rate)
+    const halting = failFast ? Effect.raceFirst(all, Deferred.await(halted)) : all
+    const guarded = checkpoint === undefined ? halting : Effect.raceFirst(halting, Deferred.await(checkpoint.failed))
+    yield* Effect.provideService(guarded, RateLimiter.RateLimiter, rate)
     yield* closeCheckpoint(stopReason === "failFast" ? undefined : stopReason)
     ended.report = collector.finish(now())
     return { report: ended.report, failure: firstFailure }

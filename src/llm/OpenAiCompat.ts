@@ -415,7 +415,8 @@ export const embed = (config: EmbedConfig) => {
 
   return (
     texts: ReadonlyArray<string>,
-    options: Omit<Batch.Options<ReadonlyArray<number>, ReadonlyArray<Embedding>, TaskError.TaskError>, "estimate" | "settle"> = {}
+    // No checkpoint: groups rejected as a whole run again as a second batch, whose indexes would clash with the first's.
+    options: Omit<Batch.Options<ReadonlyArray<number>, ReadonlyArray<Embedding>, TaskError.TaskError>, "estimate" | "settle" | "checkpoint"> = {}
   ): Effect.Effect<
     { readonly results: Array<TaskResult.TaskResult<Embedding, TaskError.TaskError>>, readonly reports: Array<BatchReport> },
     never,

@@ -1,6 +1,7 @@
-import { describe, expect, it } from "@effect/vitest"
+import { describe, expect, expectTypeOf, it } from "@effect/vitest"
 import { Cause, Effect, Exit, FastCheck, Layer, Option, Schema, Stream } from "effect"
 import * as Batch from "../../src/Batch.js"
+import type * as Budget from "../../src/Budget.js"
 import * as CheckpointStore from "../../src/CheckpointStore.js"
 import * as RetryPolicy from "../../src/RetryPolicy.js"
 import * as TaskError from "../../src/TaskError.js"
@@ -89,14 +90,104 @@ describe("Batch checkpoint", () => {
       expect(info._tag === "Some" && info.value.state).toBe("finished")
     }).pipe(Effect.provide(CheckpointStore.layerMemory)))
 
-  it.effect("a resumed run whose input changed dies with CheckpointMismatch", () =>
+  it.effect("a resumed run whose input changed fails with CheckpointMismatch, in run, stream and forEach alike", () =>
     Effect.gen(function*() {
-      yield* Batch.run(["a", "b", "c"], (s: string) => Effect.succeed(s), { checkpoint: { runId: "m" } })
-      const exit = yield* Effect.exit(Batch.run(["a", "B", "c"], (s: string) => Effect.succeed(s), { checkpoint: { runId: "m" } }))
-      expect(Exit.isFailure(exit)).toBe(true)
-      const defect = Exit.isFailure(exit) ? Cause.squash(exit.cause) : undefined
-      expect(defect).toMatchObject({ _tag: "CheckpointMismatch", runId: "m" })
+      const echo = (s: string) => Effect.succeed(s)
+      yield* Batch.run(["a", "b", "c"], echo, { checkpoint: { runId: "m" } })
+      const changed = ["a", "B", "c"]
+      const failures = [
+        yield* Effect.flip(Batch.run(changed, echo, { checkpoint: { runId: "m" } })),
+        yield* Effect.flip(Stream.runDrain(Batch.stream(changed, echo, { checkpoint: { runId: "m" } }))),
+        yield* Effect.flip(Batch.forEach(changed, echo, { checkpoint: { runId: "m" } }))
+      ]
+      for (const failure of failures) {
+        expect(failure).toBeInstanceOf(CheckpointStore.CheckpointMismatch)
+        expect(failure).toMatchObject({ _tag: "CheckpointMismatch", runId: "m", expected: CheckpointStore.itemKeyOf(1, "b") })
+      }
+      // Another fingerprint is refused when the run opens, before any item.
+      const other = yield* Effect.flip(Batch.run(["a", "b", "c"], echo, { checkpoint: { runId: "m", fingerprint: "model-2" } }))
+      expect(other).toMatchObject({ _tag: "CheckpointMismatch", runId: "m" })
     }).pipe(Effect.provide(CheckpointStore.layerMemory)))
+
+  it("the error type names the checkpoint's failures only for a batch with a checkpoint", () => {
+    type Failure = CheckpointStore.CheckpointError | CheckpointStore.CheckpointMismatch
+    const task = (n: number) => Effect.succeed(n)
+    expectTypeOf(Batch.run([1], task)).toEqualTypeOf<Effect.Effect<Batch.RunResult<number, never>>>()
+    expectTypeOf(Batch.run([1], task, { concurrency: 2 })).toEqualTypeOf<Effect.Effect<Batch.RunResult<number, never>>>()
+    expectTypeOf(Batch.run([1], task, { checkpoint: { runId: "r" } })).toEqualTypeOf<
+      Effect.Effect<Batch.RunResult<number, never>, CheckpointStore.CheckpointError | CheckpointStore.CheckpointMismatch>
+    >()
+    expectTypeOf(Batch.stream([1], task, { checkpoint: { runId: "r" } })).toEqualTypeOf<
+      Stream.Stream<Batch.Result<number, never>, CheckpointStore.CheckpointError | CheckpointStore.CheckpointMismatch>
+    >()
+    expectTypeOf(Batch.forEach(task, { checkpoint: { runId: "r" } })([1])).toEqualTypeOf<
+      Effect.Effect<Array<number>, TaskError.TaskError | Budget.BudgetExceeded | Failure>
+    >()
+    // A checkpoint that may be absent may still fail the batch.
+    const maybe = (runId: string | undefined) => Batch.run([1], task, { checkpoint: runId === undefined ? undefined : { runId } })
+    expectTypeOf(maybe).returns.toEqualTypeOf<
+      Effect.Effect<Batch.RunResult<number, never>, CheckpointStore.CheckpointError | CheckpointStore.CheckpointMismatch>
+    >()
+  })
+
+  it.effect("a store that cannot record fails the batch with its CheckpointError and stops it: no call goes on after", () =>
+    Effect.gen(function*() {
+      const memory = yield* CheckpointStore.makeMemory
+      const broken: CheckpointStore.Store = {
+        ...memory,
+        record: (runId) => Effect.fail(new CheckpointStore.CheckpointError({ operation: "record", runId, cause: "disk full" }))
+      }
+      let started = 0
+      let finished = 0
+      const task = (n: number) =>
+        Effect.gen(function*() {
+          started++
+          yield* Effect.sleep("10 millis")
+          finished++
+          return n
+        })
+      const error = yield* runOnTestClock(Effect.flip(
+        Batch.run(Array.from({ length: 1000 }, (_, i) => i), task, { concurrency: 4, checkpoint: { runId: "w" } }).pipe(
+          Effect.provideService(CheckpointStore.CheckpointStore, broken)
+        )
+      ))
+      expect(error).toBeInstanceOf(CheckpointStore.CheckpointError)
+      expect(error.message).toBe('CheckpointStore.record (run "w") failed: disk full')
+      // The first group is written 25 ms after the first outcome (10 ms): by then at most 4 × 4 calls started.
+      expect(started).toBeLessThanOrEqual(20)
+      const startedAtFailure = started
+      yield* runOnTestClock(Effect.sleep("1 second"))
+      expect(started).toBe(startedAtFailure)
+      expect(finished).toBeLessThanOrEqual(started)
+    }))
+
+  it.effect("a store that cannot load, or a recorded value the schema cannot decode, fails the batch before any call", () =>
+    Effect.gen(function*() {
+      const memory = yield* CheckpointStore.makeMemory
+      let calls = 0
+      const task = (n: number) => Effect.sync(() => ++calls && n)
+      const unreadable: CheckpointStore.Store = {
+        ...memory,
+        load: (runId) => Effect.fail(new CheckpointStore.CheckpointError({ operation: "load", runId, cause: "unreachable" }))
+      }
+      const loadFailed = yield* Effect.flip(Batch.run([1, 2], task, { checkpoint: { runId: "l" } }).pipe(
+        Effect.provideService(CheckpointStore.CheckpointStore, unreadable)
+      ))
+      expect(loadFailed).toMatchObject({ _tag: "CheckpointError", operation: "load" })
+      expect(calls).toBe(0)
+
+      yield* Batch.run([1, 2], task, { checkpoint: { runId: "d" } }).pipe(Effect.provideService(CheckpointStore.CheckpointStore, memory))
+      expect(calls).toBe(2)
+      const undecodable = yield* Effect.flip(Batch.run([1, 2], task, { checkpoint: { runId: "d", schema: Schema.NumberFromString } }).pipe(
+        Effect.provideService(CheckpointStore.CheckpointStore, memory)
+      ))
+      expect(undecodable).toMatchObject({ _tag: "CheckpointError", operation: "load", runId: "d" })
+      expect(undecodable.message).toContain(
+        'CheckpointStore.load (run "d") failed: the value recorded for item 0 does not decode with the checkpoint\'s schema: NumberFromString'
+      )
+      expect(undecodable.message).toContain("Expected string, actual 1")
+      expect(calls).toBe(2)
+    }))
 
   it.effect("without a CheckpointStore layer the option is refused with a clear message", () =>
     Effect.gen(function*() {
