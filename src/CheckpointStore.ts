@@ -262,21 +262,6 @@ export class CheckpointStore extends Context.Tag("effect-batch/CheckpointStore")
 // ---------------------------------------------------------------------------
 
 /**
- * The item an attempt belongs to, in a checkpointed run: a task finds it in
- * its context (`Effect.serviceOption(CheckpointStore.CurrentItem)`) and can
- * derive an idempotency key from it that stays the same across retries,
- * crashes and resumes — so a provider that honours the key never bills twice
- * for a call that was in flight when the run died.
- *
- * @since 0.1.0
- * @category context
- */
-export class CurrentItem extends Context.Tag("effect-batch/CheckpointStore/CurrentItem")<CurrentItem, {
-  readonly runId: string
-  readonly itemKey: string
-}>() {}
-
-/**
  * The key an item is recorded under: `"<index>:<hash>"`, where the hash is
  * the first 32 hex digits (128 bits) of `ResultCache.key(item)`, the SHA-256
  * of its canonical JSON. The same item at the same index always has the same

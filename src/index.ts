@@ -26,6 +26,8 @@ export * as CheckpointStore from "./CheckpointStore.js"
 /** @since 0.1.0 */
 export * as ConcurrencyLimiter from "./ConcurrencyLimiter.js"
 /** @since 0.1.0 */
+export * as Idempotency from "./Idempotency.js"
+/** @since 0.1.0 */
 export * as LimitAlgorithm from "./LimitAlgorithm.js"
 /** @since 0.1.0 */
 export * as Progress from "./Progress.js"

@@ -30,7 +30,7 @@ import * as Progress from "../Progress.js"
 import * as RateLimiter from "../RateLimiter.js"
 import type { Cost, Options } from "../Batch.js"
 import * as Budget from "../Budget.js"
-import * as CheckpointStore from "../CheckpointStore.js"
+import * as Idempotency from "../Idempotency.js"
 import * as ResultCache from "../ResultCache.js"
 import * as RetryPolicy from "../RetryPolicy.js"
 import * as TaskError from "../TaskError.js"
@@ -351,7 +351,7 @@ export const run = <A, B, E, R, ES, RS>(
       let effect = task(run.item, run.index)
       const itemKey = checkpoint?.keyOf(run.index)
       if (itemKey !== undefined) {
-        effect = Effect.provideService(effect, CheckpointStore.CurrentItem, { runId: checkpoint!.runId, itemKey })
+        effect = Effect.provideService(effect, Idempotency.CurrentItem, { runId: checkpoint!.runId, itemKey })
       }
       if (timeoutMs !== undefined || deadlineMs !== undefined) {
         const left = remaining(run)

@@ -34,7 +34,7 @@ import * as Schema from "effect/Schema"
 import * as Batch from "../Batch.js"
 import type { BatchReport } from "../BatchReport.js"
 import * as Budget from "../Budget.js"
-import * as CheckpointStore from "../CheckpointStore.js"
+import * as Idempotency from "../Idempotency.js"
 import * as RateLimiter from "../RateLimiter.js"
 import * as ResultCache from "../ResultCache.js"
 import * as TaskError from "../TaskError.js"
@@ -257,10 +257,7 @@ const baseHeaders = (config: Config): Record<string, string> => ({
  * item's index (the same across retries and re-runs of the same input).
  */
 const idempotencyKey = (otherwise: () => string): Effect.Effect<string> =>
-  Effect.map(Effect.serviceOption(CheckpointStore.CurrentItem), (current) =>
-    Option.isSome(current)
-      ? ResultCache.key({ runId: current.value.runId, itemKey: current.value.itemKey }).slice(0, 40)
-      : otherwise())
+  Effect.map(Idempotency.key, Option.getOrElse(otherwise))
 
 const endpoint = (config: Config, path: string) => `${config.baseUrl.replace(/\/+$/, "")}${path}`
 

@@ -52,7 +52,7 @@ import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
 import * as Batch from "../Batch.js"
 import * as Budget from "../Budget.js"
-import * as CheckpointStore from "../CheckpointStore.js"
+import * as Idempotency from "../Idempotency.js"
 import * as ConcurrencyLimiter from "../ConcurrencyLimiter.js"
 import type * as Job from "./Job.js"
 import * as JobEvents from "./JobEvents.js"
@@ -304,7 +304,7 @@ const make = Effect.gen(function*() {
         ...(soft === undefined ? {} : { stopWhen: Effect.sleep(Duration.millis(soft)) })
       }
       const task = (item: Item) =>
-        Effect.provideService(llm.task(item.input, item.index), CheckpointStore.CurrentItem, {
+        Effect.provideService(llm.task(item.input, item.index), Idempotency.CurrentItem, {
           runId: jobId,
           itemKey: String(item.index)
         })

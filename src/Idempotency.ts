@@ -1,0 +1,58 @@
+/**
+ * Which item an attempt belongs to, so that a task can send the provider an
+ * idempotency key that stays the same across retries, crashes and resumes: a
+ * provider that honours the key never bills twice for a call that was in
+ * flight when the process died.
+ *
+ * The batch engine provides `CurrentItem` to every attempt of a checkpointed
+ * run (`runId` and the item's checkpoint key); the job service provides it
+ * for its jobs (the job id and the item's index). A task reads `key` (as
+ * `OpenAiCompat` does for its `Idempotency-Key` header), or the item itself.
+ *
+ * What it does not promise: that the provider honours the key, nor anything
+ * outside a checkpointed run or a job — there, `key` is `None` and a task
+ * derives its own (e.g. from the request and the item's index).
+ *
+ * @since 0.1.0
+ */
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import * as hashing from "./internal/hashing.js"
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Item {
+  /** The durable run (or job) the item belongs to. */
+  readonly runId: string
+  /** The item's identity within it, the same in every attempt and every resume. */
+  readonly itemKey: string
+}
+
+/**
+ * The item the current attempt belongs to.
+ *
+ * @since 0.1.0
+ * @category context
+ */
+export class CurrentItem extends Context.Tag("effect-batch/Idempotency/CurrentItem")<CurrentItem, Item>() {}
+
+/**
+ * An item's idempotency key: 40 hex digits of the SHA-256 of its canonical
+ * JSON, so it never reveals the run id and fits any provider's header.
+ *
+ * @since 0.1.0
+ * @category keys
+ */
+export const keyOf = (item: Item): string =>
+  hashing.hashOf({ runId: item.runId, itemKey: item.itemKey }, "Idempotency.keyOf").slice(0, 40)
+
+/**
+ * The key of the item the current attempt belongs to, if any.
+ *
+ * @since 0.1.0
+ * @category keys
+ */
+export const key: Effect.Effect<Option.Option<string>> = Effect.map(Effect.serviceOption(CurrentItem), Option.map(keyOf))
