@@ -10,9 +10,9 @@
  * text, so what comes back is a fresh copy equal to
  * `JSON.parse(JSON.stringify(value))`, whichever backend holds it.
  *
- * Backends: `layerMemory` (a `Map`, optionally bounded with LRU eviction) and
- * `layerSql`, which needs only a `SqlClient` (SQLite or PostgreSQL) and
- * creates its table if missing. Wiring a concrete client is the caller's job.
+ * Backends: `layerMemory` (a `Map`, optionally bounded with LRU eviction)
+ * and, in `effect-batch/sql`, `SqlResultCache.layer`, which needs only a
+ * `SqlClient` (SQLite or PostgreSQL) and creates its table if missing.
  *
  * What it does not promise: entries never expire (no TTL: delete a key, or
  * drop the table, to forget it); it is not a lock, so two fibers or processes
@@ -22,8 +22,6 @@
  *
  * @since 0.1.0
  */
-import type * as SqlClient from "@effect/sql/SqlClient"
-import type * as SqlError from "@effect/sql/SqlError"
 import * as Cause from "effect/Cause"
 import * as Context from "effect/Context"
 import * as Data from "effect/Data"
@@ -118,10 +116,18 @@ export const canonicalJson = (parts: unknown): string => hashing.canonicalJson(p
 export const key = (parts: unknown): string => hashing.hashOf(parts, "ResultCache.key")
 
 // ---------------------------------------------------------------------------
-// memory
+// backends
 // ---------------------------------------------------------------------------
 
-const encode = (operation: Operation, key: string, value: unknown): Effect.Effect<string, ResultCacheError> =>
+/**
+ * For backends: the JSON text a value is stored as, or a `ResultCacheError`
+ * naming `operation` and `key` when the value is not JSON. Every backend
+ * stores this text, so every backend gives back the same copy.
+ *
+ * @since 0.1.0
+ * @category backends
+ */
+export const encodeValue = (operation: Operation, key: string, value: unknown): Effect.Effect<string, ResultCacheError> =>
   Effect.try({
     try: () => {
       const json: string | undefined = JSON.stringify(value)
@@ -131,8 +137,19 @@ const encode = (operation: Operation, key: string, value: unknown): Effect.Effec
     catch: (cause) => new ResultCacheError({ operation, key, cause })
   })
 
-const decode = (operation: Operation, key: string, json: string): Effect.Effect<unknown, ResultCacheError> =>
+/**
+ * For backends: the value stored as `json`, or a `ResultCacheError` naming
+ * `operation` and `key` when the text is not JSON (a corrupted row).
+ *
+ * @since 0.1.0
+ * @category backends
+ */
+export const decodeValue = (operation: Operation, key: string, json: string): Effect.Effect<unknown, ResultCacheError> =>
   Effect.try({ try: () => JSON.parse(json) as unknown, catch: (cause) => new ResultCacheError({ operation, key, cause }) })
+
+// ---------------------------------------------------------------------------
+// memory
+// ---------------------------------------------------------------------------
 
 /**
  * @since 0.1.0
@@ -173,7 +190,7 @@ export const makeMemory = (options: MemoryOptions = {}): Effect.Effect<Store> =>
       get: (key) =>
         Effect.suspend(() => {
           const json = read(key)
-          return json === undefined ? Effect.succeedNone : Effect.asSome(decode("get", key, json))
+          return json === undefined ? Effect.succeedNone : Effect.asSome(decodeValue("get", key, json))
         }),
       getMany: (keys) =>
         Effect.suspend(() => {
@@ -186,7 +203,7 @@ export const makeMemory = (options: MemoryOptions = {}): Effect.Effect<Store> =>
           return Effect.succeed(found)
         }),
       set: (key, value) =>
-        Effect.map(encode("set", key, value), (json) => {
+        Effect.map(encodeValue("set", key, value), (json) => {
           entries.delete(key)
           entries.set(key, json)
           if (entries.size > capacity) entries.delete(entries.keys().next().value!)
@@ -203,119 +220,3 @@ export const makeMemory = (options: MemoryOptions = {}): Effect.Effect<Store> =>
  */
 export const layerMemory = (options: MemoryOptions = {}): Layer.Layer<ResultCache> =>
   Layer.effect(ResultCache, makeMemory(options))
-
-// ---------------------------------------------------------------------------
-// SQL
-// ---------------------------------------------------------------------------
-
-/**
- * @since 0.1.0
- * @category models
- */
-export interface SqlOptions {
-  /**
-   * The table, created if missing. A plain identifier: letters, digits and
-   * `_`, not starting with a digit, at most 63 characters (PostgreSQL would
-   * silently cut a longer name). Default `"effect_batch_result_cache"`.
-   */
-  readonly table?: string | undefined
-}
-
-const identifier = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/
-
-// SQLite allows 999 bound parameters per statement before 3.32.
-const keysPerQuery = 500
-
-// Loaded when a SQL store is built, so that importing this module (or the package) does not need @effect/sql.
-const loadSql = Effect.tryPromise({
-  try: () => Promise.all([import("@effect/sql/SqlClient"), import("@effect/sql/SqlError")]),
-  catch: (cause) => new Cause.RuntimeException(`ResultCache.layerSql needs the package @effect/sql: ${String(cause)}`)
-}).pipe(Effect.orDie)
-
-/**
- * A store in a SQL table, through whatever `SqlClient` is provided: SQLite
- * (3.24 or later) or PostgreSQL (9.5 or later); other dialects fail to build.
- * The table holds `key TEXT PRIMARY KEY`, `value TEXT` (the JSON) and
- * `created_at` (when the value was written; a `TIMESTAMPTZ` on PostgreSQL,
- * ISO-8601 UTC text on SQLite). Names go to the database as given: the
- * client's name transforms are switched off with `withoutTransforms()`
- * (which `@effect/sql` 0.52 ignores on a client that transforms query names
- * but not result names; the store then works under the transformed names).
- * `@effect/sql` is loaded only when a SQL store is built, so the memory
- * store works without it.
- *
- * Throws `IllegalArgumentException` for a table name that is not a plain
- * identifier.
- *
- * @since 0.1.0
- * @category constructors
- */
-export const makeSql = (options: SqlOptions = {}): Effect.Effect<Store, SqlError.SqlError, SqlClient.SqlClient> => {
-  const table = options.table ?? "effect_batch_result_cache"
-  if (!identifier.test(table)) {
-    throw new Cause.IllegalArgumentException(
-      "ResultCache.layerSql: table must be a plain identifier (letters, digits, _; not starting with a digit; " +
-        `at most 63 characters), got ${JSON.stringify(table)}`
-    )
-  }
-  return Effect.gen(function*() {
-    const [{ SqlClient: ClientTag }, { SqlError: SqlFailure }] = yield* loadSql
-    const sql = (yield* ClientTag).withoutTransforms()
-    const createdAt = yield* sql.onDialectOrElse({
-      sqlite: () => Effect.succeed(sql.literal("TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))")),
-      pg: () => Effect.succeed(sql.literal("TIMESTAMPTZ NOT NULL DEFAULT now()")),
-      orElse: () => Effect.fail(new SqlFailure({ message: "ResultCache.layerSql supports only SQLite and PostgreSQL clients" }))
-    })
-    yield* sql`CREATE TABLE IF NOT EXISTS ${sql(table)} (key TEXT PRIMARY KEY, value TEXT NOT NULL, created_at ${createdAt})`
-
-    const failed = (operation: Operation, key?: string) => (cause: SqlError.SqlError) =>
-      new ResultCacheError(key === undefined ? { operation, cause } : { operation, key, cause })
-
-    return {
-      get: (key) =>
-        sql<{ readonly value: string }>`SELECT value FROM ${sql(table)} WHERE key = ${key}`.pipe(
-          Effect.mapError(failed("get", key)),
-          Effect.flatMap((rows) => rows.length === 0 ? Effect.succeedNone : Effect.asSome(decode("get", key, rows[0]!.value)))
-        ),
-      getMany: (keys) =>
-        Effect.gen(function*() {
-          const unique = Array.from(new Set(keys))
-          const found = new Map<string, unknown>()
-          for (let i = 0; i < unique.length; i += keysPerQuery) {
-            const chunk = sql.in("key", unique.slice(i, i + keysPerQuery))
-            const rows = yield* sql<{ readonly key: string, readonly value: string }>`SELECT key, value FROM ${sql(table)} WHERE ${chunk}`
-              .pipe(Effect.mapError(failed("getMany")))
-            for (const row of rows) found.set(row.key, yield* decode("getMany", row.key, row.value))
-          }
-          return found
-        }),
-      set: (key, value) =>
-        Effect.gen(function*() {
-          const json = yield* encode("set", key, value)
-          yield* sql`INSERT INTO ${sql(table)} (key, value) VALUES (${key}, ${json})
-            ON CONFLICT (key) DO UPDATE SET value = excluded.value, created_at = excluded.created_at`
-            .pipe(Effect.mapError(failed("set", key)))
-        }),
-      delete: (key) => sql`DELETE FROM ${sql(table)} WHERE key = ${key}`.pipe(Effect.mapError(failed("delete", key)), Effect.asVoid),
-      // count(*) is a number on SQLite, a string on PostgreSQL (bigint), a bigint with SafeIntegers.
-      size: sql<{ readonly n: number | string | bigint }>`SELECT count(*) AS n FROM ${sql(table)}`.pipe(
-        Effect.mapError(failed("size")),
-        Effect.map((rows) => Number(rows[0]?.n ?? 0))
-      )
-    }
-  })
-}
-
-/**
- * A store in a SQL table (see `makeSql`). Provide a client, e.g.
- * `SqliteClient.layer({ filename: "cache.db" })` from `@effect/sql-sqlite-node`
- * or `PgClient.layer({ url })` from `@effect/sql-pg`.
- *
- * Throws `IllegalArgumentException` for a table name that is not a plain
- * identifier.
- *
- * @since 0.1.0
- * @category layers
- */
-export const layerSql = (options: SqlOptions = {}): Layer.Layer<ResultCache, SqlError.SqlError, SqlClient.SqlClient> =>
-  Layer.effect(ResultCache, makeSql(options))

@@ -12,7 +12,7 @@
  * provider's limits from its `x-ratelimit-*` headers), `--concurrency N` or
  * `adaptive` (`LimitAlgorithm.recommended()`, the default), `--max-cost`
  * (`Budget`), `--max-attempts` (`RetryPolicy`), `--timeout` (per attempt).
- * `--cache FILE` keeps answers in SQLite (`ResultCache.layerSql`), so a
+ * `--cache FILE` keeps answers in SQLite (`SqlResultCache.layer`), so a
  * second run over the same input pays for nothing, and identical requests in
  * flight at once share one call.
  *
@@ -65,6 +65,7 @@ import * as ResultCache from "../ResultCache.js"
 import * as RetryPolicy from "../RetryPolicy.js"
 import * as Simulator from "../llm/Simulator.js"
 import * as SqlCheckpointStore from "../sql/SqlCheckpointStore.js"
+import * as SqlResultCache from "../sql/SqlResultCache.js"
 import * as TaskError from "../TaskError.js"
 import { ItemsUnsuccessful, UsageError } from "./CliError.js"
 import * as JsonlInput from "../llm/JsonlInput.js"
@@ -229,7 +230,7 @@ const causeMessage = (cause: Cause.Cause<unknown>): string => {
 }
 
 const cacheLayer = (filename: string): Layer.Layer<ResultCache.ResultCache, UsageError> =>
-  ResultCache.layerSql().pipe(
+  SqlResultCache.layer().pipe(
     Layer.provide(SqliteClient.layer({ filename })),
     Layer.catchAllCause((cause) => Layer.fail(usage(`cannot open the cache ${filename}: ${causeMessage(cause)}`)))
   )

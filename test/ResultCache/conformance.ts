@@ -7,6 +7,7 @@ import { SqlClient } from "@effect/sql/SqlClient"
 import { describe, expect, it, layer } from "@effect/vitest"
 import { Effect, FastCheck, Layer, Option } from "effect"
 import * as ResultCache from "../../src/ResultCache.js"
+import * as SqlResultCache from "../../src/sql/SqlResultCache.js"
 
 export interface Options {
   /** Reports the suite as skipped (e.g. no database configured). */
@@ -178,7 +179,7 @@ export const conformance = (name: string, store: Layer.Layer<ResultCache.ResultC
   })
 
 /**
- * The contract of `layerSql` on the client `client` provides: the common
+ * The contract of `SqlResultCache.layer` on the client `client` provides: the common
  * suite on table `table`, plus the SQL-only checks.
  */
 export const sqlConformance = (
@@ -186,22 +187,22 @@ export const sqlConformance = (
   client: Layer.Layer<SqlClient, unknown>,
   options: { readonly table: string, readonly skip?: boolean }
 ) => {
-  const store = ResultCache.layerSql({ table: options.table }).pipe(Layer.provide(client))
+  const store = SqlResultCache.layer({ table: options.table }).pipe(Layer.provide(client))
   conformance(name, store, { persistent: true, ...(options.skip === undefined ? {} : { skip: options.skip }) })
 
-  describe.skipIf(options.skip === true)(`${name}: layerSql`, () => {
+  describe.skipIf(options.skip === true)(`${name}: SqlResultCache.layer`, () => {
     it("a table name that is not a plain identifier throws, naming the option and the value", () => {
       for (const table of ["results; DROP TABLE users", "", "1results", "my-cache", "public.results", "\"quoted\"", "a".repeat(64)]) {
-        expect(() => ResultCache.layerSql({ table })).toThrow(/^ResultCache\.layerSql: table must be a plain identifier/)
-        expect(() => ResultCache.layerSql({ table })).toThrow(JSON.stringify(table))
+        expect(() => SqlResultCache.layer({ table })).toThrow(/^SqlResultCache\.layer: table must be a plain identifier/)
+        expect(() => SqlResultCache.layer({ table })).toThrow(JSON.stringify(table))
       }
-      expect(() => ResultCache.layerSql({ table: `A_${"b".repeat(61)}` })).not.toThrow()
+      expect(() => SqlResultCache.layer({ table: `A_${"b".repeat(61)}` })).not.toThrow()
     })
 
     it.live("building twice on an existing table keeps its rows", () =>
       Effect.gen(function*() {
         const table = `${options.table}_twice`
-        const twice = ResultCache.layerSql({ table }).pipe(Layer.provide(client))
+        const twice = SqlResultCache.layer({ table }).pipe(Layer.provide(client))
         yield* ResultCache.ResultCache.pipe(Effect.flatMap((cache) => cache.set("k", 1)), Effect.provide(twice))
         const size = yield* ResultCache.ResultCache.pipe(Effect.flatMap((cache) => cache.size), Effect.provide(twice))
         expect(size).toBe(1)
@@ -218,7 +219,7 @@ export const sqlConformance = (
         expect(error.cause).toBeInstanceOf(SyntaxError)
         expect(yield* Effect.flip(cache.getMany(["ok"]))).toMatchObject({ operation: "getMany", key: "ok" })
       }).pipe(
-        Effect.provide(ResultCache.layerSql({ table: `${options.table}_corrupt` }).pipe(Layer.provideMerge(client))),
+        Effect.provide(SqlResultCache.layer({ table: `${options.table}_corrupt` }).pipe(Layer.provideMerge(client))),
         Effect.ensuring(dropTable(`${options.table}_corrupt`).pipe(Effect.provide(client), Effect.orDie))
       ))
 
@@ -237,7 +238,7 @@ export const sqlConformance = (
           ["get", "k"], ["getMany", undefined], ["set", "k"], ["delete", "k"], ["size", undefined]
         ])
         for (const error of errors) expect(error.cause).toMatchObject({ _tag: "SqlError" })
-      }).pipe(Effect.provide(ResultCache.layerSql({ table: `${options.table}_gone` }).pipe(Layer.provideMerge(client)))))
+      }).pipe(Effect.provide(SqlResultCache.layer({ table: `${options.table}_gone` }).pipe(Layer.provideMerge(client)))))
   })
 }
 

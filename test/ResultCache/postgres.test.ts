@@ -8,7 +8,7 @@ const url = process.env.DATABASE_URL
 const client = PgClient.layer({ url: Redacted.make(url ?? ""), maxConnections: 4 })
 const table = `result_cache_test_${process.pid}_${Date.now()}`
 
-sqlConformance("ResultCache.layerSql (PostgreSQL)", client, { table, skip: url === undefined })
+sqlConformance("SqlResultCache.layer (PostgreSQL)", client, { table, skip: url === undefined })
 
 afterAll(async () => {
   if (url !== undefined) await Effect.runPromise(dropTable(table).pipe(Effect.provide(client)))

@@ -6,16 +6,17 @@ import { mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import * as ResultCache from "../../src/ResultCache.js"
+import * as SqlResultCache from "../../src/sql/SqlResultCache.js"
 import { sqlConformance } from "./conformance.js"
 
 const dir = mkdtempSync(join(tmpdir(), "effect-batch-result-cache-"))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))
 
-sqlConformance("ResultCache.layerSql (SQLite)", SqliteClient.layer({ filename: join(dir, "conformance.db") }), {
+sqlConformance("SqlResultCache.layer (SQLite)", SqliteClient.layer({ filename: join(dir, "conformance.db") }), {
   table: "result_cache"
 })
 
-describe("ResultCache.layerSql (SQLite): across runs", () => {
+describe("SqlResultCache.layer (SQLite): across runs", () => {
   /** What the engine does with a cache: look up, call on a miss, store the result. */
   const runBatch = (inputs: ReadonlyArray<string>, calls: { count: number }) =>
     Effect.gen(function*() {
@@ -34,7 +35,7 @@ describe("ResultCache.layerSql (SQLite): across runs", () => {
 
   it.live("the second run, on a fresh layer over the same file, pays nothing", () =>
     Effect.gen(function*() {
-      const store = () => ResultCache.layerSql().pipe(Layer.provide(SqliteClient.layer({ filename: join(dir, "runs.db") })))
+      const store = () => SqlResultCache.layer().pipe(Layer.provide(SqliteClient.layer({ filename: join(dir, "runs.db") })))
       const inputs = ["alpha", "beta", "gamma", "ünïcödé 🎉"]
       const first = { count: 0 }
       const firstResults = yield* runBatch(inputs, first).pipe(Effect.provide(store()))
@@ -52,7 +53,7 @@ describe("ResultCache.layerSql (SQLite): across runs", () => {
     }))
 })
 
-describe("ResultCache.layerSql (SQLite): names", () => {
+describe("SqlResultCache.layer (SQLite): names", () => {
   it.live("the client's name transforms do not rename the table or its columns", () =>
     Effect.gen(function*() {
       const cache = yield* ResultCache.ResultCache
@@ -61,7 +62,7 @@ describe("ResultCache.layerSql (SQLite): names", () => {
       const sql = (yield* SqlClient).withoutTransforms()
       const rows = yield* sql<{ key: string, value: string, created_at: string }>`SELECT key, value, created_at FROM plain_name`
       expect(rows).toEqual([{ key: "k", value: "{\"a\":1}", created_at: expect.stringMatching(/^\d{4}-\d\d-\d\dT[\d:.]+Z$/) }])
-    }).pipe(Effect.provide(ResultCache.layerSql({ table: "plain_name" }).pipe(Layer.provideMerge(SqliteClient.layer({
+    }).pipe(Effect.provide(SqlResultCache.layer({ table: "plain_name" }).pipe(Layer.provideMerge(SqliteClient.layer({
       filename: join(dir, "names.db"),
       transformQueryNames: (name) => `renamed_${name}`,
       transformResultNames: (name) => name.replace(/^renamed_/, "")
