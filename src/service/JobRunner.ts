@@ -348,7 +348,8 @@ const make = Effect.gen(function*() {
     Effect.gen(function*() {
       const job = yield* jobOf(jobId)
       if (job.state === "cancelled") return -1
-      if (yield* store.setState(jobId, "running", { now: now(), unless: ["cancelled"] })) {
+      // Refused for a job cancelled meanwhile (and for one already running: a start run again after a crash).
+      if (yield* store.setState(jobId, "running", { now: now() })) {
         if (job.state !== "running") yield* events.publish(jobId, "state", { state: "running" })
       }
       return job.total
@@ -368,7 +369,8 @@ const make = Effect.gen(function*() {
               ? ["stopped", budgets.get(`${jobId}/${job.round}`)?.unsafeSnapshot().exceeded !== undefined ? "budget reached" : "soft time limit reached"]
               : ["finished", undefined]
       yield* store.skipPending(jobId, state === "finished" ? "not run" : reason!, at)
-      if (job.state !== "cancelled") yield* store.setState(jobId, state, { reason, now: at, unless: ["cancelled"] })
+      // A job cancelled meanwhile stays cancelled: the table refuses the move.
+      if (job.state !== "cancelled") yield* store.setState(jobId, state, { reason, now: at })
       budgets.delete(`${jobId}/${job.round}`)
       rates.delete(jobId)
       published.delete(jobId)

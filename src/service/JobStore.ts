@@ -29,7 +29,7 @@ import * as Context from "effect/Context"
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import type * as Job from "./Job.js"
+import * as Job from "./Job.js"
 
 /**
  * @since 0.1.0
@@ -189,15 +189,15 @@ export interface Store {
     readonly before?: { readonly createdAt: number, readonly id: string } | undefined
   }) => Effect.Effect<ReadonlyArray<JobRow>, JobStoreError>
   /**
-   * Moves the job to `state` unless it is in one of `unless` (then nothing
-   * changes); whether it moved.
+   * Moves the job to `state` if `Job.transitions` allows the move from the
+   * state it is in, atomically (a move the table refuses changes nothing);
+   * whether it moved. `reason` replaces the job's reason.
    */
   readonly setState: (
     id: string,
     state: Job.JobState,
-    options?: {
+    options: {
       readonly reason?: string | undefined
-      readonly unless?: ReadonlyArray<Job.JobState> | undefined
       readonly now: number
     }
   ) => Effect.Effect<boolean, JobStoreError>
@@ -215,7 +215,12 @@ export interface Store {
   readonly deadLetters: (id: string) => Effect.Effect<ReadonlyArray<SettledItem>, JobStoreError>
   /** Records every item still pending as `skipped` with `reason`; how many. */
   readonly skipPending: (id: string, reason: string, now: number) => Effect.Effect<number, JobStoreError>
-  /** Marks failed items pending again and, if there were any, counts a round and moves the job to `queued`; how many. */
+  /**
+   * Marks failed items pending again (never `Rejected` ones) and, if there
+   * were any, counts a round and moves the job to `queued`; how many. Only a
+   * job the table lets move to `queued` (one that ended) is reopened: for
+   * any other, nothing changes and the answer is 0.
+   */
   readonly reopenFailed: (id: string, now: number) => Effect.Effect<number, JobStoreError>
   readonly appendEvents: (id: string, events: ReadonlyArray<StoredEvent & { readonly at: number }>) => Effect.Effect<void, JobStoreError>
   /** Events with seq > `after`, in order. */
@@ -441,14 +446,14 @@ export const make: Effect.Effect<Store, JobStoreError, SqlClient.SqlClient> = Ef
       ORDER BY created_at DESC, id DESC LIMIT ${limit}`.pipe(Effect.map((rows) => rows.map(jobOf)), wrap("list"))
   }
 
-  const setState: Store["setState"] = (id, state, options) => {
-    const now = options?.now ?? Date.now()
-    const unless = options?.unless ?? []
-    const guard = unless.length === 0 ? sql`` : sql`AND state NOT IN ${sql.in(unless)}`
+  const setState: Store["setState"] = (id, state, { now, reason }) => {
+    const sources = Job.sourcesOf(state)
+    if (sources.length === 0) return Effect.succeed(false)
     const started = state === "running" ? sql`, started_at = COALESCE(started_at, ${now})` : sql``
-    const finished = state === "queued" || state === "running" ? sql`, finished_at = NULL` : sql`, finished_at = ${now}`
-    return sql<{ readonly id: string }>`UPDATE effect_batch_jobs SET state = ${state}, reason = ${options?.reason ?? null},
-      updated_at = ${now} ${started} ${finished} WHERE id = ${id} ${guard} RETURNING id`.pipe(
+    const finished = Job.isTerminal(state) ? sql`, finished_at = ${now}` : sql`, finished_at = NULL`
+    // The guard is the transition table: the move and the check are one statement.
+    return sql<{ readonly id: string }>`UPDATE effect_batch_jobs SET state = ${state}, reason = ${reason ?? null},
+      updated_at = ${now} ${started} ${finished} WHERE id = ${id} AND state IN ${sql.in(sources)} RETURNING id`.pipe(
         Effect.map((rows) => rows.length > 0),
         wrap("setState")
       )
@@ -520,12 +525,14 @@ export const make: Effect.Effect<Store, JobStoreError, SqlClient.SqlClient> = Ef
 
   const reopenFailed: Store["reopenFailed"] = (id, now) =>
     sql.withTransaction(Effect.gen(function*() {
+      const sources = sql.in(Job.sourcesOf("queued"))
       const reopened = yield* sql<{ readonly idx: Num }>`UPDATE effect_batch_job_items
         SET status = NULL, output = NULL, error_class = NULL, settled_at = NULL
-        WHERE job_id = ${id} AND status = 'failed' AND error_class <> ${rejectedClass} RETURNING idx`
+        WHERE job_id = ${id} AND status = 'failed' AND error_class <> ${rejectedClass}
+        AND EXISTS (SELECT 1 FROM effect_batch_jobs WHERE id = ${id} AND state IN ${sources}) RETURNING idx`
       if (reopened.length > 0) {
         yield* sql`UPDATE effect_batch_jobs SET round = round + 1, state = 'queued', reason = NULL, finished_at = NULL,
-          updated_at = ${now} WHERE id = ${id}`
+          updated_at = ${now} WHERE id = ${id} AND state IN ${sources}`
       }
       return reopened.length
     })).pipe(wrap("reopenFailed"))

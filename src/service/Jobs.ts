@@ -301,11 +301,8 @@ export const make = (limits: Limits) =>
       Effect.gen(function*() {
         const job = yield* owned(tenant, id)
         if (Job.isTerminal(job.state)) return yield* view(job)
-        const moved = yield* Effect.orDie(store.setState(id, "cancelled", {
-          reason: "cancelled by request",
-          now: now(),
-          unless: ["finished", "stopped", "cancelled", "failed"]
-        }))
+        // A job that ended meanwhile is not moved (the transition table refuses it).
+        const moved = yield* Effect.orDie(store.setState(id, "cancelled", { reason: "cancelled by request", now: now() }))
         // The runner's end of the job publishes the final counts and the cancelled state, once.
         if (moved) yield* runner.cancel(id)
         return yield* view(yield* owned(tenant, id))

@@ -13,6 +13,7 @@ import { Effect, Layer, Redacted } from "effect"
 import { mkdtempSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
+import * as Job from "../../src/service/Job.js"
 import * as JobStore from "../../src/service/JobStore.js"
 
 const sqlite = () => SqliteClient.layer({ filename: join(mkdtempSync(join(tmpdir(), "effect-batch-jobstore-")), "jobs.db") })
@@ -61,6 +62,17 @@ const outcome = (index: number, status: JobStore.OutcomeStatus): JobStore.Outcom
   tokens: status === "succeeded" ? 10 : 0
 })
 
+/** Moves a queued job to `state` by allowed moves only. */
+const bringTo = (store: JobStore.Store, id: string, state: Job.JobState) =>
+  Effect.gen(function*() {
+    const path: ReadonlyArray<Job.JobState> = state === "queued"
+      ? []
+      : state === "cancelled" || state === "running"
+        ? [state]
+        : ["running", state]
+    for (const step of path) expect(yield* store.setState(id, step, { now: 8000 })).toBe(true)
+  })
+
 /** The jobs table as the version before payload hashes made it. */
 const tableWithoutPayloadHash = `CREATE TABLE effect_batch_jobs (
   id TEXT PRIMARY KEY,
@@ -105,10 +117,13 @@ const suite = (name: string, database: () => Layer.Layer<SqlClient.SqlClient, un
         expect(dead.map((d) => d.errorClass)).toEqual(["Rejected", ...Array(12).fill("Permanent")])
         expect(yield* store.skipPending("job_a", "cancelled", 3000)).toBe(100)
         expect((yield* store.totals("job_a")).skipped).toBe(100)
+        // A job is replayed once it has ended.
+        expect(yield* store.setState("job_a", "running", { now: 2000 })).toBe(true)
+        expect(yield* store.setState("job_a", "cancelled", { now: 3000, reason: "cancelled" })).toBe(true)
         // Reopening takes the Permanent failures back, never the rejected line.
         expect(yield* store.reopenFailed("job_a", 4000)).toBe(12)
         const reopened = yield* store.get("job_a")
-        expect(reopened).toMatchObject({ state: "queued", round: 1 })
+        expect(reopened).toMatchObject({ state: "queued", round: 1, reason: undefined, startedAt: 2000, finishedAt: undefined })
         expect((yield* store.pending("job_a", 0, 1300)).map((p) => p.index)).toEqual(outcomes.filter((o) => o.status === "failed").map((o) => o.index))
       }).pipe(Effect.provide(database())))
 
@@ -126,9 +141,33 @@ const suite = (name: string, database: () => Layer.Layer<SqlClient.SqlClient, un
         expect(otherTenant.created).toBe(true)
         expect(yield* store.get("job_b", "u")).toBeUndefined()
         expect(yield* store.setState("job_b", "cancelled", { now: 5000, reason: "asked" })).toBe(true)
-        expect(yield* store.setState("job_b", "finished", { now: 6000, unless: ["cancelled"] })).toBe(false)
+        expect(yield* store.setState("job_b", "finished", { now: 6000 })).toBe(false)
         expect(yield* store.get("job_b")).toMatchObject({ state: "cancelled", reason: "asked", finishedAt: 5000 })
         expect((yield* store.unfinished).map((j) => j.id)).toEqual(["job_d"])
+      }).pipe(Effect.provide(database())))
+
+    it.effect("every move the transition table does not list is refused and changes nothing; every listed one is made", () =>
+      Effect.gen(function*() {
+        const store = yield* JobStore.make
+        for (const from of Job.JobState.literals) {
+          for (const to of Job.JobState.literals) {
+            const id = `job_${from}_${to}`
+            yield* store.insert(job(id, 1), [{ input: "\"x\"" }])
+            yield* bringTo(store, id, from)
+            const before = (yield* store.get(id))!
+            expect(before.state).toBe(from)
+            const moved = yield* store.setState(id, to, { now: 9000, reason: "moved" })
+            expect([from, to, moved]).toEqual([from, to, Job.canMove(from, to)])
+            const after = (yield* store.get(id))!
+            if (moved) expect(after).toMatchObject({ state: to, reason: "moved" })
+            else expect(after).toEqual(before)
+          }
+        }
+        // A replay reopens only a job that ended.
+        yield* store.record("job_running_queued", [outcome(0, "failed")], 9000)
+        expect(yield* store.reopenFailed("job_running_queued", 9500)).toBe(0)
+        expect((yield* store.get("job_running_queued"))?.state).toBe("running")
+        expect((yield* store.totals("job_running_queued")).failed).toBe(1)
       }).pipe(Effect.provide(database())))
 
     it.effect("inserts with one key at once make one job; the others get it, without an error", () =>
