@@ -1,7 +1,9 @@
 /**
  * A job of the job service, as a domain: the states it goes through, the one
- * table of the moves between them, which states are final, and the counts of
- * its items. The HTTP contract (`JobApi`), the store
+ * table of the moves between them, which states are final, the counts of its
+ * items, and the Schemas of everything the service keeps or sends as JSON (an
+ * item's input, its three kinds of output, a job's spec and metadata, the
+ * payloads of its events). The HTTP contract (`JobApi`), the store
  * (`JobStore`), the runner and the service all speak these; none of them
  * owns them.
  *
@@ -19,6 +21,7 @@
  * @since 0.1.0
  */
 import * as Schema from "effect/Schema"
+import * as ChatRequest from "../llm/ChatRequest.js"
 
 /**
  * `queued` (submitted, not started), `running`, `finished` (every item
@@ -102,3 +105,202 @@ export const Counts = Schema.Struct({
  * @category models
  */
 export type Counts = typeof Counts.Type
+
+// ---------------------------------------------------------------------------
+// what is kept as JSON
+// ---------------------------------------------------------------------------
+
+/**
+ * What defines a job besides its items, as submitted (validated) and kept.
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const Spec = Schema.Struct({
+  maxCost: Schema.optional(Schema.Number),
+  maxAttempts: Schema.optional(Schema.Int),
+  softLimitSeconds: Schema.optional(Schema.Number),
+  hardLimitSeconds: Schema.optional(Schema.Number),
+  itemTimeoutSeconds: Schema.optional(Schema.Number),
+  itemDeadlineSeconds: Schema.optional(Schema.Number)
+})
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type Spec = typeof Spec.Type
+
+/**
+ * Free-form labels kept with a job.
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const Metadata = Schema.Record({ key: Schema.String, value: Schema.String })
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type Metadata = typeof Metadata.Type
+
+/**
+ * An item's input: a prompt or a chat request, as the HTTP contract or the
+ * JSONL reader decoded it. A line of a `file` that could not be read is kept
+ * as its text (a string), and never run.
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const ItemInput = Schema.Union(Schema.String, ChatRequest.ChatRequest)
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type ItemInput = typeof ItemInput.Type
+
+/**
+ * The output of an item that succeeded: the provider's answer, its usage and
+ * its cost (USD).
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const Completion = Schema.Struct({
+  content: Schema.String,
+  finishReason: Schema.NullOr(Schema.String),
+  usage: Schema.Struct({
+    promptTokens: Schema.Number,
+    cachedPromptTokens: Schema.Number,
+    completionTokens: Schema.Number,
+    totalTokens: Schema.Number
+  }),
+  cost: Schema.Number,
+  model: Schema.String
+})
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type Completion = typeof Completion.Type
+
+/**
+ * The output of an item that failed: its last error's class, message and
+ * HTTP status (if it had one). An input line that could not be read has the
+ * class `Rejected` and names `file:line`.
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const Failure = Schema.Struct({
+  class: Schema.String,
+  message: Schema.String,
+  status: Schema.optional(Schema.Number)
+})
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type Failure = typeof Failure.Type
+
+/**
+ * The output of an item that was skipped: why (a budget, a time limit, a
+ * cancel, or `not run`).
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const Skip = Schema.Struct({ reason: Schema.String })
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type Skip = typeof Skip.Type
+
+// ---------------------------------------------------------------------------
+// events
+// ---------------------------------------------------------------------------
+
+/**
+ * The types of a job's events (the SSE `event:` field).
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const EventType = Schema.Literal("progress", "item-failed", "limit", "state")
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type EventType = typeof EventType.Type
+
+/**
+ * A `progress` event: the counts, cost and tokens so far, the rate (items
+ * per second) and, while running, the ETA and the provider's concurrency
+ * limit.
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const ProgressEvent = Schema.Struct({
+  ...Counts.fields,
+  cost: Schema.Number,
+  tokens: Schema.Number,
+  rate: Schema.Number,
+  etaSeconds: Schema.optional(Schema.Number),
+  concurrencyLimit: Schema.optional(Schema.Number)
+})
+
+/**
+ * An `item-failed` event: an item failed for good.
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const ItemFailedEvent = Schema.Struct({
+  index: Schema.Int,
+  errorClass: Schema.String,
+  message: Schema.String,
+  attempts: Schema.Int
+})
+
+/**
+ * A `limit` event: the provider's concurrency limit changed.
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const LimitEvent = Schema.Struct({ limit: Schema.Number })
+
+/**
+ * A `state` event: the job moved; `replaying` counts the dead letters a
+ * replay reopened.
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const StateEvent = Schema.Struct({
+  state: JobState,
+  reason: Schema.optional(Schema.String),
+  replaying: Schema.optional(Schema.Int)
+})
+
+/**
+ * The payload of each event type, as published. Every event's data also
+ * says when it was published (`at`, ms since the epoch).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface EventData {
+  readonly "progress": typeof ProgressEvent.Type
+  readonly "item-failed": typeof ItemFailedEvent.Type
+  readonly "limit": typeof LimitEvent.Type
+  readonly "state": typeof StateEvent.Type
+}

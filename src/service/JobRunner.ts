@@ -46,6 +46,7 @@ import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as FiberId from "effect/FiberId"
 import * as Layer from "effect/Layer"
+import * as Predicate from "effect/Predicate"
 import * as Queue from "effect/Queue"
 import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
@@ -139,13 +140,14 @@ export interface Runner {
  */
 export class JobRunner extends Context.Tag("effect-batch/JobRunner")<JobRunner, Runner>() {}
 
-/** A pending item, its input parsed once for the task, `estimate` and `settle`. */
-type Item = { readonly index: number, readonly input: OpenAiCompat.ChatInput }
+/** A pending item, as the task, `estimate` and `settle` take it. */
+type Item = { readonly index: number, readonly input: Job.ItemInput }
 
-const errorJson = (error: TaskError.TaskError): string => {
-  const status = (error as { readonly status?: unknown }).status
-  return JSON.stringify({ class: error._tag, message: error.message, ...(typeof status === "number" ? { status } : {}) })
-}
+const failureOf = (error: TaskError.TaskError): Job.Failure => ({
+  class: error._tag,
+  message: error.message,
+  ...(Predicate.hasProperty(error, "status") && typeof error.status === "number" ? { status: error.status } : {})
+})
 
 /** A rolling window of (time, settled) to tell the rate. */
 class RateWindow {
@@ -236,8 +238,7 @@ const make = Effect.gen(function*() {
           outcomes.push({
             index,
             status: "succeeded",
-            output: JSON.stringify({ content: c.content, finishReason: c.finishReason, usage: c.usage, cost: c.cost, model: c.model }),
-            errorClass: undefined,
+            output: { content: c.content, finishReason: c.finishReason, usage: c.usage, cost: c.cost, model: c.model },
             attempts: result.attempts,
             durationMs: result.durationMs,
             cost: c.cost,
@@ -247,7 +248,7 @@ const make = Effect.gen(function*() {
           outcomes.push({
             index,
             status: "failed",
-            output: errorJson(result.error),
+            output: failureOf(result.error),
             errorClass: result.errorClass,
             attempts: result.attempts,
             durationMs: result.durationMs,
@@ -264,8 +265,7 @@ const make = Effect.gen(function*() {
           outcomes.push({
             index,
             status: "skipped",
-            output: JSON.stringify({ reason: result.reason }),
-            errorClass: undefined,
+            output: { reason: result.reason },
             attempts: result.attempts,
             durationMs: 0,
             cost: 0,
@@ -287,7 +287,7 @@ const make = Effect.gen(function*() {
       if (provider === undefined) return yield* Effect.dieMessage(`the profile ${job.profile} is no longer configured`)
       const pending = yield* store.pending(jobId, chunk * chunkSize, (chunk + 1) * chunkSize)
       if (pending.length === 0) return "done" as const
-      const items = pending.map((p): Item => ({ index: p.index, input: JSON.parse(p.input) as OpenAiCompat.ChatInput }))
+      const items: ReadonlyArray<Item> = pending
       const startedAt = job.startedAt ?? now()
       const remaining = (seconds: number | undefined) => seconds === undefined ? undefined : startedAt + seconds * 1000 - now()
       const soft = remaining(job.spec.softLimitSeconds)

@@ -35,3 +35,5 @@ export * as JobStore from "./JobStore.js"
 export * as Jobs from "./Jobs.js"
 /** @since 0.1.0 */
 export * as ProviderProfiles from "./ProviderProfiles.js"
+/** @since 0.1.0 */
+export * as SqlJobStore from "./SqlJobStore.js"
