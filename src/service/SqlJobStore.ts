@@ -7,26 +7,63 @@
  * input and output) is decoded with the Schemas of `Job` when read back: a
  * value that does not decode fails the read with a `JobStoreError`.
  *
- * The tables are made if absent, and columns added since (the payload hash)
- * are added to a database made before, on start.
+ * Building the store runs its own migration. The tables carry a schema
+ * version, in `effect_batch_jobs_meta`: a database without one (made before
+ * it was kept, with or without the payload hash column) is brought to the
+ * current version; a database with a newer or unknown version is refused,
+ * with a `JobStoreError` whose cause (`UnsupportedSchemaVersion`) names the
+ * version found and the one supported, and is left as it was.
  *
  * What it does not promise: the workflow engine's own tables (cluster
  * messages) are separate. Two processes upgrading one database at the same
  * moment may both try to add a column on SQLite; the second then fails to
  * start (start it again). The table names are fixed (`effect_batch_jobs`,
- * `effect_batch_job_items`, `effect_batch_job_events`):
+ * `effect_batch_job_items`, `effect_batch_job_events`, `effect_batch_jobs_meta`):
  * one job store per database.
  *
  * @since 0.1.0
  */
 import * as SqlClient from "@effect/sql/SqlClient"
+import type { SqlError } from "@effect/sql/SqlError"
+import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Schema from "effect/Schema"
 import * as Job from "./Job.js"
 import * as JobStore from "./JobStore.js"
 
+/**
+ * The version of the tables this module reads and writes, kept in
+ * `effect_batch_jobs_meta` under the key `schema_version`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const schemaVersion = 1
+
+/**
+ * The database's tables have a schema version this effect-batch does not
+ * know (written by a newer one): upgrade effect-batch, or use another
+ * database.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class UnsupportedSchemaVersion extends Data.TaggedError("UnsupportedSchemaVersion")<{
+  readonly found: string
+  readonly supported: number
+}> {
+  override get message(): string {
+    return `${metaTable} says schema version ${this.found}, and this effect-batch reads version ${this.supported}: ` +
+      "upgrade effect-batch, or use another database"
+  }
+}
+
+const metaTable = "effect_batch_jobs_meta"
+const versionKey = "schema_version"
+
 const tables = [
+  `CREATE TABLE IF NOT EXISTS ${metaTable} (key TEXT PRIMARY KEY, value TEXT NOT NULL)`,
   `CREATE TABLE IF NOT EXISTS effect_batch_jobs (
     id TEXT PRIMARY KEY,
     tenant TEXT NOT NULL,
@@ -72,7 +109,7 @@ const tables = [
   )`
 ]
 
-/** Columns added since the tables were first made: a database made before gets them at start. */
+/** Columns added before the schema had a version: a database made before them gets them when it is versioned. */
 const addedColumns: ReadonlyArray<{ readonly table: string, readonly column: string, readonly type: string }> = [
   { table: "effect_batch_jobs", column: "payload_hash", type: "TEXT" }
 ]
@@ -170,7 +207,8 @@ const settledOf = (row: ItemRecord): JobStore.SettledItem => {
 const rowsPerStatement = 500
 
 /**
- * The store on the `SqlClient` in context; creates its tables if absent.
+ * The store on the `SqlClient` in context; creates or upgrades its tables
+ * (see the module's description).
  *
  * @since 0.1.0
  * @category constructors
@@ -182,22 +220,44 @@ export const make: Effect.Effect<JobStore.Store, JobStore.JobStoreError, SqlClie
   /** Rows to values, a row that does not decode failing the operation. */
   const decoded = <R, A>(rows: ReadonlyArray<R>, f: (row: R) => A) => Effect.try({ try: () => rows.map(f), catch: (cause) => cause })
 
-  yield* sql.onDialectOrElse({
-    sqlite: () => Effect.asVoid(sql.unsafe("PRAGMA journal_mode = WAL")),
-    orElse: () => Effect.void
-  }).pipe(wrap("setup"))
-  for (const statement of tables) yield* sql.unsafe(statement).pipe(wrap("setup"))
-  for (const { column, table, type } of addedColumns) {
-    yield* sql.onDialectOrElse({
-      pg: () => Effect.asVoid(sql.unsafe(`ALTER TABLE ${table} ADD COLUMN IF NOT EXISTS ${column} ${type}`)),
-      // SQLite has no ADD COLUMN IF NOT EXISTS.
-      orElse: () =>
-        Effect.flatMap(sql.unsafe<{ readonly name: string }>(`PRAGMA table_info(${table})`), (columns) =>
-          columns.some((c) => c.name === column)
-            ? Effect.void
-            : Effect.asVoid(sql.unsafe(`ALTER TABLE ${table} ADD COLUMN ${column} ${type}`)))
-    }).pipe(wrap("setup"))
-  }
+  const columnsOf = (table: string) =>
+    sql.onDialectOrElse({
+      pg: () =>
+        sql<{ readonly name: string }>`SELECT column_name AS name FROM information_schema.columns
+          WHERE table_schema = current_schema() AND table_name = ${table}`,
+      orElse: () => sql<{ readonly name: string }>`SELECT name FROM pragma_table_info(${table})`
+    }).pipe(Effect.map((rows) => rows.map((row) => row.name)))
+
+  const storedVersion = Effect.gen(function*() {
+    if ((yield* columnsOf(metaTable)).length === 0) return undefined
+    const rows = yield* sql<{ readonly value: string }>`SELECT value FROM ${sql(metaTable)} WHERE key = ${versionKey}`
+    return rows[0]?.value
+  })
+
+  /** Version 0 (no version kept) to 1: the tables as they are made today, the payload hash column on older ones. */
+  const toVersion1 = Effect.gen(function*() {
+    for (const statement of tables) yield* sql.unsafe(statement)
+    for (const { column, table, type } of addedColumns) {
+      if (!(yield* columnsOf(table)).includes(column)) yield* sql.unsafe(`ALTER TABLE ${table} ADD COLUMN ${column} ${type}`)
+    }
+  })
+  /** `migrations[v]` brings a database from version `v` to `v + 1`. */
+  const migrations: ReadonlyArray<Effect.Effect<void, SqlError>> = [toVersion1]
+
+  const setup = Effect.gen(function*() {
+    const found = yield* storedVersion
+    const version = found === undefined ? 0 : /^\d{1,6}$/.test(found) ? Number(found) : Number.NaN
+    // Refused before anything is written: a newer effect-batch's database stays as it was.
+    if (!(version <= schemaVersion)) return yield* new UnsupportedSchemaVersion({ found: found!, supported: schemaVersion })
+    yield* sql.onDialectOrElse({ sqlite: () => Effect.asVoid(sql.unsafe("PRAGMA journal_mode = WAL")), orElse: () => Effect.void })
+    if (version === schemaVersion) return
+    yield* sql.withTransaction(Effect.gen(function*() {
+      for (let v = version; v < schemaVersion; v++) yield* migrations[v]!
+      yield* sql`INSERT INTO ${sql(metaTable)} (key, value) VALUES (${versionKey}, ${String(schemaVersion)})
+        ON CONFLICT (key) DO UPDATE SET value = excluded.value`
+    }))
+  })
+  yield* setup.pipe(wrap("setup"))
 
   const unfinishedStates = Job.JobState.literals.filter((state) => !Job.isTerminal(state))
 

@@ -8,7 +8,7 @@
  * Each test builds the store anew (`store` is provided per test), so a
  * backend's layer must give a fresh store per build (a new file, a new
  * database). `sqlConformance` adds what only the SQL store has: old
- * databases and schema versions.
+ * databases, schema versions, stored values that do not decode.
  */
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
@@ -292,9 +292,44 @@ export const sqlConformance = (name: string, client: Layer.Layer<SqlClient.SqlCl
         const fresh = yield* store.insert({ ...job("job_fresh", 1), idempotencyKey: "new-key", payloadHash: "h" }, [{ input: "x" }])
         expect(fresh.created).toBe(true)
         expect((yield* store.get("job_fresh"))?.payloadHash).toBe("h")
-        // Starting again on the migrated database changes nothing.
+        // Versioned now; starting again on the migrated database changes nothing.
+        expect(yield* versionIn(sql)).toEqual([{ key: "schema_version", value: String(SqlJobStore.schemaVersion) }])
         yield* SqlJobStore.make
         expect((yield* store.get("job_fresh"))?.payloadHash).toBe("h")
+      }).pipe(Effect.provide(client)))
+
+    it.effect("a database made by the version before schema versions (no meta table) is upgraded in place: rows kept, version written", () =>
+      Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        const store = yield* SqlJobStore.make
+        yield* store.insert({ ...job("job_kept", 1), idempotencyKey: "kept", payloadHash: "h" }, [{ input: "x" }])
+        // What that version left: the same tables, without effect_batch_jobs_meta.
+        yield* sql`DROP TABLE effect_batch_jobs_meta`
+        const upgraded = yield* SqlJobStore.make
+        expect(yield* versionIn(sql)).toEqual([{ key: "schema_version", value: String(SqlJobStore.schemaVersion) }])
+        expect(yield* upgraded.get("job_kept")).toMatchObject({ id: "job_kept", idempotencyKey: "kept", payloadHash: "h" })
+        expect((yield* upgraded.pending("job_kept", 0, 1)).map((p) => p.input)).toEqual(["x"])
+      }).pipe(Effect.provide(client)))
+
+    it.effect("a database with a newer or unknown schema version is refused, naming the version found and the one supported, and left as it was", () =>
+      Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        const store = yield* SqlJobStore.make
+        yield* store.insert(job("job_future", 1), [{ input: "x" }])
+        for (const found of [String(SqlJobStore.schemaVersion + 1), "7", "2.0-beta"]) {
+          yield* sql`UPDATE effect_batch_jobs_meta SET value = ${found} WHERE key = 'schema_version'`
+          const error = yield* Effect.flip(SqlJobStore.make)
+          expect(error).toMatchObject({ _tag: "JobStoreError", operation: "setup" })
+          expect(error.cause).toBeInstanceOf(SqlJobStore.UnsupportedSchemaVersion)
+          expect(error.cause).toMatchObject({ found, supported: SqlJobStore.schemaVersion })
+          expect(error.message).toBe(
+            `JobStore.setup failed: effect_batch_jobs_meta says schema version ${found}, and this effect-batch reads version ` +
+              `${SqlJobStore.schemaVersion}: upgrade effect-batch, or use another database`
+          )
+          expect(yield* versionIn(sql)).toEqual([{ key: "schema_version", value: found }])
+        }
+        // The rows are as they were.
+        expect(yield* sql`SELECT id, state FROM effect_batch_jobs`).toEqual([{ id: "job_future", state: "queued" }])
       }).pipe(Effect.provide(client)))
 
     it.effect("a stored value that does not decode fails the read with a JobStoreError naming the operation", () =>
@@ -311,6 +346,8 @@ export const sqlConformance = (name: string, client: Layer.Layer<SqlClient.SqlCl
       }).pipe(Effect.provide(client)))
   })
 }
+
+const versionIn = (sql: SqlClient.SqlClient) => sql`SELECT key, value FROM effect_batch_jobs_meta`
 
 /** The jobs table as the version before payload hashes made it. */
 const tableWithoutPayloadHash = `CREATE TABLE effect_batch_jobs (
