@@ -22,13 +22,14 @@ import * as Layer from "effect/Layer"
 import * as PubSub from "effect/PubSub"
 import * as Schedule from "effect/Schedule"
 import * as Stream from "effect/Stream"
+import type * as Job from "./Job.js"
 import * as JobStore from "./JobStore.js"
 
 /**
  * @since 0.1.0
  * @category models
  */
-export type EventType = "progress" | "item-failed" | "limit" | "state"
+export type EventType = Job.EventType
 
 /**
  * @since 0.1.0
@@ -38,7 +39,7 @@ export interface Event {
   readonly jobId: string
   readonly seq: number
   readonly type: EventType
-  /** JSON text. */
+  /** JSON text: the type's payload (`Job.EventData`) and `at`. */
   readonly data: string
 }
 
@@ -47,7 +48,8 @@ export interface Event {
  * @category models
  */
 export interface Events {
-  readonly publish: (jobId: string, type: EventType, data: unknown) => Effect.Effect<void>
+  /** Buffers the event; its data gets `at`, the time it is published (ms since the epoch). */
+  readonly publish: <T extends EventType>(jobId: string, type: T, data: Job.EventData[T]) => Effect.Effect<void>
   /** The job's events after `after` (stored ones first), then live ones, without end. */
   readonly subscribe: (jobId: string, after: number) => Stream.Stream<Event, JobStore.JobStoreError>
   /** Stores what is buffered now. */
@@ -75,7 +77,7 @@ export const make = Effect.gen(function*() {
   let buffer: Array<Event> = []
   const lock = yield* Effect.makeSemaphore(1)
 
-  const publish = (jobId: string, type: EventType, data: unknown): Effect.Effect<void> =>
+  const publish = <T extends EventType>(jobId: string, type: T, data: Job.EventData[T]): Effect.Effect<void> =>
     Effect.suspend(() => {
       const known = lastSeq.get(jobId)
       // The first event of a job in this process continues its stored numbering.
@@ -86,8 +88,7 @@ export const make = Effect.gen(function*() {
         lastSeq.set(jobId, seq)
         // Every event says when it happened (ms since the epoch), so a subscriber can tell how late it arrived.
         const at = clock.unsafeCurrentTimeMillis()
-        const payload = typeof data === "object" && data !== null && !Array.isArray(data) ? { ...data, at } : { value: data, at }
-        buffer.push({ jobId, seq, type, data: JSON.stringify(payload) })
+        buffer.push({ jobId, seq, type, data: JSON.stringify({ ...data, at }) })
       })
     }).pipe(lock.withPermits(1))
 
@@ -121,7 +122,7 @@ export const make = Effect.gen(function*() {
       const live = yield* PubSub.subscribe(hub)
       const stored = yield* store.events(jobId, after)
       let sent = stored.length === 0 ? after : stored[stored.length - 1]!.seq
-      const backlog = Stream.fromIterable(stored.map((e): Event => ({ ...e, type: e.type as EventType, jobId })))
+      const backlog = Stream.fromIterable(stored.map((e): Event => ({ ...e, jobId })))
       const rest = Stream.fromQueue(live).pipe(
         Stream.filter((e) => {
           if (e.jobId !== jobId || e.seq <= sent) return false

@@ -1,21 +1,16 @@
 /**
- * Runs jobs durably: each job (and each replay of its dead letters) is one
- * `@effect/workflow` execution of `BatchJob`, whose items go through `Batch`
- * in chunks of `chunkSize`, each chunk an activity.
+ * Runs jobs: what the service calls (`execute`, `cancel`, `rate`,
+ * `resumeUnfinished`), and what the steps of the durable workflow
+ * (`JobWorkflow`) do. Each job (and each replay of its dead letters) is one
+ * execution of `JobWorkflow.BatchJob`, whose items go through `Batch` in
+ * chunks of `JobWorkflow.chunkSize`.
  *
- * - Durable: the workflow engine (on `@effect/cluster`, SQLite or Postgres)
- *   journals every finished activity and resumes unfinished executions when
- *   the service starts again. A chunk re-executed after a crash asks the
- *   `JobStore` for the items still pending, so what was recorded is not run
- *   again; outcomes are recorded as `Batch.stream` emits them (one
- *   transaction per emitted group). Items in flight at a crash, and items
- *   settled but not yet committed (the group being written), are called
- *   again, with the same idempotency key (job id + index) sent to the provider.
- * - Idempotent: the execution id derives from the job id and round, so
- *   starting an execution twice yields the same one.
- * - Job-level retry: a chunk that fails as a whole (storage error, defect) is
- *   retried up to `chunkAttempts` times, waiting with `DurableClock` (so the
- *   backoff survives a restart), and then fails the job.
+ * - A chunk re-executed after a crash asks the `JobStore` for the items still
+ *   pending, so what was recorded is not run again; outcomes are recorded as
+ *   `Batch.stream` emits them (one transaction per emitted group). Items in
+ *   flight at a crash, and items settled but not yet committed (the group
+ *   being written), are called again, with the same idempotency key (job id
+ *   + index) sent to the provider.
  * - Shared limits: a chunk runs under its provider profile's limiters, at the
  *   job's priority (`ConcurrencyLimiter.withPriority`).
  * - Time limits: soft (stop admitting, in-flight items finish, the rest are
@@ -27,15 +22,15 @@
  *   cancelled in the store and does nothing. (The engine's own `interrupt`
  *   only acts when a workflow suspends, and activities are uninterruptible,
  *   hence this signal.)
+ * - Progress: every `progressEvery`, the jobs running here publish their
+ *   counts, rate and ETA when they moved, and their provider's limit when it
+ *   changed.
  *
  * What it does not promise: exactly-once calls (at-least-once for items in
- * flight at a crash); cancel signals are per process.
+ * flight at a crash); cancel signals, rates and progress are per process.
  *
  * @since 0.1.0
  */
-import * as Activity from "@effect/workflow/Activity"
-import * as DurableClock from "@effect/workflow/DurableClock"
-import * as Workflow from "@effect/workflow/Workflow"
 import type * as WorkflowEngine from "@effect/workflow/WorkflowEngine"
 import type * as HttpClient from "@effect/platform/HttpClient"
 import * as Cause from "effect/Cause"
@@ -43,12 +38,11 @@ import * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import * as Either from "effect/Either"
 import * as FiberId from "effect/FiberId"
 import * as Layer from "effect/Layer"
+import * as Predicate from "effect/Predicate"
 import * as Queue from "effect/Queue"
 import * as Schedule from "effect/Schedule"
-import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
 import * as Batch from "../Batch.js"
 import * as Budget from "../Budget.js"
@@ -57,55 +51,20 @@ import * as ConcurrencyLimiter from "../ConcurrencyLimiter.js"
 import type * as Job from "./Job.js"
 import * as JobEvents from "./JobEvents.js"
 import * as JobStore from "./JobStore.js"
+import * as JobWorkflow from "./JobWorkflow.js"
 import type * as OpenAiCompat from "../llm/OpenAiCompat.js"
 import * as ProviderProfiles from "./ProviderProfiles.js"
 import * as RateLimiter from "../RateLimiter.js"
 import * as RetryPolicy from "../RetryPolicy.js"
 import type * as TaskError from "../TaskError.js"
 
-/** Items per chunk activity. */
-export const chunkSize = 100
-/** Chunks of one job in flight at once: the next starts while the previous one's slowest items finish. */
-export const chunksInFlight = 2
-/** How often a running job's progress is published. */
+/**
+ * How often a running job's progress is published.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
 export const progressEvery = Duration.millis(500)
-/** Attempts per chunk before the job fails. */
-export const chunkAttempts = 5
-
-/**
- * How a chunk ended.
- *
- * @since 0.1.0
- * @category models
- */
-export const ChunkOutcome = Schema.Literal("done", "stopped", "cancelled", "timedOut", "failed")
-
-/**
- * @since 0.1.0
- * @category models
- */
-export type ChunkOutcome = typeof ChunkOutcome.Type
-
-/**
- * A chunk that could not run (its failure is retried with backoff).
- *
- * @since 0.1.0
- * @category errors
- */
-export class ChunkFailed extends Schema.TaggedError<ChunkFailed>()("ChunkFailed", { message: Schema.String }) {}
-
-/**
- * The workflow of one round of a job.
- *
- * @since 0.1.0
- * @category workflows
- */
-export const BatchJob = Workflow.make({
-  name: "effect-batch/BatchJob",
-  payload: { jobId: Schema.String, round: Schema.Int },
-  success: Schema.String,
-  idempotencyKey: ({ jobId, round }) => `${jobId}/${round}`
-})
 
 /**
  * @since 0.1.0
@@ -123,14 +82,8 @@ export interface Runner {
   readonly cancel: (jobId: string) => Effect.Effect<void>
   /** Items settled per second lately, in this process (0 if none running). */
   readonly rate: (jobId: string) => number
-  /** Starts again every job left queued or running (after a restart; executions are idempotent). */
+  /** Starts again every job left queued or running (after a restart; executions are idempotent); how many. */
   readonly resumeUnfinished: Effect.Effect<number, JobStore.JobStoreError>
-  /** The chunk activity's effect. */
-  readonly runChunk: (jobId: string, chunk: number) => Effect.Effect<ChunkOutcome, ChunkFailed>
-  /** Moves the job to running; its item count, or -1 if it is cancelled. */
-  readonly start: (jobId: string) => Effect.Effect<number, ChunkFailed>
-  /** Decides and records the final state. */
-  readonly finish: (jobId: string, outcomes: ReadonlyArray<ChunkOutcome>) => Effect.Effect<Job.JobState, ChunkFailed>
 }
 
 /**
@@ -139,13 +92,14 @@ export interface Runner {
  */
 export class JobRunner extends Context.Tag("effect-batch/JobRunner")<JobRunner, Runner>() {}
 
-/** A pending item, its input parsed once for the task, `estimate` and `settle`. */
-type Item = { readonly index: number, readonly input: OpenAiCompat.ChatInput }
+/** A pending item, as the task, `estimate` and `settle` take it. */
+type Item = { readonly index: number, readonly input: Job.ItemInput }
 
-const errorJson = (error: TaskError.TaskError): string => {
-  const status = (error as { readonly status?: unknown }).status
-  return JSON.stringify({ class: error._tag, message: error.message, ...(typeof status === "number" ? { status } : {}) })
-}
+const failureOf = (error: TaskError.TaskError): Job.Failure => ({
+  class: error._tag,
+  message: error.message,
+  ...(Predicate.hasProperty(error, "status") && typeof error.status === "number" ? { status: error.status } : {})
+})
 
 /** A rolling window of (time, settled) to tell the rate. */
 class RateWindow {
@@ -205,7 +159,7 @@ const make = Effect.gen(function*() {
   const published = new Map<string, { settled: number, limit: number }>()
 
   const failed = (what: string) => (cause: Cause.Cause<unknown>) =>
-    Effect.fail(new ChunkFailed({ message: `${what}: ${Cause.pretty(cause).split("\n")[0]}` }))
+    Effect.fail(new JobWorkflow.ChunkFailed({ message: `${what}: ${Cause.pretty(cause).split("\n")[0]}` }))
 
   const jobOf = (jobId: string) =>
     Effect.flatMap(store.get(jobId), (job) =>
@@ -236,8 +190,7 @@ const make = Effect.gen(function*() {
           outcomes.push({
             index,
             status: "succeeded",
-            output: JSON.stringify({ content: c.content, finishReason: c.finishReason, usage: c.usage, cost: c.cost, model: c.model }),
-            errorClass: undefined,
+            output: { content: c.content, finishReason: c.finishReason, usage: c.usage, cost: c.cost, model: c.model },
             attempts: result.attempts,
             durationMs: result.durationMs,
             cost: c.cost,
@@ -247,7 +200,7 @@ const make = Effect.gen(function*() {
           outcomes.push({
             index,
             status: "failed",
-            output: errorJson(result.error),
+            output: failureOf(result.error),
             errorClass: result.errorClass,
             attempts: result.attempts,
             durationMs: result.durationMs,
@@ -264,8 +217,7 @@ const make = Effect.gen(function*() {
           outcomes.push({
             index,
             status: "skipped",
-            output: JSON.stringify({ reason: result.reason }),
-            errorClass: undefined,
+            output: { reason: result.reason },
             attempts: result.attempts,
             durationMs: 0,
             cost: 0,
@@ -279,15 +231,15 @@ const make = Effect.gen(function*() {
       return Effect.zipRight(store.record(job.id, outcomes, now()), Effect.all(failures, { discard: true }))
     })
 
-  const runChunk = (jobId: string, chunk: number): Effect.Effect<ChunkOutcome, ChunkFailed> =>
+  const runChunk: JobWorkflow.Steps["runChunk"] = (jobId, chunk) =>
     Effect.gen(function*() {
       const job = yield* jobOf(jobId)
       if (job.state === "cancelled") return "cancelled" as const
       const provider = profiles.get(job.profile)
       if (provider === undefined) return yield* Effect.dieMessage(`the profile ${job.profile} is no longer configured`)
-      const pending = yield* store.pending(jobId, chunk * chunkSize, (chunk + 1) * chunkSize)
+      const pending = yield* store.pending(jobId, chunk * JobWorkflow.chunkSize, (chunk + 1) * JobWorkflow.chunkSize)
       if (pending.length === 0) return "done" as const
-      const items = pending.map((p): Item => ({ index: p.index, input: JSON.parse(p.input) as OpenAiCompat.ChatInput }))
+      const items: ReadonlyArray<Item> = pending
       const startedAt = job.startedAt ?? now()
       const remaining = (seconds: number | undefined) => seconds === undefined ? undefined : startedAt + seconds * 1000 - now()
       const soft = remaining(job.spec.softLimitSeconds)
@@ -328,10 +280,10 @@ const make = Effect.gen(function*() {
       const running = results.pipe(
         Effect.provide(batchContext),
         ConcurrencyLimiter.withPriority(job.priority),
-        Effect.as<ChunkOutcome>("done")
+        Effect.as<JobWorkflow.ChunkOutcome>("done")
       )
-      const guarded: Effect.Effect<ChunkOutcome, JobStore.JobStoreError, HttpClient.HttpClient> = Effect.raceAll([
-        Effect.map(running, (outcome): ChunkOutcome => stopped ? "stopped" : outcome),
+      const guarded: Effect.Effect<JobWorkflow.ChunkOutcome, JobStore.JobStoreError, HttpClient.HttpClient> = Effect.raceAll([
+        Effect.map(running, (outcome): JobWorkflow.ChunkOutcome => stopped ? "stopped" : outcome),
         Effect.as(Deferred.await(signalOf(jobId)), "cancelled" as const),
         ...(hard === undefined ? [] : [Effect.as(Effect.sleep(Duration.millis(hard)), "timedOut" as const)])
       ])
@@ -341,34 +293,36 @@ const make = Effect.gen(function*() {
       Effect.provide(context),
       Effect.catchAllCause(failed(`chunk ${chunk}`)),
       // Logged here, where it happens: the workflow body replays after each durable wait.
-      Effect.tapError((error) => Effect.logWarning(`job ${jobId}: ${error.message}; a chunk is retried after a backoff, ${chunkAttempts} attempts in all`))
+      Effect.tapError((error) => Effect.logWarning(`job ${jobId}: ${error.message}; a chunk is retried after a backoff, ${JobWorkflow.chunkAttempts} attempts in all`))
     )
 
-  const start = (jobId: string) =>
+  const start: JobWorkflow.Steps["start"] = (jobId) =>
     Effect.gen(function*() {
       const job = yield* jobOf(jobId)
-      if (job.state === "cancelled") return -1
-      if (yield* store.setState(jobId, "running", { now: now(), unless: ["cancelled"] })) {
+      if (job.state === "cancelled") return { _tag: "Cancelled" } as const
+      // Refused for a job cancelled meanwhile (and for one already running: a start run again after a crash).
+      if (yield* store.setState(jobId, "running", { now: now() })) {
         if (job.state !== "running") yield* events.publish(jobId, "state", { state: "running" })
       }
-      return job.total
+      return { _tag: "Started", total: job.total } as const
     }).pipe(Effect.catchAllCause(failed("start")))
 
-  const finish = (jobId: string, outcomes: ReadonlyArray<ChunkOutcome>) =>
+  const finish: JobWorkflow.Steps["finish"] = (jobId, outcomes) =>
     Effect.gen(function*() {
       const job = yield* jobOf(jobId)
       const at = now()
       const [state, reason]: readonly [Job.JobState, string | undefined] = job.state === "cancelled" || outcomes.includes("cancelled")
         ? ["cancelled", job.reason ?? "cancelled"]
         : outcomes.includes("failed")
-          ? ["failed", `a chunk failed ${chunkAttempts} times`]
+          ? ["failed", `a chunk failed ${JobWorkflow.chunkAttempts} times`]
           : outcomes.includes("timedOut")
             ? ["failed", "hard time limit reached"]
             : outcomes.includes("stopped")
               ? ["stopped", budgets.get(`${jobId}/${job.round}`)?.unsafeSnapshot().exceeded !== undefined ? "budget reached" : "soft time limit reached"]
               : ["finished", undefined]
       yield* store.skipPending(jobId, state === "finished" ? "not run" : reason!, at)
-      if (job.state !== "cancelled") yield* store.setState(jobId, state, { reason, now: at, unless: ["cancelled"] })
+      // A job cancelled meanwhile stays cancelled: the table refuses the move.
+      if (job.state !== "cancelled") yield* store.setState(jobId, state, { reason, now: at })
       budgets.delete(`${jobId}/${job.round}`)
       rates.delete(jobId)
       published.delete(jobId)
@@ -381,7 +335,7 @@ const make = Effect.gen(function*() {
 
   const toStart = yield* Queue.unbounded<{ readonly jobId: string, readonly round: number }>()
   yield* Queue.take(toStart).pipe(
-    Effect.flatMap(({ jobId, round }) => BatchJob.execute({ jobId, round }, { discard: true })),
+    Effect.flatMap(({ jobId, round }) => JobWorkflow.BatchJob.execute({ jobId, round }, { discard: true })),
     Effect.provide(context),
     Effect.tapErrorCause(Effect.logError),
     Effect.ignore,
@@ -421,56 +375,21 @@ const make = Effect.gen(function*() {
     Effect.forkScoped
   )
 
-  return {
+  const runner: Runner = {
     execute,
     cancel,
     rate: (jobId: string) => rates.get(jobId)?.rate(now()) ?? 0,
-    resumeUnfinished,
-    runChunk,
-    start,
-    finish
-  } satisfies Runner
+    resumeUnfinished
+  }
+  const steps: JobWorkflow.Steps = { start, runChunk, finish }
+  return Context.make(JobRunner, runner).pipe(Context.add(JobWorkflow.JobSteps, steps))
 })
 
-const backoff = (attempt: number) => Duration.seconds(Math.min(60, 2 ** attempt))
-
-const chunkWithRetry = (runner: Runner, jobId: string, chunk: number) =>
-  Effect.gen(function*() {
-    for (let attempt = 1; ; attempt++) {
-      const result = yield* Activity.make({
-        name: `chunk/${chunk}/${attempt}`,
-        success: ChunkOutcome,
-        error: ChunkFailed,
-        execute: runner.runChunk(jobId, chunk)
-      }).pipe(Effect.either)
-      if (Either.isRight(result)) return result.right
-      if (attempt >= chunkAttempts) return "failed" as const
-      // A persisted timer even for short waits (the default keeps waits under a minute in memory):
-      // a service restarted during the backoff wakes the chunk when it was due, not a full backoff later.
-      yield* DurableClock.sleep({ name: `chunk/${chunk}/backoff/${attempt}`, duration: backoff(attempt), inMemoryThreshold: Duration.zero })
-    }
-  })
-
-const workflowLayer = BatchJob.toLayer(({ jobId }) =>
-  Effect.gen(function*() {
-    const runner = yield* JobRunner
-    const total = yield* Activity.make({ name: "start", success: Schema.Number, error: ChunkFailed, execute: runner.start(jobId) }).pipe(
-      Effect.orElseSucceed(() => -2)
-    )
-    const chunks = total < 0 ? [] : Array.from({ length: Math.ceil(total / chunkSize) }, (_, i) => i)
-    const outcomes = yield* Effect.forEach(chunks, (chunk) => chunkWithRetry(runner, jobId, chunk), { concurrency: chunksInFlight })
-    return yield* Activity.make({
-      name: "finish",
-      success: Schema.String,
-      error: ChunkFailed,
-      execute: runner.finish(jobId, total === -1 ? ["cancelled"] : total === -2 ? ["failed"] : outcomes)
-    }).pipe(Effect.orElseSucceed(() => "failed"))
-  })
-)
-
 /**
- * The runner and the workflow it executes. Needs a `WorkflowEngine` (e.g.
- * `ClusterWorkflowEngine.layer` on `SingleRunner`) and an `HttpClient`.
+ * The runner, and the workflow it executes registered with the engine (its
+ * steps are this runner's, and only the workflow sees them). Needs a
+ * `WorkflowEngine` (e.g. `ClusterWorkflowEngine.layer` on `SingleRunner`)
+ * and an `HttpClient`.
  *
  * @since 0.1.0
  * @category layers
@@ -479,4 +398,4 @@ export const layer: Layer.Layer<
   JobRunner,
   never,
   JobStore.JobStore | JobEvents.JobEvents | ProviderProfiles.ProviderProfiles | HttpClient.HttpClient | WorkflowEngine.WorkflowEngine
-> = workflowLayer.pipe(Layer.provideMerge(Layer.scoped(JobRunner, make)))
+> = JobWorkflow.layer.pipe(Layer.provideMerge(Layer.scopedContext(make)))

@@ -24,8 +24,8 @@ import * as JobEvents from "./JobEvents.js"
 import * as JobHttp from "./JobHttp.js"
 import * as JobRunner from "./JobRunner.js"
 import * as Jobs from "./Jobs.js"
-import * as JobStore from "./JobStore.js"
 import * as ProviderProfiles from "./ProviderProfiles.js"
+import * as SqlJobStore from "./SqlJobStore.js"
 
 /**
  * @since 0.1.0
@@ -57,7 +57,7 @@ export const layerJobs = (options: Options) => {
     }))
   )
   const base = Layer.mergeAll(
-    JobEvents.layer.pipe(Layer.provideMerge(JobStore.layer)),
+    JobEvents.layer.pipe(Layer.provideMerge(SqlJobStore.layer)),
     ProviderProfiles.layer(options.profiles, options.defaultProfile)
   )
   const runner = JobRunner.layer.pipe(Layer.provideMerge(base), Layer.provideMerge(engine))

@@ -1,35 +1,34 @@
 /**
  * Where the job service keeps its jobs: each job's definition, its items and
- * their outcomes, and the events its subscribers were sent — in SQL, through
- * `@effect/sql` (SQLite for the embedded default, PostgreSQL for several
- * machines; one DDL serves both).
+ * their outcomes, and the events its subscribers were sent. `Store` is the
+ * narrow contract; `layerMemory` keeps it in memory (tests, one process),
+ * `SqlJobStore.layer` in SQL (SQLite or PostgreSQL). One conformance suite
+ * runs against every backend.
  *
- * Item outcomes live on the item's row: `status` is null until the item
- * settles, then `succeeded`, `failed` or `skipped`. That makes results in
- * input order, counts and dead letters plain queries, and lets a chunk that
+ * An item's outcome is kept with the item: it is pending until it settles,
+ * then `succeeded`, `failed` or `skipped`, with an output of that status's
+ * shape (`Job.Completion`, `Job.Failure`, `Job.Skip`). That makes results in
+ * input order, counts and dead letters plain reads, and lets a chunk that
  * runs again after a crash pick exactly the items still pending.
  *
- * The tables are made if absent, and columns added since (the payload hash)
- * are added to a database made before, on start. An idempotency key is
- * unique per tenant by a unique index, so inserts racing with one key make
- * one job whatever the backend.
+ * A job moves between states only as `Job.transitions` allows: `setState`
+ * and `reopenFailed` check the move and make it in one atomic step, in every
+ * backend. An idempotency key is unique per tenant: inserts racing with one
+ * key make one job, whatever the backend.
  *
- * What it does not promise: the workflow engine's own tables (cluster
- * messages) are separate; this store does not know whether a job's workflow
- * is running. Every method fails with a `JobStoreError` (the SQL error as
- * cause) — callers treat it as a defect of the service. On SQLite, two
- * processes starting at once on a database made before a column was added
- * may both try to add it; the second fails to start (start it again).
+ * What it does not promise: the store does not know whether a job's workflow
+ * is running (the workflow engine's journal is elsewhere). Every method fails
+ * with a `JobStoreError` (the backend's error as cause) — callers treat it as
+ * a defect of the service.
  *
  * @since 0.1.0
  */
-import * as SqlClient from "@effect/sql/SqlClient"
-import type { SqlError } from "@effect/sql/SqlError"
 import * as Context from "effect/Context"
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import type * as Job from "./Job.js"
+import * as Predicate from "effect/Predicate"
+import * as Job from "./Job.js"
 
 /**
  * @since 0.1.0
@@ -40,24 +39,11 @@ export class JobStoreError extends Data.TaggedError("JobStoreError")<{
   readonly cause: unknown
 }> {
   override get message(): string {
-    const cause = this.cause as { readonly message?: unknown }
-    return `JobStore.${this.operation} failed: ${typeof cause?.message === "string" ? cause.message : String(this.cause)}`
+    const cause = Predicate.hasProperty(this.cause, "message") && typeof this.cause.message === "string"
+      ? this.cause.message
+      : String(this.cause)
+    return `JobStore.${this.operation} failed: ${cause}`
   }
-}
-
-/**
- * What defines a job, as submitted (validated) and kept.
- *
- * @since 0.1.0
- * @category models
- */
-export interface Spec {
-  readonly maxCost?: number | undefined
-  readonly maxAttempts?: number | undefined
-  readonly softLimitSeconds?: number | undefined
-  readonly hardLimitSeconds?: number | undefined
-  readonly itemTimeoutSeconds?: number | undefined
-  readonly itemDeadlineSeconds?: number | undefined
 }
 
 /**
@@ -79,8 +65,8 @@ export interface JobRow {
   readonly profile: string
   readonly model: string
   readonly priority: number
-  readonly spec: Spec
-  readonly metadata: Readonly<Record<string, string>>
+  readonly spec: Job.Spec
+  readonly metadata: Job.Metadata
   readonly total: number
   readonly round: number
   readonly createdAt: number
@@ -104,34 +90,37 @@ export interface Totals extends Job.Counts {
 export type OutcomeStatus = "succeeded" | "failed" | "skipped"
 
 /**
- * An item's outcome, as the runner records it.
+ * An item's outcome, as the runner records it: its output has the shape of
+ * its status.
  *
  * @since 0.1.0
  * @category models
  */
-export interface Outcome {
-  readonly index: number
-  readonly status: OutcomeStatus
-  /** JSON of the value (succeeded) or of the error `{ class, message, status? }` (failed, skipped). */
-  readonly output: string
-  readonly errorClass: string | undefined
-  readonly attempts: number
-  readonly durationMs: number
-  readonly cost: number
-  readonly tokens: number
-}
+export type Outcome =
+  & {
+    readonly index: number
+    readonly attempts: number
+    readonly durationMs: number
+    readonly cost: number
+    readonly tokens: number
+  }
+  & (
+    | { readonly status: "succeeded", readonly output: Job.Completion }
+    | { readonly status: "failed", readonly output: Job.Failure, readonly errorClass: string }
+    | { readonly status: "skipped", readonly output: Job.Skip }
+  )
 
 /**
- * An item as submitted: its input as JSON text, or, for an input line that
- * could not be read, the line's text and why.
+ * An item as submitted: its input, or, for an input line that could not be
+ * read, the line's text and why.
  *
  * @since 0.1.0
  * @category models
  */
-export type NewItem = { readonly input: string, readonly rejected?: undefined } | {
-  readonly input: string
+export interface NewItem {
+  readonly input: Job.ItemInput
   /** `file:line: what was wrong` */
-  readonly rejected: string
+  readonly rejected?: string | undefined
 }
 
 /**
@@ -143,22 +132,30 @@ export type NewItem = { readonly input: string, readonly rejected?: undefined } 
 export const rejectedClass = "Rejected"
 
 /**
- * A settled item with its input, as results and dead letters read it.
+ * A settled item with its input, as results read it.
  *
  * @since 0.1.0
  * @category models
  */
-export interface SettledItem extends Outcome {
-  readonly input: string
-}
+export type SettledItem = Outcome & { readonly input: Job.ItemInput }
 
 /**
+ * A failed item with its input, as dead letters read it.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type DeadLetter = Extract<SettledItem, { readonly status: "failed" }>
+
+/**
+ * An event of a job, as stored: `data` is the JSON text subscribers are sent.
+ *
  * @since 0.1.0
  * @category models
  */
 export interface StoredEvent {
   readonly seq: number
-  readonly type: string
+  readonly type: Job.EventType
   readonly data: string
 }
 
@@ -168,12 +165,12 @@ export interface StoredEvent {
  */
 export interface Store {
   /**
-   * Inserts the job and its items in one transaction (a rejected item is
-   * stored failed, with class `Rejected`, and is never run or replayed); with
-   * an idempotency key the tenant used before, inserts nothing and returns
-   * that job instead (`created: false`), whatever its `payloadHash`: the
-   * caller judges. Two inserts with one key at once make one job: the
-   * unique index decides, and the other gets that job.
+   * Inserts the job, `queued`, and its items in one atomic step (a rejected
+   * item is stored failed, with class `Rejected`, and is never run or
+   * replayed); with an idempotency key the tenant used before, inserts
+   * nothing and returns that job instead (`created: false`), whatever its
+   * `payloadHash`: the caller judges. Two inserts with one key at once make
+   * one job, and the other gets that job.
    */
   readonly insert: (
     job: Omit<JobRow, "startedAt" | "finishedAt" | "reason" | "round" | "state">,
@@ -181,7 +178,7 @@ export interface Store {
   ) => Effect.Effect<{ readonly job: JobRow, readonly created: boolean }, JobStoreError>
   /** The job, if it exists and (when `tenant` is given) belongs to `tenant`. */
   readonly get: (id: string, tenant?: string) => Effect.Effect<JobRow | undefined, JobStoreError>
-  /** Newest first; `before` is the `createdAt`/`id` of the last job of the previous page. */
+  /** Newest first (`createdAt`, then `id`, descending); `before` is the `createdAt`/`id` of the last job of the previous page. */
   readonly list: (query: {
     readonly tenant: string
     readonly state?: Job.JobState | undefined
@@ -189,15 +186,17 @@ export interface Store {
     readonly before?: { readonly createdAt: number, readonly id: string } | undefined
   }) => Effect.Effect<ReadonlyArray<JobRow>, JobStoreError>
   /**
-   * Moves the job to `state` unless it is in one of `unless` (then nothing
-   * changes); whether it moved.
+   * Moves the job to `state` if `Job.transitions` allows the move from the
+   * state it is in, atomically (a move the table refuses changes nothing);
+   * whether it moved. `reason` replaces the job's reason; a move to
+   * `running` sets `startedAt` the first time, a move to a final state sets
+   * `finishedAt`, any other clears it.
    */
   readonly setState: (
     id: string,
     state: Job.JobState,
-    options?: {
+    options: {
       readonly reason?: string | undefined
-      readonly unless?: ReadonlyArray<Job.JobState> | undefined
       readonly now: number
     }
   ) => Effect.Effect<boolean, JobStoreError>
@@ -206,22 +205,32 @@ export interface Store {
     id: string,
     from: number,
     to: number
-  ) => Effect.Effect<ReadonlyArray<{ readonly index: number, readonly input: string }>, JobStoreError>
-  /** Records outcomes in one transaction. */
+  ) => Effect.Effect<ReadonlyArray<{ readonly index: number, readonly input: Job.ItemInput }>, JobStoreError>
+  /** Records outcomes (of items of the job; others are ignored) in one atomic step. */
   readonly record: (id: string, outcomes: ReadonlyArray<Outcome>, now: number) => Effect.Effect<void, JobStoreError>
+  /** Counts by status, and cost and tokens summed over every item (a reopened item keeps its last attempt's). */
   readonly totals: (id: string) => Effect.Effect<Totals, JobStoreError>
   /** Settled items with index > `after`, in order, at most `limit`. */
   readonly settled: (id: string, after: number, limit: number) => Effect.Effect<ReadonlyArray<SettledItem>, JobStoreError>
-  readonly deadLetters: (id: string) => Effect.Effect<ReadonlyArray<SettledItem>, JobStoreError>
+  /** Failed items, in order. */
+  readonly deadLetters: (id: string) => Effect.Effect<ReadonlyArray<DeadLetter>, JobStoreError>
   /** Records every item still pending as `skipped` with `reason`; how many. */
   readonly skipPending: (id: string, reason: string, now: number) => Effect.Effect<number, JobStoreError>
-  /** Marks failed items pending again and, if there were any, counts a round and moves the job to `queued`; how many. */
+  /**
+   * Marks failed items pending again (never `Rejected` ones) and, if there
+   * were any, counts a round and moves the job to `queued` (clearing its
+   * reason and `finishedAt`); how many. Only a job the table lets move to
+   * `queued` (one that ended) is reopened: for any other, nothing changes
+   * and the answer is 0.
+   */
   readonly reopenFailed: (id: string, now: number) => Effect.Effect<number, JobStoreError>
+  /** Appends events; a `seq` the job has already is an error. */
   readonly appendEvents: (id: string, events: ReadonlyArray<StoredEvent & { readonly at: number }>) => Effect.Effect<void, JobStoreError>
   /** Events with seq > `after`, in order. */
   readonly events: (id: string, after: number) => Effect.Effect<ReadonlyArray<StoredEvent>, JobStoreError>
+  /** The highest `seq` of the job's events, 0 if none. */
   readonly lastSeq: (id: string) => Effect.Effect<number, JobStoreError>
-  /** Jobs queued or running: after a restart, the ones the service looks after again. */
+  /** Jobs queued or running, oldest first: after a restart, the ones the service looks after again. */
   readonly unfinished: Effect.Effect<ReadonlyArray<JobRow>, JobStoreError>
 }
 
@@ -231,347 +240,229 @@ export interface Store {
  */
 export class JobStore extends Context.Tag("effect-batch/JobStore")<JobStore, Store>() {}
 
-const ddl = [
-  `CREATE TABLE IF NOT EXISTS effect_batch_jobs (
-    id TEXT PRIMARY KEY,
-    tenant TEXT NOT NULL,
-    idempotency_key TEXT,
-    payload_hash TEXT,
-    state TEXT NOT NULL,
-    reason TEXT,
-    profile TEXT NOT NULL,
-    model TEXT NOT NULL,
-    priority INTEGER NOT NULL,
-    spec TEXT NOT NULL,
-    metadata TEXT NOT NULL,
-    total BIGINT NOT NULL,
-    round INTEGER NOT NULL,
-    created_at BIGINT NOT NULL,
-    started_at BIGINT,
-    finished_at BIGINT,
-    updated_at BIGINT NOT NULL
-  )`,
-  "CREATE UNIQUE INDEX IF NOT EXISTS effect_batch_jobs_idempotency ON effect_batch_jobs (tenant, idempotency_key)",
-  "CREATE INDEX IF NOT EXISTS effect_batch_jobs_tenant ON effect_batch_jobs (tenant, created_at)",
-  `CREATE TABLE IF NOT EXISTS effect_batch_job_items (
-    job_id TEXT NOT NULL,
-    idx BIGINT NOT NULL,
-    input TEXT NOT NULL,
-    status TEXT,
-    output TEXT,
-    error_class TEXT,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    duration_ms DOUBLE PRECISION NOT NULL DEFAULT 0,
-    cost DOUBLE PRECISION NOT NULL DEFAULT 0,
-    tokens BIGINT NOT NULL DEFAULT 0,
-    settled_at BIGINT,
-    PRIMARY KEY (job_id, idx)
-  )`,
-  `CREATE TABLE IF NOT EXISTS effect_batch_job_events (
-    job_id TEXT NOT NULL,
-    seq BIGINT NOT NULL,
-    type TEXT NOT NULL,
-    data TEXT NOT NULL,
-    at BIGINT NOT NULL,
-    PRIMARY KEY (job_id, seq)
-  )`
-]
+/**
+ * The output a rejected item is stored with.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const rejectedOutput = (rejected: string): Job.Failure => ({ class: rejectedClass, message: rejected })
 
-/** Columns added since the tables were first made: a database made before gets them at start. */
-const addedColumns: ReadonlyArray<{ readonly table: string, readonly column: string, readonly type: string }> = [
-  { table: "effect_batch_jobs", column: "payload_hash", type: "TEXT" }
-]
+// ---------------------------------------------------------------------------
+// memory
+// ---------------------------------------------------------------------------
 
-// Drivers answer BIGINT and aggregates as a number (SQLite) or a string (PostgreSQL).
-type Num = number | string | bigint | null
-const num = (value: Num): number => value === null ? 0 : typeof value === "number" ? value : Number(value)
-const optNum = (value: Num): number | undefined => value === null ? undefined : num(value)
-
-interface JobRecord {
-  readonly id: string
-  readonly tenant: string
-  readonly idempotency_key: string | null
-  readonly payload_hash: string | null
-  readonly state: Job.JobState
-  readonly reason: string | null
-  readonly profile: string
-  readonly model: string
-  readonly priority: Num
-  readonly spec: string
-  readonly metadata: string
-  readonly total: Num
-  readonly round: Num
-  readonly created_at: Num
-  readonly started_at: Num
-  readonly finished_at: Num
+interface MemoryItem {
+  readonly input: Job.ItemInput
+  /** The outcome while settled; a reopened item keeps its numbers (as the SQL store keeps its columns). */
+  settled: Outcome | undefined
+  attempts: number
+  durationMs: number
+  cost: number
+  tokens: number
 }
 
-const jobOf = (row: JobRecord): JobRow => ({
-  id: row.id,
-  tenant: row.tenant,
-  idempotencyKey: row.idempotency_key ?? undefined,
-  payloadHash: row.payload_hash ?? undefined,
-  state: row.state,
-  reason: row.reason ?? undefined,
-  profile: row.profile,
-  model: row.model,
-  priority: num(row.priority),
-  spec: JSON.parse(row.spec) as Spec,
-  metadata: JSON.parse(row.metadata) as Record<string, string>,
-  total: num(row.total),
-  round: num(row.round),
-  createdAt: num(row.created_at),
-  startedAt: optNum(row.started_at),
-  finishedAt: optNum(row.finished_at)
-})
-
-interface ItemRecord {
-  readonly idx: Num
-  readonly input: string
-  readonly status: OutcomeStatus
-  readonly output: string
-  readonly error_class: string | null
-  readonly attempts: Num
-  readonly duration_ms: Num
-  readonly cost: Num
-  readonly tokens: Num
+interface MemoryJob {
+  job: JobRow
+  readonly items: Array<MemoryItem>
+  readonly events: Array<StoredEvent>
 }
 
-const settledOf = (row: ItemRecord): SettledItem => ({
-  index: num(row.idx),
-  input: row.input,
-  status: row.status,
-  output: row.output,
-  errorClass: row.error_class ?? undefined,
-  attempts: num(row.attempts),
-  durationMs: num(row.duration_ms),
-  cost: num(row.cost),
-  tokens: num(row.tokens)
-})
-
-// 500 rows of up to 8 values: far within SQLite's and PostgreSQL's parameter limits.
-const rowsPerStatement = 500
+const newest = (a: JobRow, b: JobRow) => b.createdAt - a.createdAt || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0)
 
 /**
- * The store on the `SqlClient` in context; creates its tables if absent.
+ * A store in memory, lost with the process. It behaves as the SQL store
+ * does, down to what a reopened item keeps; each call is atomic (it runs
+ * without yielding).
  *
  * @since 0.1.0
  * @category constructors
  */
-export const make: Effect.Effect<Store, JobStoreError, SqlClient.SqlClient> = Effect.gen(function*() {
-  const sql = yield* SqlClient.SqlClient
-  const wrap = (operation: string) => <A>(effect: Effect.Effect<A, SqlError>): Effect.Effect<A, JobStoreError> =>
-    Effect.mapError(effect, (cause) => new JobStoreError({ operation, cause }))
-  yield* sql.onDialectOrElse({
-    sqlite: () => Effect.asVoid(sql.unsafe("PRAGMA journal_mode = WAL")),
-    orElse: () => Effect.void
-  }).pipe(wrap("setup"))
-  for (const statement of ddl) yield* sql.unsafe(statement).pipe(wrap("setup"))
-  for (const { column, table, type } of addedColumns) {
-    yield* sql.onDialectOrElse({
-      pg: () => Effect.asVoid(sql.unsafe(`ALTER TABLE ${table} ADD COLUMN IF NOT EXISTS ${column} ${type}`)),
-      // SQLite has no ADD COLUMN IF NOT EXISTS.
-      orElse: () =>
-        Effect.flatMap(sql.unsafe<{ readonly name: string }>(`PRAGMA table_info(${table})`), (columns) =>
-          columns.some((c) => c.name === column)
-            ? Effect.void
-            : Effect.asVoid(sql.unsafe(`ALTER TABLE ${table} ADD COLUMN ${column} ${type}`)))
-    }).pipe(wrap("setup"))
-  }
-
-  const get = (id: string, tenant?: string) =>
-    (tenant === undefined
-      ? sql<JobRecord>`SELECT * FROM effect_batch_jobs WHERE id = ${id}`
-      : sql<JobRecord>`SELECT * FROM effect_batch_jobs WHERE id = ${id} AND tenant = ${tenant}`).pipe(
-      Effect.map((rows) => rows.length === 0 ? undefined : jobOf(rows[0]!)),
-      wrap("get")
-    )
+export const makeMemory: Effect.Effect<Store> = Effect.sync(() => {
+  const jobs = new Map<string, MemoryJob>()
+  const fail = (operation: string, message: string) => Effect.fail(new JobStoreError({ operation, cause: new Error(message) }))
+  const settledOf = (item: MemoryItem, index: number): SettledItem | undefined =>
+    item.settled === undefined ? undefined : { ...item.settled, index, input: item.input }
 
   const insert: Store["insert"] = (job, items) =>
-    sql.withTransaction(Effect.gen(function*() {
-      // A key the tenant used before conflicts on the unique index; a submit with the same key in
-      // another transaction makes this one wait for it (PostgreSQL), then conflict too.
-      const inserted = yield* sql<{ readonly id: string }>`INSERT INTO effect_batch_jobs ${
-        sql.insert({
-          id: job.id,
-          tenant: job.tenant,
-          idempotency_key: job.idempotencyKey ?? null,
-          payload_hash: job.payloadHash ?? null,
-          state: "queued",
-          reason: null,
-          profile: job.profile,
-          model: job.model,
-          priority: job.priority,
-          spec: JSON.stringify(job.spec),
-          metadata: JSON.stringify(job.metadata),
-          total: job.total,
-          round: 0,
-          created_at: job.createdAt,
-          started_at: null,
-          finished_at: null,
-          updated_at: job.createdAt
-        })
-      } ON CONFLICT (tenant, idempotency_key) DO NOTHING RETURNING id`
-      if (inserted.length === 0) {
-        const existing = yield* sql<JobRecord>`SELECT * FROM effect_batch_jobs
-          WHERE tenant = ${job.tenant} AND idempotency_key = ${job.idempotencyKey ?? null}`
-        return { job: jobOf(existing[0]!), created: false }
+    Effect.suspend((): Effect.Effect<{ readonly job: JobRow, readonly created: boolean }, JobStoreError> => {
+      if (job.idempotencyKey !== undefined) {
+        for (const { job: existing } of jobs.values()) {
+          if (existing.tenant === job.tenant && existing.idempotencyKey === job.idempotencyKey) {
+            return Effect.succeed({ job: existing, created: false })
+          }
+        }
       }
-      for (let from = 0; from < items.length; from += rowsPerStatement) {
-        const rows = items.slice(from, from + rowsPerStatement).map((item, i) => ({
-          job_id: job.id,
-          idx: from + i,
+      if (jobs.has(job.id)) return fail("insert", `a job ${job.id} exists already`)
+      const row: JobRow = { ...job, state: "queued", reason: undefined, round: 0, startedAt: undefined, finishedAt: undefined }
+      jobs.set(job.id, {
+        job: row,
+        items: items.map((item, index) => ({
           input: item.input,
-          status: item.rejected === undefined ? null : "failed",
-          output: item.rejected === undefined ? null : JSON.stringify({ class: rejectedClass, message: item.rejected }),
-          error_class: item.rejected === undefined ? null : rejectedClass,
-          settled_at: item.rejected === undefined ? null : job.createdAt
-        }))
-        yield* sql`INSERT INTO effect_batch_job_items ${sql.insert(rows)}`
+          settled: item.rejected === undefined ? undefined : {
+            index,
+            status: "failed",
+            output: rejectedOutput(item.rejected),
+            errorClass: rejectedClass,
+            attempts: 0,
+            durationMs: 0,
+            cost: 0,
+            tokens: 0
+          },
+          attempts: 0,
+          durationMs: 0,
+          cost: 0,
+          tokens: 0
+        })),
+        events: []
+      })
+      return Effect.succeed({ job: row, created: true })
+    })
+
+  const setState: Store["setState"] = (id, state, { now, reason }) =>
+    Effect.sync(() => {
+      const entry = jobs.get(id)
+      if (entry === undefined || !Job.canMove(entry.job.state, state)) return false
+      entry.job = {
+        ...entry.job,
+        state,
+        reason,
+        startedAt: state === "running" ? entry.job.startedAt ?? now : entry.job.startedAt,
+        finishedAt: Job.isTerminal(state) ? now : undefined
       }
-      return { job: { ...job, state: "queued" as const, reason: undefined, round: 0, startedAt: undefined, finishedAt: undefined }, created: true }
-    })).pipe(wrap("insert"))
+      return true
+    })
 
-  const list: Store["list"] = ({ before, limit, state, tenant }) => {
-    const stateFilter = state === undefined ? sql`` : sql`AND state = ${state}`
-    const cursor = before === undefined
-      ? sql``
-      : sql`AND (created_at < ${before.createdAt} OR (created_at = ${before.createdAt} AND id < ${before.id}))`
-    return sql<JobRecord>`SELECT * FROM effect_batch_jobs WHERE tenant = ${tenant} ${stateFilter} ${cursor}
-      ORDER BY created_at DESC, id DESC LIMIT ${limit}`.pipe(Effect.map((rows) => rows.map(jobOf)), wrap("list"))
-  }
-
-  const setState: Store["setState"] = (id, state, options) => {
-    const now = options?.now ?? Date.now()
-    const unless = options?.unless ?? []
-    const guard = unless.length === 0 ? sql`` : sql`AND state NOT IN ${sql.in(unless)}`
-    const started = state === "running" ? sql`, started_at = COALESCE(started_at, ${now})` : sql``
-    const finished = state === "queued" || state === "running" ? sql`, finished_at = NULL` : sql`, finished_at = ${now}`
-    return sql<{ readonly id: string }>`UPDATE effect_batch_jobs SET state = ${state}, reason = ${options?.reason ?? null},
-      updated_at = ${now} ${started} ${finished} WHERE id = ${id} ${guard} RETURNING id`.pipe(
-        Effect.map((rows) => rows.length > 0),
-        wrap("setState")
-      )
-  }
-
-  const pending: Store["pending"] = (id, from, to) =>
-    sql<{ readonly idx: Num, readonly input: string }>`SELECT idx, input FROM effect_batch_job_items
-      WHERE job_id = ${id} AND idx >= ${from} AND idx < ${to} AND status IS NULL ORDER BY idx`.pipe(
-        Effect.map((rows) => rows.map((row) => ({ index: num(row.idx), input: row.input }))),
-        wrap("pending")
-      )
-
-  // One UPDATE … FROM (VALUES …) per group (SQLite ≥ 3.33 and PostgreSQL both read it, with the VALUES
-  // columns named column1…; the casts give PostgreSQL their types): a statement per outcome cost 2-3× more.
-  const updateGroup = (id: string, outcomes: ReadonlyArray<Outcome>, now: number) =>
-    sql`UPDATE effect_batch_job_items SET status = v.column2, output = v.column3, error_class = v.column4,
-      attempts = v.column5, duration_ms = v.column6, cost = v.column7, tokens = v.column8, settled_at = ${now}
-      FROM (VALUES ${
-        sql.csv(outcomes.map((o) =>
-          sql`(CAST(${o.index} AS BIGINT), ${o.status}, ${o.output}, ${o.errorClass ?? null}, CAST(${o.attempts} AS INTEGER),
-          CAST(${o.durationMs} AS DOUBLE PRECISION), CAST(${o.cost} AS DOUBLE PRECISION), CAST(${o.tokens} AS BIGINT))`
-        ))
-      }) AS v WHERE effect_batch_job_items.job_id = ${id} AND effect_batch_job_items.idx = v.column1`
-
-  const record: Store["record"] = (id, outcomes, now) => {
-    if (outcomes.length === 0) return Effect.void
-    if (outcomes.length <= rowsPerStatement) return Effect.asVoid(updateGroup(id, outcomes, now)).pipe(wrap("record"))
-    const groups: Array<ReadonlyArray<Outcome>> = []
-    for (let from = 0; from < outcomes.length; from += rowsPerStatement) groups.push(outcomes.slice(from, from + rowsPerStatement))
-    return sql.withTransaction(Effect.forEach(groups, (group) => updateGroup(id, group, now), { discard: true })).pipe(wrap("record"))
-  }
+  const record: Store["record"] = (id, outcomes) =>
+    Effect.sync(() => {
+      const items = jobs.get(id)?.items
+      if (items === undefined) return
+      for (const outcome of outcomes) {
+        const item = items[outcome.index]
+        if (item === undefined) continue
+        item.settled = outcome
+        item.attempts = outcome.attempts
+        item.durationMs = outcome.durationMs
+        item.cost = outcome.cost
+        item.tokens = outcome.tokens
+      }
+    })
 
   const totals: Store["totals"] = (id) =>
-    sql<{ readonly status: OutcomeStatus | null, readonly n: Num, readonly cost: Num, readonly tokens: Num }>`
-      SELECT status, COUNT(*) AS n, SUM(cost) AS cost, SUM(tokens) AS tokens FROM effect_batch_job_items
-      WHERE job_id = ${id} GROUP BY status`.pipe(
-        Effect.map((rows) => {
-          const by = { succeeded: 0, failed: 0, skipped: 0, pending: 0 }
-          let cost = 0
-          let tokens = 0
-          for (const row of rows) {
-            by[row.status ?? "pending"] += num(row.n)
-            cost += num(row.cost)
-            tokens += num(row.tokens)
-          }
-          return { ...by, total: by.succeeded + by.failed + by.skipped + by.pending, cost, tokens }
-        }),
-        wrap("totals")
-      )
-
-  const settled: Store["settled"] = (id, after, limit) =>
-    sql<ItemRecord>`SELECT idx, input, status, output, error_class, attempts, duration_ms, cost, tokens
-      FROM effect_batch_job_items WHERE job_id = ${id} AND idx > ${after} AND status IS NOT NULL
-      ORDER BY idx LIMIT ${limit}`.pipe(Effect.map((rows) => rows.map(settledOf)), wrap("settled"))
-
-  const deadLetters: Store["deadLetters"] = (id) =>
-    sql<ItemRecord>`SELECT idx, input, status, output, error_class, attempts, duration_ms, cost, tokens
-      FROM effect_batch_job_items WHERE job_id = ${id} AND status = 'failed' ORDER BY idx`.pipe(
-        Effect.map((rows) => rows.map(settledOf)),
-        wrap("deadLetters")
-      )
-
-  const skipPending: Store["skipPending"] = (id, reason, now) =>
-    sql<{ readonly idx: Num }>`UPDATE effect_batch_job_items SET status = 'skipped', output = ${JSON.stringify({ reason })},
-      settled_at = ${now} WHERE job_id = ${id} AND status IS NULL RETURNING idx`.pipe(
-        Effect.map((rows) => rows.length),
-        wrap("skipPending")
-      )
-
-  const reopenFailed: Store["reopenFailed"] = (id, now) =>
-    sql.withTransaction(Effect.gen(function*() {
-      const reopened = yield* sql<{ readonly idx: Num }>`UPDATE effect_batch_job_items
-        SET status = NULL, output = NULL, error_class = NULL, settled_at = NULL
-        WHERE job_id = ${id} AND status = 'failed' AND error_class <> ${rejectedClass} RETURNING idx`
-      if (reopened.length > 0) {
-        yield* sql`UPDATE effect_batch_jobs SET round = round + 1, state = 'queued', reason = NULL, finished_at = NULL,
-          updated_at = ${now} WHERE id = ${id}`
+    Effect.sync(() => {
+      const by = { succeeded: 0, failed: 0, skipped: 0, pending: 0 }
+      let cost = 0
+      let tokens = 0
+      for (const item of jobs.get(id)?.items ?? []) {
+        by[item.settled?.status ?? "pending"]++
+        cost += item.cost
+        tokens += item.tokens
       }
-      return reopened.length
-    })).pipe(wrap("reopenFailed"))
+      return { ...by, total: by.succeeded + by.failed + by.skipped + by.pending, cost, tokens }
+    })
+
+  const skipPending: Store["skipPending"] = (id, reason) =>
+    Effect.sync(() => {
+      let skipped = 0
+      for (const [index, item] of (jobs.get(id)?.items ?? []).entries()) {
+        if (item.settled !== undefined) continue
+        const { attempts, cost, durationMs, tokens } = item
+        item.settled = { index, status: "skipped", output: { reason }, attempts, durationMs, cost, tokens }
+        skipped++
+      }
+      return skipped
+    })
+
+  const reopenFailed: Store["reopenFailed"] = (id) =>
+    Effect.sync(() => {
+      const entry = jobs.get(id)
+      if (entry === undefined || !Job.canMove(entry.job.state, "queued")) return 0
+      let reopened = 0
+      for (const item of entry.items) {
+        if (item.settled?.status === "failed" && item.settled.errorClass !== rejectedClass) {
+          item.settled = undefined
+          reopened++
+        }
+      }
+      if (reopened > 0) {
+        entry.job = { ...entry.job, round: entry.job.round + 1, state: "queued", reason: undefined, finishedAt: undefined }
+      }
+      return reopened
+    })
 
   const appendEvents: Store["appendEvents"] = (id, events) =>
-    events.length === 0 ? Effect.void : sql`INSERT INTO effect_batch_job_events ${
-      sql.insert(events.map((e) => ({ job_id: id, seq: e.seq, type: e.type, data: e.data, at: e.at })))
-    }`.pipe(Effect.asVoid, wrap("appendEvents"))
-
-  const events: Store["events"] = (id, after) =>
-    sql<{ readonly seq: Num, readonly type: string, readonly data: string }>`SELECT seq, type, data
-      FROM effect_batch_job_events WHERE job_id = ${id} AND seq > ${after} ORDER BY seq`.pipe(
-        Effect.map((rows) => rows.map((row) => ({ seq: num(row.seq), type: row.type, data: row.data }))),
-        wrap("events")
-      )
-
-  const lastSeq: Store["lastSeq"] = (id) =>
-    sql<{ readonly seq: Num }>`SELECT MAX(seq) AS seq FROM effect_batch_job_events WHERE job_id = ${id}`.pipe(
-      Effect.map((rows) => num(rows[0]?.seq ?? null)),
-      wrap("lastSeq")
-    )
-
-  const unfinished: Store["unfinished"] = sql<JobRecord>`SELECT * FROM effect_batch_jobs
-    WHERE state IN ('queued', 'running') ORDER BY created_at`.pipe(Effect.map((rows) => rows.map(jobOf)), wrap("unfinished"))
+    Effect.suspend(() => {
+      if (events.length === 0) return Effect.void
+      const entry = jobs.get(id)
+      if (entry === undefined) return fail("appendEvents", `no job ${id}`)
+      const known = new Set(entry.events.map((e) => e.seq))
+      const duplicate = events.find((e) => known.has(e.seq))
+      if (duplicate !== undefined) return fail("appendEvents", `job ${id} has an event ${duplicate.seq} already`)
+      for (const { data, seq, type } of events) entry.events.push({ seq, type, data })
+      entry.events.sort((a, b) => a.seq - b.seq)
+      return Effect.void
+    })
 
   return {
     insert,
-    get,
-    list,
+    get: (id, tenant) =>
+      Effect.sync(() => {
+        const job = jobs.get(id)?.job
+        return job === undefined || (tenant !== undefined && job.tenant !== tenant) ? undefined : job
+      }),
+    list: ({ before, limit, state, tenant }) =>
+      Effect.sync(() =>
+        Array.from(jobs.values(), (entry) => entry.job)
+          .filter((job) =>
+            job.tenant === tenant && (state === undefined || job.state === state) &&
+            (before === undefined || job.createdAt < before.createdAt || (job.createdAt === before.createdAt && job.id < before.id))
+          )
+          .sort(newest)
+          .slice(0, limit)
+      ),
     setState,
-    pending,
+    pending: (id, from, to) =>
+      Effect.sync(() =>
+        (jobs.get(id)?.items ?? []).slice(Math.max(0, from), Math.max(0, to)).flatMap((item, i) =>
+          item.settled === undefined ? [{ index: Math.max(0, from) + i, input: item.input }] : []
+        )
+      ),
     record,
     totals,
-    settled,
-    deadLetters,
+    settled: (id, after, limit) =>
+      Effect.sync(() => {
+        const found: Array<SettledItem> = []
+        const items = jobs.get(id)?.items ?? []
+        for (let index = Math.max(0, after + 1); index < items.length && found.length < limit; index++) {
+          const settled = settledOf(items[index]!, index)
+          if (settled !== undefined) found.push(settled)
+        }
+        return found
+      }),
+    deadLetters: (id) =>
+      Effect.sync(() =>
+        (jobs.get(id)?.items ?? []).flatMap((item, index) => {
+          const settled = settledOf(item, index)
+          return settled?.status === "failed" ? [settled] : []
+        })
+      ),
     skipPending,
     reopenFailed,
     appendEvents,
-    events,
-    lastSeq,
-    unfinished
+    events: (id, after) => Effect.sync(() => (jobs.get(id)?.events ?? []).filter((e) => e.seq > after)),
+    lastSeq: (id) => Effect.sync(() => (jobs.get(id)?.events ?? []).reduce((max, e) => Math.max(max, e.seq), 0)),
+    unfinished: Effect.sync(() =>
+      Array.from(jobs.values(), (entry) => entry.job)
+        .filter((job) => !Job.isTerminal(job.state))
+        .sort((a, b) => a.createdAt - b.createdAt || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
+    )
   }
 })
 
 /**
+ * A store in memory (see `makeMemory`); each build is a new, empty store.
+ *
  * @since 0.1.0
  * @category layers
  */
-export const layer: Layer.Layer<JobStore, JobStoreError, SqlClient.SqlClient> = Layer.effect(JobStore, make)
+export const layerMemory: Layer.Layer<JobStore> = Layer.effect(JobStore, makeMemory)

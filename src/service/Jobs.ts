@@ -29,6 +29,7 @@ import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
+import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
 import { randomBytes } from "node:crypto"
 import * as InputFolder from "./InputFolder.js"
@@ -117,16 +118,17 @@ const followEvery = "250 millis"
 const cursorOf = (job: JobStore.JobRow) => Buffer.from(`${job.createdAt}:${job.id}`).toString("base64url")
 
 const resultLine = (item: JobStore.SettledItem): string => {
-  const output = JSON.parse(item.output) as Record<string, unknown>
   const base = { index: item.index, status: item.status, attempts: item.attempts }
   return JSON.stringify(
     item.status === "succeeded"
-      ? { ...base, output }
+      ? { ...base, output: item.output }
       : item.status === "failed"
-        ? { ...base, error: output }
-        : { ...base, reason: output.reason }
+        ? { ...base, error: item.output }
+        : { ...base, reason: item.output.reason }
   ) + "\n"
 }
+
+const decodeStateEvent = Schema.decodeUnknownOption(Schema.parseJson(Job.StateEvent))
 
 /**
  * @since 0.1.0
@@ -202,9 +204,7 @@ export const make = (limits: Limits) =>
               return Effect.succeed(false)
             }
             const item = JsonlInput.parse(name, line, items.length)
-            items.push(item._tag === "Entry"
-              ? { input: JSON.stringify(item.input) }
-              : { input: JSON.stringify(line.text), rejected: item.message })
+            items.push(item._tag === "Entry" ? { input: item.input } : { input: line.text, rejected: item.message })
             return Effect.succeed(true)
           }),
           Effect.as(undefined),
@@ -241,7 +241,7 @@ export const make = (limits: Limits) =>
           return yield* invalid("timeLimit.soft", `the soft limit (${soft} s) is past the hard one (${hard} s)`)
         }
         const items = payload.items !== undefined
-          ? payload.items.map((item): JobStore.NewItem => ({ input: JSON.stringify(item) }))
+          ? payload.items.map((item): JobStore.NewItem => ({ input: item }))
           : yield* readFile(payload.file!)
         const rejected = items.filter((item) => item.rejected !== undefined).length
         const payloadHash = ResultCache.key(payload)
@@ -301,11 +301,8 @@ export const make = (limits: Limits) =>
       Effect.gen(function*() {
         const job = yield* owned(tenant, id)
         if (Job.isTerminal(job.state)) return yield* view(job)
-        const moved = yield* Effect.orDie(store.setState(id, "cancelled", {
-          reason: "cancelled by request",
-          now: now(),
-          unless: ["finished", "stopped", "cancelled", "failed"]
-        }))
+        // A job that ended meanwhile is not moved (the transition table refuses it).
+        const moved = yield* Effect.orDie(store.setState(id, "cancelled", { reason: "cancelled by request", now: now() }))
         // The runner's end of the job publishes the final counts and the cancelled state, once.
         if (moved) yield* runner.cancel(id)
         return yield* view(yield* owned(tenant, id))
@@ -316,17 +313,14 @@ export const make = (limits: Limits) =>
         yield* owned(tenant, id)
         const items = yield* Effect.orDie(store.deadLetters(id))
         return {
-          items: items.map((item) => {
-            const error = JSON.parse(item.output) as { readonly class?: string, readonly message?: string, readonly status?: number }
-            return {
-              index: item.index,
-              input: JSON.parse(item.input) as unknown,
-              errorClass: item.errorClass ?? error.class ?? "Error",
-              message: error.message ?? "",
-              ...(typeof error.status === "number" ? { status: error.status } : {}),
-              attempts: item.attempts
-            }
-          })
+          items: items.map((item) => ({
+            index: item.index,
+            input: item.input,
+            errorClass: item.errorClass,
+            message: item.output.message,
+            ...(item.output.status === undefined ? {} : { status: item.output.status }),
+            attempts: item.attempts
+          }))
         }
       })
 
@@ -376,7 +370,7 @@ export const make = (limits: Limits) =>
       Effect.as(owned(tenant, id), options?.follow === true ? following(id) : settledSoFar(id))
 
     const isFinalEvent = (event: JobEvents.Event) =>
-      event.type === "state" && Job.isTerminal((JSON.parse(event.data) as { readonly state: Job.JobState }).state)
+      event.type === "state" && Option.exists(decodeStateEvent(event.data), (data) => Job.isTerminal(data.state))
 
     /** Whether the job has ended and `seq` is its last event: nothing more will come. */
     const endsAt = (id: string, seq: number) =>

@@ -32,6 +32,10 @@ export * as JobService from "./JobService.js"
 /** @since 0.1.0 */
 export * as JobStore from "./JobStore.js"
 /** @since 0.1.0 */
+export * as JobWorkflow from "./JobWorkflow.js"
+/** @since 0.1.0 */
 export * as Jobs from "./Jobs.js"
 /** @since 0.1.0 */
 export * as ProviderProfiles from "./ProviderProfiles.js"
+/** @since 0.1.0 */
+export * as SqlJobStore from "./SqlJobStore.js"

@@ -15,7 +15,7 @@ import { afterAll } from "vitest"
 import * as SimulatorServer from "../../src/llm/SimulatorServer.js"
 import * as JobApi from "../../src/service/JobApi.js"
 import * as Job from "../../src/service/Job.js"
-import * as JobStore from "../../src/service/JobStore.js"
+import * as SqlJobStore from "../../src/service/SqlJobStore.js"
 import * as Simulator from "../../src/llm/Simulator.js"
 import * as ServiceProcess from "../support/serviceProcess.js"
 
@@ -49,7 +49,7 @@ const pollUntil = <A, E, R>(get: Effect.Effect<A, E, R>, done: (a: A) => boolean
 /** Items settled per job, as the dead process left them in its database. */
 const recordedIn = (db: string, ids: ReadonlyArray<string>) =>
   Effect.gen(function*() {
-    const store = yield* JobStore.make
+    const store = yield* SqlJobStore.make
     return yield* Effect.forEach(ids, (id) => Effect.map(store.totals(id), (t) => t.total - t.pending))
   }).pipe(Effect.provide(SqliteClient.layer({ filename: db })), Effect.orDie)
 

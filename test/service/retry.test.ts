@@ -17,6 +17,7 @@ import * as JobRunner from "../../src/service/JobRunner.js"
 import * as Jobs from "../../src/service/Jobs.js"
 import * as JobStore from "../../src/service/JobStore.js"
 import * as ProviderProfiles from "../../src/service/ProviderProfiles.js"
+import * as SqlJobStore from "../../src/service/SqlJobStore.js"
 import * as Simulator from "../../src/llm/Simulator.js"
 import { waitFor } from "../support/JobServiceTest.js"
 
@@ -24,7 +25,7 @@ import { waitFor } from "../support/JobServiceTest.js"
 const flakyStore = (failures: number) =>
   Layer.effect(
     JobStore.JobStore,
-    Effect.map(JobStore.make, (store): JobStore.Store => {
+    Effect.map(SqlJobStore.make, (store): JobStore.Store => {
       let left = failures
       return {
         ...store,

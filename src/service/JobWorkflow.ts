@@ -1,0 +1,184 @@
+/**
+ * The durable part of running a job: the `@effect/workflow` definition of one
+ * round of a job (`BatchJob`) and its body — start, the chunks of
+ * `chunkSize` items (each an activity, `chunksInFlight` at once, retried with
+ * a durable backoff), finish. What each step does is the `JobRunner`'s: the
+ * workflow only decides their order, what is journaled, and what a failure
+ * means.
+ *
+ * - Idempotent: the execution id derives from the job id and round, so
+ *   starting an execution twice yields the same one.
+ * - Durable: the engine journals every finished activity and resumes
+ *   unfinished executions when the service starts again; a step runs again
+ *   only if it had not finished (at least once, never exactly once).
+ * - Job-level retry: a chunk that fails as a whole (storage error, defect) is
+ *   retried up to `chunkAttempts` times, waiting with `DurableClock` (so the
+ *   backoff survives a restart), and then counts as `failed`.
+ * - A start that fails (a storage error) fails the round: it goes straight to
+ *   finish with `failed`; a job cancelled before it started goes straight to
+ *   finish with `cancelled`.
+ *
+ * What it does not promise: activities are not interruptible by the engine
+ * (a cancel is the runner's signal), and nothing here reads or writes the
+ * `JobStore` itself.
+ *
+ * @since 0.1.0
+ */
+import * as Activity from "@effect/workflow/Activity"
+import * as DurableClock from "@effect/workflow/DurableClock"
+import * as Workflow from "@effect/workflow/Workflow"
+import type * as WorkflowEngine from "@effect/workflow/WorkflowEngine"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import type * as Layer from "effect/Layer"
+import * as Schema from "effect/Schema"
+import type * as Job from "./Job.js"
+
+/**
+ * Items per chunk activity.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const chunkSize = 100
+
+/**
+ * Chunks of one job in flight at once: the next starts while the previous
+ * one's slowest items finish.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const chunksInFlight = 2
+
+/**
+ * Attempts per chunk before it counts as failed (and so the job).
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const chunkAttempts = 5
+
+/**
+ * How a chunk ended.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const ChunkOutcome = Schema.Literal("done", "stopped", "cancelled", "timedOut", "failed")
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type ChunkOutcome = typeof ChunkOutcome.Type
+
+/**
+ * How the start of a round ended: the job is running with `total` items, or
+ * it was cancelled before it started.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const Started = Schema.Union(
+  Schema.TaggedStruct("Started", { total: Schema.Int }),
+  Schema.TaggedStruct("Cancelled", {})
+)
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type Started = typeof Started.Type
+
+/**
+ * A step that could not run (a chunk's failure is retried with backoff).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class ChunkFailed extends Schema.TaggedError<ChunkFailed>()("ChunkFailed", { message: Schema.String }) {}
+
+/**
+ * The workflow of one round of a job.
+ *
+ * @since 0.1.0
+ * @category workflows
+ */
+export const BatchJob = Workflow.make({
+  name: "effect-batch/BatchJob",
+  payload: { jobId: Schema.String, round: Schema.Int },
+  success: Schema.String,
+  idempotencyKey: ({ jobId, round }) => `${jobId}/${round}`
+})
+
+/**
+ * What the workflow's steps do, given by the runner (`JobRunner.layer`).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Steps {
+  /** Moves the job to running. */
+  readonly start: (jobId: string) => Effect.Effect<Started, ChunkFailed>
+  /** Runs the items of chunk `chunk` still pending. */
+  readonly runChunk: (jobId: string, chunk: number) => Effect.Effect<ChunkOutcome, ChunkFailed>
+  /** Decides and records the final state. */
+  readonly finish: (jobId: string, outcomes: ReadonlyArray<ChunkOutcome>) => Effect.Effect<Job.JobState, ChunkFailed>
+}
+
+/**
+ * @since 0.1.0
+ * @category tags
+ */
+export class JobSteps extends Context.Tag("effect-batch/JobWorkflow/Steps")<JobSteps, Steps>() {}
+
+const backoff = (attempt: number) => Duration.seconds(Math.min(60, 2 ** attempt))
+
+const chunkWithRetry = (steps: Steps, jobId: string, chunk: number) =>
+  Effect.gen(function*() {
+    for (let attempt = 1; ; attempt++) {
+      const result = yield* Activity.make({
+        name: `chunk/${chunk}/${attempt}`,
+        success: ChunkOutcome,
+        error: ChunkFailed,
+        execute: steps.runChunk(jobId, chunk)
+      }).pipe(Effect.either)
+      if (Either.isRight(result)) return result.right
+      if (attempt >= chunkAttempts) return "failed" as const
+      // A persisted timer even for short waits (the default keeps waits under a minute in memory):
+      // a service restarted during the backoff wakes the chunk when it was due, not a full backoff later.
+      yield* DurableClock.sleep({ name: `chunk/${chunk}/backoff/${attempt}`, duration: backoff(attempt), inMemoryThreshold: Duration.zero })
+    }
+  })
+
+/**
+ * The workflow's body, registered with the engine in context.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer: Layer.Layer<never, never, WorkflowEngine.WorkflowEngine | JobSteps> = BatchJob.toLayer(({ jobId }) =>
+  Effect.gen(function*() {
+    const steps = yield* JobSteps
+    // Named start/2: its result was a number (−1 for cancelled) before it was a tagged value, and an
+    // execution journaled then must run this step again rather than misread that number.
+    const started = yield* Activity.make({ name: "start/2", success: Started, error: ChunkFailed, execute: steps.start(jobId) }).pipe(
+      Effect.either
+    )
+    const outcomes: ReadonlyArray<ChunkOutcome> = Either.isLeft(started)
+      ? ["failed"]
+      : started.right._tag === "Cancelled"
+        ? ["cancelled"]
+        : yield* Effect.forEach(
+          Array.from({ length: Math.ceil(started.right.total / chunkSize) }, (_, i) => i),
+          (chunk) => chunkWithRetry(steps, jobId, chunk),
+          { concurrency: chunksInFlight }
+        )
+    return yield* Activity.make({ name: "finish", success: Schema.String, error: ChunkFailed, execute: steps.finish(jobId, outcomes) }).pipe(
+      Effect.orElseSucceed(() => "failed")
+    )
+  })
+)

@@ -1,0 +1,474 @@
+/**
+ * The `JobStore` in SQL, through the `SqlClient` in context: SQLite for the
+ * embedded default, PostgreSQL for several machines; one DDL serves both.
+ *
+ * Item outcomes live on the item's row: `status` is null until the item
+ * settles. What is kept as JSON text (a job's spec and metadata, an item's
+ * input and output) is decoded with the Schemas of `Job` when read back: a
+ * value that does not decode fails the read with a `JobStoreError`.
+ *
+ * Building the store runs its own migration. The tables carry a schema
+ * version, in `effect_batch_jobs_meta`: a database without one (made before
+ * it was kept, with or without the payload hash column) is brought to the
+ * current version; a database with a newer or unknown version is refused,
+ * with a `JobStoreError` whose cause (`UnsupportedSchemaVersion`) names the
+ * version found and the one supported, and is left as it was.
+ *
+ * What it does not promise: the workflow engine's own tables (cluster
+ * messages) are separate. Two processes upgrading one database at the same
+ * moment may both try to add a column on SQLite; the second then fails to
+ * start (start it again). The table names are fixed (`effect_batch_jobs`,
+ * `effect_batch_job_items`, `effect_batch_job_events`, `effect_batch_jobs_meta`):
+ * one job store per database.
+ *
+ * @since 0.1.0
+ */
+import * as SqlClient from "@effect/sql/SqlClient"
+import type { SqlError } from "@effect/sql/SqlError"
+import * as Data from "effect/Data"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Schema from "effect/Schema"
+import * as Job from "./Job.js"
+import * as JobStore from "./JobStore.js"
+
+/**
+ * The version of the tables this module reads and writes, kept in
+ * `effect_batch_jobs_meta` under the key `schema_version`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const schemaVersion = 1
+
+/**
+ * The database's tables have a schema version this effect-batch does not
+ * know (written by a newer one): upgrade effect-batch, or use another
+ * database.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class UnsupportedSchemaVersion extends Data.TaggedError("UnsupportedSchemaVersion")<{
+  readonly found: string
+  readonly supported: number
+}> {
+  override get message(): string {
+    return `${metaTable} says schema version ${this.found}, and this effect-batch reads version ${this.supported}: ` +
+      "upgrade effect-batch, or use another database"
+  }
+}
+
+const metaTable = "effect_batch_jobs_meta"
+const versionKey = "schema_version"
+
+const tables = [
+  `CREATE TABLE IF NOT EXISTS ${metaTable} (key TEXT PRIMARY KEY, value TEXT NOT NULL)`,
+  `CREATE TABLE IF NOT EXISTS effect_batch_jobs (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    idempotency_key TEXT,
+    payload_hash TEXT,
+    state TEXT NOT NULL,
+    reason TEXT,
+    profile TEXT NOT NULL,
+    model TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    spec TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    total BIGINT NOT NULL,
+    round INTEGER NOT NULL,
+    created_at BIGINT NOT NULL,
+    started_at BIGINT,
+    finished_at BIGINT,
+    updated_at BIGINT NOT NULL
+  )`,
+  "CREATE UNIQUE INDEX IF NOT EXISTS effect_batch_jobs_idempotency ON effect_batch_jobs (tenant, idempotency_key)",
+  "CREATE INDEX IF NOT EXISTS effect_batch_jobs_tenant ON effect_batch_jobs (tenant, created_at)",
+  `CREATE TABLE IF NOT EXISTS effect_batch_job_items (
+    job_id TEXT NOT NULL,
+    idx BIGINT NOT NULL,
+    input TEXT NOT NULL,
+    status TEXT,
+    output TEXT,
+    error_class TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    duration_ms DOUBLE PRECISION NOT NULL DEFAULT 0,
+    cost DOUBLE PRECISION NOT NULL DEFAULT 0,
+    tokens BIGINT NOT NULL DEFAULT 0,
+    settled_at BIGINT,
+    PRIMARY KEY (job_id, idx)
+  )`,
+  `CREATE TABLE IF NOT EXISTS effect_batch_job_events (
+    job_id TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    type TEXT NOT NULL,
+    data TEXT NOT NULL,
+    at BIGINT NOT NULL,
+    PRIMARY KEY (job_id, seq)
+  )`
+]
+
+/** Columns added before the schema had a version: a database made before them gets them when it is versioned. */
+const addedColumns: ReadonlyArray<{ readonly table: string, readonly column: string, readonly type: string }> = [
+  { table: "effect_batch_jobs", column: "payload_hash", type: "TEXT" }
+]
+
+// Drivers answer BIGINT and aggregates as a number (SQLite) or a string (PostgreSQL).
+type Num = number | string | bigint | null
+const num = (value: Num): number => value === null ? 0 : typeof value === "number" ? value : Number(value)
+const optNum = (value: Num): number | undefined => value === null ? undefined : num(value)
+
+// What is written is `JSON.stringify` of a value of the Schema's type: these Schemas encode to themselves.
+const decodeJson = <A, I>(schema: Schema.Schema<A, I>) => Schema.decodeUnknownSync(Schema.parseJson(schema))
+const decodeSpec = decodeJson(Job.Spec)
+const decodeMetadata = decodeJson(Job.Metadata)
+const decodeInput = decodeJson(Job.ItemInput)
+const decodeCompletion = decodeJson(Job.Completion)
+const decodeFailure = decodeJson(Job.Failure)
+const decodeSkip = decodeJson(Job.Skip)
+const decodeState = Schema.decodeUnknownSync(Job.JobState)
+const decodeEventType = Schema.decodeUnknownSync(Job.EventType)
+
+interface JobRecord {
+  readonly id: string
+  readonly tenant: string
+  readonly idempotency_key: string | null
+  readonly payload_hash: string | null
+  readonly state: string
+  readonly reason: string | null
+  readonly profile: string
+  readonly model: string
+  readonly priority: Num
+  readonly spec: string
+  readonly metadata: string
+  readonly total: Num
+  readonly round: Num
+  readonly created_at: Num
+  readonly started_at: Num
+  readonly finished_at: Num
+}
+
+const jobOf = (row: JobRecord): JobStore.JobRow => ({
+  id: row.id,
+  tenant: row.tenant,
+  idempotencyKey: row.idempotency_key ?? undefined,
+  payloadHash: row.payload_hash ?? undefined,
+  state: decodeState(row.state),
+  reason: row.reason ?? undefined,
+  profile: row.profile,
+  model: row.model,
+  priority: num(row.priority),
+  spec: decodeSpec(row.spec),
+  metadata: decodeMetadata(row.metadata),
+  total: num(row.total),
+  round: num(row.round),
+  createdAt: num(row.created_at),
+  startedAt: optNum(row.started_at),
+  finishedAt: optNum(row.finished_at)
+})
+
+interface ItemRecord {
+  readonly idx: Num
+  readonly input: string
+  readonly status: string
+  readonly output: string
+  readonly error_class: string | null
+  readonly attempts: Num
+  readonly duration_ms: Num
+  readonly cost: Num
+  readonly tokens: Num
+}
+
+const settledOf = (row: ItemRecord): JobStore.SettledItem => {
+  const common = {
+    index: num(row.idx),
+    input: decodeInput(row.input),
+    attempts: num(row.attempts),
+    durationMs: num(row.duration_ms),
+    cost: num(row.cost),
+    tokens: num(row.tokens)
+  }
+  switch (row.status) {
+    case "succeeded":
+      return { ...common, status: "succeeded", output: decodeCompletion(row.output) }
+    case "failed": {
+      const output = decodeFailure(row.output)
+      return { ...common, status: "failed", output, errorClass: row.error_class ?? output.class }
+    }
+    case "skipped":
+      return { ...common, status: "skipped", output: decodeSkip(row.output) }
+    default:
+      throw new Error(`item ${common.index} has the unknown status ${JSON.stringify(row.status)}`)
+  }
+}
+
+// 500 rows of up to 8 values: far within SQLite's and PostgreSQL's parameter limits.
+const rowsPerStatement = 500
+
+/**
+ * The store on the `SqlClient` in context; creates or upgrades its tables
+ * (see the module's description).
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make: Effect.Effect<JobStore.Store, JobStore.JobStoreError, SqlClient.SqlClient> = Effect.gen(function*() {
+  const sql = yield* SqlClient.SqlClient
+  const wrap = (operation: string) => <A, E>(effect: Effect.Effect<A, E>): Effect.Effect<A, JobStore.JobStoreError> =>
+    Effect.mapError(effect, (cause) => new JobStore.JobStoreError({ operation, cause }))
+  /** Rows to values, a row that does not decode failing the operation. */
+  const decoded = <R, A>(rows: ReadonlyArray<R>, f: (row: R) => A) => Effect.try({ try: () => rows.map(f), catch: (cause) => cause })
+
+  const columnsOf = (table: string) =>
+    sql.onDialectOrElse({
+      pg: () =>
+        sql<{ readonly name: string }>`SELECT column_name AS name FROM information_schema.columns
+          WHERE table_schema = current_schema() AND table_name = ${table}`,
+      orElse: () => sql<{ readonly name: string }>`SELECT name FROM pragma_table_info(${table})`
+    }).pipe(Effect.map((rows) => rows.map((row) => row.name)))
+
+  const storedVersion = Effect.gen(function*() {
+    if ((yield* columnsOf(metaTable)).length === 0) return undefined
+    const rows = yield* sql<{ readonly value: string }>`SELECT value FROM ${sql(metaTable)} WHERE key = ${versionKey}`
+    return rows[0]?.value
+  })
+
+  /** Version 0 (no version kept) to 1: the tables as they are made today, the payload hash column on older ones. */
+  const toVersion1 = Effect.gen(function*() {
+    for (const statement of tables) yield* sql.unsafe(statement)
+    for (const { column, table, type } of addedColumns) {
+      if (!(yield* columnsOf(table)).includes(column)) yield* sql.unsafe(`ALTER TABLE ${table} ADD COLUMN ${column} ${type}`)
+    }
+  })
+  /** `migrations[v]` brings a database from version `v` to `v + 1`. */
+  const migrations: ReadonlyArray<Effect.Effect<void, SqlError>> = [toVersion1]
+
+  const setup = Effect.gen(function*() {
+    const found = yield* storedVersion
+    const version = found === undefined ? 0 : /^\d{1,6}$/.test(found) ? Number(found) : Number.NaN
+    // Refused before anything is written: a newer effect-batch's database stays as it was.
+    if (!(version <= schemaVersion)) return yield* new UnsupportedSchemaVersion({ found: found!, supported: schemaVersion })
+    yield* sql.onDialectOrElse({ sqlite: () => Effect.asVoid(sql.unsafe("PRAGMA journal_mode = WAL")), orElse: () => Effect.void })
+    if (version === schemaVersion) return
+    yield* sql.withTransaction(Effect.gen(function*() {
+      for (let v = version; v < schemaVersion; v++) yield* migrations[v]!
+      yield* sql`INSERT INTO ${sql(metaTable)} (key, value) VALUES (${versionKey}, ${String(schemaVersion)})
+        ON CONFLICT (key) DO UPDATE SET value = excluded.value`
+    }))
+  })
+  yield* setup.pipe(wrap("setup"))
+
+  const unfinishedStates = Job.JobState.literals.filter((state) => !Job.isTerminal(state))
+
+  const get: JobStore.Store["get"] = (id, tenant) =>
+    (tenant === undefined
+      ? sql<JobRecord>`SELECT * FROM effect_batch_jobs WHERE id = ${id}`
+      : sql<JobRecord>`SELECT * FROM effect_batch_jobs WHERE id = ${id} AND tenant = ${tenant}`).pipe(
+      Effect.flatMap((rows) => decoded(rows, jobOf)),
+      Effect.map((jobs) => jobs[0]),
+      wrap("get")
+    )
+
+  const insert: JobStore.Store["insert"] = (job, items) =>
+    sql.withTransaction(Effect.gen(function*() {
+      // A key the tenant used before conflicts on the unique index; a submit with the same key in
+      // another transaction makes this one wait for it (PostgreSQL), then conflict too.
+      const inserted = yield* sql<{ readonly id: string }>`INSERT INTO effect_batch_jobs ${
+        sql.insert({
+          id: job.id,
+          tenant: job.tenant,
+          idempotency_key: job.idempotencyKey ?? null,
+          payload_hash: job.payloadHash ?? null,
+          state: "queued",
+          reason: null,
+          profile: job.profile,
+          model: job.model,
+          priority: job.priority,
+          spec: JSON.stringify(job.spec),
+          metadata: JSON.stringify(job.metadata),
+          total: job.total,
+          round: 0,
+          created_at: job.createdAt,
+          started_at: null,
+          finished_at: null,
+          updated_at: job.createdAt
+        })
+      } ON CONFLICT (tenant, idempotency_key) DO NOTHING RETURNING id`
+      if (inserted.length === 0) {
+        const existing = yield* sql<JobRecord>`SELECT * FROM effect_batch_jobs
+          WHERE tenant = ${job.tenant} AND idempotency_key = ${job.idempotencyKey ?? null}`
+        return { job: (yield* decoded(existing, jobOf))[0]!, created: false }
+      }
+      for (let from = 0; from < items.length; from += rowsPerStatement) {
+        const rows = items.slice(from, from + rowsPerStatement).map((item, i) => ({
+          job_id: job.id,
+          idx: from + i,
+          input: JSON.stringify(item.input),
+          status: item.rejected === undefined ? null : "failed",
+          output: item.rejected === undefined ? null : JSON.stringify(JobStore.rejectedOutput(item.rejected)),
+          error_class: item.rejected === undefined ? null : JobStore.rejectedClass,
+          settled_at: item.rejected === undefined ? null : job.createdAt
+        }))
+        yield* sql`INSERT INTO effect_batch_job_items ${sql.insert(rows)}`
+      }
+      const created: JobStore.JobRow = { ...job, state: "queued", reason: undefined, round: 0, startedAt: undefined, finishedAt: undefined }
+      return { job: created, created: true }
+    })).pipe(wrap("insert"))
+
+  const list: JobStore.Store["list"] = ({ before, limit, state, tenant }) => {
+    const stateFilter = state === undefined ? sql`` : sql`AND state = ${state}`
+    const cursor = before === undefined
+      ? sql``
+      : sql`AND (created_at < ${before.createdAt} OR (created_at = ${before.createdAt} AND id < ${before.id}))`
+    return sql<JobRecord>`SELECT * FROM effect_batch_jobs WHERE tenant = ${tenant} ${stateFilter} ${cursor}
+      ORDER BY created_at DESC, id DESC LIMIT ${limit}`.pipe(Effect.flatMap((rows) => decoded(rows, jobOf)), wrap("list"))
+  }
+
+  const setState: JobStore.Store["setState"] = (id, state, { now, reason }) => {
+    const sources = Job.sourcesOf(state)
+    if (sources.length === 0) return Effect.succeed(false)
+    const started = state === "running" ? sql`, started_at = COALESCE(started_at, ${now})` : sql``
+    const finished = Job.isTerminal(state) ? sql`, finished_at = ${now}` : sql`, finished_at = NULL`
+    // The guard is the transition table: the move and the check are one statement.
+    return sql<{ readonly id: string }>`UPDATE effect_batch_jobs SET state = ${state}, reason = ${reason ?? null},
+      updated_at = ${now} ${started} ${finished} WHERE id = ${id} AND state IN ${sql.in(sources)} RETURNING id`.pipe(
+        Effect.map((rows) => rows.length > 0),
+        wrap("setState")
+      )
+  }
+
+  const pending: JobStore.Store["pending"] = (id, from, to) =>
+    sql<{ readonly idx: Num, readonly input: string }>`SELECT idx, input FROM effect_batch_job_items
+      WHERE job_id = ${id} AND idx >= ${from} AND idx < ${to} AND status IS NULL ORDER BY idx`.pipe(
+        Effect.flatMap((rows) => decoded(rows, (row) => ({ index: num(row.idx), input: decodeInput(row.input) }))),
+        wrap("pending")
+      )
+
+  // One UPDATE … FROM (VALUES …) per group (SQLite ≥ 3.33 and PostgreSQL both read it, with the VALUES
+  // columns named column1…; the casts give PostgreSQL their types): a statement per outcome cost 2-3× more.
+  const updateGroup = (id: string, outcomes: ReadonlyArray<JobStore.Outcome>, now: number) =>
+    sql`UPDATE effect_batch_job_items SET status = v.column2, output = v.column3, error_class = v.column4,
+      attempts = v.column5, duration_ms = v.column6, cost = v.column7, tokens = v.column8, settled_at = ${now}
+      FROM (VALUES ${
+        sql.csv(outcomes.map((o) =>
+          sql`(CAST(${o.index} AS BIGINT), ${o.status}, ${JSON.stringify(o.output)}, ${o.status === "failed" ? o.errorClass : null},
+          CAST(${o.attempts} AS INTEGER), CAST(${o.durationMs} AS DOUBLE PRECISION), CAST(${o.cost} AS DOUBLE PRECISION),
+          CAST(${o.tokens} AS BIGINT))`
+        ))
+      }) AS v WHERE effect_batch_job_items.job_id = ${id} AND effect_batch_job_items.idx = v.column1`
+
+  const record: JobStore.Store["record"] = (id, outcomes, now) => {
+    if (outcomes.length === 0) return Effect.void
+    if (outcomes.length <= rowsPerStatement) return Effect.asVoid(updateGroup(id, outcomes, now)).pipe(wrap("record"))
+    const groups: Array<ReadonlyArray<JobStore.Outcome>> = []
+    for (let from = 0; from < outcomes.length; from += rowsPerStatement) groups.push(outcomes.slice(from, from + rowsPerStatement))
+    return sql.withTransaction(Effect.forEach(groups, (group) => updateGroup(id, group, now), { discard: true })).pipe(wrap("record"))
+  }
+
+  const totals: JobStore.Store["totals"] = (id) =>
+    sql<{ readonly status: JobStore.OutcomeStatus | null, readonly n: Num, readonly cost: Num, readonly tokens: Num }>`
+      SELECT status, COUNT(*) AS n, SUM(cost) AS cost, SUM(tokens) AS tokens FROM effect_batch_job_items
+      WHERE job_id = ${id} GROUP BY status`.pipe(
+        Effect.map((rows) => {
+          const by = { succeeded: 0, failed: 0, skipped: 0, pending: 0 }
+          let cost = 0
+          let tokens = 0
+          for (const row of rows) {
+            by[row.status ?? "pending"] += num(row.n)
+            cost += num(row.cost)
+            tokens += num(row.tokens)
+          }
+          return { ...by, total: by.succeeded + by.failed + by.skipped + by.pending, cost, tokens }
+        }),
+        wrap("totals")
+      )
+
+  const settled: JobStore.Store["settled"] = (id, after, limit) =>
+    sql<ItemRecord>`SELECT idx, input, status, output, error_class, attempts, duration_ms, cost, tokens
+      FROM effect_batch_job_items WHERE job_id = ${id} AND idx > ${after} AND status IS NOT NULL
+      ORDER BY idx LIMIT ${limit}`.pipe(Effect.flatMap((rows) => decoded(rows, settledOf)), wrap("settled"))
+
+  const deadLetters: JobStore.Store["deadLetters"] = (id) =>
+    sql<ItemRecord>`SELECT idx, input, status, output, error_class, attempts, duration_ms, cost, tokens
+      FROM effect_batch_job_items WHERE job_id = ${id} AND status = 'failed' ORDER BY idx`.pipe(
+        Effect.flatMap((rows) =>
+          decoded(rows, (row): JobStore.DeadLetter => {
+            const item = settledOf(row)
+            if (item.status !== "failed") throw new Error(`item ${item.index} is not failed`)
+            return item
+          })
+        ),
+        wrap("deadLetters")
+      )
+
+  const skipPending: JobStore.Store["skipPending"] = (id, reason, now) =>
+    sql<{ readonly idx: Num }>`UPDATE effect_batch_job_items SET status = 'skipped', output = ${JSON.stringify({ reason })},
+      settled_at = ${now} WHERE job_id = ${id} AND status IS NULL RETURNING idx`.pipe(
+        Effect.map((rows) => rows.length),
+        wrap("skipPending")
+      )
+
+  const reopenFailed: JobStore.Store["reopenFailed"] = (id, now) =>
+    sql.withTransaction(Effect.gen(function*() {
+      // Only a job the transition table lets move to `queued`: checked by both statements.
+      const sources = sql.in(Job.sourcesOf("queued"))
+      const reopened = yield* sql<{ readonly idx: Num }>`UPDATE effect_batch_job_items
+        SET status = NULL, output = NULL, error_class = NULL, settled_at = NULL
+        WHERE job_id = ${id} AND status = 'failed' AND error_class <> ${JobStore.rejectedClass}
+        AND EXISTS (SELECT 1 FROM effect_batch_jobs WHERE id = ${id} AND state IN ${sources}) RETURNING idx`
+      if (reopened.length > 0) {
+        yield* sql`UPDATE effect_batch_jobs SET round = round + 1, state = 'queued', reason = NULL, finished_at = NULL,
+          updated_at = ${now} WHERE id = ${id} AND state IN ${sources}`
+      }
+      return reopened.length
+    })).pipe(wrap("reopenFailed"))
+
+  const appendEvents: JobStore.Store["appendEvents"] = (id, events) =>
+    events.length === 0 ? Effect.void : sql`INSERT INTO effect_batch_job_events ${
+      sql.insert(events.map((e) => ({ job_id: id, seq: e.seq, type: e.type, data: e.data, at: e.at })))
+    }`.pipe(Effect.asVoid, wrap("appendEvents"))
+
+  const events: JobStore.Store["events"] = (id, after) =>
+    sql<{ readonly seq: Num, readonly type: string, readonly data: string }>`SELECT seq, type, data
+      FROM effect_batch_job_events WHERE job_id = ${id} AND seq > ${after} ORDER BY seq`.pipe(
+        Effect.flatMap((rows) => decoded(rows, (row) => ({ seq: num(row.seq), type: decodeEventType(row.type), data: row.data }))),
+        wrap("events")
+      )
+
+  const lastSeq: JobStore.Store["lastSeq"] = (id) =>
+    sql<{ readonly seq: Num }>`SELECT MAX(seq) AS seq FROM effect_batch_job_events WHERE job_id = ${id}`.pipe(
+      Effect.map((rows) => num(rows[0]?.seq ?? null)),
+      wrap("lastSeq")
+    )
+
+  const unfinished: JobStore.Store["unfinished"] = sql<JobRecord>`SELECT * FROM effect_batch_jobs
+    WHERE state IN ${sql.in(unfinishedStates)} ORDER BY created_at, id`.pipe(
+      Effect.flatMap((rows) => decoded(rows, jobOf)),
+      wrap("unfinished")
+    )
+
+  return {
+    insert,
+    get,
+    list,
+    setState,
+    pending,
+    record,
+    totals,
+    settled,
+    deadLetters,
+    skipPending,
+    reopenFailed,
+    appendEvents,
+    events,
+    lastSeq,
+    unfinished
+  } satisfies JobStore.Store
+})
+
+/**
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer: Layer.Layer<JobStore.JobStore, JobStore.JobStoreError, SqlClient.SqlClient> = Layer.effect(JobStore.JobStore, make)

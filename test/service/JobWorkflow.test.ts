@@ -1,0 +1,90 @@
+/**
+ * The workflow alone, on the in-memory engine with steps that record what
+ * they were asked: the order of the steps, what a start that finds the job
+ * cancelled or that fails leads to, and a chunk retried after a durable
+ * backoff (on the TestClock).
+ */
+import * as WorkflowEngine from "@effect/workflow/WorkflowEngine"
+import { describe, expect, it } from "@effect/vitest"
+import { Clock, Effect, Layer } from "effect"
+import * as JobWorkflow from "../../src/service/JobWorkflow.js"
+import { runOnTestClock } from "../support/TestTime.js"
+
+interface Recorded {
+  readonly calls: Array<string>
+  finished: ReadonlyArray<JobWorkflow.ChunkOutcome> | undefined
+}
+
+/** Steps whose start answers `start`, and whose chunk `failing` fails its first `failures` attempts. */
+const recording = (
+  start: Effect.Effect<JobWorkflow.Started, JobWorkflow.ChunkFailed>,
+  options: { readonly failing?: number, readonly failures?: number } = {}
+) => {
+  const recorded: Recorded = { calls: [], finished: undefined }
+  let failuresLeft = options.failures ?? 0
+  const steps: JobWorkflow.Steps = {
+    start: (jobId) => Effect.zipRight(Effect.map(Clock.currentTimeMillis, (t) => recorded.calls.push(`start ${jobId} at ${t}`)), start),
+    runChunk: (_, chunk) =>
+      Effect.flatMap(Clock.currentTimeMillis, (t) => {
+        recorded.calls.push(`chunk ${chunk} at ${t}`)
+        return chunk === options.failing && failuresLeft-- > 0
+          ? Effect.fail(new JobWorkflow.ChunkFailed({ message: "database is locked" }))
+          : Effect.succeed("done" as const)
+      }),
+    finish: (_, outcomes) =>
+      Effect.sync(() => {
+        recorded.finished = outcomes
+        return outcomes.includes("cancelled") ? "cancelled" : outcomes.includes("failed") ? "failed" : "finished"
+      })
+  }
+  const layer = JobWorkflow.layer.pipe(
+    Layer.provideMerge(WorkflowEngine.layerMemory),
+    Layer.provide(Layer.succeed(JobWorkflow.JobSteps, steps))
+  )
+  return { recorded, layer }
+}
+
+const run = (jobId: string) => JobWorkflow.BatchJob.execute({ jobId, round: 0 })
+
+describe("JobWorkflow.BatchJob", () => {
+  it.effect("start, then one chunk per chunkSize items, then finish with their outcomes", () => {
+    const { layer, recorded } = recording(Effect.succeed({ _tag: "Started", total: 2 * JobWorkflow.chunkSize + 1 }))
+    return Effect.gen(function*() {
+      expect(yield* run("job_a")).toBe("finished")
+      expect([...recorded.calls].sort()).toEqual(["chunk 0 at 0", "chunk 1 at 0", "chunk 2 at 0", "start job_a at 0"])
+      expect(recorded.finished).toEqual(["done", "done", "done"])
+    }).pipe(Effect.provide(layer))
+  })
+
+  it.effect("a job cancelled before it started runs no chunk and finishes cancelled", () => {
+    const { layer, recorded } = recording(Effect.succeed({ _tag: "Cancelled" }))
+    return Effect.gen(function*() {
+      expect(yield* run("job_b")).toBe("cancelled")
+      expect(recorded.calls).toEqual(["start job_b at 0"])
+      expect(recorded.finished).toEqual(["cancelled"])
+    }).pipe(Effect.provide(layer))
+  })
+
+  it.effect("a start that fails runs no chunk and finishes failed", () => {
+    const { layer, recorded } = recording(Effect.fail(new JobWorkflow.ChunkFailed({ message: "database is locked" })))
+    return Effect.gen(function*() {
+      expect(yield* run("job_c")).toBe("failed")
+      expect(recorded.calls).toEqual(["start job_c at 0"])
+      expect(recorded.finished).toEqual(["failed"])
+    }).pipe(Effect.provide(layer))
+  })
+
+  it.effect("a chunk that fails is retried after 2 s, then 4 s; after chunkAttempts failures it counts as failed", () => {
+    const retried = recording(Effect.succeed({ _tag: "Started", total: 1 }), { failing: 0, failures: 2 })
+    const exhausted = recording(Effect.succeed({ _tag: "Started", total: 1 }), { failing: 0, failures: JobWorkflow.chunkAttempts })
+    return Effect.gen(function*() {
+      expect(yield* runOnTestClock(run("job_d").pipe(Effect.provide(retried.layer)), "1 second", 100)).toBe("finished")
+      expect(retried.recorded.calls).toEqual(["start job_d at 0", "chunk 0 at 0", "chunk 0 at 2000", "chunk 0 at 6000"])
+      expect(retried.recorded.finished).toEqual(["done"])
+
+      expect(yield* runOnTestClock(run("job_e").pipe(Effect.provide(exhausted.layer)), "1 minute")).toBe("failed")
+      expect(exhausted.recorded.calls.filter((c) => c.startsWith("chunk 0"))).toHaveLength(JobWorkflow.chunkAttempts)
+      expect(exhausted.recorded.finished).toEqual(["failed"])
+    })
+  })
+})
