@@ -334,7 +334,12 @@ const bodyMessage = (body: unknown): string | undefined => {
  * - 429 → `RateLimited` (with `retryAfter` from the headers), or
  *   `QuotaExhausted` when the body's code says the quota is spent;
  * - 503, 529 or an overload code → `Overloaded`; 408 and 504 → `Timeout`;
- * - other 5xx and 425 → `Transient`; other 4xx → `Permanent`.
+ * - other 5xx and 425 → `Transient`; other 4xx → `Permanent`;
+ * - status 0 (or anything below 100: no response came, as browsers' and some
+ *   clients' network errors report it) → `Transient`.
+ *
+ * `options.retryAfter` is a wait known otherwise (a field of an SDK's error),
+ * used when the headers name none.
  *
  * @since 0.1.0
  * @category constructors
@@ -343,13 +348,18 @@ export const fromHttpResponse = (
   status: number,
   headers?: HeadersInput,
   body?: unknown,
-  options?: { readonly nowMillis?: number | undefined }
+  options?: {
+    readonly nowMillis?: number | undefined
+    readonly retryAfter?: Duration.DurationInput | undefined
+  }
 ): TaskError => {
   const code = errorCodeFromBody(body)
   const detail = bodyMessage(body)
   const text = (fallback: string) => `HTTP ${status}: ${detail ?? fallback}`
   const common = code === undefined ? { status } : { status, code }
-  const waitFor = () => retryAfterFromHeaders(headers, options?.nowMillis)
+  const waitFor = () =>
+    retryAfterFromHeaders(headers, options?.nowMillis) ??
+      (options?.retryAfter === undefined ? undefined : Duration.decode(options.retryAfter))
   const withRetryAfter = () => {
     const after = waitFor()
     return after === undefined ? common : { ...common, retryAfter: after }
@@ -363,12 +373,49 @@ export const fromHttpResponse = (
   if (status === 503 || status === 529 || (code !== undefined && overloadCodes.has(code))) {
     return new Overloaded({ ...withRetryAfter(), message: text("overloaded") })
   }
+  if (!(status >= 100)) {
+    return new Transient({ ...common, message: `no HTTP response (status ${status}): ${detail ?? "network error"}` })
+  }
   if (status === 408 || status === 504) {
     return new Timeout({ message: text("timed out"), scope: "provider" })
   }
-  if (status >= 500 || status === 425) return new Transient({ ...common, message: text("server error") })
+  if (status === 425) return new Transient({ ...common, message: text("too early") })
+  if (status >= 500) return new Transient({ ...common, message: text("server error") })
   if (status >= 400) return new Permanent({ ...common, message: text("request rejected") })
   return new Permanent({ ...common, message: `unexpected HTTP ${status} treated as a failure` })
+}
+
+/**
+ * Classifies a failure known by its status, for errors that did not come
+ * through an HTTP client's response (an SDK's error, a queue's message): as
+ * `fromHttpResponse`, with the wait (`retryAfterMs`) and the provider's error
+ * `code` given as they are. `message` replaces the default text after
+ * `HTTP <status>: `.
+ *
+ * @example
+ * ```ts
+ * TaskError.fromStatus({ status: 429, retryAfterMs: 1200 }) // RateLimited, retryAfter 1.2 s
+ * TaskError.fromStatus({ status: 0, message: "socket hang up" }) // Transient
+ * ```
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const fromStatus = (failure: {
+  readonly status: number
+  readonly retryAfterMs?: number | undefined
+  readonly code?: string | undefined
+  readonly message?: string | undefined
+  readonly headers?: HeadersInput | undefined
+}): TaskError => {
+  const { code, message } = failure
+  const body = code === undefined && message === undefined
+    ? undefined
+    : { error: { ...(code === undefined ? {} : { code }), ...(message === undefined ? {} : { message }) } }
+  const retryAfterMs = failure.retryAfterMs
+  return fromHttpResponse(failure.status, failure.headers, body, {
+    retryAfter: retryAfterMs !== undefined && Number.isFinite(retryAfterMs) && retryAfterMs >= 0 ? Duration.millis(retryAfterMs) : undefined
+  })
 }
 
 // ---------------------------------------------------------------------------
@@ -396,13 +443,30 @@ const statusOf = (u: Record<PropertyKey, unknown>): number | undefined => {
 }
 
 /**
+ * A wait an error carries as a field rather than in headers: `retryAfterMs` /
+ * `retry_after_ms` (milliseconds), or `retryAfter` / `retry_after` (a
+ * `Duration`, a number of seconds as the header has it, or the header's text).
+ */
+const retryAfterField = (u: Record<PropertyKey, unknown>): Duration.Duration | undefined => {
+  const ms = u["retryAfterMs"] ?? u["retry_after_ms"]
+  if (typeof ms === "number" && Number.isFinite(ms) && ms >= 0) return Duration.millis(Math.ceil(ms))
+  const after = u["retryAfter"] ?? u["retry_after"]
+  if (Duration.isDuration(after)) return after
+  if (typeof after === "number" && Number.isFinite(after) && after >= 0) return Duration.millis(Math.ceil(after * 1000))
+  if (typeof after === "string") return parseRetryAfter(after, Date.now())
+  return undefined
+}
+
+/**
  * Maps any failure onto the taxonomy:
  *
  * - a `TaskError` is itself;
  * - a value tagged like a `TaskError` (e.g. decoded from JSON) is rebuilt;
  * - `@effect/platform`'s `ResponseError` (and any object with an HTTP `status`
  *   and `headers`, such as the OpenAI SDK's `APIError`) goes through
- *   `fromHttpResponse`; its `RequestError` is `Transient`;
+ *   `fromHttpResponse`, with a wait given as a field (`retryAfterMs`,
+ *   `retryAfter`) when the headers name none; its `RequestError` is
+ *   `Transient`;
  * - `TimeoutException` is `Timeout`; Node network error codes are `Transient`;
  * - anything else is `Transient`, carrying the original as `cause`.
  *
@@ -423,14 +487,16 @@ export const classify = (u: unknown): TaskError => {
     if (Predicate.isRecord(response)) {
       const status = statusOf(response)
       if (status !== undefined) {
-        return fromHttpResponse(status, response["headers"] as HeadersInput | undefined, record["body"] ?? record["error"])
+        return fromHttpResponse(status, response["headers"] as HeadersInput | undefined, record["body"] ?? record["error"], {
+          retryAfter: retryAfterField(record)
+        })
       }
     }
     if (tag === "RequestError") return new Transient({ message: String(record["message"] ?? "request failed"), cause: u })
     const status = statusOf(record)
     if (status !== undefined) {
       const body = record["error"] ?? record["body"] ?? (typeof record["code"] === "string" ? { code: record["code"] } : undefined)
-      return fromHttpResponse(status, record["headers"] as HeadersInput | undefined, body)
+      return fromHttpResponse(status, record["headers"] as HeadersInput | undefined, body, { retryAfter: retryAfterField(record) })
     }
     const code = record["code"]
     if (typeof code === "string" && transientNetworkCodes.has(code)) {

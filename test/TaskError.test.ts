@@ -63,6 +63,22 @@ describe("TaskError.fromHttpResponse", () => {
     for (const [status, tag] of cases) expect([status, TaskError.fromHttpResponse(status)._tag]).toEqual([status, tag])
   })
 
+  it("status 0 (no response: a network error) is Transient, and retried; 425 says too early", () => {
+    for (const status of [0, -1, 99, Number.NaN]) {
+      const error = TaskError.fromHttpResponse(status)
+      expect(error._tag).toBe("Transient")
+      expect(TaskError.isFinal(error._tag)).toBe(false)
+    }
+    expect(TaskError.fromHttpResponse(0).message).toBe("no HTTP response (status 0): network error")
+    expect(TaskError.fromHttpResponse(425).message).toBe("HTTP 425: too early")
+  })
+
+  it("a retry-after known otherwise is used when the headers name none, never over them", () => {
+    expect(ms(TaskError.retryAfter(TaskError.fromHttpResponse(429, {}, undefined, { retryAfter: "3 seconds" })))).toBe(3000)
+    expect(ms(TaskError.retryAfter(TaskError.fromHttpResponse(429, { "retry-after": "1" }, undefined, { retryAfter: "3 seconds" }))))
+      .toBe(1000)
+  })
+
   it("an overload code wins over a generic status", () => {
     expect(TaskError.fromHttpResponse(500, {}, { type: "error", error: { type: "overloaded_error" } })._tag)
       .toBe("Overloaded")
@@ -72,6 +88,23 @@ describe("TaskError.fromHttpResponse", () => {
     const error = TaskError.fromHttpResponse(400, {}, { error: { message: "rate limit exceeded, quota exhausted" } })
     expect(error._tag).toBe("Permanent")
     expect(error.message).toContain("rate limit exceeded")
+  })
+})
+
+describe("TaskError.fromStatus", () => {
+  it("classifies a status with its wait, code and message, as a response with those would be", () => {
+    const limited = TaskError.fromStatus({ status: 429, retryAfterMs: 1200 })
+    expect(limited._tag).toBe("RateLimited")
+    expect(ms(TaskError.retryAfter(limited))).toBe(1200)
+    expect(TaskError.fromStatus({ status: 429, code: "insufficient_quota" })._tag).toBe("QuotaExhausted")
+    const overloaded = TaskError.fromStatus({ status: 503, retryAfterMs: 0 })
+    expect([overloaded._tag, ms(TaskError.retryAfter(overloaded))]).toEqual(["Overloaded", 0])
+    const rejected = TaskError.fromStatus({ status: 400, message: "max_tokens is too large", code: "invalid_request" })
+    expect(rejected).toMatchObject({ _tag: "Permanent", status: 400, code: "invalid_request", message: "HTTP 400: max_tokens is too large" })
+    expect(TaskError.fromStatus({ status: 0, message: "socket hang up" }).message).toBe("no HTTP response (status 0): socket hang up")
+    // A wait that is not a duration is no wait.
+    expect(TaskError.retryAfter(TaskError.fromStatus({ status: 429, retryAfterMs: Number.NaN }))).toBeUndefined()
+    expect(TaskError.retryAfter(TaskError.fromStatus({ status: 429, retryAfterMs: -5 }))).toBeUndefined()
   })
 })
 
@@ -111,6 +144,24 @@ describe("TaskError.classify", () => {
   it("classifies SDK-style errors with a status and code", () => {
     const failure = Object.assign(new Error("quota"), { status: 429, code: "insufficient_quota", headers: {} })
     expect(TaskError.classify(failure)._tag).toBe("QuotaExhausted")
+  })
+
+  it("keeps a wait given as a field when the error has no headers (or headers without one)", () => {
+    const cases: Array<[Record<string, unknown>, number]> = [
+      [{ status: 429, retryAfterMs: 750 }, 750],
+      [{ status: 429, retry_after_ms: 750 }, 750],
+      [{ status: 429, retryAfter: 2 }, 2000],
+      [{ status: 429, retryAfter: "3" }, 3000],
+      [{ status: 429, retryAfter: Duration.seconds(4) }, 4000],
+      [{ status: 503, retryAfterMs: 500, headers: {} }, 500],
+      [{ response: { status: 429, headers: {} }, retryAfterMs: 600 }, 600]
+    ]
+    for (const [failure, wait] of cases) {
+      const error = TaskError.classify(Object.assign(new Error("limited"), failure))
+      expect([failure, ms(TaskError.retryAfter(error))]).toEqual([failure, wait])
+    }
+    // The headers' own wait comes first.
+    expect(ms(TaskError.retryAfter(TaskError.classify({ status: 429, retryAfterMs: 750, headers: { "retry-after": "1" } })))).toBe(1000)
   })
 
   it("a transport RequestError and Node network codes are Transient", () => {
