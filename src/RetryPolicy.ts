@@ -7,7 +7,9 @@
  * next attempt, `Done` makes the failure final. The default schedule backs off
  * exponentially with jitter up to a cap, waits exactly a `RateLimited` or
  * `Overloaded` failure's `retryAfter` when it has one, and stops after
- * `maxAttempts` attempts.
+ * `maxAttempts` failed attempts — not counting `RateLimited` ones: a 429 is
+ * the provider saying "later", not the item failing, so an item retries
+ * those for `maxRateLimitWait` from its first one, however many it gets.
  *
  * Whatever the schedule says, the engine never retries `Permanent` or
  * `QuotaExhausted`, and defects are not failures at all. While an item waits to
@@ -24,6 +26,7 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Schedule from "effect/Schedule"
 import * as ScheduleDecision from "effect/ScheduleDecision"
+import * as Interval from "effect/ScheduleInterval"
 import * as Intervals from "effect/ScheduleIntervals"
 import * as TaskError from "./TaskError.js"
 
@@ -41,8 +44,18 @@ export interface Policy {
  * @category models
  */
 export interface Options {
-  /** Attempts per item, the first included. Integer ≥ 1. Default `5`. */
+  /**
+   * Attempts per item, the first included, that failed other than
+   * `RateLimited`. Integer ≥ 1. Default `5`.
+   */
   readonly maxAttempts?: number | undefined
+  /**
+   * How long, from an item's first `RateLimited` failure, its `RateLimited`
+   * failures are retried (they do not count toward `maxAttempts`); after
+   * that the next one is final. `0`: never retried; `Infinity`: until the
+   * item's `deadline`, if any. Default `"10 minutes"`.
+   */
+  readonly maxRateLimitWait?: Duration.DurationInput | undefined
   /** Delay before the second attempt. > 0. Default `"500 millis"`. */
   readonly base?: Duration.DurationInput | undefined
   /** Growth per attempt. ≥ 1. Default `2`. */
@@ -65,6 +78,7 @@ export interface Options {
  */
 export const defaults = {
   maxAttempts: 5,
+  maxRateLimitWait: Duration.minutes(10),
   base: Duration.millis(500),
   factor: 2,
   maxDelay: Duration.seconds(30),
@@ -88,6 +102,7 @@ export const make = (options: Options = {}): Policy => {
   const factor = options.factor ?? defaults.factor
   const maxDelay = Duration.decode(options.maxDelay ?? defaults.maxDelay)
   const jitter = options.jitter ?? defaults.jitter
+  const maxRateLimitWait = Duration.decode(options.maxRateLimitWait ?? defaults.maxRateLimitWait)
   if (!Number.isInteger(maxAttempts) || maxAttempts < 1) invalid(`maxAttempts must be an integer ≥ 1, got ${maxAttempts}`)
   if (!(Duration.toMillis(base) > 0)) invalid(`base must be > 0, got ${Duration.format(base)}`)
   if (!(factor >= 1)) invalid(`factor must be ≥ 1, got ${factor}`)
@@ -101,11 +116,39 @@ export const make = (options: Options = {}): Policy => {
     Schedule.intersect(Schedule.identity<TaskError.TaskError>()),
     Schedule.modifyDelay(([, error], computed) => TaskError.retryAfter(error) ?? computed),
     Schedule.whileInput((error: TaskError.TaskError) => !TaskError.isFinal(error._tag)),
-    Schedule.intersect(Schedule.recurs(maxAttempts - 1)),
+    Schedule.intersect(attemptsAndPatience(maxAttempts, Duration.toMillis(maxRateLimitWait))),
     Schedule.asVoid
   )
   return { schedule }
 }
+
+interface Spent {
+  /** Failed attempts that count toward `maxAttempts`. */
+  readonly failures: number
+  /** When the item's first `RateLimited` failure came, if one did. */
+  readonly rateLimitedSince: number | undefined
+}
+
+/**
+ * Continues (adding no delay) while the item has failed fewer than
+ * `maxAttempts` times other than `RateLimited`, and, for a `RateLimited`
+ * failure, while less than `patienceMillis` has passed since its first one.
+ * (`Schedule.recurs` counts every failure alike: with it, a burst of 429s
+ * used up an item's attempts within ~60 ms and lost it.)
+ */
+const attemptsAndPatience = (maxAttempts: number, patienceMillis: number): Schedule.Schedule<void, TaskError.TaskError> =>
+  Schedule.makeWithState<Spent, TaskError.TaskError, void>(
+    { failures: 0, rateLimitedSince: undefined },
+    (now, error, spent) => {
+      const go = ScheduleDecision.continueWith(Interval.after(now))
+      if (error._tag === "RateLimited") {
+        const since = spent.rateLimitedSince ?? now
+        return Effect.succeed([{ ...spent, rateLimitedSince: since }, undefined, now - since < patienceMillis ? go : ScheduleDecision.done])
+      }
+      const failures = spent.failures + 1
+      return Effect.succeed([{ ...spent, failures }, undefined, failures < maxAttempts ? go : ScheduleDecision.done])
+    }
+  )
 
 /**
  * A policy from any schedule over classified failures, e.g.

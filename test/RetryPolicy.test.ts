@@ -22,8 +22,7 @@ const delays = (policy: RetryPolicy.Policy, failures: ReadonlyArray<TaskError.Ta
 const backoffFailure = FastCheck.constantFrom<TaskError.TaskError>(
   new TaskError.Transient({}),
   new TaskError.Timeout({}),
-  new TaskError.Overloaded({}),
-  new TaskError.RateLimited({})
+  new TaskError.Overloaded({})
 )
 
 describe("RetryPolicy", () => {
@@ -60,8 +59,9 @@ describe("RetryPolicy", () => {
       Effect.gen(function*() {
         const retryAfter = Duration.seconds(seconds)
         const failure = overloaded ? new TaskError.Overloaded({ retryAfter }) : new TaskError.RateLimited({ retryAfter })
-        const result = yield* delays(RetryPolicy.make({ maxAttempts: 3 }), [failure, failure, failure])
-        expect(result.delays).toEqual([seconds * 1000, seconds * 1000])
+        // A RateLimited one does not count toward maxAttempts: the third is retried too.
+        const result = yield* delays(RetryPolicy.make({ maxAttempts: 3, maxRateLimitWait: "1 day" }), [failure, failure, failure])
+        expect(result.delays).toEqual(overloaded ? [seconds * 1000, seconds * 1000] : [seconds * 1000, seconds * 1000, seconds * 1000])
       })
   )
 
@@ -74,6 +74,47 @@ describe("RetryPolicy", () => {
       }
       const transient = Array.from({ length: 5 }, () => new TaskError.Transient({}))
       expect(yield* delays(forever, transient)).toEqual({ delays: [1000, 1000, 1000, 1000, 1000], stopped: false })
+    }))
+
+  it.effect.prop(
+    "RateLimited failures do not count toward maxAttempts: the others still stop the item after maxAttempts of them",
+    {
+      maxAttempts: FastCheck.integer({ min: 1, max: 6 }),
+      failures: FastCheck.array(FastCheck.boolean(), { minLength: 20, maxLength: 20 })
+    },
+    ({ failures, maxAttempts }) =>
+      Effect.gen(function*() {
+        const limited = new TaskError.RateLimited({ retryAfter: Duration.millis(10) })
+        const errors = failures.map((isLimited) => (isLimited ? limited : new TaskError.Transient({})))
+        const policy = RetryPolicy.make({ maxAttempts, base: "1 millis", maxDelay: "1 millis" })
+        const result = yield* delays(policy, errors)
+        // The failure that stopped it, and how many that count came before and with it.
+        const seen = errors.slice(0, result.delays.length + 1)
+        const counted = seen.filter((error) => error._tag !== "RateLimited").length
+        if (result.stopped) {
+          expect(seen[seen.length - 1]!._tag).toBe("Transient")
+          expect(counted).toBe(maxAttempts)
+        } else {
+          expect(counted).toBeLessThan(maxAttempts)
+        }
+      }),
+    { fastCheck: { numRuns: 200 } }
+  )
+
+  it.effect("RateLimited failures are retried for maxRateLimitWait from the item's first one, then the next is final", () =>
+    Effect.gen(function*() {
+      const limited = new TaskError.RateLimited({ retryAfter: Duration.seconds(1) })
+      const many = Array.from({ length: 100 }, () => limited)
+      // Failures at t = 0, 1, …, 5 s: those before 5 s are retried, the one at 5 s is final.
+      const five = yield* delays(RetryPolicy.make({ maxAttempts: 2, maxRateLimitWait: "5 seconds" }), many)
+      expect(five).toEqual({ delays: [1000, 1000, 1000, 1000, 1000], stopped: true })
+      // The default: ten minutes, at the provider's pace, with maxAttempts 1.
+      const tenMinutes = yield* delays(RetryPolicy.make({ maxAttempts: 1 }), Array.from({ length: 700 }, () => limited))
+      expect(tenMinutes.stopped).toBe(true)
+      expect(tenMinutes.delays.length).toBe(600)
+      expect(RetryPolicy.defaults.maxRateLimitWait).toEqual(Duration.minutes(10))
+      // 0: a RateLimited failure is final at once.
+      expect(yield* delays(RetryPolicy.make({ maxRateLimitWait: 0 }), [limited])).toEqual({ delays: [], stopped: true })
     }))
 
   it.effect("none never retries", () =>

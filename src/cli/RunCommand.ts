@@ -566,7 +566,7 @@ export const command = Command.make(
     ),
     maxAttempts: Options.integer("max-attempts").pipe(
       Options.withPseudoName("N"),
-      Options.withDescription("Attempts per item, the first included (default 5)."),
+      Options.withDescription("Attempts per item, the first included, not counting those rate limited (429; retried for up to 10 minutes) (default 5)."),
       Options.optional
     ),
     timeout: Options.float("timeout").pipe(
