@@ -18,6 +18,16 @@
  * until the provider's `retryAfter` has passed, and the request buckets restart
  * empty, so the reopening is paced too. Limits can be replaced while calls run.
  *
+ * A `RateLimited` failure also teaches the limiter a pace of its own (AIMD on
+ * the request rate), because without configured limits or `x-ratelimit-*`
+ * headers there is nothing to pace the reopening by: every permit holder
+ * would start at once, one would get the provider's token and the rest 429
+ * again (a storm that used up items' attempts in ~60 ms). The first 429 sets
+ * the pace to half the rate of starts in the second before it (or of the
+ * configured request limit, if lower); each later 429, at most once a second
+ * (one episode), halves it again; between episodes it grows by a fifth of
+ * its last value per second. `pace` tells the learned rate.
+ *
  * Why not `@effect/experimental`'s `RateLimiter`: its token bucket's burst is
  * the whole limit (5 200 RPM may start 5 200 calls at once), it cannot refund
  * an over-estimate, and it reserves each key separately, so a start cannot be
@@ -117,6 +127,8 @@ export interface Limiter {
   /** Replaces the limits; buckets of limits that stay keep their state. */
   readonly setLimits: (limits: Limits) => Effect.Effect<void>
   readonly limits: Effect.Effect<ReadonlyArray<Limit>>
+  /** Requests per second learned from `RateLimited` failures (`closeGate`); `undefined` before the first. */
+  readonly pace: Effect.Effect<number | undefined>
 }
 
 /**
@@ -168,13 +180,20 @@ export const normalize = (limits: Limits): ReadonlyArray<Limit> => {
 interface Bucket {
   readonly spec: Limit
   readonly key: string
-  /** Milliseconds of bucket per unit. */
-  readonly interval: number
+  /** Milliseconds of bucket per unit (the learned pace's changes as it grows). */
+  interval: number
   /** Milliseconds of credit the bucket holds when full. */
-  readonly burst: number
+  burst: number
   /** Theoretical arrival time: when the bucket will be full again. */
   tat: number
 }
+
+/** The learned pace grows by this fraction of its last value per second without a 429. */
+const paceGrowth = 0.2
+/** 429s within this long of a decrease belong to its episode (and the gate's duration, if longer). */
+const episodeMillis = 1000
+/** Requests per second the learned pace never goes below (3 a minute). */
+const minPace = 0.05
 
 const bucketKey = (limit: Limit) => `${limit.unit}/${Duration.toMillis(Duration.decode(limit.window))}`
 
@@ -194,6 +213,43 @@ export const make = (limits: Limits = {}): Effect.Effect<Limiter> =>
       let buckets: Array<Bucket> = []
       let gateOpensAt = Number.NEGATIVE_INFINITY
 
+      // The learned pace: a requests bucket of its own (burst 1), from the first 429 on.
+      let learned: Bucket | undefined
+      /** Requests per second at the last decrease, and when it was. */
+      let paceAtDecrease = 0
+      let decreasedAt = Number.NEGATIVE_INFINITY
+      /** What every start is reserved on: the limits' buckets and the learned one. */
+      let paced: Array<Bucket> = buckets
+      const repace = () => {
+        paced = learned === undefined ? buckets : [...buckets, learned]
+      }
+      const paceAt = (at: number) => paceAtDecrease * (1 + (paceGrowth * Math.max(0, at - decreasedAt)) / 1000)
+      /** Lets the learned pace grow to what it is at `at` (lazily: once per reservation). */
+      const grow = (at: number) => {
+        if (learned === undefined) return
+        const interval = 1000 / paceAt(at)
+        learned.interval = interval
+        learned.burst = interval
+      }
+      // Starts counted in whole-second slots: the rate the first 429 cuts.
+      let slot = 0
+      let slotStarts = 0
+      let previousSlotStarts = 0
+      const started = (at: number) => {
+        const current = Math.floor(at / 1000)
+        if (current !== slot) {
+          previousSlotStarts = current === slot + 1 ? slotStarts : 0
+          slotStarts = 0
+          slot = current
+        }
+        slotStarts++
+      }
+      const recentRate = (at: number) => {
+        const current = Math.floor(at / 1000)
+        if (current !== slot) return current === slot + 1 ? slotStarts * (1 - (at % 1000) / 1000) : 0
+        return slotStarts + previousSlotStarts * (1 - (at % 1000) / 1000)
+      }
+
       const install = (specs: ReadonlyArray<Limit>) => {
         const previous = new Map(buckets.map((b) => [b.key, b]))
         const at = now()
@@ -205,13 +261,15 @@ export const make = (limits: Limits = {}): Effect.Effect<Limiter> =>
           const tat = kept === undefined ? at : at + Math.max(0, kept.tat - at) * (interval / kept.interval)
           return { spec, key, interval, burst: (spec.burst ?? 1) * interval, tat }
         })
+        repace()
       }
       install(normalize(limits))
 
       /** The earliest start at or after `at` that every bucket allows for this cost. */
       const earliestStart = (at: number, requests: number, tokens: number): number => {
+        grow(at)
         let start = at
-        for (const bucket of buckets) {
+        for (const bucket of paced) {
           const cost = costOf(bucket, requests, tokens) * bucket.interval
           // A cost larger than the burst waits for a full bucket and then goes into debt.
           const earliest = bucket.tat - Math.max(0, bucket.burst - cost)
@@ -223,9 +281,10 @@ export const make = (limits: Limits = {}): Effect.Effect<Limiter> =>
       /** Reserves `cost` on every bucket at the earliest start they all allow; returns that start. */
       const reserve = (at: number, requests: number, tokens: number): number => {
         const start = earliestStart(at, requests, tokens)
-        for (const bucket of buckets) {
+        for (const bucket of paced) {
           bucket.tat = Math.max(bucket.tat, start) + costOf(bucket, requests, tokens) * bucket.interval
         }
+        started(start)
         return start
       }
 
@@ -233,7 +292,10 @@ export const make = (limits: Limits = {}): Effect.Effect<Limiter> =>
       const unsafeTryAcquire = (cost?: Cost): Reservation | undefined => {
         const at = now()
         if (gateOpensAt > at) return undefined
-        if (cost === undefined && buckets.length === 0) return free
+        if (cost === undefined && paced.length === 0) {
+          started(at)
+          return free
+        }
         const requests = cost?.requests ?? 1
         const tokens = cost?.tokens ?? 0
         if (earliestStart(at, requests, tokens) > at) return undefined
@@ -245,7 +307,8 @@ export const make = (limits: Limits = {}): Effect.Effect<Limiter> =>
         Effect.suspend(() => {
           const requests = cost?.requests ?? 1
           const tokens = cost?.tokens ?? 0
-          if (buckets.length === 0 && gateOpensAt <= now()) {
+          if (paced.length === 0 && gateOpensAt <= now()) {
+            started(now())
             return Effect.succeed({ requests, tokens, waitedMillis: 0, gateWaitedMillis: 0 })
           }
           return Effect.gen(function*() {
@@ -276,17 +339,37 @@ export const make = (limits: Limits = {}): Effect.Effect<Limiter> =>
           const deltaRequests = (actual.requests ?? reservation.requests) - reservation.requests
           const deltaTokens = (actual.tokens ?? reservation.tokens) - reservation.tokens
           if (deltaRequests === 0 && deltaTokens === 0) return
-          for (const bucket of buckets) {
+          for (const bucket of paced) {
             bucket.tat += costOf(bucket, deltaRequests, deltaTokens) * bucket.interval
           }
         })
 
+      /** A 429: the pace halves, once per episode (the 429s of calls already in flight are the same episode). */
+      const slowDown = (at: number, durationMs: number) => {
+        if (at - decreasedAt < Math.max(episodeMillis, durationMs)) return
+        const configured = Math.min(
+          ...buckets.filter((bucket) => bucket.spec.unit === "requests").map((bucket) => 1000 / bucket.interval)
+        )
+        const recent = recentRate(at)
+        const current = learned === undefined ? Math.min(recent > 0 ? recent : Number.POSITIVE_INFINITY, configured) : paceAt(at)
+        paceAtDecrease = Math.max(minPace, (Number.isFinite(current) ? current : 2) * 0.5)
+        decreasedAt = at
+        if (learned === undefined) {
+          learned = { spec: { unit: "requests", limit: paceAtDecrease, window: "1 second" }, key: "learned", interval: 0, burst: 0, tat: at }
+          repace()
+        }
+        grow(at)
+      }
+
       const closeGate = (duration: Duration.DurationInput) =>
         Effect.sync(() => {
-          const until = now() + Duration.toMillis(Duration.decode(duration))
+          const at = now()
+          const durationMs = Duration.toMillis(Duration.decode(duration))
+          slowDown(at, durationMs)
+          const until = at + durationMs
           if (until <= gateOpensAt) return false
           gateOpensAt = until
-          for (const bucket of buckets) {
+          for (const bucket of paced) {
             // Restart empty: one call may start at `until`, the rest are paced from there.
             if (bucket.spec.unit === "requests") bucket.tat = Math.max(bucket.tat, until + bucket.burst - bucket.interval)
           }
@@ -300,7 +383,8 @@ export const make = (limits: Limits = {}): Effect.Effect<Limiter> =>
         closeGate,
         gateOpensAt: Effect.sync(() => gateOpensAt),
         setLimits: (next: Limits) => Effect.sync(() => install(normalize(next))),
-        limits: Effect.sync(() => buckets.map((b) => b.spec))
+        limits: Effect.sync(() => buckets.map((b) => b.spec)),
+        pace: Effect.sync(() => (learned === undefined ? undefined : paceAt(now())))
       }
     })
   )

@@ -125,14 +125,58 @@ describe("RateLimiter", () => {
       expect(grants.map((g) => g.at)).toEqual([20_000, 20_100, 20_200])
     }))
 
-  it.effect("an unlimited limiter still has a gate", () =>
+  it.effect("an unlimited limiter still has a gate, and paces the reopening by what it learned", () =>
     Effect.gen(function*() {
       const limiter = yield* RateLimiter.make()
       expect(limiter.unsafeTryAcquire()).toBeDefined()
+      expect(yield* limiter.pace).toBeUndefined()
       yield* limiter.closeGate("3 seconds")
       expect(limiter.unsafeTryAcquire()).toBeUndefined()
+      // One start in the second before the 429: half of that, then grown by a fifth per second
+      // (so 0.8 per second when the gate opens, 3 s later: the second start waits 1 250 ms).
+      expect(yield* limiter.pace).toBeCloseTo(0.5)
       const grants = yield* runCallers(limiter, [{ offset: 0, requests: 1, tokens: 0 }, { offset: 0, requests: 1, tokens: 0 }])
-      expect(grants.map((g) => g.at)).toEqual([3000, 3000])
+      expect(grants.map((g) => g.at)).toEqual([3000, 4250])
+    }))
+
+  it.effect("no storm: after a 429 an unlimited limiter paces 20 eager callers at half the rate it saw, not all at once", () =>
+    Effect.gen(function*() {
+      const limiter = yield* RateLimiter.make()
+      // 400 starts in the second before the 429 (20 callers, 50 ms round trips).
+      for (let i = 0; i < 400; i++) {
+        expect(limiter.unsafeTryAcquire()).toBeDefined()
+        if (i % 20 === 19) yield* TestClock.adjust("50 millis")
+      }
+      // The 429s of the 20 calls in flight: one episode, one decrease.
+      for (let i = 0; i < 20; i++) yield* limiter.closeGate("10 millis")
+      expect(yield* limiter.pace).toBeCloseTo(200)
+      const grants = yield* runCallers(limiter, Array.from({ length: 20 }, () => ({ offset: 0, requests: 1, tokens: 0 })))
+      const times = grants.map((g) => g.at).sort((a, b) => a - b)
+      expect(times[0]).toBe(1010)
+      // Spaced by the pace (200/s → 5 ms, a little less as it grows), never together.
+      for (let i = 1; i < times.length; i++) expect(times[i]! - times[i - 1]!).toBeGreaterThan(4.9)
+      expect(times[times.length - 1]! - times[0]!).toBeGreaterThan(19 * 4.9)
+    }))
+
+  it.effect("each later episode halves the pace again; between them it grows back by a fifth per second", () =>
+    Effect.gen(function*() {
+      const limiter = yield* RateLimiter.make({ requestsPerSecond: 100 })
+      // No start before the first 429: the configured limit is what is halved.
+      yield* limiter.closeGate("10 millis")
+      expect(yield* limiter.pace).toBeCloseTo(50)
+      yield* TestClock.adjust("500 millis")
+      yield* limiter.closeGate("10 millis") // the same episode (within a second): no change but growth
+      expect(yield* limiter.pace).toBeCloseTo(50 * 1.1)
+      yield* TestClock.adjust("4500 millis")
+      expect(yield* limiter.pace).toBeCloseTo(100) // 50 × (1 + 0.2 × 5)
+      yield* limiter.closeGate("10 millis")
+      expect(yield* limiter.pace).toBeCloseTo(50)
+      // Never below 3 a minute.
+      for (let i = 0; i < 20; i++) {
+        yield* TestClock.adjust("1 second")
+        yield* limiter.closeGate("10 millis")
+      }
+      expect(yield* limiter.pace).toBeCloseTo(0.05)
     }))
 
   it.effect("limits can be replaced while calls wait", () =>

@@ -1,0 +1,63 @@
+/**
+ * A provider that enforces a rate and tells nothing but a 429's wait (no
+ * `x-ratelimit-*` headers), and a batch told no limits: the case where a 429
+ * used to become a storm of retries that lost items (issue #11). On the
+ * TestClock, so the figures do not depend on the machine's speed.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { Clock, Effect } from "effect"
+import * as Batch from "../../src/Batch.js"
+import * as RateLimiter from "../../src/RateLimiter.js"
+import * as RetryPolicy from "../../src/RetryPolicy.js"
+import * as TaskError from "../../src/TaskError.js"
+import { runOnTestClock } from "../support/TestTime.js"
+
+/** A token bucket of `perSecond` tokens, full at the start, answering each call after `latencyMs`. */
+const provider = (perSecond: number, latencyMs: number) => {
+  let tokens = perSecond
+  let at = 0
+  const calls = { total: 0, limited: 0 }
+  const call = (n: number) =>
+    Effect.gen(function*() {
+      const now = yield* Clock.currentTimeMillis
+      tokens = Math.min(perSecond, tokens + ((now - at) * perSecond) / 1000)
+      at = now
+      calls.total++
+      const admitted = tokens >= 1
+      if (admitted) tokens -= 1
+      yield* Effect.sleep(`${latencyMs} millis`)
+      if (admitted) return n
+      calls.limited++
+      const retryAfterMs = Math.ceil(((1 - tokens) * 1000) / perSecond)
+      return yield* Effect.fail(TaskError.fromStatus({ status: 429, retryAfterMs }))
+    })
+  return { call, calls }
+}
+
+describe("rate limited, told nothing", () => {
+  it.effect("100 requests/s enforced, 1 500 items at concurrency 20, no limits told: no item lost, few calls wasted, no storm", () =>
+    Effect.gen(function*() {
+      const { call, calls } = provider(100, 20)
+      const limiter = yield* RateLimiter.make()
+      const { report, results } = yield* runOnTestClock(
+        Batch.run(Array.from({ length: 1500 }, (_, i) => i), call, { concurrency: 20 }).pipe(
+          Effect.provideService(RateLimiter.RateLimiter, limiter),
+          Effect.provide(RetryPolicy.layer({ maxAttempts: 6 }))
+        ),
+        "1 minute"
+      )
+      const makespan = report.wallMs
+      const lost = results.filter((r) => r._tag !== "Succeeded").length
+      const wasted = (calls.total - 1500) / 1500
+      // The lower bound: the first 100 at once, the other 1 400 at 100/s.
+      const bound = 14_000
+      console.log(`storm case: lost ${lost}, wasted ${(wasted * 100).toFixed(1)} %, makespan ${(makespan / bound).toFixed(2)}× the bound, ` +
+        `429s ${calls.limited}`)
+      expect(lost).toBe(0)
+      expect(report.succeeded).toBe(1500)
+      expect(wasted).toBeLessThanOrEqual(0.05)
+      expect(makespan).toBeLessThanOrEqual(1.15 * bound)
+      // Every item once, at most a handful of 429s each.
+      expect(Math.max(...results.map((r) => r.attempts))).toBeLessThanOrEqual(4)
+    }))
+})
