@@ -235,18 +235,21 @@ export const make = (limits: Limits = {}): Effect.Effect<Limiter> =>
       let slot = 0
       let slotStarts = 0
       let previousSlotStarts = 0
-      const started = (at: number) => {
+      /** Moves the slots on to the second of `at`. */
+      const roll = (at: number) => {
         const current = Math.floor(at / 1000)
-        if (current !== slot) {
-          previousSlotStarts = current === slot + 1 ? slotStarts : 0
-          slotStarts = 0
-          slot = current
-        }
+        if (current === slot) return
+        previousSlotStarts = current === slot + 1 ? slotStarts : 0
+        slotStarts = 0
+        slot = current
+      }
+      const started = (at: number) => {
+        roll(at)
         slotStarts++
       }
+      /** Starts in the last second: this second's, and the part of the previous one's still inside it. */
       const recentRate = (at: number) => {
-        const current = Math.floor(at / 1000)
-        if (current !== slot) return current === slot + 1 ? slotStarts * (1 - (at % 1000) / 1000) : 0
+        roll(at)
         return slotStarts + previousSlotStarts * (1 - (at % 1000) / 1000)
       }
 

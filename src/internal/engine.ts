@@ -192,11 +192,11 @@ export const run = <A, B, E, R, ES, RS>(
           })
     // Registered before the fibers' set: on interruption it runs after they are stopped, writing what they settled
     // (unless the store already failed the run: writing again would only fail again).
-    yield* Effect.addFinalizer(() =>
-      Effect.flatMap(
-        checkpoint === undefined ? Effect.succeed(true) : Deferred.isDone(checkpoint.failed),
-        (storeFailed) => (storeFailed ? Effect.void : Effect.orDie(closeCheckpoint("interrupted")))
-      ))
+    if (checkpoint !== undefined) {
+      yield* Effect.addFinalizer(() =>
+        Effect.flatMap(Deferred.isDone(checkpoint.failed), (storeFailed) =>
+          storeFailed ? Effect.void : Effect.orDie(closeCheckpoint("interrupted"))))
+    }
     const fibers = yield* FiberSet.make<void, never>()
     // Tasks see the batch's rate limiter, so an adapter can teach it the limits a provider reports.
     const runFiber = yield* Effect.provideService(FiberSet.runtime(fibers)<R | RS>(), RateLimiter.RateLimiter, rate)
