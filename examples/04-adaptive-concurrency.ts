@@ -66,7 +66,7 @@ const provider = Effect.acquireRelease(
   })
 )
 
-/** One request; a non-2xx answer becomes a classified `TaskError` (503 → `Overloaded`). */
+/** One request; a non-2xx answer becomes a classified `TaskError` (503 `overloaded` → `Overloaded`). */
 const request = (url: string) =>
   Effect.gen(function*() {
     const response = yield* HttpClient.get(url)

@@ -41,7 +41,8 @@ export class RateLimited extends Schema.TaggedError<RateLimited>()("RateLimited"
 }) {}
 
 /**
- * The provider is over capacity (HTTP 503, 529, `overloaded_error`).
+ * The provider is over capacity (HTTP 529, `overloaded_error`, a 503 with a
+ * retry-after). A drop for adaptive concurrency.
  *
  * @since 0.1.0
  * @category errors
@@ -333,8 +334,11 @@ const bodyMessage = (body: unknown): string | undefined => {
  *
  * - 429 → `RateLimited` (with `retryAfter` from the headers), or
  *   `QuotaExhausted` when the body's code says the quota is spent;
- * - 503, 529 or an overload code → `Overloaded`; 408 and 504 → `Timeout`;
- * - other 5xx and 425 → `Transient`; other 4xx → `Permanent`;
+ * - 529, an overload code, or a 503 that says when to come back (a wait in
+ *   its headers) → `Overloaded`; 408 and 504 → `Timeout`;
+ * - other 5xx (a bare 503 too: without an overload signal it is a server
+ *   error like a 500 or 502, not a sign of load) and 425 → `Transient`;
+ *   other 4xx → `Permanent`;
  * - status 0 (or anything below 100: no response came, as browsers' and some
  *   clients' network errors report it) → `Transient`.
  *
@@ -370,7 +374,7 @@ export const fromHttpResponse = (
   if (status === 429 || (code !== undefined && rateLimitCodes.has(code))) {
     return new RateLimited({ ...withRetryAfter(), message: text("rate limited") })
   }
-  if (status === 503 || status === 529 || (code !== undefined && overloadCodes.has(code))) {
+  if (status === 529 || (code !== undefined && overloadCodes.has(code)) || (status === 503 && waitFor() !== undefined)) {
     return new Overloaded({ ...withRetryAfter(), message: text("overloaded") })
   }
   if (!(status >= 100)) {
@@ -380,6 +384,7 @@ export const fromHttpResponse = (
     return new Timeout({ message: text("timed out"), scope: "provider" })
   }
   if (status === 425) return new Transient({ ...common, message: text("too early") })
+  if (status === 503) return new Transient({ ...common, message: text("service unavailable") })
   if (status >= 500) return new Transient({ ...common, message: text("server error") })
   if (status >= 400) return new Permanent({ ...common, message: text("request rejected") })
   return new Permanent({ ...common, message: `unexpected HTTP ${status} treated as a failure` })

@@ -56,7 +56,7 @@ describe("TaskError.fromHttpResponse", () => {
       [425, "Transient"],
       [500, "Transient"],
       [502, "Transient"],
-      [503, "Overloaded"],
+      [503, "Transient"],
       [504, "Timeout"],
       [529, "Overloaded"]
     ]
@@ -77,6 +77,16 @@ describe("TaskError.fromHttpResponse", () => {
     expect(ms(TaskError.retryAfter(TaskError.fromHttpResponse(429, {}, undefined, { retryAfter: "3 seconds" })))).toBe(3000)
     expect(ms(TaskError.retryAfter(TaskError.fromHttpResponse(429, { "retry-after": "1" }, undefined, { retryAfter: "3 seconds" }))))
       .toBe(1000)
+  })
+
+  it("a 503 is Overloaded (a drop for adaptive concurrency) only with an overload signal: a code or a wait", () => {
+    expect(TaskError.fromHttpResponse(503).message).toBe("HTTP 503: service unavailable")
+    expect(TaskError.fromHttpResponse(503, {}, { error: { code: "server_error", message: "try again" } })._tag).toBe("Transient")
+    expect(TaskError.fromHttpResponse(503, {}, { error: { code: "overloaded" } })._tag).toBe("Overloaded")
+    expect(TaskError.fromHttpResponse(503, { "retry-after": "2" })._tag).toBe("Overloaded")
+    expect(TaskError.fromStatus({ status: 503, retryAfterMs: 100 })._tag).toBe("Overloaded")
+    for (const status of [500, 502, 503]) expect(TaskError.isDrop(TaskError.fromHttpResponse(status)._tag)).toBe(false)
+    expect(TaskError.fromHttpResponse(529)._tag).toBe("Overloaded")
   })
 
   it("an overload code wins over a generic status", () => {

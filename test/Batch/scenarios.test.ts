@@ -118,7 +118,7 @@ describe("Batch scenarios", () => {
     Effect.gen(function*() {
       let inFlight = 0
       let overloads = 0
-      // A service with 12 slots that refuses (503) anything beyond them.
+      // A service with 12 slots that refuses (503 overloaded) anything beyond them.
       const task = () =>
         Effect.gen(function*() {
           inFlight++
@@ -127,7 +127,7 @@ describe("Batch scenarios", () => {
           inFlight--
           if (refused) {
             overloads++
-            return yield* Effect.fail(TaskError.fromHttpResponse(503))
+            return yield* Effect.fail(TaskError.fromHttpResponse(503, {}, { error: { code: "overloaded" } }))
           }
         })
       const { report, results } = yield* settle(

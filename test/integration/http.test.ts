@@ -71,7 +71,8 @@ describe("integration: a real HTTP server through @effect/platform's HttpClient"
       expect(results[1]).toMatchObject({ attempts: 2 })
       expect(results[2]).toMatchObject({ attempts: 1, errorClass: "Permanent", error: { status: 400, code: "invalid_request" } })
       expect(server.log.filter((r) => r.path === "/bad").length).toBe(1)
-      expect(report.retriesBy).toMatchObject({ RateLimited: 1, Overloaded: 1 })
+      // The bare 503 (no overload code, no wait) is a server error like a 500, not a sign of load (issue #11).
+      expect(report.retriesBy).toMatchObject({ RateLimited: 1, Transient: 1, Overloaded: 0 })
       expect(report.gateClosures).toBe(1)
       // After the 429 no request reached the server for the 300 ms the provider asked for.
       const limitedAt = server.log[0]!.at
