@@ -18,15 +18,19 @@
  * until the provider's `retryAfter` has passed, and the request buckets restart
  * empty, so the reopening is paced too. Limits can be replaced while calls run.
  *
- * A `RateLimited` failure also teaches the limiter a pace of its own (AIMD on
- * the request rate), because without configured limits or `x-ratelimit-*`
- * headers there is nothing to pace the reopening by: every permit holder
- * would start at once, one would get the provider's token and the rest 429
- * again (a storm that used up items' attempts in ~60 ms). The first 429 sets
- * the pace to half the rate of starts in the second before it (or of the
- * configured request limit, if lower); each later 429, at most once a second
- * (one episode), halves it again; between episodes it grows by a fifth of
- * its last value per second. `pace` tells the learned rate.
+ * While no request limit is known (none configured, none announced in
+ * `x-ratelimit-*` headers), a `RateLimited` failure also teaches the limiter
+ * a pace of its own (AIMD on the request rate): otherwise there is nothing
+ * to pace the reopening by, every permit holder would start at once, one
+ * would get the provider's token and the rest 429 again (a storm that used
+ * up items' attempts in ~60 ms). The first 429 sets the pace to half the
+ * rate of starts in the second before it; each later 429, at most once a
+ * second (one episode), halves it again; between episodes it grows by a
+ * fifth of its last value per second. `pace` tells the learned rate. Once a
+ * request limit is known, it paces alone: a 429 under a known limit is a
+ * window the provider counts differently (a 100 ms bucket), which the
+ * gate's restart absorbs, and halving on it cost 3× the makespan in the
+ * peers bench.
  *
  * Why not `@effect/experimental`'s `RateLimiter`: its token bucket's burst is
  * the whole limit (5 200 RPM may start 5 200 calls at once), it cannot refund
@@ -127,7 +131,7 @@ export interface Limiter {
   /** Replaces the limits; buckets of limits that stay keep their state. */
   readonly setLimits: (limits: Limits) => Effect.Effect<void>
   readonly limits: Effect.Effect<ReadonlyArray<Limit>>
-  /** Requests per second learned from `RateLimited` failures (`closeGate`); `undefined` before the first. */
+  /** Requests per second learned from `RateLimited` failures, in force while no request limit is known; else `undefined`. */
   readonly pace: Effect.Effect<number | undefined>
 }
 
@@ -218,10 +222,11 @@ export const make = (limits: Limits = {}): Effect.Effect<Limiter> =>
       /** Requests per second at the last decrease, and when it was. */
       let paceAtDecrease = 0
       let decreasedAt = Number.NEGATIVE_INFINITY
-      /** What every start is reserved on: the limits' buckets and the learned one. */
+      /** What every start is reserved on: the limits' buckets, and the learned one while no request limit is known. */
       let paced: Array<Bucket> = buckets
+      const knowsRequestLimit = () => buckets.some((bucket) => bucket.spec.unit === "requests")
       const repace = () => {
-        paced = learned === undefined ? buckets : [...buckets, learned]
+        paced = learned === undefined || knowsRequestLimit() ? buckets : [...buckets, learned]
       }
       const paceAt = (at: number) => paceAtDecrease * (1 + (paceGrowth * Math.max(0, at - decreasedAt)) / 1000)
       /** Lets the learned pace grow to what it is at `at` (lazily: once per reservation). */
@@ -349,13 +354,11 @@ export const make = (limits: Limits = {}): Effect.Effect<Limiter> =>
 
       /** A 429: the pace halves, once per episode (the 429s of calls already in flight are the same episode). */
       const slowDown = (at: number, durationMs: number) => {
-        if (at - decreasedAt < Math.max(episodeMillis, durationMs)) return
-        const configured = Math.min(
-          ...buckets.filter((bucket) => bucket.spec.unit === "requests").map((bucket) => 1000 / bucket.interval)
-        )
+        if (knowsRequestLimit() || at - decreasedAt < Math.max(episodeMillis, durationMs)) return
         const recent = recentRate(at)
-        const current = learned === undefined ? Math.min(recent > 0 ? recent : Number.POSITIVE_INFINITY, configured) : paceAt(at)
-        paceAtDecrease = Math.max(minPace, (Number.isFinite(current) ? current : 2) * 0.5)
+        // Before any start (none counted), 1 a second: the pace then grows from half of that.
+        const current = learned === undefined ? (recent > 0 ? recent : 2) : paceAt(at)
+        paceAtDecrease = Math.max(minPace, current * 0.5)
         decreasedAt = at
         if (learned === undefined) {
           learned = { spec: { unit: "requests", limit: paceAtDecrease, window: "1 second" }, key: "learned", interval: 0, burst: 0, tat: at }
@@ -387,7 +390,7 @@ export const make = (limits: Limits = {}): Effect.Effect<Limiter> =>
         gateOpensAt: Effect.sync(() => gateOpensAt),
         setLimits: (next: Limits) => Effect.sync(() => install(normalize(next))),
         limits: Effect.sync(() => buckets.map((b) => b.spec)),
-        pace: Effect.sync(() => (learned === undefined ? undefined : paceAt(now())))
+        pace: Effect.sync(() => (learned === undefined || knowsRequestLimit() ? undefined : paceAt(now())))
       }
     })
   )

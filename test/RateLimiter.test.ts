@@ -160,8 +160,9 @@ describe("RateLimiter", () => {
 
   it.effect("each later episode halves the pace again; between them it grows back by a fifth per second", () =>
     Effect.gen(function*() {
-      const limiter = yield* RateLimiter.make({ requestsPerSecond: 100 })
-      // No start before the first 429: the configured limit is what is halved.
+      const limiter = yield* RateLimiter.make()
+      // 100 starts in the second before the first 429: half of that.
+      for (let i = 0; i < 100; i++) limiter.unsafeTryAcquire()
       yield* limiter.closeGate("10 millis")
       expect(yield* limiter.pace).toBeCloseTo(50)
       yield* TestClock.adjust("500 millis")
@@ -177,6 +178,30 @@ describe("RateLimiter", () => {
         yield* limiter.closeGate("10 millis")
       }
       expect(yield* limiter.pace).toBeCloseTo(0.05)
+    }))
+
+  it.effect("a known request limit paces alone: a 429 under it teaches no pace, and a pace learned before goes out of force", () =>
+    Effect.gen(function*() {
+      const told = yield* RateLimiter.make({ requestsPerSecond: 100 })
+      expect(told.unsafeTryAcquire()).toBeDefined()
+      yield* told.closeGate("10 millis")
+      expect(yield* told.pace).toBeUndefined()
+      // After the gate, starts go at the told rate (10 ms apart), not at half of it.
+      const grants = yield* runCallers(told, Array.from({ length: 5 }, () => ({ offset: 0, requests: 1, tokens: 0 })))
+      const times = grants.map((g) => g.at).sort((a, b) => a - b)
+      expect(times.slice(1).map((t, i) => t - times[i]!)).toEqual([10, 10, 10, 10])
+
+      const untold = yield* RateLimiter.make()
+      untold.unsafeTryAcquire()
+      yield* untold.closeGate("10 millis")
+      expect(yield* untold.pace).toBeCloseTo(0.5)
+      // The provider then announces its limit (x-ratelimit-* headers): that limit paces from now on.
+      expect(yield* RateLimiter.learn(untold, { requestsPerMinute: 6000 })).toBe(true)
+      expect(yield* untold.pace).toBeUndefined()
+      yield* TestClock.adjust("1 second")
+      const after = yield* runCallers(untold, Array.from({ length: 3 }, () => ({ offset: 0, requests: 1, tokens: 0 })))
+      const at = after.map((g) => g.at).sort((a, b) => a - b)
+      expect(at.slice(1).map((t, i) => t - at[i]!)).toEqual([10, 10])
     }))
 
   it.effect("limits can be replaced while calls wait", () =>
