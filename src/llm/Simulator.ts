@@ -104,6 +104,12 @@ export interface Options {
    * Default `1000`, > 0.
    */
   readonly bucketMs?: number | undefined
+  /**
+   * Whether answers carry the `x-ratelimit-*` headers. Without them a client
+   * learns of the limits only from 429s (which still carry `retry-after` and
+   * `retry-after-ms`), as with a provider that sends none. Default `true`.
+   */
+  readonly rateLimitHeaders?: boolean | undefined
   /** Probability that a served request fails with 500, 502 or 503. Default `0`, between 0 and 1. */
   readonly failureRate?: number | undefined
   /** Tokens (prompt + completion) the account may spend before every request gets `insufficient_quota`. Default unlimited, ≥ 0. */
@@ -195,6 +201,7 @@ interface Resolved {
   readonly requestsPerMinute: number
   readonly tokensPerMinute: number
   readonly bucketMs: number
+  readonly rateLimitHeaders: boolean
   readonly failureRate: number
   readonly quotaTokens: number
   readonly apiKey: string | undefined
@@ -232,6 +239,8 @@ const resolve = (options: Options): Resolved => {
     integerAtLeast(minOutputTokens),
     `an integer ≥ outputTokens.min (${minOutputTokens})`
   )
+  const rateLimitHeaders = options.rateLimitHeaders ?? true
+  if (typeof rateLimitHeaders !== "boolean") invalid(`rateLimitHeaders must be true or false, got ${String(rateLimitHeaders)}`)
   const apiKey = options.apiKey
   if (apiKey !== undefined && (typeof apiKey !== "string" || apiKey === "")) invalid("apiKey must be a non-empty string")
   const models = options.models ?? ["sim-chat", "sim-embed"]
@@ -250,6 +259,7 @@ const resolve = (options: Options): Resolved => {
     requestsPerMinute: number("requestsPerMinute", options.requestsPerMinute, Infinity, (v) => v > 0, "a number > 0 or Infinity"),
     tokensPerMinute: number("tokensPerMinute", options.tokensPerMinute, Infinity, (v) => v > 0, "a number > 0 or Infinity"),
     bucketMs: number("bucketMs", options.bucketMs, 1000, (v) => Number.isFinite(v) && v > 0, "a finite number > 0"),
+    rateLimitHeaders,
     failureRate: number("failureRate", options.failureRate, 0, (v) => v >= 0 && v <= 1, "between 0 and 1"),
     quotaTokens: number("quotaTokens", options.quotaTokens, Infinity, (v) => v >= 0, "a number ≥ 0 or Infinity"),
     apiKey,
@@ -575,6 +585,7 @@ export const make = (options: Options = {}): Effect.Effect<Service, never, HttpS
 
     const rateHeaders = (): HeaderRecord => {
       const headers: HeaderRecord = {}
+      if (!config.rateLimitHeaders) return headers
       if (requests !== undefined) {
         headers["x-ratelimit-limit-requests"] = String(requests.perMinute)
         headers["x-ratelimit-remaining-requests"] = String(requests.remaining)

@@ -6,11 +6,12 @@ const RPM = 5200
 
 const prompt = (i) => `Item ${i}: write one short sentence about the number ${i}.`
 
-const rateLimited = (variant, bucketMs, told, note) => ({
+const rateLimited = (variant, bucketMs, told, note, headers = true) => ({
   scenario: "rate-limited",
   variant,
-  title: `1${variant}. rate-limited: ${RPM} RPM, bucket ${bucketMs} ms, 600 items, ~50 ms, ${told ? "runners told the limit" : "not told"}`,
-  simulator: { seed: 7, requestsPerMinute: RPM, bucketMs, latency: { baseMs: 50, jitter: 0.1 } },
+  title: `1${variant}. rate-limited: ${RPM} RPM, bucket ${bucketMs} ms, 600 items, ~50 ms, ${told ? "runners told the limit" : "not told"}` +
+    (headers ? "" : ", no x-ratelimit-* headers (429s with retry-after-ms only)"),
+  simulator: { seed: 7, requestsPerMinute: RPM, bucketMs, latency: { baseMs: 50, jitter: 0.1 }, rateLimitHeaders: headers },
   prompts: () => Array.from({ length: 600 }, (_, i) => prompt(i)),
   // Sustained rate only: a client cannot see the provider's initial (full) bucket.
   boundMs: (599 * 60_000) / RPM + 50,
@@ -24,6 +25,7 @@ export const scenarios = [
   rateLimited("a", 1000, true, "p-limit, LangChain and Promise.all have no rate option: they run untold here, as in (b)"),
   rateLimited("b", 1000, false),
   rateLimited("c", 100, false),
+  rateLimited("d", 1000, false, "the storm case of issue #11: nothing to learn the limits from but the 429s", false),
   {
     scenario: "unknown-capacity",
     variant: "-",

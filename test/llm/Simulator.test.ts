@@ -394,6 +394,19 @@ describe("Simulator", () => {
         expect(m.peakQueued).toBe(3)
       })))
 
+  it.live("rateLimitHeaders: false sends no x-ratelimit-* headers; a 429 still says when to come back", () =>
+    withSimulator({ requestsPerMinute: 60, bucketMs: 1000, rateLimitHeaders: false, latency: { baseMs: 0 } }, (sim) =>
+      Effect.gen(function*() {
+        const ok = yield* chat(sim, "first")
+        const limited = yield* chat(sim, "second")
+        expect([ok.status, limited.status]).toEqual([200, 429])
+        for (const reply of [ok, limited]) {
+          expect(Object.keys(reply.headers).filter((name) => name.startsWith("x-ratelimit-"))).toEqual([])
+        }
+        expect(Number(limited.headers["retry-after-ms"])).toBeGreaterThan(0)
+        expect(limited.headers["retry-after"]).toBe("1")
+      })))
+
   it.live("RPM bucket: 600 RPM in a 1000 ms bucket admits 10 at once, then 429 with the wait until the next fits", () =>
     withSimulator({ requestsPerMinute: 600, bucketMs: 1000, latency: { baseMs: 0 } }, (sim) =>
       Effect.gen(function*() {
@@ -693,6 +706,8 @@ describe("Simulator", () => {
       expect(Exit.isFailure(exit) && Cause.pretty(exit.cause)).toContain("Simulator: failureRate must be between 0 and 1, got 2")
       const exit2 = yield* Effect.exit(withSimulator({ outputTokens: { min: 20, max: 10 } }, () => Effect.void))
       expect(Exit.isFailure(exit2) && Cause.pretty(exit2.cause)).toContain("outputTokens.max")
+      const exit3 = yield* Effect.exit(withSimulator({ rateLimitHeaders: "no" as unknown as boolean }, () => Effect.void))
+      expect(Exit.isFailure(exit3) && Cause.pretty(exit3.cause)).toContain("Simulator: rateLimitHeaders must be true or false, got no")
     }))
 
   it.live("a client that goes away gives back its slot or its place in the queue", () =>
