@@ -5,9 +5,18 @@
  * Each limit is a token bucket in GCRA form ("virtual scheduling"): a limit of
  * `limit` units per `window` with a `burst` admits, in any interval of length
  * `t`, at most `max(burst, largest single cost) + limit × t / window` units.
- * The default burst is 1 unit, so calls are spread evenly over the window
- * instead of all firing at its start: a provider whose own bucket holds only a
- * fraction of a second of rate never sees a burst from us. A call's start is
+ * A configured `burst` is kept as it is. Without one, a request limit's burst
+ * widens: it starts at 1 (calls spread evenly over the window instead of all
+ * firing at its start) and, once the bucket has held back a second's worth of
+ * starts, each further one it holds back widens it by a third of a call, up
+ * to a second's worth of the limit. Most providers count
+ * per-minute limits in a bucket of about a second, full when a batch begins,
+ * and the widening spends it (starts run at up to 1.5× the limit until it is
+ * gone): a second's worth of the limit sooner, without tuning. A provider
+ * counting in shorter windows (100 ms) answers the overflow with a 429 after
+ * a call or two: that halves the burst and stops its widening, as does the
+ * provider saying little is left (`remaining`, from `x-ratelimit-remaining-*`),
+ * which stops it before any 429. Token limits keep a burst of 1. A call's start is
  * reserved on every limit at once, at the earliest moment all of them allow,
  * in arrival order (a large call never starves behind small ones; it goes into
  * debt instead, and the calls after it wait the debt out).
@@ -66,7 +75,11 @@ export interface Limit {
   /** Units per window, > 0. */
   readonly limit: number
   readonly window: Duration.DurationInput
-  /** Units that may start at once, ≥ 1. Default `1` (evenly spaced). */
+  /**
+   * Units that may start at once, ≥ 1. Default: for requests, a burst that
+   * widens from 1 as the limit is used, up to a second's worth (see the
+   * module's header); for tokens, `1` (evenly spaced).
+   */
   readonly burst?: number | undefined
 }
 
@@ -82,7 +95,7 @@ export interface Limits {
   readonly requestsPerMinute?: number | undefined
   readonly tokensPerSecond?: number | undefined
   readonly tokensPerMinute?: number | undefined
-  /** Burst of the shorthand limits, in their units. Default `1`. */
+  /** Burst of the shorthand limits, in their units. Default: see `Limit.burst`. */
   readonly burst?: number | undefined
   readonly limits?: ReadonlyArray<Limit> | undefined
 }
@@ -133,6 +146,13 @@ export interface Limiter {
   readonly limits: Effect.Effect<ReadonlyArray<Limit>>
   /** Requests per second learned from `RateLimited` failures, in force while no request limit is known; else `undefined`. */
   readonly pace: Effect.Effect<number | undefined>
+  /**
+   * What the provider says is left of its `unit` limit (`x-ratelimit-remaining-*`):
+   * a widening burst stops widening once that is under a tenth of a second's worth, plus one.
+   */
+  readonly remaining: (unit: Unit, remaining: number) => Effect.Effect<void>
+  /** The burst of each limit now, in its units, in the order of `limits`. */
+  readonly bursts: Effect.Effect<ReadonlyArray<number>>
 }
 
 /**
@@ -190,6 +210,19 @@ interface Bucket {
   burst: number
   /** Theoretical arrival time: when the bucket will be full again. */
   tat: number
+  /** A burst that widens with use (a request limit with no `burst` configured); `undefined` when fixed. */
+  widening: Widening | undefined
+}
+
+interface Widening {
+  /** The burst now, in units (`burst / interval`). */
+  units: number
+  /** The widest it goes: a second's worth of the limit. */
+  readonly ceiling: number
+  /** Stopped widening (a 429, or the provider said little is left). */
+  stopped: boolean
+  /** Units of starts the bucket held back so far. */
+  heldBack: number
 }
 
 /** The learned pace grows by this fraction of its last value per second without a 429. */
@@ -198,6 +231,13 @@ const paceGrowth = 0.2
 const episodeMillis = 1000
 /** Requests per second the learned pace never goes below (3 a minute). */
 const minPace = 0.05
+/**
+ * Units a widening burst gains per start its bucket held back: with `w` per
+ * start, starts run at `1 / (1 - w)` × the limit, so a third makes 1.5×.
+ */
+const widenPerStart = 1 / 3
+/** A widening burst stops once the provider says less than this fraction of its ceiling (+ 1 call) is left. */
+const lowRemaining = 0.1
 
 const bucketKey = (limit: Limit) => `${limit.unit}/${Duration.toMillis(Duration.decode(limit.window))}`
 
@@ -262,12 +302,21 @@ export const make = (limits: Limits = {}): Effect.Effect<Limiter> =>
         const previous = new Map(buckets.map((b) => [b.key, b]))
         const at = now()
         buckets = specs.map((spec) => {
-          const interval = Duration.toMillis(Duration.decode(spec.window)) / spec.limit
+          const windowMs = Duration.toMillis(Duration.decode(spec.window))
+          const interval = windowMs / spec.limit
           const key = bucketKey(spec)
           const kept = previous.get(key)
           // Outstanding debt is kept in units, so it drains at the new rate.
           const tat = kept === undefined ? at : at + Math.max(0, kept.tat - at) * (interval / kept.interval)
-          return { spec, key, interval, burst: (spec.burst ?? 1) * interval, tat }
+          let widening: Widening | undefined
+          if (spec.burst === undefined && spec.unit === "requests") {
+            const ceiling = Math.max(1, (spec.limit * 1000) / windowMs)
+            // A replaced limit keeps how far its burst widened, and whether it stopped.
+            widening = kept?.widening === undefined
+              ? { units: 1, ceiling, stopped: false, heldBack: 0 }
+              : { ...kept.widening, units: Math.min(ceiling, kept.widening.units), ceiling }
+          }
+          return { spec, key, interval, burst: (widening?.units ?? spec.burst ?? 1) * interval, tat, widening }
         })
         repace()
       }
@@ -290,7 +339,18 @@ export const make = (limits: Limits = {}): Effect.Effect<Limiter> =>
       const reserve = (at: number, requests: number, tokens: number): number => {
         const start = earliestStart(at, requests, tokens)
         for (const bucket of paced) {
-          bucket.tat = Math.max(bucket.tat, start) + costOf(bucket, requests, tokens) * bucket.interval
+          const cost = costOf(bucket, requests, tokens)
+          const widening = bucket.widening
+          // Held back: the limit, not the demand, set this start. The first second's worth only counts: by then a
+          // provider that reports what is left of its limit has said whether it holds more than that.
+          if (widening !== undefined && !widening.stopped && bucket.tat - (bucket.burst - cost * bucket.interval) > at) {
+            if (widening.heldBack >= widening.ceiling) {
+              widening.units = Math.min(widening.ceiling, widening.units + widenPerStart * cost)
+              bucket.burst = widening.units * bucket.interval
+            }
+            widening.heldBack += cost
+          }
+          bucket.tat = Math.max(bucket.tat, start) + cost * bucket.interval
         }
         started(start)
         return start
@@ -352,16 +412,30 @@ export const make = (limits: Limits = {}): Effect.Effect<Limiter> =>
           }
         })
 
+      let narrowedAt = Number.NEGATIVE_INFINITY
+      /** A 429 under a known request limit: widened bursts halve and stop widening, once per episode. */
+      const narrow = (at: number, durationMs: number) => {
+        if (at - narrowedAt < Math.max(episodeMillis, durationMs)) return
+        narrowedAt = at
+        for (const bucket of buckets) {
+          if (bucket.widening === undefined) continue
+          bucket.widening.units = Math.max(1, Math.floor(bucket.widening.units / 2))
+          bucket.widening.stopped = true
+          bucket.burst = bucket.widening.units * bucket.interval
+        }
+      }
+
       /** A 429: the pace halves, once per episode (the 429s of calls already in flight are the same episode). */
       const slowDown = (at: number, durationMs: number) => {
-        if (knowsRequestLimit() || at - decreasedAt < Math.max(episodeMillis, durationMs)) return
+        if (knowsRequestLimit()) return narrow(at, durationMs)
+        if (at - decreasedAt < Math.max(episodeMillis, durationMs)) return
         const recent = recentRate(at)
         // Before any start (none counted), 1 a second: the pace then grows from half of that.
         const current = learned === undefined ? (recent > 0 ? recent : 2) : paceAt(at)
         paceAtDecrease = Math.max(minPace, current * 0.5)
         decreasedAt = at
         if (learned === undefined) {
-          learned = { spec: { unit: "requests", limit: paceAtDecrease, window: "1 second" }, key: "learned", interval: 0, burst: 0, tat: at }
+          learned = { spec: { unit: "requests", limit: paceAtDecrease, window: "1 second" }, key: "learned", interval: 0, burst: 0, tat: at, widening: undefined }
           repace()
         }
         grow(at)
@@ -390,7 +464,17 @@ export const make = (limits: Limits = {}): Effect.Effect<Limiter> =>
         gateOpensAt: Effect.sync(() => gateOpensAt),
         setLimits: (next: Limits) => Effect.sync(() => install(normalize(next))),
         limits: Effect.sync(() => buckets.map((b) => b.spec)),
-        pace: Effect.sync(() => (learned === undefined || knowsRequestLimit() ? undefined : paceAt(now())))
+        pace: Effect.sync(() => (learned === undefined || knowsRequestLimit() ? undefined : paceAt(now()))),
+        remaining: (unit: Unit, remaining: number) =>
+          Effect.sync(() => {
+            for (const bucket of buckets) {
+              const widening = bucket.widening
+              if (bucket.spec.unit === unit && widening !== undefined && remaining < lowRemaining * widening.ceiling + 1) {
+                widening.stopped = true
+              }
+            }
+          }),
+        bursts: Effect.sync(() => buckets.map((bucket) => bucket.burst / bucket.interval))
       }
     })
   )

@@ -49,11 +49,12 @@ const runCallers = (
 
 describe("RateLimiter", () => {
   it.effect.prop(
-    "never more starts or tokens in any interval than the limits allow: max(burst, largest cost) + limit × t / window",
+    "never more starts or tokens in any interval than the limits allow: max(burst, largest cost) + limit × t / window " +
+      "(a widening burst: at most a second's worth)",
     {
       rps: FastCheck.integer({ min: 1, max: 50 }),
       window: FastCheck.integer({ min: 100, max: 5000 }),
-      burst: FastCheck.integer({ min: 1, max: 5 }),
+      burst: FastCheck.option(FastCheck.integer({ min: 1, max: 5 }), { nil: undefined }),
       tpw: FastCheck.integer({ min: 50, max: 5000 }),
       callers: FastCheck.array(
         FastCheck.record({
@@ -76,17 +77,70 @@ describe("RateLimiter", () => {
         expect(grants.length).toBe(callers.length)
         // Units are whole; what is left is floating-point noise of fractional-millisecond grant times
         // (seen: 2.2e-6 tokens with 667-token calls on a 496-token window).
-        expect(worstExcess(grants, "requests", rps, window, burst)).toBeLessThanOrEqual(1e-3)
+        const widest = burst ?? Math.max(1, (rps * 1000) / window)
+        expect(worstExcess(grants, "requests", rps, window, widest)).toBeLessThanOrEqual(1e-3)
         expect(worstExcess(grants, "tokens", tpw, window, 1)).toBeLessThanOrEqual(1e-3)
       }),
     { fastCheck: { numRuns: 40 }, timeout: 180_000 }
   )
 
-  it.effect("spreads calls evenly over the window instead of bursting at its start", () =>
+  it.effect("a burst of 1 spreads calls evenly over the window instead of bursting at its start", () =>
     Effect.gen(function*() {
-      const limiter = yield* RateLimiter.make({ requestsPerSecond: 5 })
+      const limiter = yield* RateLimiter.make({ requestsPerSecond: 5, burst: 1 })
       const grants = yield* runCallers(limiter, Array.from({ length: 6 }, () => ({ offset: 0, requests: 1, tokens: 0 })))
       expect(grants.map((g) => g.at)).toEqual([0, 200, 400, 600, 800, 1000])
+    }))
+
+  it.effect("with no burst given, a request limit's burst widens from 1 as the limit holds calls back, up to a second's worth", () =>
+    Effect.gen(function*() {
+      const limiter = yield* RateLimiter.make({ requestsPerMinute: 600, tokensPerMinute: 60_000 })
+      expect(yield* limiter.bursts).toEqual([1, 1])
+      // An idle limiter does not widen: calls that find credit are not held back.
+      for (let i = 0; i < 3; i++) {
+        expect(limiter.unsafeTryAcquire()).toBeDefined()
+        yield* TestClock.adjust("1 second")
+      }
+      expect(yield* limiter.bursts).toEqual([1, 1])
+      const grants = yield* runCallers(limiter, Array.from({ length: 60 }, () => ({ offset: 0, requests: 1, tokens: 0 })))
+      const times = grants.map((g) => g.at - 3000).sort((a, b) => a - b)
+      // Evenly spaced (100 ms) until it has held back a second's worth of starts, then 1.5× the limit while the
+      // burst widens by a third per start, until the burst holds a second's worth (10) …
+      expect(times.slice(0, 13).map((t) => Math.round(t))).toEqual([0, 100, 200, 300, 400, 500, 600, 700, 800, 900, 1000, 1100, 1167])
+      expect(yield* limiter.bursts).toEqual([10, 1])
+      // … so 60 calls take 5 s instead of 5.9 s, never more than the limit allows with that burst.
+      expect(times.at(-1)!).toBeCloseTo(5000, 6)
+      expect(worstExcess(grants, "requests", 10, 1000, 10)).toBeLessThanOrEqual(1e-3)
+    }))
+
+  it.effect("a 429 under a known limit halves a widened burst and stops its widening; so does the provider saying little is left", () =>
+    Effect.gen(function*() {
+      const limiter = yield* RateLimiter.make({ requestsPerSecond: 20 })
+      yield* runCallers(limiter, Array.from({ length: 60 }, () => ({ offset: 0, requests: 1, tokens: 0 })))
+      const [widened] = yield* limiter.bursts
+      expect(widened).toBeGreaterThan(8)
+      yield* limiter.closeGate("50 millis")
+      expect(yield* limiter.bursts).toEqual([Math.floor(widened! / 2)])
+      yield* runCallers(limiter, Array.from({ length: 40 }, () => ({ offset: 0, requests: 1, tokens: 0 })))
+      expect(yield* limiter.bursts).toEqual([Math.floor(widened! / 2)])
+
+      const told = yield* RateLimiter.make({ requestsPerSecond: 20 })
+      yield* runCallers(told, Array.from({ length: 30 }, () => ({ offset: 0, requests: 1, tokens: 0 })))
+      yield* told.remaining("requests", 10) // plenty left: widening goes on
+      yield* told.remaining("tokens", 0) // another unit: nothing to do with it
+      const [before] = yield* told.bursts
+      yield* runCallers(told, Array.from({ length: 6 }, () => ({ offset: 0, requests: 1, tokens: 0 })))
+      const [after] = yield* told.bursts
+      expect(after).toBeGreaterThan(before!)
+      yield* told.remaining("requests", 2) // under 20 × 0.1 + 1
+      yield* runCallers(told, Array.from({ length: 6 }, () => ({ offset: 0, requests: 1, tokens: 0 })))
+      expect(yield* told.bursts).toEqual([after])
+    }))
+
+  it.effect("a configured burst does not widen", () =>
+    Effect.gen(function*() {
+      const limiter = yield* RateLimiter.make({ requestsPerSecond: 20, burst: 2 })
+      yield* runCallers(limiter, Array.from({ length: 40 }, () => ({ offset: 0, requests: 1, tokens: 0 })))
+      expect(yield* limiter.bursts).toEqual([2])
     }))
 
   it.effect("a burst lets that many calls start at once, then paces the rest", () =>

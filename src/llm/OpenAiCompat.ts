@@ -178,8 +178,9 @@ const validate = (config: Config): void => {
 
 /**
  * Reads the per-minute limits a provider announces, teaches them to the
- * batch's limiter; remembers the last values so unchanged headers cost a
- * string comparison.
+ * batch's limiter (remembering the last values, so unchanged headers cost a
+ * string comparison), and tells it what the provider says is left of the
+ * request limit (a widening burst stops widening when little is).
  */
 const limitLearner = (enabled: boolean) => {
   let seen = ""
@@ -187,17 +188,24 @@ const limitLearner = (enabled: boolean) => {
     if (!enabled) return Effect.void
     const requests = headers["x-ratelimit-limit-requests"]
     const tokens = headers["x-ratelimit-limit-tokens"]
-    if (requests === undefined && tokens === undefined) return Effect.void
+    const remaining = Number(headers["x-ratelimit-remaining-requests"] ?? Number.NaN)
+    if (requests === undefined && tokens === undefined && Number.isNaN(remaining)) return Effect.void
     const announced = `${requests}/${tokens}`
-    if (announced === seen) return Effect.void
+    const changed = announced !== seen
     seen = announced
-    return Effect.flatMap(Effect.serviceOption(RateLimiter.RateLimiter), (limiter) =>
-      Option.isNone(limiter)
-        ? Effect.void
-        : Effect.asVoid(RateLimiter.learn(limiter.value, {
-            requestsPerMinute: requests === undefined ? undefined : Number(requests),
-            tokensPerMinute: tokens === undefined ? undefined : Number(tokens)
-          })))
+    return Effect.flatMap(Effect.serviceOption(RateLimiter.RateLimiter), (found) => {
+      if (Option.isNone(found)) return Effect.void
+      const limiter = found.value
+      const told = Number.isNaN(remaining) ? Effect.void : limiter.remaining("requests", remaining)
+      if (!changed) return told
+      return Effect.zipRight(
+        RateLimiter.learn(limiter, {
+          requestsPerMinute: requests === undefined ? undefined : Number(requests),
+          tokensPerMinute: tokens === undefined ? undefined : Number(tokens)
+        }),
+        told
+      )
+    })
   }
 }
 
