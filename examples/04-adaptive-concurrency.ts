@@ -149,11 +149,11 @@ const chart = (rows: ReadonlyArray<Row>) => {
 // Latency-driven: shrinks once latency passes rttTolerance × the no-load latency, before
 // anything is dropped. `smoothing` is applied per sample; at ~400 samples/s the default 0.2
 // swings the limit.
-const gradient = ConcurrencyLimiter.layerAdaptive(LimitAlgorithm.gradient({ initial: 8, max: 128, smoothing: 0.05 }))
+const gradient = ConcurrencyLimiter.layerAdaptive(LimitAlgorithm.gradient({ initial: 20, max: 128, smoothing: 0.05 }))
 
 // Drop-driven: +1 per round trip until the provider sheds load (503, 429, timeout), then × 0.9.
 // (`timeoutMs` would also count slow successes as drops.)
-const aimd = ConcurrencyLimiter.layerAdaptive(LimitAlgorithm.aimd({ initial: 8, max: 128 }))
+const aimd = ConcurrencyLimiter.layerAdaptive(LimitAlgorithm.aimd({ initial: 20, max: 128 }))
 
 // Either is provided like any layer: `Batch.run(items, request).pipe(Effect.provide(gradient))`.
 

@@ -206,7 +206,7 @@ export const layerFixed = (limit: number): Layer.Layer<ConcurrencyLimiter> =>
 
 /**
  * A limit that follows `algorithm`; by default `LimitAlgorithm.recommended()`
- * (latency-driven, from 8 up to 128: what the CLI runs with).
+ * (latency-driven, from 20 up to 128: what the CLI runs with).
  *
  * @since 0.1.0
  * @category layers

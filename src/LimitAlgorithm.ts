@@ -286,7 +286,7 @@ export const gradient = (options: GradientOptions = {}): LimitAlgorithm<Gradient
 
 /**
  * The adaptive limit we recommend for LLM and HTTP APIs, and what the CLI
- * runs with: `gradient` from 8 up to 128, smoothed for a few hundred samples
+ * runs with: `gradient` from 20 up to 128, smoothed for a few hundred samples
  * per second (`smoothing: 0.05`). `gradient()`'s own defaults follow
  * Netflix's (start at 20, `smoothing: 0.2`), which react to every noisy
  * latency at the rates a batch reaches.
@@ -294,4 +294,4 @@ export const gradient = (options: GradientOptions = {}): LimitAlgorithm<Gradient
  * @since 0.1.0
  * @category constructors
  */
-export const recommended = (): LimitAlgorithm<GradientState> => gradient({ initial: 8, max: 128, smoothing: 0.05 })
+export const recommended = (): LimitAlgorithm<GradientState> => gradient({ initial: 20, max: 128, smoothing: 0.05 })

@@ -185,9 +185,9 @@ describe("ConcurrencyLimiter.withPermit", () => {
       expect(yield* limiter.current).toBe(before)
     }))
 
-  it.effect("layerAdaptive() runs LimitAlgorithm.recommended(): gradient from 8 up to 128", () =>
+  it.effect("layerAdaptive() runs LimitAlgorithm.recommended(): gradient from 20 up to 128", () =>
     Effect.gen(function*() {
       const limiter = yield* ConcurrencyLimiter.ConcurrencyLimiter
-      expect([limiter.algorithm, yield* limiter.current, limiter.max, limiter.adaptive]).toEqual(["gradient", 8, 128, true])
+      expect([limiter.algorithm, yield* limiter.current, limiter.max, limiter.adaptive]).toEqual(["gradient", 20, 128, true])
     }).pipe(Effect.provide(ConcurrencyLimiter.layerAdaptive())))
 })

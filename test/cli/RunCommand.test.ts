@@ -184,7 +184,7 @@ describe("RunCommand.run", () => {
     withSimulator({}, (simulator) =>
       Effect.gen(function*() {
         const outcome = yield* RunCommand.run(options(simulator, inputFile(prompts(3)), outputFile()))
-        expect(outcome.report.concurrency[0]).toEqual([0, 8])
+        expect(outcome.report.concurrency[0]).toEqual([0, 20])
         expect(outcome.report.succeeded).toBe(3)
       })))
 
