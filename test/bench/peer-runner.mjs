@@ -10,6 +10,7 @@ import { Effect, Layer } from "effect"
 import pLimit from "p-limit"
 import PQueue from "p-queue"
 import pRetry, { AbortError } from "p-retry"
+import { monitorEventLoopDelay } from "node:perf_hooks"
 import { Batch, ConcurrencyLimiter, LimitAlgorithm, RateLimiter } from "../../dist/index.js"
 import { OpenAiCompat } from "../../dist/llm/index.js"
 import { CONCURRENCY, find } from "./scenarios.mjs"
@@ -61,30 +62,33 @@ const settleAll = (promises) =>
 
 const indices = prompts.map((_, i) => i)
 
+/** effect-batch at a fixed concurrency (20 unless given), or adaptive (not told the capacity). */
+const effectBatch = (adaptive, concurrency = CONCURRENCY) => async () => {
+  const llm = OpenAiCompat.chat({ baseUrl: `${url}/v1`, model: "sim-chat" })
+  const task = (prompt, i) =>
+    Effect.suspend(() => {
+      attempts[i]++
+      return llm.task(prompt, i)
+    })
+  let layer = NodeHttpClient.layerUndici
+  if (spec.toldRpm !== undefined) layer = Layer.merge(layer, RateLimiter.layer({ requestsPerMinute: spec.toldRpm }))
+  // What the README and examples/04-adaptive-concurrency.ts recommend (and the CLI's `--concurrency adaptive`).
+  if (adaptive) layer = Layer.merge(layer, ConcurrencyLimiter.layerAdaptive(LimitAlgorithm.recommended()))
+  const options = adaptive ? { ...llm.options } : { ...llm.options, concurrency }
+  // Default RetryPolicy (5 attempts, 500 ms × 2^n with jitter, retry-after honored).
+  const { report, results } = await Effect.runPromise(Batch.run(prompts, task, options).pipe(Effect.provide(layer)))
+  results.forEach((result, i) => (ok[i] = result._tag === "Succeeded"))
+  if (!adaptive) return
+  // The concurrency limit over the run: final, and time-weighted average.
+  const points = report.concurrency
+  let weighted = 0
+  points.forEach(([at, value], k) => (weighted += value * ((points[k + 1]?.[0] ?? report.wallMs) - at)))
+  extra.limit = { final: points.at(-1)?.[1], average: report.wallMs > 0 ? weighted / report.wallMs : points[0]?.[1] }
+}
+
 const runners = {
-  "effect-batch": async () => {
-    const llm = OpenAiCompat.chat({ baseUrl: `${url}/v1`, model: "sim-chat" })
-    const task = (prompt, i) =>
-      Effect.suspend(() => {
-        attempts[i]++
-        return llm.task(prompt, i)
-      })
-    let layer = NodeHttpClient.layerUndici
-    if (spec.toldRpm !== undefined) layer = Layer.merge(layer, RateLimiter.layer({ requestsPerMinute: spec.toldRpm }))
-    if (spec.adaptive) {
-      // The gradient parameters of examples/04-adaptive-concurrency.ts; not told the capacity.
-      layer = Layer.merge(layer, ConcurrencyLimiter.layerAdaptive(LimitAlgorithm.recommended()))
-    }
-    const options = spec.adaptive ? { ...llm.options } : { ...llm.options, concurrency: CONCURRENCY }
-    // Default RetryPolicy (5 attempts, 500 ms × 2^n with jitter, retry-after honored).
-    const { report, results } = await Effect.runPromise(Batch.run(prompts, task, options).pipe(Effect.provide(layer)))
-    results.forEach((result, i) => (ok[i] = result._tag === "Succeeded"))
-    // The concurrency limit over the run: final, and time-weighted average.
-    const points = report.concurrency
-    let weighted = 0
-    points.forEach(([at, value], k) => (weighted += value * ((points[k + 1]?.[0] ?? report.wallMs) - at)))
-    extra.limit = { final: points.at(-1)?.[1], average: report.wallMs > 0 ? weighted / report.wallMs : points[0]?.[1] }
-  },
+  "effect-batch": effectBatch(false),
+  "effect-batch adaptive": effectBatch(true),
 
   "p-limit+p-retry": async () => {
     const limit = pLimit(CONCURRENCY)
@@ -131,7 +135,9 @@ const runners = {
   }
 }
 
-const run = runners[runnerName]
+// `effect-batch@48`: effect-batch at a fixed 48, e.g. to see what a well-chosen limit gets.
+const fixedAt = /^effect-batch@(\d+)$/.exec(runnerName)
+const run = fixedAt === null ? runners[runnerName] : effectBatch(false, Number(fixedAt[1]))
 if (run === undefined) throw new Error(`unknown runner ${runnerName}`)
 const invalid = indices.filter((i) => prompts[i].includes("INVALID"))
 // Stopped for taking too long: report the calls counted so far.
@@ -140,9 +146,14 @@ process.on("SIGTERM", () => {
   console.log(JSON.stringify({ runner: runnerName, partial: true, attempts: calls, invalidCalls: invalid.map((i) => attempts[i]) }))
   process.exit(0)
 })
+// The runner's own event-loop delay: how late its callbacks ran (its CPU load, and the machine's).
+const loopDelay = monitorEventLoopDelay({ resolution: 10 })
+loopDelay.enable()
 const start = performance.now()
 await run()
 const makespanMs = performance.now() - start
+loopDelay.disable()
+extra.loopDelayMs = { mean: loopDelay.mean / 1e6, p99: loopDelay.percentile(99) / 1e6 }
 const succeeded = ok.filter(Boolean).length
 console.log(JSON.stringify({
   runner: runnerName,
