@@ -112,6 +112,39 @@ export const withPriority: {
   <A, E, R>(effect: Effect.Effect<A, E, R>, priority: number): Effect.Effect<A, E, R>
 } = dual(2, <A, E, R>(effect: Effect.Effect<A, E, R>, priority: number) => Effect.locally(effect, CurrentPriority, priority))
 
+/** Where the attempt being sampled keeps what the provider said it spent (see `reportProviderTime`). */
+interface AttemptTiming {
+  providerMs: number | undefined
+}
+
+/**
+ * The timing of the attempt this fiber runs, when an adaptive limit samples
+ * it; set by the engine and `withPermit` (internal).
+ *
+ * @since 0.1.0
+ * @category internal
+ */
+export const CurrentAttempt: FiberRef.FiberRef<AttemptTiming | undefined> = FiberRef.unsafeMake<AttemptTiming | undefined>(
+  undefined
+)
+
+/**
+ * Tells the adaptive limit sampling this attempt how long the provider says
+ * it spent on it, waiting for a slot included (OpenAI's
+ * `openai-processing-ms`; `OpenAiCompat` reports it). Queueing at the
+ * provider shows in it and the client's own delays do not, so a
+ * latency-based algorithm reads it instead of the latency the client
+ * measured, which on a busy machine is mostly the client's. A no-op outside
+ * an attempt of a batch (or a `withPermit`) with an adaptive limit.
+ *
+ * @since 0.1.0
+ * @category sampling
+ */
+export const reportProviderTime = (millis: number): Effect.Effect<void> =>
+  Effect.map(FiberRef.get(CurrentAttempt), (timing) => {
+    if (timing !== undefined && Number.isFinite(millis) && millis >= 0) timing.providerMs = millis
+  })
+
 /**
  * A limiter for several batches at once (jobs sharing one provider) that
  * serves waiting permit requests by their `CurrentPriority`, with aging: a
@@ -169,10 +202,18 @@ const limiterOn = <S>(
         const holder: Holder = { holding: false, ledger: { held: 0 } }
         return take(holder).pipe(
           Effect.zipRight(Effect.suspend(() => {
+            if (!adaptive) return effect
             const startedAt = clock.unsafeCurrentTimeMillis()
             const inFlight = pool.inUse()
-            return Effect.tap(effect, () =>
-              record({ startedAt, latencyMs: clock.unsafeCurrentTimeMillis() - startedAt, inFlight, dropped: false }))
+            const timing: AttemptTiming = { providerMs: undefined }
+            return Effect.tap(Effect.locally(effect, CurrentAttempt, timing), () =>
+              record({
+                startedAt,
+                latencyMs: clock.unsafeCurrentTimeMillis() - startedAt,
+                inFlight,
+                dropped: false,
+                providerMs: timing.providerMs
+              }))
           })),
           // Also when interrupted right after the grant: `release` is a no-op for a holder without a permit.
           Effect.ensuring(pool.release(holder))

@@ -33,6 +33,14 @@ export interface Sample {
   readonly inFlight: number
   /** The attempt was dropped: `RateLimited`, `Overloaded` or `Timeout`. */
   readonly dropped: boolean
+  /**
+   * How long the provider says it spent on the attempt, waiting for a slot
+   * included (OpenAI's `openai-processing-ms`, reported with
+   * `ConcurrencyLimiter.reportProviderTime`), when it says. Unlike
+   * `latencyMs` it holds none of the client's own delays (a busy event loop,
+   * the network).
+   */
+  readonly providerMs?: number | undefined
 }
 
 /**
@@ -221,7 +229,10 @@ export interface GradientState {
  *   3× the capacity of a 16-slot service after 4 000 calls); with the
  *   minimum it settles where latency is `rttTolerance` × the no-load latency;
  * - a drop counts as the strongest slowdown (ratio ½), once per window, and
- *   dropped attempts do not feed the latency averages.
+ *   dropped attempts do not feed the latency averages;
+ * - where the provider says how long it spent (`Sample.providerMs`), that is
+ *   the latency: a client slowed by its own CPU load is not a provider
+ *   queueing.
  *
  * @since 0.1.0
  * @category constructors
@@ -264,7 +275,8 @@ export const gradient = (options: GradientOptions = {}): LimitAlgorithm<Gradient
         if (sample.startedAt < s.decreasedAt) return s
         return { ...s, estimate: step(s, 0.5), decreasedAt: sample.startedAt + sample.latencyMs }
       }
-      const shortRtt = Math.max(sample.latencyMs, 1e-3)
+      // What the provider says it spent, where it says: the client's own delays are not its queueing.
+      const shortRtt = Math.max(sample.providerMs ?? sample.latencyMs, 1e-3)
       const samples = s.samples + 1
       // A plain mean during warm-up, an exponential average after (Netflix ExpAvgMeasurement).
       let longRtt = samples <= warmup

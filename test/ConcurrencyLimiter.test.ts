@@ -191,3 +191,53 @@ describe("ConcurrencyLimiter.withPermit", () => {
       expect([limiter.algorithm, yield* limiter.current, limiter.max, limiter.adaptive]).toEqual(["gradient", 20, 128, true])
     }).pipe(Effect.provide(ConcurrencyLimiter.layerAdaptive())))
 })
+
+describe("ConcurrencyLimiter.reportProviderTime", () => {
+  /** An adaptive algorithm whose limit never moves: it only records the samples it is given. */
+  const recording = () => {
+    const samples: Array<LimitAlgorithm.Sample> = []
+    const algorithm: LimitAlgorithm.LimitAlgorithm<number> = {
+      name: "recording",
+      min: 1,
+      max: 10,
+      initial: 4,
+      limit: (s) => s,
+      update: (s, sample) => {
+        samples.push(sample)
+        return s
+      }
+    }
+    return { samples, algorithm }
+  }
+
+  it.effect("an attempt's sample carries what the provider said it spent, in a batch and in withPermit", () =>
+    Effect.gen(function*() {
+      const { algorithm, samples } = recording()
+      const limiter = yield* ConcurrencyLimiter.make(algorithm)
+      // 300 ms seen by the client, of which the provider says 40 (the rest: a busy client, the network).
+      const task = (said: number | undefined) =>
+        Effect.zipRight(Effect.sleep("300 millis"), said === undefined ? Effect.void : ConcurrencyLimiter.reportProviderTime(said))
+      const run = yield* Effect.fork(
+        Batch.run([40, undefined, 55], task).pipe(Effect.provideService(ConcurrencyLimiter.ConcurrencyLimiter, limiter))
+      )
+      yield* TestClock.adjust("300 millis")
+      yield* Fiber.join(run)
+      expect(samples.map((s) => [s.latencyMs, s.providerMs]).sort()).toEqual([[300, undefined], [300, 40], [300, 55]])
+      const alone = yield* Effect.fork(limiter.withPermit(task(12)))
+      yield* TestClock.adjust("300 millis")
+      yield* Fiber.join(alone)
+      expect(samples.at(-1)).toMatchObject({ latencyMs: 300, providerMs: 12 })
+    }))
+
+  it.effect("is a no-op outside a sampled attempt, and ignores what is not a duration", () =>
+    Effect.gen(function*() {
+      yield* ConcurrencyLimiter.reportProviderTime(10) // no attempt at all
+      const fixed = yield* ConcurrencyLimiter.makeFixed(2)
+      yield* fixed.withPermit(ConcurrencyLimiter.reportProviderTime(10)) // a fixed limit samples nothing
+      const { algorithm, samples } = recording()
+      const limiter = yield* ConcurrencyLimiter.make(algorithm)
+      yield* limiter.withPermit(ConcurrencyLimiter.reportProviderTime(Number.NaN))
+      yield* limiter.withPermit(ConcurrencyLimiter.reportProviderTime(-5))
+      expect(samples.map((s) => s.providerMs)).toEqual([undefined, undefined])
+    }))
+})

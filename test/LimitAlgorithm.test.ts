@@ -19,7 +19,8 @@ const sampleArbitrary = FastCheck.record({
   startedAt: FastCheck.integer({ min: 0, max: 100_000 }),
   latencyMs: FastCheck.double({ min: 0, max: 10_000, noNaN: true }),
   inFlight: FastCheck.integer({ min: 1, max: 500 }),
-  dropped: FastCheck.boolean()
+  dropped: FastCheck.boolean(),
+  providerMs: FastCheck.option(FastCheck.double({ min: 0, max: 10_000, noNaN: true }), { nil: undefined })
 })
 
 describe("LimitAlgorithm", () => {
@@ -86,6 +87,18 @@ describe("LimitAlgorithm", () => {
       const slow = Array.from({ length: 20 }, (_, i) => ok(100 + i, 50, 200))
       const limits = LimitAlgorithm.replay(gradient, [...steady, ...slow])
       expect(limits[limits.length - 1]).toBeLessThan(limits[19]! / 2)
+    })
+
+    it("reads the provider's own time where it is given: a client slowed by its own load is not a provider queueing", () => {
+      const steady = Array.from({ length: 20 }, (_, i) => ok(i, 50, 40))
+      // The client sees 200 ms; the provider says it spent 40 (openai-processing-ms).
+      const slowClient = Array.from({ length: 20 }, (_, i) => ({ ...ok(100 + i, 50, 200), providerMs: 40 }))
+      const limits = LimitAlgorithm.replay(LimitAlgorithm.gradient({ initial: 50, max: 100 }), [...steady, ...slowClient])
+      expect(limits.at(-1)!).toBeGreaterThanOrEqual(limits[19]!)
+      // The provider's own time rising is queueing, whatever the client saw.
+      const queueing = Array.from({ length: 20 }, (_, i) => ({ ...ok(100 + i, 50, 200), providerMs: 200 }))
+      const shrunk = LimitAlgorithm.replay(LimitAlgorithm.gradient({ initial: 50, max: 100 }), [...steady, ...queueing])
+      expect(shrunk.at(-1)!).toBeLessThan(shrunk[19]! / 2)
     })
 
     it("does not move when the batch is app-limited", () => {

@@ -368,9 +368,18 @@ export const run = <A, B, E, R, ES, RS>(
       const adaptive = limiter.adaptive
       const startedAt = adaptive ? now() : 0
       const inFlightAtStart = ++inFlight
+      // What the provider says it spent, if the task reports it (`ConcurrencyLimiter.reportProviderTime`).
+      const timing = adaptive ? { providerMs: undefined } : undefined
+      if (timing !== undefined) effect = Effect.locally(effect, ConcurrencyLimiter.CurrentAttempt, timing)
       const sample = (dropped: boolean) =>
         Effect.flatMap(
-          permits.record({ startedAt, latencyMs: now() - startedAt, inFlight: inFlightAtStart, dropped }),
+          permits.record({
+            startedAt,
+            latencyMs: now() - startedAt,
+            inFlight: inFlightAtStart,
+            dropped,
+            providerMs: timing?.providerMs
+          }),
           limitMoved
         )
       return Effect.matchCauseEffect(effect, {

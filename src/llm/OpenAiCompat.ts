@@ -34,6 +34,7 @@ import * as Schema from "effect/Schema"
 import * as Batch from "../Batch.js"
 import type { BatchReport } from "../BatchReport.js"
 import * as Budget from "../Budget.js"
+import * as ConcurrencyLimiter from "../ConcurrencyLimiter.js"
 import * as Idempotency from "../Idempotency.js"
 import * as RateLimiter from "../RateLimiter.js"
 import * as ResultCache from "../ResultCache.js"
@@ -212,9 +213,16 @@ const limitLearner = (enabled: boolean) => {
 const transportError = (cause: unknown) =>
   new TaskError.Transient({ message: `request failed: ${cause instanceof Error ? cause.message : String(cause)}`, cause })
 
+/** The provider's own time for a request (`openai-processing-ms`), for an adaptive limit sampling it. */
+const reportProcessingTime = (headers: HttpClientResponse.HttpClientResponse["headers"]): Effect.Effect<void> => {
+  const header = headers["openai-processing-ms"]
+  return header === undefined ? Effect.void : ConcurrencyLimiter.reportProviderTime(Number(header))
+}
+
 /**
  * POSTs `body` to `url`; a 2xx answer's JSON body, or the classified failure.
- * Headers of every answer go to `observe` first.
+ * Headers of every answer go to `observe` first, and the provider's own time
+ * for the request to the adaptive limit, if any.
  */
 const post = (
   url: string,
@@ -228,7 +236,7 @@ const post = (
         Effect.mapError(transportError),
         Effect.flatMap((response) =>
           Effect.zipRight(
-            observe(response.headers),
+            Effect.zipRight(reportProcessingTime(response.headers), observe(response.headers)),
             response.status >= 200 && response.status < 300
               ? Effect.mapError(response.json, transportError)
               : Effect.flatMap(

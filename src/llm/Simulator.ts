@@ -10,6 +10,8 @@
  * (400 `invalid_prompt` for any input containing `INVALID`) → capacity (a FIFO
  * queue for a free slot, or 503 `overloaded` when the queue is full) → service
  * time → a drawn transient failure (500, 502 or 503 `server_error`) → 200.
+ * Every answer says, as OpenAI's do, how long it took from arrival, waiting
+ * for a slot included (`openai-processing-ms`).
  * Rate limits are continuous-refill token buckets holding `bucketMs` of rate;
  * tokens are charged at admission as prompt tokens + `max_tokens` (or the
  * completion it will produce), as OpenAI does, and never refunded.
@@ -350,6 +352,8 @@ const modelsCreated = 1_700_000_000
 interface Call {
   readonly epoch: number
   readonly id: string
+  /** Clock millis at arrival: `openai-processing-ms` counts from here. */
+  readonly arrivedAt: number
   answered: boolean
 }
 
@@ -462,7 +466,7 @@ export const make = (options: Options = {}): Effect.Effect<Service, never, HttpS
     const arrive = (): Call => {
       received++
       sliceAt(now()).received++
-      return { epoch, id: `req_sim_${++nextRequestId}`, answered: false }
+      return { epoch, id: `req_sim_${++nextRequestId}`, arrivedAt: now(), answered: false }
     }
 
     const record = (call: Call, status: number) => {
@@ -604,6 +608,7 @@ export const make = (options: Options = {}): Effect.Effect<Service, never, HttpS
     const respond = (call: Call, status: number, body: unknown, headers: HeaderRecord = {}) => {
       record(call, status)
       headers["x-request-id"] = call.id
+      headers["openai-processing-ms"] = String(Math.round(now() - call.arrivedAt))
       return HttpServerResponse.unsafeJson(body, { status, headers })
     }
 

@@ -5,10 +5,12 @@
 import { HttpClient } from "@effect/platform"
 import { NodeHttpClient } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Fiber, Layer, Redacted } from "effect"
+import { Effect, Fiber, Layer, Redacted, TestClock } from "effect"
 import * as Batch from "../../src/Batch.js"
 import * as Budget from "../../src/Budget.js"
 import * as CheckpointStore from "../../src/CheckpointStore.js"
+import * as ConcurrencyLimiter from "../../src/ConcurrencyLimiter.js"
+import type * as LimitAlgorithm from "../../src/LimitAlgorithm.js"
 import * as OpenAiCompat from "../../src/llm/OpenAiCompat.js"
 import * as RateLimiter from "../../src/RateLimiter.js"
 import * as ResultCache from "../../src/ResultCache.js"
@@ -120,6 +122,33 @@ describe("OpenAiCompat.chat", () => {
         expect(metrics.byStatus["429"] ?? 0).toBe(0)
         // 40 requests at 20/s after a burst: at least ~1.5 s.
         expect(report.wallMs).toBeGreaterThan(1_300)
+      })))
+
+  // On the TestClock: the simulator's times are exact, and the client's are the same clock.
+  it.effect("an adaptive limit samples the provider's own time (openai-processing-ms), a wait for a slot included", () =>
+    withSimulator({ capacity: 2, latency: { baseMs: 100, perOutputTokenMs: 0, jitter: 0 } }, (sim) =>
+      Effect.gen(function*() {
+        const samples: Array<LimitAlgorithm.Sample> = []
+        const limiter = yield* ConcurrencyLimiter.make<number>({
+          name: "recording",
+          min: 1,
+          max: 8,
+          initial: 4,
+          limit: (s) => s,
+          update: (s, sample) => (samples.push(sample), s)
+        })
+        const llm = OpenAiCompat.chat({ baseUrl: `${sim.url}/v1`, model: "sim-chat" })
+        const run = yield* Effect.fork(Batch.run(["a", "b", "c", "d"], llm.task, llm.options).pipe(
+          Effect.provideService(ConcurrencyLimiter.ConcurrencyLimiter, limiter)
+        ))
+        const realSleep = Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 5)))
+        while ((yield* sim.metrics).queued < 2) yield* realSleep
+        yield* TestClock.adjust("100 millis") // the first pair is served; the queued pair takes the slots
+        while (samples.length < 2) yield* realSleep
+        yield* TestClock.adjust("100 millis")
+        const { report } = yield* Fiber.join(run)
+        expect(report.succeeded).toBe(4)
+        expect(samples.map((s) => [s.latencyMs, s.providerMs]).sort()).toEqual([[100, 100], [100, 100], [200, 200], [200, 200]])
       })))
 
   it.live("a limit you configured is never raised by the headers", () =>
