@@ -34,12 +34,12 @@
  * would get the provider's token and the rest 429 again (a storm that used
  * up items' attempts in ~60 ms). The first 429 sets the pace to half the
  * rate of starts in the second before it; each later 429, at most once a
- * second (one episode), halves it again; between episodes it grows by a
- * fifth of its last value per second. `pace` tells the learned rate. Once a
- * request limit is known, it paces alone: a 429 under a known limit is a
- * window the provider counts differently (a 100 ms bucket), which the
- * gate's restart absorbs, and halving on it cost 3× the makespan in the
- * peers bench.
+ * second (one episode), cuts it to 0.7 of itself; between episodes it grows
+ * by a fifth of its last value per second. `pace` tells the learned rate.
+ * Once a request limit is known, it paces alone: a 429 under a known limit
+ * is a window the provider counts differently (a 100 ms bucket), which the
+ * gate's restart and the burst's narrowing absorb; halving the pace on it
+ * cost 3× the makespan in the peers bench.
  *
  * Why not `@effect/experimental`'s `RateLimiter`: its token bucket's burst is
  * the whole limit (5 200 RPM may start 5 200 calls at once), it cannot refund
@@ -227,6 +227,12 @@ interface Widening {
 
 /** The learned pace grows by this fraction of its last value per second without a 429. */
 const paceGrowth = 0.2
+/**
+ * What a 429 after the first leaves of the learned pace (as TCP CUBIC's 0.7):
+ * halving, as on the first, put the pace at ~0.6× a provider it had passed by
+ * a third, and cost 6 % of the makespan in the peers bench.
+ */
+const paceBackoff = 0.7
 /** 429s within this long of a decrease belong to its episode (and the gate's duration, if longer). */
 const episodeMillis = 1000
 /** Requests per second the learned pace never goes below (3 a minute). */
@@ -425,14 +431,19 @@ export const make = (limits: Limits = {}): Effect.Effect<Limiter> =>
         }
       }
 
-      /** A 429: the pace halves, once per episode (the 429s of calls already in flight are the same episode). */
+      /**
+       * A 429 slows the pace, once per episode (the 429s of calls already in flight are the same episode): the
+       * first to half the rate of starts before it (a burst into the provider's initial bucket), later ones to
+       * `paceBackoff` of the pace, which has grown past the provider's rate by less than that.
+       */
       const slowDown = (at: number, durationMs: number) => {
         if (knowsRequestLimit()) return narrow(at, durationMs)
         if (at - decreasedAt < Math.max(episodeMillis, durationMs)) return
         const recent = recentRate(at)
         // Before any start (none counted), 1 a second: the pace then grows from half of that.
-        const current = learned === undefined ? (recent > 0 ? recent : 2) : paceAt(at)
-        paceAtDecrease = Math.max(minPace, current * 0.5)
+        paceAtDecrease = learned === undefined
+          ? Math.max(minPace, (recent > 0 ? recent : 2) * 0.5)
+          : Math.max(minPace, paceAt(at) * paceBackoff)
         decreasedAt = at
         if (learned === undefined) {
           learned = { spec: { unit: "requests", limit: paceAtDecrease, window: "1 second" }, key: "learned", interval: 0, burst: 0, tat: at, widening: undefined }

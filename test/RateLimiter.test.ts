@@ -212,7 +212,7 @@ describe("RateLimiter", () => {
       expect(times[times.length - 1]! - times[0]!).toBeGreaterThan(19 * 4.9)
     }))
 
-  it.effect("each later episode halves the pace again; between them it grows back by a fifth per second", () =>
+  it.effect("each later episode cuts the pace to 0.7 of itself; between them it grows back by a fifth per second", () =>
     Effect.gen(function*() {
       const limiter = yield* RateLimiter.make()
       // 100 starts in the second before the first 429: half of that.
@@ -225,9 +225,9 @@ describe("RateLimiter", () => {
       yield* TestClock.adjust("4500 millis")
       expect(yield* limiter.pace).toBeCloseTo(100) // 50 × (1 + 0.2 × 5)
       yield* limiter.closeGate("10 millis")
-      expect(yield* limiter.pace).toBeCloseTo(50)
-      // Never below 3 a minute.
-      for (let i = 0; i < 20; i++) {
+      expect(yield* limiter.pace).toBeCloseTo(70)
+      // Never below 3 a minute (each round: × 1.2, then × 0.7).
+      for (let i = 0; i < 60; i++) {
         yield* TestClock.adjust("1 second")
         yield* limiter.closeGate("10 millis")
       }
