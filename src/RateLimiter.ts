@@ -279,6 +279,11 @@ export const make = (limits: Limits = {}): Effect.Effect<Limiter> =>
       const grow = (at: number) => {
         if (learned === undefined) return
         const interval = 1000 / paceAt(at)
+        // Reservations ahead drain at the new pace (debt kept in starts, as when limits are replaced): else every
+        // start reserved before the pace grew holds the next ones to the older, slower pace, and the more permit
+        // holders wait (an adaptive limit's 38 against 20), the longer the pace trails (measured: 1.09× against
+        // 1.02× the bound in the peers bench's storm case).
+        if (learned.interval > 0 && learned.tat > at) learned.tat = at + (learned.tat - at) * (interval / learned.interval)
         learned.interval = interval
         learned.burst = interval
       }

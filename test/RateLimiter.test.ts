@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Clock, Effect, FastCheck, TestClock } from "effect"
+import { Clock, Effect, FastCheck, Fiber, TestClock } from "effect"
 import * as RateLimiter from "../src/RateLimiter.js"
 import { joinOnTestClock } from "./support/TestTime.js"
 
@@ -232,6 +232,24 @@ describe("RateLimiter", () => {
         yield* limiter.closeGate("10 millis")
       }
       expect(yield* limiter.pace).toBeCloseTo(0.05)
+    }))
+
+  it.effect("starts reserved ahead drain at the learned pace as it grows, not at the pace they were reserved at", () =>
+    Effect.gen(function*() {
+      const limiter = yield* RateLimiter.make()
+      for (let i = 0; i < 100; i++) limiter.unsafeTryAcquire()
+      yield* limiter.closeGate("10 millis") // pace 50/s: one start per 20 ms from 10 ms on
+      // Ten callers reserve at once: starts at 10, 30, …, 190; the next would be 210.
+      const first = yield* Effect.fork(Effect.forEach(Array.from({ length: 10 }), () => limiter.acquire(), { concurrency: "unbounded" }))
+      yield* TestClock.adjust("100 millis")
+      // By 100 ms the pace is ~51/s (50 × 1.02): what was reserved beyond now drains at that pace, so the next start
+      // comes ~2 ms before 210 (at the old pace: 210 exactly).
+      const late = yield* Effect.fork(Effect.zipRight(limiter.acquire(), Clock.currentTimeMillis))
+      yield* TestClock.adjust("1 second")
+      yield* Fiber.join(first)
+      const at = yield* Fiber.join(late)
+      expect(at).toBeLessThan(209)
+      expect(at).toBeGreaterThan(100 + (210 - 100) * (50 / 52))
     }))
 
   it.effect("a known request limit paces alone: a 429 under it teaches no pace, and a pace learned before goes out of force", () =>
