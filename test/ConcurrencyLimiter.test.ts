@@ -8,6 +8,7 @@ import { Clock, Deferred, type Duration, Effect, Fiber, Option, TestClock } from
 import * as Batch from "../src/Batch.js"
 import * as ConcurrencyLimiter from "../src/ConcurrencyLimiter.js"
 import * as LimitAlgorithm from "../src/LimitAlgorithm.js"
+import { recordingAlgorithm } from "./support/recordingAlgorithm.js"
 
 /** Holds one permit of `limiter` until the returned effect is run. */
 const occupy = (limiter: ConcurrencyLimiter.Limiter, priority = 0) =>
@@ -118,15 +119,7 @@ describe("batches sharing one limiter", () => {
   it.effect("a batch ends when its last item does, not when the workers it no longer needs get through the queue", () =>
     Effect.gen(function*() {
       // The limit stays at 2, but up to 64 workers per batch may wait for it.
-      const stuckAtTwo: LimitAlgorithm.LimitAlgorithm<number> = {
-        name: "stuck",
-        min: 2,
-        max: 64,
-        initial: 2,
-        limit: (s) => s,
-        update: (s) => s
-      }
-      const limiter = yield* ConcurrencyLimiter.make(stuckAtTwo)
+      const limiter = yield* ConcurrencyLimiter.make(recordingAlgorithm({ min: 2, max: 64, initial: 2 }).algorithm)
       const shared = Effect.provideService(ConcurrencyLimiter.ConcurrencyLimiter, limiter)
       const busy = yield* Effect.fork(shared(Batch.run(Array.from({ length: 100 }, (_, i) => i), () => Effect.sleep("100 millis"))))
       yield* Effect.yieldNow()
@@ -193,22 +186,7 @@ describe("ConcurrencyLimiter.withPermit", () => {
 })
 
 describe("ConcurrencyLimiter.reportProviderTime", () => {
-  /** An adaptive algorithm whose limit never moves: it only records the samples it is given. */
-  const recording = () => {
-    const samples: Array<LimitAlgorithm.Sample> = []
-    const algorithm: LimitAlgorithm.LimitAlgorithm<number> = {
-      name: "recording",
-      min: 1,
-      max: 10,
-      initial: 4,
-      limit: (s) => s,
-      update: (s, sample) => {
-        samples.push(sample)
-        return s
-      }
-    }
-    return { samples, algorithm }
-  }
+  const recording = () => recordingAlgorithm({ min: 1, max: 10, initial: 4 })
 
   it.effect("an attempt's sample carries what the provider said it spent, in a batch and in withPermit", () =>
     Effect.gen(function*() {

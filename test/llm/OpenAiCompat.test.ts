@@ -10,13 +10,13 @@ import * as Batch from "../../src/Batch.js"
 import * as Budget from "../../src/Budget.js"
 import * as CheckpointStore from "../../src/CheckpointStore.js"
 import * as ConcurrencyLimiter from "../../src/ConcurrencyLimiter.js"
-import type * as LimitAlgorithm from "../../src/LimitAlgorithm.js"
 import * as OpenAiCompat from "../../src/llm/OpenAiCompat.js"
 import * as RateLimiter from "../../src/RateLimiter.js"
 import * as ResultCache from "../../src/ResultCache.js"
 import * as RetryPolicy from "../../src/RetryPolicy.js"
 import * as Simulator from "../../src/llm/Simulator.js"
 import * as SimulatorServer from "../../src/llm/SimulatorServer.js"
+import { recordingAlgorithm } from "../support/recordingAlgorithm.js"
 
 /** Request headers seen by the client, to check what the adapter sends. */
 const sentHeaders: Array<Readonly<Record<string, string>>> = []
@@ -128,15 +128,8 @@ describe("OpenAiCompat.chat", () => {
   it.effect("an adaptive limit samples the provider's own time (openai-processing-ms), a wait for a slot included", () =>
     withSimulator({ capacity: 2, latency: { baseMs: 100, perOutputTokenMs: 0, jitter: 0 } }, (sim) =>
       Effect.gen(function*() {
-        const samples: Array<LimitAlgorithm.Sample> = []
-        const limiter = yield* ConcurrencyLimiter.make<number>({
-          name: "recording",
-          min: 1,
-          max: 8,
-          initial: 4,
-          limit: (s) => s,
-          update: (s, sample) => (samples.push(sample), s)
-        })
+        const { algorithm, samples } = recordingAlgorithm({ min: 1, max: 8, initial: 4 })
+        const limiter = yield* ConcurrencyLimiter.make(algorithm)
         const llm = OpenAiCompat.chat({ baseUrl: `${sim.url}/v1`, model: "sim-chat" })
         const run = yield* Effect.fork(Batch.run(["a", "b", "c", "d"], llm.task, llm.options).pipe(
           Effect.provideService(ConcurrencyLimiter.ConcurrencyLimiter, limiter)
