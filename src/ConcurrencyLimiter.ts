@@ -5,7 +5,9 @@
  * A batch takes one permit per item attempt and gives it back when the
  * attempt ends, so an item waiting to retry holds none. Each finished attempt
  * is a sample; an adaptive limiter feeds it to its algorithm and resizes the
- * pool when the limit moves. Outside a batch, `withPermit` runs any effect
+ * pool when the limit moves. A task may add what the provider says it spent
+ * (`reportProviderTime`), which a latency-based algorithm prefers to the
+ * latency the client measured. Outside a batch, `withPermit` runs any effect
  * under the same limit. The limit lives in a
  * `SubscriptionRef` (a `SynchronizedRef` whose `changes` stream anyone can
  * watch), updated together with the resize.
@@ -112,8 +114,14 @@ export const withPriority: {
   <A, E, R>(effect: Effect.Effect<A, E, R>, priority: number): Effect.Effect<A, E, R>
 } = dual(2, <A, E, R>(effect: Effect.Effect<A, E, R>, priority: number) => Effect.locally(effect, CurrentPriority, priority))
 
-/** Where the attempt being sampled keeps what the provider said it spent (see `reportProviderTime`). */
-interface AttemptTiming {
+/**
+ * Where the attempt being sampled keeps what the provider said it spent (see
+ * `reportProviderTime`).
+ *
+ * @since 0.1.0
+ * @category internal
+ */
+export interface AttemptTiming {
   providerMs: number | undefined
 }
 

@@ -369,7 +369,7 @@ export const run = <A, B, E, R, ES, RS>(
       const startedAt = adaptive ? now() : 0
       const inFlightAtStart = ++inFlight
       // What the provider says it spent, if the task reports it (`ConcurrencyLimiter.reportProviderTime`).
-      const timing = adaptive ? { providerMs: undefined } : undefined
+      const timing: ConcurrencyLimiter.AttemptTiming | undefined = adaptive ? { providerMs: undefined } : undefined
       if (timing !== undefined) effect = Effect.locally(effect, ConcurrencyLimiter.CurrentAttempt, timing)
       const sample = (dropped: boolean) =>
         Effect.flatMap(
