@@ -7,7 +7,7 @@
  * these poll the fiber on the live clock and move test time on again only when
  * the fiber has been idle for a while without finishing.
  */
-import { Duration, Effect, Fiber, Option, TestClock, TestServices } from "effect"
+import { Chunk, Duration, Effect, Fiber, Option, TestClock, TestServices } from "effect"
 
 /** Moves test time by `step` until `fiber` is done (at most `maxSteps` times), and joins it. */
 export const joinOnTestClock = <A, E>(
@@ -17,6 +17,13 @@ export const joinOnTestClock = <A, E>(
 ): Effect.Effect<A, E> =>
   Effect.gen(function*() {
     for (let i = 0; i < maxSteps; i++) {
+      // Before moving time, let the fiber reach a sleep: forked a moment ago on a busy machine, it may not have run
+      // yet, and its first step would then see the time after the move (seen: a workflow's start recorded at
+      // 1 000 ms instead of 0).
+      for (let poll = 0; poll < 50; poll++) {
+        if (Option.isSome(yield* Fiber.poll(fiber)) || Chunk.isNonEmpty(yield* TestClock.sleeps())) break
+        yield* TestServices.provideLive(Effect.sleep("10 millis"))
+      }
       yield* TestClock.adjust(step)
       for (let poll = 0; poll < 50; poll++) {
         const exit = yield* Fiber.poll(fiber)
