@@ -1,0 +1,12 @@
+/**
+ * effect-batch's state shared through Redis, for several processes working
+ * for one provider: `RedisRateLimiter`, one set of rate limits and one
+ * cooldown gate for all of them.
+ *
+ * Needs `ioredis` (5.x), on top of the core (`effect-batch`).
+ *
+ * @since 0.1.0
+ */
+
+/** @since 0.1.0 */
+export * as RedisRateLimiter from "./RedisRateLimiter.js"
