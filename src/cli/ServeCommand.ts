@@ -11,8 +11,13 @@
  * Ctrl-C (or SIGTERM) closes the service once the chunks running finish; a
  * second one exits at once. Either way every job resumes at the next start.
  *
+ * With `--redis URL`, every profile's rate limits and cooldown gate live in
+ * Redis (`RedisRateLimiter`, named `profile.<name>`), so several services on
+ * one provider keep to its limits together; every profile then needs a
+ * `requestsPerMinute`.
+ *
  * What it does not promise: TLS (put a reverse proxy in front), several
- * processes on one database.
+ * processes on one database, a concurrency limit shared across processes.
  *
  * @since 0.1.0
  */
@@ -35,6 +40,7 @@ import { randomBytes } from "node:crypto"
 import { createServer } from "node:http"
 import * as ApiKeys from "../service/ApiKeys.js"
 import type * as JobService from "../service/JobService.js"
+import type * as RateLimiter from "../RateLimiter.js"
 import * as ProviderProfiles from "../service/ProviderProfiles.js"
 import * as Simulator from "../llm/Simulator.js"
 import { UsageError } from "./CliError.js"
@@ -52,6 +58,8 @@ export interface ServeOptions {
   readonly profiles: string | undefined
   readonly inputDir: string | undefined
   readonly maxItems: number
+  /** Redis URL: share every profile's rate limits through it. */
+  readonly redis?: string | undefined
 }
 
 const usage = (message: string) => new UsageError({ message })
@@ -103,6 +111,43 @@ const loadService: Effect.Effect<typeof JobService, UsageError> = Effect.tryProm
   }
 })
 
+/** `effect-batch/redis`, loaded only with `--redis` (its `ioredis` is an optional peer). */
+const loadRedis = Effect.tryPromise({
+  try: () => Promise.all([import("ioredis"), import("../redis/RedisRateLimiter.js")]),
+  catch: () => usage("--redis needs the package ioredis, which is not installed: npm i ioredis@^5.9.3")
+})
+
+/**
+ * Each profile's rate limiter shared through Redis at `url`, or a usage error naming what is wrong: a profile
+ * without `requestsPerMinute`, a Redis that does not answer.
+ */
+const sharedRateLimits = (url: string, profiles: ReadonlyArray<ProviderProfiles.ProfileConfig>) =>
+  Effect.gen(function*() {
+    const untold = profiles.find((profile) => profile.requestsPerMinute === undefined)
+    if (untold !== undefined) {
+      return yield* Effect.fail(usage(
+        `--redis shares request limits, and the profile ${untold.name} has no requestsPerMinute: give it one ` +
+          "(the pace learned from 429s without a limit is per process)"
+      ))
+    }
+    const [{ Redis }, RedisRateLimiter] = yield* loadRedis
+    const redis = yield* Effect.acquireRelease(
+      Effect.sync(() => {
+        const client = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 3 })
+        // Failures surface through the connect below, then through the commands (a defect naming the limiter).
+        client.on("error", () => undefined)
+        return client
+      }),
+      (client) => Effect.promise(() => client.quit().catch(() => "closed"))
+    )
+    yield* Effect.tryPromise({
+      try: () => redis.connect().then(() => redis.ping()),
+      catch: (error) => usage(`--redis ${url}: cannot reach Redis: ${error instanceof Error ? error.message : String(error)}`)
+    })
+    return (config: ProviderProfiles.ProfileConfig, limits: RateLimiter.Limits) =>
+      RedisRateLimiter.make({ redis, name: `profile.${config.name}`, limits })
+  })
+
 /**
  * Serves until stopped (Ctrl-C).
  *
@@ -114,11 +159,13 @@ export const serve = (options: ServeOptions) =>
     const { generated, keys } = yield* keysOf
     const { defaultProfile, note, profiles } = yield* profilesOf(options.profiles)
     const { layer } = yield* loadService
+    const rateLimiter = options.redis === undefined ? undefined : yield* sharedRateLimits(options.redis, profiles)
     const service = layer({
       profiles,
       defaultProfile,
       keys,
-      limits: { maxItems: options.maxItems, inputDir: options.inputDir }
+      limits: { maxItems: options.maxItems, inputDir: options.inputDir },
+      rateLimiter
     }).pipe(
       Layer.provide(SqliteClient.layer({ filename: options.db }))
     )
@@ -133,6 +180,7 @@ export const serve = (options: ServeOptions) =>
     yield* Console.log(`  dashboard  ${url}/${generated === undefined ? "" : `#key=${generated}`}`)
     yield* Console.log(`  API        ${url}/jobs   (reference: ${url}/reference, OpenAPI: ${url}/openapi.json)`)
     yield* Console.log(`  storage    ${options.db}; ${note}`)
+    if (options.redis !== undefined) yield* Console.log(`  limits     shared through Redis at ${options.redis}`)
     if (generated !== undefined) {
       yield* Console.log(`  API key    ${generated}   (tenant "default"; made for this start — set EFFECT_BATCH_API_KEYS to keep keys)`)
     }
@@ -166,7 +214,11 @@ export const command = Command.make(
       Options.optional,
       Options.withDescription("Folder of JSONL files jobs may name with `file`.")
     ),
-    maxItems: Options.integer("max-items").pipe(Options.withDefault(100_000), Options.withDescription("Items per job at most."))
+    maxItems: Options.integer("max-items").pipe(Options.withDefault(100_000), Options.withDescription("Items per job at most.")),
+    redis: Options.text("redis").pipe(
+      Options.optional,
+      Options.withDescription("Redis URL: share every profile's rate limits and cooldown gate with other services through it.")
+    )
   },
   (flags) =>
     serve({
@@ -175,6 +227,7 @@ export const command = Command.make(
       db: flags.db,
       profiles: Option.getOrUndefined(flags.profiles),
       inputDir: Option.getOrUndefined(flags.inputDir),
-      maxItems: flags.maxItems
+      maxItems: flags.maxItems,
+      redis: Option.getOrUndefined(flags.redis)
     })
 ).pipe(Command.withDescription("Serve the job service (HTTP API, SSE, dashboard) until stopped."))

@@ -273,7 +273,12 @@ export const layer = (options: Omit<Options, "redis"> & { readonly url: string }
     Effect.gen(function*() {
       const { Redis } = yield* Effect.promise(() => import("ioredis"))
       const redis = yield* Effect.acquireRelease(
-        Effect.sync(() => new Redis(options.url, { lazyConnect: false, maxRetriesPerRequest: 3 })),
+        Effect.sync(() => {
+          const client = new Redis(options.url, { maxRetriesPerRequest: 3 })
+          // Failures surface through the commands, as defects naming the limiter and what it was doing.
+          client.on("error", () => undefined)
+          return client
+        }),
         (client) => Effect.promise(() => client.quit().catch(() => "closed"))
       )
       return yield* make({ redis, name: options.name, limits: options.limits })

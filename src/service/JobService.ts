@@ -37,6 +37,8 @@ export interface Options {
   readonly keys: ApiKeys.Keys
   readonly limits?: Partial<Jobs.Limits> | undefined
   readonly http?: JobHttp.Options | undefined
+  /** How each profile's rate limiter is made (see `ProviderProfiles.Options`); default: this process's own. */
+  readonly rateLimiter?: ProviderProfiles.Options["rateLimiter"]
 }
 
 /** How often the engine looks for due durable timers and resumed work (its default is 10 s). */
@@ -58,7 +60,7 @@ export const layerJobs = (options: Options) => {
   )
   const base = Layer.mergeAll(
     JobEvents.layer.pipe(Layer.provideMerge(SqlJobStore.layer)),
-    ProviderProfiles.layer(options.profiles, options.defaultProfile)
+    ProviderProfiles.layer(options.profiles, options.defaultProfile, { rateLimiter: options.rateLimiter })
   )
   const runner = JobRunner.layer.pipe(Layer.provideMerge(base), Layer.provideMerge(engine))
   const resume = Layer.effectDiscard(Effect.flatMap(JobRunner.JobRunner, (r) =>

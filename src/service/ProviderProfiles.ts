@@ -10,8 +10,10 @@
  * (`ConcurrencyLimiter.makePrioritized`). The rate limiter also learns the
  * limits the provider announces in its `x-ratelimit-*` headers.
  *
- * What it does not promise: limits are per process; several service
- * processes on one provider would each apply them in full.
+ * What it does not promise: limits are per process, and several service
+ * processes on one provider would each apply them in full — unless the rate
+ * limiters are shared (`Options.rateLimiter`, e.g. `RedisRateLimiter`; the
+ * `serve --redis` flag); the concurrency limit stays per process.
  *
  * @since 0.1.0
  */
@@ -133,17 +135,31 @@ export const parse = (
     return { profiles, defaultProfile }
   })
 
-const providerOf = (config: ProfileConfig): Effect.Effect<Provider> =>
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options {
+  /**
+   * Makes a profile's rate limiter from its limits; default
+   * `RateLimiter.make`, this process's own. Give one that shares the limits
+   * with other processes (`RedisRateLimiter.make`) to run several.
+   */
+  readonly rateLimiter?: ((config: ProfileConfig, limits: RateLimiter.Limits) => Effect.Effect<RateLimiter.Limiter>) | undefined
+}
+
+const providerOf = (config: ProfileConfig, options: Options): Effect.Effect<Provider> =>
   Effect.gen(function*() {
     const max = config.maxConcurrency ?? 64
     const concurrency = config.concurrency ?? "adaptive"
     const limiter = concurrency === "adaptive"
       ? yield* ConcurrencyLimiter.makePrioritized(LimitAlgorithm.gradient({ initial: Math.min(8, max), min: 1, max, smoothing: 0.05 }))
       : yield* ConcurrencyLimiter.makePrioritized(LimitAlgorithm.fixed(concurrency))
-    const rateLimiter = yield* RateLimiter.make({
+    const limits: RateLimiter.Limits = {
       ...(config.requestsPerMinute === undefined ? {} : { requestsPerMinute: config.requestsPerMinute }),
       ...(config.tokensPerMinute === undefined ? {} : { tokensPerMinute: config.tokensPerMinute })
-    })
+    }
+    const rateLimiter = yield* (options.rateLimiter ?? ((_, limits) => RateLimiter.make(limits)))(config, limits)
     const chats = new Map<string, OpenAiCompat.Chat>()
     const chat = (model: string) => {
       let client = chats.get(model)
@@ -160,10 +176,14 @@ const providerOf = (config: ProfileConfig): Effect.Effect<Provider> =>
  * @since 0.1.0
  * @category constructors
  */
-export const make = (profiles: ReadonlyArray<ProfileConfig>, defaultProfile?: string): Effect.Effect<Profiles> =>
+export const make = (
+  profiles: ReadonlyArray<ProfileConfig>,
+  defaultProfile?: string,
+  options: Options = {}
+): Effect.Effect<Profiles> =>
   Effect.gen(function*() {
     if (profiles.length === 0) return yield* Effect.dieMessage("ProviderProfiles: at least one profile is needed")
-    const all = yield* Effect.forEach(profiles, providerOf)
+    const all = yield* Effect.forEach(profiles, (profile) => providerOf(profile, options))
     const byName = new Map(all.map((p) => [p.config.name, p]))
     return { defaultProfile: defaultProfile ?? profiles[0]!.name, get: (name) => byName.get(name), all }
   })
@@ -172,5 +192,8 @@ export const make = (profiles: ReadonlyArray<ProfileConfig>, defaultProfile?: st
  * @since 0.1.0
  * @category layers
  */
-export const layer = (profiles: ReadonlyArray<ProfileConfig>, defaultProfile?: string): Layer.Layer<ProviderProfiles> =>
-  Layer.effect(ProviderProfiles, make(profiles, defaultProfile))
+export const layer = (
+  profiles: ReadonlyArray<ProfileConfig>,
+  defaultProfile?: string,
+  options: Options = {}
+): Layer.Layer<ProviderProfiles> => Layer.effect(ProviderProfiles, make(profiles, defaultProfile, options))

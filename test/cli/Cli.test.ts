@@ -3,17 +3,18 @@
  * and the exit codes (0 all succeeded, 1 some failed or skipped, 2 usage or
  * setup error, 130 interrupted).
  */
-import { HttpClient } from "@effect/platform"
+import { HttpClient, HttpClientRequest } from "@effect/platform"
 import { NodeContext, NodeHttpClient } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
 import { Cause, Effect, Exit, Fiber, FiberId, Layer } from "effect"
+import { Redis } from "ioredis"
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll } from "vitest"
 import * as Cli from "../../src/cli/Cli.js"
 import * as CliError from "../../src/cli/CliError.js"
-import { against, cli, withSimulator } from "./CliHarness.js"
+import { against, apiKey, cli, withSimulator } from "./CliHarness.js"
 import * as TestConsole from "./TestConsole.js"
 
 const dir = mkdtempSync(join(tmpdir(), "effect-batch-cli-"))
@@ -126,6 +127,60 @@ describe("effect-batch simulate", () => {
       expect(code).toBe(2)
       expect(console.err.join("\n")).toContain("failureRate must be between 0 and 1")
     }).pipe(Effect.provide(platform)))
+})
+
+// CI sets REDIS_URL; without it these are reported as skipped.
+const redisUrl = process.env.REDIS_URL
+describe.skipIf(redisUrl === undefined)("effect-batch serve --redis", () => {
+  const profilesFile = (baseUrl: string, requestsPerMinute?: number) => {
+    const path = join(dir, `profiles-${++files}.json`)
+    const profile = { name: "sim", baseUrl, apiKeyEnv: "SIM_KEY", models: ["sim-chat"], requestsPerMinute }
+    writeFileSync(path, JSON.stringify({ profiles: [profile] }))
+    return path
+  }
+  const serve = (...args: ReadonlyArray<string>) => ["serve", "--port", "0", "--db", join(dir, `serve-${++files}.db`), ...args]
+
+  it.live("shares every profile's rate limits through Redis: a job's calls are reserved in the profile's hash", () =>
+    withSimulator((simulator) =>
+      Effect.gen(function*() {
+        process.env.SIM_KEY = apiKey
+        const console = yield* TestConsole.make
+        const fiber = yield* console.capture(
+          Cli.main(["node", "effect-batch", ...serve("--profiles", profilesFile(`${simulator.url}/v1`, 6_000), "--redis", redisUrl!)])
+        ).pipe(Effect.fork)
+        while (!console.out.some((line) => line.includes("API key"))) yield* Effect.sleep("10 millis")
+        const url = /on (http:\/\/\S+)/.exec(console.out.join("\n"))![1]!
+        const key = /API key +(\S+)/.exec(console.out.join("\n"))![1]!
+        expect(console.out.join("\n")).toContain(`limits     shared through Redis at ${redisUrl}`)
+        const client = (yield* HttpClient.HttpClient).pipe(HttpClient.mapRequest(HttpClientRequest.bearerToken(key)))
+        const submitted = yield* client.execute(HttpClientRequest.post(`${url}/jobs`).pipe(
+          HttpClientRequest.bodyUnsafeJson({ items: ["a", "b", "c"] })
+        ))
+        const { id } = (yield* submitted.json) as { id: string }
+        let state = ""
+        while (state !== "finished") {
+          state = ((yield* Effect.flatMap(client.get(`${url}/jobs/${id}`), (r) => r.json)) as { state: string }).state
+          if (state === "failed" || state === "cancelled") break
+          yield* Effect.sleep("50 millis")
+        }
+        expect(state).toBe("finished")
+        const redis = new Redis(redisUrl!)
+        const ttl = yield* Effect.promise(() => redis.pttl("effect-batch:rate:profile.sim").finally(() => redis.quit()))
+        expect(ttl).toBeGreaterThan(0)
+        yield* Fiber.interrupt(fiber)
+      })).pipe(Effect.provide(platform)), 30_000)
+
+  it.live("a profile without requestsPerMinute, or a Redis that does not answer, is exit code 2 naming it", () =>
+    withSimulator((simulator) =>
+      Effect.gen(function*() {
+        process.env.SIM_KEY = apiKey
+        const untold = yield* cli(serve("--profiles", profilesFile(`${simulator.url}/v1`), "--redis", "redis://127.0.0.1:6379"))
+        expect(untold.code).toBe(2)
+        expect(untold.err).toContain("--redis shares request limits, and the profile sim has no requestsPerMinute")
+        const unreachable = yield* cli(serve("--profiles", profilesFile(`${simulator.url}/v1`, 600), "--redis", "redis://127.0.0.1:1"))
+        expect(unreachable.code).toBe(2)
+        expect(unreachable.err).toContain("--redis redis://127.0.0.1:1: cannot reach Redis")
+      })).pipe(Effect.provide(platform)))
 })
 
 describe("effect-batch runs / export", () => {

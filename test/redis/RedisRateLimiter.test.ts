@@ -144,6 +144,17 @@ describe.skipIf(url === undefined)("RedisRateLimiter", () => {
       expect(worstExcess(scheduled, 40, 2)).toBeLessThanOrEqual(1e-3)
     }))
 
+  it.live("layer: a client of its own, made for the batch and closed with it", () =>
+    Effect.gen(function*() {
+      const name = uniqueName()
+      const { report } = yield* Batch.run([1, 2, 3], (i) => Effect.succeed(i)).pipe(
+        Effect.provide(RedisRateLimiter.layer({ url: url!, name, limits: { requestsPerSecond: 100 } }))
+      )
+      expect(report.succeeded).toBe(3)
+      const redis = connect()
+      expect(yield* Effect.promise(() => redis.hget(`effect-batch:rate:${name}`, "requests/1000"))).not.toBeNull()
+    }))
+
   it("refuses limits without a request limit and a bad name, naming what is wrong", () => {
     const redis = connect()
     const tokensOnly = Effect.runSyncExit(RedisRateLimiter.make({ redis, name: "x", limits: { tokensPerMinute: 1000 } }))
