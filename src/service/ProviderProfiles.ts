@@ -152,8 +152,9 @@ const providerOf = (config: ProfileConfig, options: Options): Effect.Effect<Prov
   Effect.gen(function*() {
     const max = config.maxConcurrency ?? 64
     const concurrency = config.concurrency ?? "adaptive"
+    // Adaptive: `LimitAlgorithm.recommended()`'s, up to the profile's maxConcurrency.
     const limiter = concurrency === "adaptive"
-      ? yield* ConcurrencyLimiter.makePrioritized(LimitAlgorithm.gradient({ initial: Math.min(8, max), min: 1, max, smoothing: 0.05 }))
+      ? yield* ConcurrencyLimiter.makePrioritized(LimitAlgorithm.gradient({ initial: Math.min(20, max), min: 1, max, smoothing: 0.05 }))
       : yield* ConcurrencyLimiter.makePrioritized(LimitAlgorithm.fixed(concurrency))
     const limits: RateLimiter.Limits = {
       ...(config.requestsPerMinute === undefined ? {} : { requestsPerMinute: config.requestsPerMinute }),
