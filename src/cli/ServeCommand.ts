@@ -111,6 +111,17 @@ const loadService: Effect.Effect<typeof JobService, UsageError> = Effect.tryProm
   }
 })
 
+/** A Redis URL as printed: its password (`redis://:secret@host`) masked. */
+const shown = (url: string) => {
+  try {
+    const parsed = new URL(url)
+    if (parsed.password !== "") parsed.password = "***"
+    return parsed.toString()
+  } catch {
+    return url.replace(/\/\/[^@/]*@/, "//***@")
+  }
+}
+
 /** `effect-batch/redis`, loaded only with `--redis` (its `ioredis` is an optional peer). */
 const loadRedis = Effect.tryPromise({
   try: () => Promise.all([import("ioredis"), import("../redis/RedisRateLimiter.js")]),
@@ -142,7 +153,7 @@ const sharedRateLimits = (url: string, profiles: ReadonlyArray<ProviderProfiles.
     )
     yield* Effect.tryPromise({
       try: () => redis.connect().then(() => redis.ping()),
-      catch: (error) => usage(`--redis ${url}: cannot reach Redis: ${error instanceof Error ? error.message : String(error)}`)
+      catch: (error) => usage(`--redis ${shown(url)}: cannot reach Redis: ${error instanceof Error ? error.message : String(error)}`)
     })
     return (config: ProviderProfiles.ProfileConfig, limits: RateLimiter.Limits) =>
       RedisRateLimiter.make({ redis, name: `profile.${config.name}`, limits })
@@ -180,7 +191,7 @@ export const serve = (options: ServeOptions) =>
     yield* Console.log(`  dashboard  ${url}/${generated === undefined ? "" : `#key=${generated}`}`)
     yield* Console.log(`  API        ${url}/jobs   (reference: ${url}/reference, OpenAPI: ${url}/openapi.json)`)
     yield* Console.log(`  storage    ${options.db}; ${note}`)
-    if (options.redis !== undefined) yield* Console.log(`  limits     shared through Redis at ${options.redis}`)
+    if (options.redis !== undefined) yield* Console.log(`  limits     shared through Redis at ${shown(options.redis)}`)
     if (generated !== undefined) {
       yield* Console.log(`  API key    ${generated}   (tenant "default"; made for this start — set EFFECT_BATCH_API_KEYS to keep keys)`)
     }

@@ -177,9 +177,10 @@ describe.skipIf(redisUrl === undefined)("effect-batch serve --redis", () => {
         const untold = yield* cli(serve("--profiles", profilesFile(`${simulator.url}/v1`), "--redis", "redis://127.0.0.1:6379"))
         expect(untold.code).toBe(2)
         expect(untold.err).toContain("--redis shares request limits, and the profile sim has no requestsPerMinute")
-        const unreachable = yield* cli(serve("--profiles", profilesFile(`${simulator.url}/v1`, 600), "--redis", "redis://127.0.0.1:1"))
+        const unreachable = yield* cli(serve("--profiles", profilesFile(`${simulator.url}/v1`, 600), "--redis", "redis://:s3cret@127.0.0.1:1"))
         expect(unreachable.code).toBe(2)
-        expect(unreachable.err).toContain("--redis redis://127.0.0.1:1: cannot reach Redis")
+        expect(unreachable.err).toContain("--redis redis://:***@127.0.0.1:1: cannot reach Redis")
+        expect(unreachable.err).not.toContain("s3cret")
       })).pipe(Effect.provide(platform)))
 })
 
