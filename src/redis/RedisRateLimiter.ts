@@ -141,19 +141,31 @@ const invalid = (what: string): never => {
   throw new Cause.IllegalArgumentException(`RedisRateLimiter: ${what}`)
 }
 
-const specsOf = (limits: RateLimiter.Limits): ReadonlyArray<Spec> => {
-  const normalized = RateLimiter.normalize(limits)
+/** What a set of limits comes to here: the limits, their buckets, and how long the hash outlives its last use. */
+interface Installed {
+  readonly limits: ReadonlyArray<RateLimiter.Limit>
+  readonly specs: ReadonlyArray<Spec>
+  readonly ttlMs: number
+}
+
+const install = (given: RateLimiter.Limits): Installed => {
+  const normalized = RateLimiter.normalize(given)
   if (!normalized.some((limit) => limit.unit === "requests")) {
     invalid(
       "a shared limiter needs a request limit (requestsPerSecond, requestsPerMinute or a limits entry of unit \"requests\"): " +
         "without one a pace would be learned from 429s, and that pace is not shared across processes"
     )
   }
-  return normalized.map((limit) => {
+  let longest = 0
+  const specs = normalized.map((limit) => {
     const windowMs = Duration.toMillis(Duration.decode(limit.window))
     const intervalMs = windowMs / limit.limit
-    return { field: `${limit.unit}/${windowMs}`, unit: limit.unit, intervalMs, burstMs: (limit.burst ?? 1) * intervalMs }
+    const burstMs = (limit.burst ?? 1) * intervalMs
+    longest = Math.max(longest, windowMs, burstMs)
+    return { field: `${limit.unit}/${windowMs}`, unit: limit.unit, intervalMs, burstMs }
   })
+  // A minute after the last use, plus the longest a bucket can hold (its window, or its burst if longer).
+  return { limits: normalized, specs, ttlMs: 60_000 + longest }
 }
 
 const costOf = (spec: Spec, requests: number, tokens: number) => (spec.unit === "requests" ? requests : tokens)
@@ -172,11 +184,7 @@ export const make = (options: Options): Effect.Effect<Limiter> =>
     }
     const key = `effect-batch:rate:${options.name}`
     const redis = options.redis
-    let specs = specsOf(options.limits)
-    let limits = RateLimiter.normalize(options.limits)
-    // A minute after the last use, plus the longest a bucket can hold (its window, or its burst if longer).
-    const ttlMs = () =>
-      60_000 + Math.max(...specs.map((spec) => spec.burstMs), ...limits.map((limit) => Duration.toMillis(Duration.decode(limit.window))))
+    let installed = install(options.limits)
 
     const call = (what: string, script: string, args: ReadonlyArray<string | number>) =>
       Effect.tryPromise({
@@ -187,9 +195,9 @@ export const make = (options: Options): Effect.Effect<Limiter> =>
 
     const reserve = (requests: number, tokens: number) =>
       call("reserve", reserveScript, [
-        ttlMs(),
-        specs.length,
-        ...specs.flatMap((spec) => [spec.field, spec.intervalMs, spec.burstMs, costOf(spec, requests, tokens)])
+        installed.ttlMs,
+        installed.specs.length,
+        ...installed.specs.flatMap((spec) => [spec.field, spec.intervalMs, spec.burstMs, costOf(spec, requests, tokens)])
       ]).pipe(Effect.map((reply) => {
         const [now, start] = numbers(reply)
         return { now: now!, start: start! }
@@ -225,15 +233,15 @@ export const make = (options: Options): Effect.Effect<Limiter> =>
         const deltaRequests = (actual.requests ?? reservation.requests) - reservation.requests
         const deltaTokens = (actual.tokens ?? reservation.tokens) - reservation.tokens
         if (deltaRequests === 0 && deltaTokens === 0) return Effect.void
-        const moves = specs.flatMap((spec) => [spec.field, costOf(spec, deltaRequests, deltaTokens) * spec.intervalMs])
-        return Effect.asVoid(call("settle", settleScript, [specs.length, ...moves]))
+        const moves = installed.specs.flatMap((spec) => [spec.field, costOf(spec, deltaRequests, deltaTokens) * spec.intervalMs])
+        return Effect.asVoid(call("settle", settleScript, [installed.specs.length, ...moves]))
       })
 
     const closeGate = (duration: Duration.DurationInput) =>
       Effect.suspend(() => {
-        const requestSpecs = specs.filter((spec) => spec.unit === "requests")
+        const requestSpecs = installed.specs.filter((spec) => spec.unit === "requests")
         return call("close the gate", closeGateScript, [
-          ttlMs(),
+          installed.ttlMs,
           Duration.toMillis(Duration.decode(duration)),
           requestSpecs.length,
           ...requestSpecs.flatMap((spec) => [spec.field, spec.intervalMs, spec.burstMs])
@@ -249,13 +257,12 @@ export const make = (options: Options): Effect.Effect<Limiter> =>
       gateOpensAt: Effect.flatMap(gateLeft, (left) => Effect.clockWith((c) => Effect.map(c.currentTimeMillis, (now) => now + left))),
       setLimits: (next) =>
         Effect.sync(() => {
-          specs = specsOf(next)
-          limits = RateLimiter.normalize(next)
+          installed = install(next)
         }),
-      limits: Effect.sync(() => limits),
+      limits: Effect.sync(() => installed.limits),
       pace: Effect.succeed(undefined),
       remaining: () => Effect.void,
-      bursts: Effect.sync(() => specs.map((spec) => spec.burstMs / spec.intervalMs))
+      bursts: Effect.sync(() => installed.specs.map((spec) => spec.burstMs / spec.intervalMs))
     }
     return Effect.succeed(limiter)
   })
