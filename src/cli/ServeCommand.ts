@@ -11,13 +11,20 @@
  * Ctrl-C (or SIGTERM) closes the service once the chunks running finish; a
  * second one exits at once. Either way every job resumes at the next start.
  *
+ * Several processes: `--db postgres://…` makes the process a member of a
+ * cluster on that database, in the part `--role` names — `all` (the
+ * default), `api` (HTTP, SSE, dashboard; runs nothing) or `runner` (runs
+ * jobs; no HTTP). A process that runs jobs listens for the other runners on
+ * `--runner-host`:`--runner-port`, which must be unique per process. Split
+ * roles need `--profiles` (every process reads the same) and PostgreSQL.
+ *
  * With `--redis URL`, every profile's rate limits and cooldown gate live in
  * Redis (`RedisRateLimiter`, named `profile.<name>`), so several services on
  * one provider keep to its limits together; every profile then needs a
  * `requestsPerMinute`.
  *
- * What it does not promise: TLS (put a reverse proxy in front), several
- * processes on one database, a concurrency limit shared across processes.
+ * What it does not promise: TLS (put a reverse proxy in front), a
+ * concurrency limit shared across processes.
  *
  * @since 0.1.0
  */
@@ -26,6 +33,7 @@ import * as Options from "@effect/cli/Options"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import * as FileSystem from "@effect/platform/FileSystem"
 import * as HttpServer from "@effect/platform/HttpServer"
+import type * as SqlClient from "@effect/sql/SqlClient"
 import * as SqliteClient from "@effect/sql-sqlite-node/SqliteClient"
 import * as Cause from "effect/Cause"
 import * as Config from "effect/Config"
@@ -60,7 +68,15 @@ export interface ServeOptions {
   readonly maxItems: number
   /** Redis URL: share every profile's rate limits through it. */
   readonly redis?: string | undefined
+  /** This process's part; split roles need PostgreSQL. Default `all`. */
+  readonly role?: JobService.Role | undefined
+  /** Where other runners reach this one (a PostgreSQL service's processes that run jobs). */
+  readonly runnerHost?: string | undefined
+  readonly runnerPort?: number | undefined
 }
+
+/** Whether `--db` names a PostgreSQL database rather than a SQLite file. */
+const isPostgres = (db: string) => /^postgres(?:ql)?:\/\//.test(db)
 
 const usage = (message: string) => new UsageError({ message })
 const reason = (cause: Cause.Cause<unknown>) => Cause.pretty(cause).split("\n")[0]!
@@ -111,7 +127,13 @@ const loadService: Effect.Effect<typeof JobService, UsageError> = Effect.tryProm
   }
 })
 
-/** A Redis URL as printed: its password (`redis://:secret@host`) masked. */
+/** `@effect/sql-pg`, loaded only for a PostgreSQL `--db` (an optional peer). */
+const loadPg = Effect.tryPromise({
+  try: () => import("@effect/sql-pg/PgClient"),
+  catch: () => usage("--db postgres://… needs the package @effect/sql-pg, which is not installed: npm i @effect/sql-pg@^0.53.0")
+})
+
+/** A database or Redis URL as printed: its password (`redis://:secret@host`) masked. */
 const shown = (url: string) => {
   try {
     const parsed = new URL(url)
@@ -167,34 +189,64 @@ const sharedRateLimits = (url: string, profiles: ReadonlyArray<ProviderProfiles.
  */
 export const serve = (options: ServeOptions) =>
   Effect.scoped(Effect.gen(function*() {
+    const role = options.role ?? "all"
+    const postgres = isPostgres(options.db)
+    if (role !== "all" && !postgres) {
+      return yield* Effect.fail(usage(
+        `--role ${role} splits the service over several processes, which share a PostgreSQL database: ` +
+          "give --db postgres://… (a SQLite file is for one process, the role all)"
+      ))
+    }
+    if (role !== "all" && options.profiles === undefined) {
+      return yield* Effect.fail(usage(
+        `--role ${role} needs --profiles: every process of the service reads the same profiles (start one provider or ` +
+          "`effect-batch simulate`, and name it in a profiles file)"
+      ))
+    }
     const { generated, keys } = yield* keysOf
     const { defaultProfile, note, profiles } = yield* profilesOf(options.profiles)
-    const { layer } = yield* loadService
+    const { layer, layerJobs } = yield* loadService
     const rateLimiter = options.redis === undefined ? undefined : yield* sharedRateLimits(options.redis, profiles)
-    const service = layer({
+    const runnerAddress = { host: options.runnerHost ?? options.host, port: options.runnerPort ?? 34431 }
+    const database: Layer.Layer<SqlClient.SqlClient, unknown> = postgres
+      ? (yield* loadPg).layer({ url: Redacted.make(options.db) })
+      : SqliteClient.layer({ filename: options.db })
+    const serviceOptions: JobService.Options = {
       profiles,
       defaultProfile,
       keys,
       limits: { maxItems: options.maxItems, inputDir: options.inputDir },
-      rateLimiter
-    }).pipe(
-      Layer.provide(SqliteClient.layer({ filename: options.db }))
-    )
-    const httpServer = NodeHttpServer.layer(() => createServer(), { port: options.port, host: options.host })
-    const built = yield* Layer.build(service.pipe(Layer.provideMerge(httpServer))).pipe(
-      Effect.catchAllCause((cause) => Effect.fail(usage(`cannot start the service: ${reason(cause)}`)))
-    )
-    const server = Context.get(built, HttpServer.HttpServer)
-    const port = server.address._tag === "TcpAddress" ? server.address.port : options.port
-    const url = `http://${options.host === "0.0.0.0" ? "127.0.0.1" : options.host}:${port}`
-    yield* Console.log(`effect-batch job service on ${url}`)
-    yield* Console.log(`  dashboard  ${url}/${generated === undefined ? "" : `#key=${generated}`}`)
-    yield* Console.log(`  API        ${url}/jobs   (reference: ${url}/reference, OpenAPI: ${url}/openapi.json)`)
-    yield* Console.log(`  storage    ${options.db}; ${note}`)
-    if (options.redis !== undefined) yield* Console.log(`  limits     shared through Redis at ${shown(options.redis)}`)
-    if (generated !== undefined) {
-      yield* Console.log(`  API key    ${generated}   (tenant "default"; made for this start — set EFFECT_BATCH_API_KEYS to keep keys)`)
+      rateLimiter,
+      cluster: postgres ? { role, ...(role === "api" ? {} : { runnerAddress }) } : undefined
     }
+    const storage = `${postgres ? shown(options.db) : options.db}; ${note}`
+    if (role === "runner") {
+      yield* Layer.build(layerJobs(serviceOptions).pipe(Layer.provide(database))).pipe(
+        Effect.catchAllCause((cause) => Effect.fail(usage(`cannot start the runner: ${reason(cause)}`)))
+      )
+      yield* Console.log(`effect-batch runner on ${runnerAddress.host}:${runnerAddress.port}`)
+      yield* Console.log(`  storage    ${storage}`)
+    } else {
+      const httpServer = NodeHttpServer.layer(() => createServer(), { port: options.port, host: options.host })
+      const service = layer(serviceOptions).pipe(Layer.provide(database))
+      const built = yield* Layer.build(service.pipe(Layer.provideMerge(httpServer))).pipe(
+        Effect.catchAllCause((cause) => Effect.fail(usage(`cannot start the service: ${reason(cause)}`)))
+      )
+      const server = Context.get(built, HttpServer.HttpServer)
+      const port = server.address._tag === "TcpAddress" ? server.address.port : options.port
+      const url = `http://${options.host === "0.0.0.0" ? "127.0.0.1" : options.host}:${port}`
+      yield* Console.log(`effect-batch job service on ${url}`)
+      yield* Console.log(`  dashboard  ${url}/${generated === undefined ? "" : `#key=${generated}`}`)
+      yield* Console.log(`  API        ${url}/jobs   (reference: ${url}/reference, OpenAPI: ${url}/openapi.json)`)
+      yield* Console.log(`  storage    ${storage}`)
+      if (postgres) {
+        yield* Console.log(`  role       ${role}${role === "api" ? "" : `; runner on ${runnerAddress.host}:${runnerAddress.port}`}`)
+      }
+      if (generated !== undefined) {
+        yield* Console.log(`  API key    ${generated}   (tenant "default"; made for this start — set EFFECT_BATCH_API_KEYS to keep keys)`)
+      }
+    }
+    if (options.redis !== undefined) yield* Console.log(`  limits     shared through Redis at ${shown(options.redis)}`)
     // First stop request: close, letting the chunks running now finish (they are not interruptible);
     // second: leave at once — every job is durable and resumes at the next start.
     const stop = yield* StopSignal.current
@@ -215,7 +267,19 @@ export const command = Command.make(
     host: Options.text("host").pipe(Options.withDefault("127.0.0.1"), Options.withDescription("Address to listen on.")),
     db: Options.text("db").pipe(
       Options.withDefault("effect-batch-service.db"),
-      Options.withDescription("SQLite file for jobs and the workflow journal.")
+      Options.withDescription("SQLite file for jobs and the workflow journal, or a postgres:// URL (several processes).")
+    ),
+    role: Options.choice("role", ["all", "api", "runner"]).pipe(
+      Options.withDefault("all" as const),
+      Options.withDescription("This process's part (PostgreSQL): all, api (HTTP only, runs nothing) or runner (runs jobs, no HTTP).")
+    ),
+    runnerHost: Options.text("runner-host").pipe(
+      Options.optional,
+      Options.withDescription("Address other runners reach this one at (default: --host). PostgreSQL only.")
+    ),
+    runnerPort: Options.integer("runner-port").pipe(
+      Options.optional,
+      Options.withDescription("Port this runner listens on for the others (default 34431; unique per process on a machine).")
     ),
     profiles: Options.file("profiles").pipe(
       Options.optional,
@@ -239,6 +303,9 @@ export const command = Command.make(
       profiles: Option.getOrUndefined(flags.profiles),
       inputDir: Option.getOrUndefined(flags.inputDir),
       maxItems: flags.maxItems,
-      redis: Option.getOrUndefined(flags.redis)
+      redis: Option.getOrUndefined(flags.redis),
+      role: flags.role,
+      runnerHost: Option.getOrUndefined(flags.runnerHost),
+      runnerPort: Option.getOrUndefined(flags.runnerPort)
     })
 ).pipe(Command.withDescription("Serve the job service (HTTP API, SSE, dashboard) until stopped."))

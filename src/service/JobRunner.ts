@@ -1,10 +1,19 @@
 /**
- * Runs jobs: what the service calls (`execute`, `cancel`, `rate`,
- * `resumeUnfinished`), and what the steps of the durable workflow
- * (`JobWorkflow`) do. Each job (and each replay of its dead letters) is one
- * execution of `JobWorkflow.BatchJob`, whose items go through `Batch` in
- * chunks of `JobWorkflow.chunkSize`.
+ * Runs jobs, in two parts that a service process takes one or both of
+ * (`JobService` roles):
  *
+ * - the control (`JobRunner`, `layerControl`), what the API calls:
+ *   `execute` starts (or finds) a job's durable execution on the workflow
+ *   engine, wherever the cluster runs it; `cancel` sends a `JobSignals`
+ *   notice to every process; `progress` reads the job's last published
+ *   progress from the store; `resumeUnfinished` starts again every job left
+ *   queued or running.
+ * - the worker (`layerWorker`): what the steps of the durable workflow
+ *   (`JobWorkflow`) do. Each job (and each replay of its dead letters) is
+ *   one execution of `JobWorkflow.BatchJob`, whose items go through `Batch`
+ *   in chunks of `JobWorkflow.chunkSize`.
+ *
+ * The worker:
  * - A chunk re-executed after a crash asks the `JobStore` for the items still
  *   pending, so what was recorded is not run again; outcomes are recorded as
  *   `Batch.stream` emits them (one transaction per emitted group). Items in
@@ -17,21 +26,23 @@
  *   `skipped`) through `Batch`'s `stopWhen`; hard (in-flight items
  *   interrupted) by racing the chunk; both measured from the job's start, so
  *   a restart does not reset them. Per item: `itemTimeout`, `itemDeadline`.
- * - Cancel: `cancel` interrupts the job's chunks running in this process at
- *   once (aborting their requests); a chunk that starts later finds the job
- *   cancelled in the store and does nothing. (The engine's own `interrupt`
- *   only acts when a workflow suspends, and activities are uninterruptible,
- *   hence this signal.)
+ * - Cancel: a cancel notice interrupts the job's chunks running in this
+ *   process at once (aborting their requests); so does finding the job
+ *   cancelled in the store on the progress tick (a notice lost between
+ *   processes), and a chunk that starts later finds it cancelled and does
+ *   nothing. (The engine's own `interrupt` only acts when a workflow
+ *   suspends, and activities are uninterruptible, hence this signal.)
  * - Progress: every `progressEvery`, the jobs running here publish their
  *   counts, rate and ETA when they moved, and their provider's limit when it
  *   changed.
  *
  * What it does not promise: exactly-once calls (at-least-once for items in
- * flight at a crash); cancel signals, rates and progress are per process.
+ * flight at a crash); a job's rate is measured where its chunks run, and a
+ * job whose chunks run on two runners at once publishes each one's.
  *
  * @since 0.1.0
  */
-import type * as WorkflowEngine from "@effect/workflow/WorkflowEngine"
+import * as WorkflowEngine from "@effect/workflow/WorkflowEngine"
 import type * as HttpClient from "@effect/platform/HttpClient"
 import * as Cause from "effect/Cause"
 import * as Context from "effect/Context"
@@ -40,16 +51,19 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as FiberId from "effect/FiberId"
 import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
 import * as Predicate from "effect/Predicate"
 import * as Queue from "effect/Queue"
 import * as Schedule from "effect/Schedule"
+import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
 import * as Batch from "../Batch.js"
 import * as Budget from "../Budget.js"
 import * as Idempotency from "../Idempotency.js"
 import * as ConcurrencyLimiter from "../ConcurrencyLimiter.js"
-import type * as Job from "./Job.js"
+import * as Job from "./Job.js"
 import * as JobEvents from "./JobEvents.js"
+import * as JobSignals from "./JobSignals.js"
 import * as JobStore from "./JobStore.js"
 import * as JobWorkflow from "./JobWorkflow.js"
 import type * as OpenAiCompat from "../llm/OpenAiCompat.js"
@@ -67,6 +81,19 @@ import type * as TaskError from "../TaskError.js"
 export const progressEvery = Duration.millis(500)
 
 /**
+ * A running job's latest figures, as its worker published them.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Progress {
+  /** Items settled per second lately (0 if nothing settled for `staleAfter`). */
+  readonly rate: number
+  /** The provider's concurrency limit where the job runs. */
+  readonly concurrencyLimit: number | undefined
+}
+
+/**
  * @since 0.1.0
  * @category models
  */
@@ -78,13 +105,21 @@ export interface Runner {
    * process dies is started by `resumeUnfinished`.)
    */
   readonly execute: (jobId: string, round: number) => Effect.Effect<void>
-  /** Interrupts the job's chunks running in this process. */
+  /** Tells every process to interrupt the job's chunks it runs. */
   readonly cancel: (jobId: string) => Effect.Effect<void>
-  /** Items settled per second lately, in this process (0 if none running). */
-  readonly rate: (jobId: string) => number
+  /** The job's last published progress, if it published any. */
+  readonly progress: (jobId: string) => Effect.Effect<Progress | undefined, JobStore.JobStoreError>
   /** Starts again every job left queued or running (after a restart; executions are idempotent); how many. */
   readonly resumeUnfinished: Effect.Effect<number, JobStore.JobStoreError>
 }
+
+/**
+ * A published rate older than this is taken as 0: nothing settled since.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const staleAfter = Duration.seconds(10)
 
 /**
  * @since 0.1.0
@@ -123,6 +158,7 @@ class RateWindow {
 const make = Effect.gen(function*() {
   const store = yield* JobStore.JobStore
   const events = yield* JobEvents.JobEvents
+  const signals = yield* JobSignals.JobSignals
   const profiles = yield* ProviderProfiles.ProviderProfiles
   const clock = yield* Effect.clock
   const now = () => clock.unsafeCurrentTimeMillis()
@@ -333,25 +369,20 @@ const make = Effect.gen(function*() {
       return state
     }).pipe(Effect.catchAllCause(failed("finish")))
 
-  const toStart = yield* Queue.unbounded<{ readonly jobId: string, readonly round: number }>()
-  yield* Queue.take(toStart).pipe(
-    Effect.flatMap(({ jobId, round }) => JobWorkflow.BatchJob.execute({ jobId, round }, { discard: true })),
-    Effect.provide(context),
-    Effect.tapErrorCause(Effect.logError),
-    Effect.ignore,
+  // A cancel notice from any process interrupts the job's chunks running here.
+  const cancels = yield* signals.subscribe("cancel")
+  yield* Queue.take(cancels).pipe(
+    Effect.flatMap((jobId) => running.has(jobId) ? Deferred.succeed(signalOf(jobId), undefined) : Effect.void),
     Effect.forever,
     Effect.forkScoped
   )
-  const execute = (jobId: string, round: number) => Queue.offer(toStart, { jobId, round }).pipe(Effect.asVoid)
-
-  const cancel = (jobId: string) => Effect.asVoid(Deferred.succeed(signalOf(jobId), undefined))
-
-  const resumeUnfinished = Effect.flatMap(store.unfinished, (jobs) =>
-    Effect.as(Effect.forEach(jobs, (job) => execute(job.id, job.round), { discard: true }), jobs.length))
 
   // Progress of the jobs running here, every `progressEvery`, when it moved; the provider's limit when it changed.
+  // A job found cancelled in the store is interrupted here (its notice may have been lost between processes).
   const tick = Effect.suspend(() => Effect.forEach(Array.from(running), ([jobId, { limiter }]) =>
     Effect.gen(function*() {
+      const job = yield* store.get(jobId)
+      if (job?.state === "cancelled") yield* Deferred.succeed(signalOf(jobId), undefined)
       const limit = yield* limiter.current
       const totals = yield* store.totals(jobId)
       const settled = totals.total - totals.pending
@@ -375,21 +406,82 @@ const make = Effect.gen(function*() {
     Effect.forkScoped
   )
 
-  const runner: Runner = {
+  return { start, runChunk, finish } satisfies JobWorkflow.Steps
+})
+
+const decodeProgress = Schema.decodeUnknownOption(Schema.parseJson(Schema.extend(Job.ProgressEvent, Schema.Struct({ at: Schema.Number }))))
+
+const makeControl = Effect.gen(function*() {
+  const store = yield* JobStore.JobStore
+  const signals = yield* JobSignals.JobSignals
+  const clock = yield* Effect.clock
+  const engine = yield* WorkflowEngine.WorkflowEngine
+
+  const toStart = yield* Queue.unbounded<{ readonly jobId: string, readonly round: number }>()
+  yield* Queue.take(toStart).pipe(
+    Effect.flatMap(({ jobId, round }) => JobWorkflow.BatchJob.execute({ jobId, round }, { discard: true })),
+    Effect.provideService(WorkflowEngine.WorkflowEngine, engine),
+    Effect.tapErrorCause(Effect.logError),
+    Effect.ignore,
+    Effect.forever,
+    Effect.forkScoped
+  )
+  const execute = (jobId: string, round: number) => Queue.offer(toStart, { jobId, round }).pipe(Effect.asVoid)
+
+  const resumeUnfinished = Effect.flatMap(store.unfinished, (jobs) =>
+    Effect.as(Effect.forEach(jobs, (job) => execute(job.id, job.round), { discard: true }), jobs.length))
+
+  const progress: Runner["progress"] = (jobId) =>
+    Effect.map(store.lastEvent(jobId, "progress"), (event) => {
+      const data = event === undefined ? Option.none() : decodeProgress(event.data)
+      if (Option.isNone(data)) return undefined
+      const fresh = clock.unsafeCurrentTimeMillis() - data.value.at <= Duration.toMillis(staleAfter)
+      return { rate: fresh ? data.value.rate : 0, concurrencyLimit: data.value.concurrencyLimit }
+    })
+
+  return {
     execute,
-    cancel,
-    rate: (jobId: string) => rates.get(jobId)?.rate(now()) ?? 0,
+    cancel: (jobId) => signals.send("cancel", jobId),
+    progress,
     resumeUnfinished
-  }
-  const steps: JobWorkflow.Steps = { start, runChunk, finish }
-  return Context.make(JobRunner, runner).pipe(Context.add(JobWorkflow.JobSteps, steps))
+  } satisfies Runner
 })
 
 /**
- * The runner, and the workflow it executes registered with the engine (its
- * steps are this runner's, and only the workflow sees them). Needs a
- * `WorkflowEngine` (e.g. `ClusterWorkflowEngine.layer` on `SingleRunner`)
- * and an `HttpClient`.
+ * The control: what the API calls. Starts executions on the `WorkflowEngine`
+ * in context (a client-only cluster engine is enough: it never runs one).
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerControl: Layer.Layer<
+  JobRunner,
+  never,
+  JobStore.JobStore | JobSignals.JobSignals | WorkflowEngine.WorkflowEngine
+> = Layer.scoped(JobRunner, makeControl)
+
+/**
+ * The worker: the workflow registered with the engine, its steps this
+ * process's (only the workflow sees them). Needs a `WorkflowEngine` that
+ * runs executions (`ClusterWorkflowEngine.layer` on `SingleRunner`, or on a
+ * cluster runner) and an `HttpClient`.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerWorker: Layer.Layer<
+  never,
+  never,
+  | JobStore.JobStore
+  | JobEvents.JobEvents
+  | JobSignals.JobSignals
+  | ProviderProfiles.ProviderProfiles
+  | HttpClient.HttpClient
+  | WorkflowEngine.WorkflowEngine
+> = JobWorkflow.layer.pipe(Layer.provide(Layer.scoped(JobWorkflow.JobSteps, make)))
+
+/**
+ * Both: one process that takes submissions and runs them.
  *
  * @since 0.1.0
  * @category layers
@@ -397,5 +489,10 @@ const make = Effect.gen(function*() {
 export const layer: Layer.Layer<
   JobRunner,
   never,
-  JobStore.JobStore | JobEvents.JobEvents | ProviderProfiles.ProviderProfiles | HttpClient.HttpClient | WorkflowEngine.WorkflowEngine
-> = JobWorkflow.layer.pipe(Layer.provideMerge(Layer.scopedContext(make)))
+  | JobStore.JobStore
+  | JobEvents.JobEvents
+  | JobSignals.JobSignals
+  | ProviderProfiles.ProviderProfiles
+  | HttpClient.HttpClient
+  | WorkflowEngine.WorkflowEngine
+> = Layer.merge(layerControl, layerWorker)

@@ -160,6 +160,19 @@ export interface StoredEvent {
 }
 
 /**
+ * An event to append; the store numbers it.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface NewEvent {
+  readonly type: Job.EventType
+  readonly data: string
+  /** When it is stored (ms since the epoch). */
+  readonly at: number
+}
+
+/**
  * @since 0.1.0
  * @category models
  */
@@ -224,12 +237,18 @@ export interface Store {
    * and the answer is 0.
    */
   readonly reopenFailed: (id: string, now: number) => Effect.Effect<number, JobStoreError>
-  /** Appends events; a `seq` the job has already is an error. */
-  readonly appendEvents: (id: string, events: ReadonlyArray<StoredEvent & { readonly at: number }>) => Effect.Effect<void, JobStoreError>
+  /**
+   * Appends events, numbered by the store after the job's last one, in one
+   * step: processes appending to one job at once get distinct, gapless
+   * numbers. The `seq` of the last one appended (the job's last seq if none).
+   */
+  readonly appendEvents: (id: string, events: ReadonlyArray<NewEvent>) => Effect.Effect<number, JobStoreError>
   /** Events with seq > `after`, in order. */
   readonly events: (id: string, after: number) => Effect.Effect<ReadonlyArray<StoredEvent>, JobStoreError>
   /** The highest `seq` of the job's events, 0 if none. */
   readonly lastSeq: (id: string) => Effect.Effect<number, JobStoreError>
+  /** The job's last event of `type`, if any. */
+  readonly lastEvent: (id: string, type: Job.EventType) => Effect.Effect<StoredEvent | undefined, JobStoreError>
   /** Jobs queued or running, oldest first: after a restart, the ones the service looks after again. */
   readonly unfinished: Effect.Effect<ReadonlyArray<JobRow>, JobStoreError>
 }
@@ -392,15 +411,11 @@ export const makeMemory: Effect.Effect<Store> = Effect.sync(() => {
 
   const appendEvents: Store["appendEvents"] = (id, events) =>
     Effect.suspend(() => {
-      if (events.length === 0) return Effect.void
       const entry = jobs.get(id)
       if (entry === undefined) return fail("appendEvents", `no job ${id}`)
-      const known = new Set(entry.events.map((e) => e.seq))
-      const duplicate = events.find((e) => known.has(e.seq))
-      if (duplicate !== undefined) return fail("appendEvents", `job ${id} has an event ${duplicate.seq} already`)
-      for (const { data, seq, type } of events) entry.events.push({ seq, type, data })
-      entry.events.sort((a, b) => a.seq - b.seq)
-      return Effect.void
+      let seq = entry.events.at(-1)?.seq ?? 0
+      for (const { data, type } of events) entry.events.push({ seq: ++seq, type, data })
+      return Effect.succeed(seq)
     })
 
   return {
@@ -451,6 +466,7 @@ export const makeMemory: Effect.Effect<Store> = Effect.sync(() => {
     appendEvents,
     events: (id, after) => Effect.sync(() => (jobs.get(id)?.events ?? []).filter((e) => e.seq > after)),
     lastSeq: (id) => Effect.sync(() => (jobs.get(id)?.events ?? []).reduce((max, e) => Math.max(max, e.seq), 0)),
+    lastEvent: (id, type) => Effect.sync(() => (jobs.get(id)?.events ?? []).filter((e) => e.type === type).at(-1)),
     unfinished: Effect.sync(() =>
       Array.from(jobs.values(), (entry) => entry.job)
         .filter((job) => !Job.isTerminal(job.state))

@@ -157,8 +157,9 @@ export const make = (limits: Limits) =>
       Effect.gen(function*() {
         const totals = yield* Effect.orDie(store.totals(job.id))
         const provider = profiles.get(job.profile)
-        const running = job.state === "running"
-        const rate = running ? runner.rate(job.id) : 0
+        // Published by the worker running the job, in whichever process.
+        const progress = job.state === "running" ? yield* Effect.orDie(runner.progress(job.id)) : undefined
+        const rate = progress?.rate ?? 0
         return {
           id: job.id,
           state: job.state,
@@ -177,7 +178,7 @@ export const make = (limits: Limits) =>
           ...(rate > 0 ? { etaSeconds: totals.pending / rate } : {}),
           cost: totals.cost,
           tokens: totals.tokens,
-          concurrencyLimit: provider === undefined ? 0 : yield* provider.limiter.current,
+          concurrencyLimit: progress?.concurrencyLimit ?? (provider === undefined ? 0 : yield* provider.limiter.current),
           round: job.round,
           createdAt: job.createdAt,
           ...(job.startedAt === undefined ? {} : { startedAt: job.startedAt }),

@@ -41,6 +41,9 @@ import * as JobStore from "./JobStore.js"
  */
 export const schemaVersion = 1
 
+/** The advisory lock (two-key form, apart from `@effect/cluster`'s one-key shard locks) held while migrating. */
+const setupLockKey = [0x45424a53, 1] as const
+
 /**
  * The database's tables have a schema version this effect-batch does not
  * know (written by a newer one): upgrade effect-batch, or use another
@@ -244,14 +247,27 @@ export const make: Effect.Effect<JobStore.Store, JobStore.JobStoreError, SqlClie
   /** `migrations[v]` brings a database from version `v` to `v + 1`. */
   const migrations: ReadonlyArray<Effect.Effect<void, SqlError>> = [toVersion1]
 
-  const setup = Effect.gen(function*() {
+  const versionOf = Effect.gen(function*() {
     const found = yield* storedVersion
     const version = found === undefined ? 0 : /^\d{1,6}$/.test(found) ? Number(found) : Number.NaN
     // Refused before anything is written: a newer effect-batch's database stays as it was.
     if (!(version <= schemaVersion)) return yield* new UnsupportedSchemaVersion({ found: found!, supported: schemaVersion })
+    return version
+  })
+  // Processes starting together on one PostgreSQL database (a service's API and runners) take turns, each
+  // reading the version again once it holds the lock; SQLite's writer lock does the same for its transaction.
+  const setupLock = sql.onDialectOrElse({
+    pg: () => Effect.asVoid(sql`SELECT pg_advisory_xact_lock(${setupLockKey[0]}, ${setupLockKey[1]})`),
+    orElse: () => Effect.void
+  })
+  const setup = Effect.gen(function*() {
+    const found = yield* versionOf
     yield* sql.onDialectOrElse({ sqlite: () => Effect.asVoid(sql.unsafe("PRAGMA journal_mode = WAL")), orElse: () => Effect.void })
-    if (version === schemaVersion) return
+    if (found === schemaVersion) return
     yield* sql.withTransaction(Effect.gen(function*() {
+      yield* setupLock
+      const version = yield* versionOf
+      if (version === schemaVersion) return
       for (let v = version; v < schemaVersion; v++) yield* migrations[v]!
       yield* sql`INSERT INTO ${sql(metaTable)} (key, value) VALUES (${versionKey}, ${String(schemaVersion)})
         ON CONFLICT (key) DO UPDATE SET value = excluded.value`
@@ -424,10 +440,34 @@ export const make: Effect.Effect<JobStore.Store, JobStore.JobStoreError, SqlClie
       return reopened.length
     })).pipe(wrap("reopenFailed"))
 
+  const maxSeq = (id: string) =>
+    Effect.map(
+      sql<{ readonly seq: Num }>`SELECT MAX(seq) AS seq FROM effect_batch_job_events WHERE job_id = ${id}`,
+      (rows) => num(rows[0]?.seq ?? null)
+    )
+  const lastSeq: JobStore.Store["lastSeq"] = (id) => wrap("lastSeq")(maxSeq(id))
+
+  // Numbered here, not by the publisher: several service processes publish events of one job (the API its
+  // `queued`, a runner the rest). On PostgreSQL the job's row is locked for the transaction, so appends to one
+  // job take turns; SQLite has one writer at a time anyway.
+  const lockJob = (id: string) =>
+    Effect.flatMap(
+      sql.onDialectOrElse({
+        pg: () => sql<{ readonly id: string }>`SELECT id FROM effect_batch_jobs WHERE id = ${id} FOR UPDATE`,
+        orElse: () => sql<{ readonly id: string }>`SELECT id FROM effect_batch_jobs WHERE id = ${id}`
+      }),
+      (rows) => rows.length === 0 ? Effect.fail(new Error(`no job ${id}`)) : Effect.void
+    )
   const appendEvents: JobStore.Store["appendEvents"] = (id, events) =>
-    events.length === 0 ? Effect.void : sql`INSERT INTO effect_batch_job_events ${
-      sql.insert(events.map((e) => ({ job_id: id, seq: e.seq, type: e.type, data: e.data, at: e.at })))
-    }`.pipe(Effect.asVoid, wrap("appendEvents"))
+    sql.withTransaction(Effect.gen(function*() {
+      yield* lockJob(id)
+      const last = yield* maxSeq(id)
+      if (events.length === 0) return last
+      yield* sql`INSERT INTO effect_batch_job_events ${
+        sql.insert(events.map((e, i) => ({ job_id: id, seq: last + 1 + i, type: e.type, data: e.data, at: e.at })))
+      }`
+      return last + events.length
+    })).pipe(wrap("appendEvents"))
 
   const events: JobStore.Store["events"] = (id, after) =>
     sql<{ readonly seq: Num, readonly type: string, readonly data: string }>`SELECT seq, type, data
@@ -436,11 +476,13 @@ export const make: Effect.Effect<JobStore.Store, JobStore.JobStoreError, SqlClie
         wrap("events")
       )
 
-  const lastSeq: JobStore.Store["lastSeq"] = (id) =>
-    sql<{ readonly seq: Num }>`SELECT MAX(seq) AS seq FROM effect_batch_job_events WHERE job_id = ${id}`.pipe(
-      Effect.map((rows) => num(rows[0]?.seq ?? null)),
-      wrap("lastSeq")
-    )
+  const lastEvent: JobStore.Store["lastEvent"] = (id, type) =>
+    sql<{ readonly seq: Num, readonly type: string, readonly data: string }>`SELECT seq, type, data
+      FROM effect_batch_job_events WHERE job_id = ${id} AND type = ${type} ORDER BY seq DESC LIMIT 1`.pipe(
+        Effect.flatMap((rows) => decoded(rows, (row) => ({ seq: num(row.seq), type: decodeEventType(row.type), data: row.data }))),
+        Effect.map((events) => events[0]),
+        wrap("lastEvent")
+      )
 
   const unfinished: JobStore.Store["unfinished"] = sql<JobRecord>`SELECT * FROM effect_batch_jobs
     WHERE state IN ${sql.in(unfinishedStates)} ORDER BY created_at, id`.pipe(
@@ -463,6 +505,7 @@ export const make: Effect.Effect<JobStore.Store, JobStore.JobStoreError, SqlClie
     appendEvents,
     events,
     lastSeq,
+    lastEvent,
     unfinished
   } satisfies JobStore.Store
 })

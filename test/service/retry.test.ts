@@ -13,6 +13,7 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import * as SimulatorServer from "../../src/llm/SimulatorServer.js"
 import * as JobEvents from "../../src/service/JobEvents.js"
+import * as JobSignals from "../../src/service/JobSignals.js"
 import * as JobRunner from "../../src/service/JobRunner.js"
 import * as Jobs from "../../src/service/Jobs.js"
 import * as JobStore from "../../src/service/JobStore.js"
@@ -49,6 +50,7 @@ const services = Layer.unwrapEffect(Effect.map(Simulator.Simulator, (sim) => {
   )
   return Jobs.layer({ maxItems: 1000 }).pipe(
     Layer.provideMerge(JobRunner.layer.pipe(Layer.provideMerge(base), Layer.provideMerge(engine))),
+    Layer.provide(JobSignals.layerLocal),
     Layer.provide(SqliteClient.layer({ filename: join(dir, "retry.db") })),
     Layer.provide(NodeHttpClient.layerUndici),
     Layer.provide(NodeContext.layer)
