@@ -275,6 +275,8 @@ const make = Effect.gen(function*() {
       if (provider === undefined) return yield* Effect.dieMessage(`the profile ${job.profile} is no longer configured`)
       const pending = yield* store.pending(jobId, chunk * JobWorkflow.chunkSize, (chunk + 1) * JobWorkflow.chunkSize)
       if (pending.length === 0) return "done" as const
+      // Where a job's chunks run is worth a line only when there are several runners to tell apart.
+      if (signals.shared) yield* Effect.logInfo(`job ${jobId}: chunk ${chunk} runs here (${pending.length} items pending)`)
       const items: ReadonlyArray<Item> = pending
       const startedAt = job.startedAt ?? now()
       const remaining = (seconds: number | undefined) => seconds === undefined ? undefined : startedAt + seconds * 1000 - now()

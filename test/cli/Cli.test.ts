@@ -184,6 +184,22 @@ describe.skipIf(redisUrl === undefined)("effect-batch serve --redis", () => {
       })).pipe(Effect.provide(platform)))
 })
 
+describe("effect-batch serve --role", () => {
+  it.effect("a split role on SQLite, or without --profiles, is exit code 2 naming what to give", () =>
+    Effect.gen(function*() {
+      const onSqlite = yield* cli(["serve", "--port", "0", "--db", join(dir, "roles.db"), "--role", "api"])
+      expect(onSqlite.code).toBe(2)
+      expect(onSqlite.err).toContain("--role api splits the service over several processes, which share a PostgreSQL database")
+      expect(existsSync(join(dir, "roles.db"))).toBe(false)
+      const unnamed = yield* cli(["serve", "--port", "0", "--db", "postgres://127.0.0.1:1/none", "--role", "runner"])
+      expect(unnamed.code).toBe(2)
+      expect(unnamed.err).toContain("--role runner needs --profiles: every process of the service reads the same profiles")
+      const unknown = yield* cli(["serve", "--port", "0", "--role", "worker"])
+      expect(unknown.code).toBe(2)
+      expect(unknown.err).toMatch(/all.*api.*runner/s)
+    }).pipe(Effect.provide(platform)))
+})
+
 describe("effect-batch runs / export", () => {
   it.live("a checkpointed run is listed and exported in input order; a foreign file is exit code 2", () =>
     withSimulator((simulator) =>

@@ -18,6 +18,7 @@ import * as Job from "../../src/service/Job.js"
 import * as SqlJobStore from "../../src/service/SqlJobStore.js"
 import * as Simulator from "../../src/llm/Simulator.js"
 import * as ServiceProcess from "../support/serviceProcess.js"
+import { sseEvents } from "../support/sse.js"
 
 const dir = mkdtempSync(join(tmpdir(), "effect-batch-restart-"))
 afterAll(() => {
@@ -52,19 +53,6 @@ const recordedIn = (db: string, ids: ReadonlyArray<string>) =>
     const store = yield* SqlJobStore.make
     return yield* Effect.forEach(ids, (id) => Effect.map(store.totals(id), (t) => t.total - t.pending))
   }).pipe(Effect.provide(SqliteClient.layer({ filename: db })), Effect.orDie)
-
-interface SseEvent {
-  readonly id: number
-  readonly event: string
-  readonly data: { readonly at: number, readonly state?: string }
-}
-
-const sseEvents = (text: string): Array<SseEvent> =>
-  text.split("\n\n").flatMap((frame) => {
-    const fields = new Map(frame.split("\n").map((line) => [line.slice(0, line.indexOf(":")), line.slice(line.indexOf(":") + 1).trim()]))
-    const id = fields.get("id")
-    return id === undefined ? [] : [{ id: Number(id), event: fields.get("event")!, data: JSON.parse(fields.get("data")!) }]
-  })
 
 describe("job service: SIGKILL and restart", () => {
   it.live("three jobs survive a kill -9: every item once, in order; only calls unrecorded at the kill are made again", () =>

@@ -1,7 +1,8 @@
 /**
  * The job service as a real child process (`node --import tsx src/bin.ts
  * serve`), for tests that kill it: ready once it prints
- * `effect-batch job service on http://127.0.0.1:PORT`, SIGKILLed on demand,
+ * `effect-batch job service on http://127.0.0.1:PORT` (a runner:
+ * `effect-batch runner on HOST:PORT`), SIGKILLed or SIGTERMed on demand,
  * and in any case when its scope closes (what it printed then goes to stderr
  * if the scope failed or was interrupted, so a hung test can be read).
  * `killAll` is the backstop for an `afterAll`: it SIGKILLs every child
@@ -12,7 +13,8 @@ import type { Scope } from "effect"
 import { type ChildProcess, spawn } from "node:child_process"
 
 const root = new URL("../../", import.meta.url).pathname
-const ready = /effect-batch job service on (http:\/\/127\.0\.0\.1:\d+)/
+/** An API's URL, or a runner's address (`--role runner` serves no HTTP). */
+const ready = /effect-batch (?:job service on (http:\/\/127\.0\.0\.1:\d+)|runner on (\S+:\d+))/
 /** Output kept for failure messages: the last this many characters. */
 const keep = 64 * 1024
 
@@ -27,22 +29,26 @@ export class ServiceExited extends Data.TaggedError("ServiceExited")<{
 }
 
 export interface Options {
-  /** SQLite file for jobs and the workflow journal. */
+  /** SQLite file for jobs and the workflow journal, or a postgres:// URL. */
   readonly db: string
   /** Provider profiles file (JSON). */
   readonly profiles: string
   /** Added to this process's environment, e.g. `EFFECT_BATCH_API_KEYS`. */
   readonly env?: Readonly<Record<string, string>> | undefined
+  /** More `serve` flags, e.g. `--role runner --runner-port N`. */
+  readonly args?: ReadonlyArray<string> | undefined
 }
 
 export interface ServiceProcess {
-  /** `http://127.0.0.1:PORT` */
+  /** `http://127.0.0.1:PORT`; for a runner, its cluster address `host:port`. */
   readonly url: string
   readonly pid: number
   /** What it printed so far (stdout and stderr, the last 64 KiB). */
   readonly output: () => string
   /** SIGKILL, then wait until it is gone. */
   readonly kill: Effect.Effect<void>
+  /** SIGTERM (a graceful stop), then wait until it is gone. */
+  readonly stop: Effect.Effect<void>
 }
 
 const alive = new Set<ChildProcess>()
@@ -54,12 +60,13 @@ export const killAll = (): void => {
 
 const isGone = (child: ChildProcess) => child.exitCode !== null || child.signalCode !== null
 
-const killAndWait = (child: ChildProcess): Effect.Effect<void> =>
+const signalAndWait = (child: ChildProcess, signal: NodeJS.Signals): Effect.Effect<void> =>
   Effect.async<void>((resume) => {
     if (isGone(child)) return resume(Effect.void)
     child.once("exit", () => resume(Effect.void))
-    child.kill("SIGKILL")
+    child.kill(signal)
   })
+const killAndWait = (child: ChildProcess) => signalAndWait(child, "SIGKILL")
 
 /** Starts `serve --port 0` and waits until it prints its URL; the scope's end kills it. */
 export const start = (options: Options): Effect.Effect<ServiceProcess, ServiceExited, Scope.Scope> =>
@@ -69,7 +76,7 @@ export const start = (options: Options): Effect.Effect<ServiceProcess, ServiceEx
       Effect.sync(() => {
         const child = spawn(
           process.execPath,
-          ["--import", "tsx", "src/bin.ts", "serve", "--port", "0", "--db", options.db, "--profiles", options.profiles],
+          ["--import", "tsx", "src/bin.ts", "serve", "--port", "0", "--db", options.db, "--profiles", options.profiles, ...options.args ?? []],
           { cwd: root, env: { ...process.env, ...options.env }, stdio: ["ignore", "pipe", "pipe"] }
         )
         alive.add(child)
@@ -93,7 +100,7 @@ export const start = (options: Options): Effect.Effect<ServiceProcess, ServiceEx
         const match = ready.exec(output)
         if (match !== null) {
           stop()
-          resume(Effect.succeed(match[1]!))
+          resume(Effect.succeed((match[1] ?? match[2])!))
         }
       }
       const exited = (code: number | null, signal: string | null) => {
@@ -111,5 +118,5 @@ export const start = (options: Options): Effect.Effect<ServiceProcess, ServiceEx
       if (isGone(child)) exited(child.exitCode, child.signalCode)
       return Effect.sync(stop)
     })
-    return { url, pid: child.pid!, output: () => output, kill: killAndWait(child) }
+    return { url, pid: child.pid!, output: () => output, kill: killAndWait(child), stop: signalAndWait(child, "SIGTERM") }
   })
