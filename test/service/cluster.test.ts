@@ -113,9 +113,12 @@ const settledOf = (client: Client, ids: ReadonlyArray<string>) =>
 /** Every job finished, every item once, in input order, succeeded. */
 const checkResults = (client: Client, ids: ReadonlyArray<string>, output: () => string) =>
   Effect.gen(function*() {
-    const finished = yield* Effect.forEach(ids, (id) => pollUntil(client.jobs.get({ path: { id } }), (job) => Job.isTerminal(job.state)))
+    const finished = yield* Effect.forEach(ids, (id) =>
+      pollUntil(client.jobs.get({ path: { id } }), (job) => Job.isTerminal(job.state)))
     expect(finished.map((job) => job.state), output()).toEqual(ids.map(() => "finished"))
-    for (const job of finished) expect(job.counts).toEqual({ total: itemsPerJob, succeeded: itemsPerJob, failed: 0, skipped: 0, pending: 0 })
+    for (const job of finished) {
+      expect(job.counts).toEqual({ total: itemsPerJob, succeeded: itemsPerJob, failed: 0, skipped: 0, pending: 0 })
+    }
     for (const id of ids) {
       const text = yield* client.jobs.results({ path: { id }, urlParams: {} })
       const lines = text.split("\n").filter((line) => line !== "").map((line) => JSON.parse(line) as { index: number, status: string })
