@@ -18,13 +18,13 @@
  * `--runner-host`:`--runner-port`, which must be unique per process. Split
  * roles need `--profiles` (every process reads the same) and PostgreSQL.
  *
- * With `--redis URL`, every profile's rate limits and cooldown gate live in
- * Redis (`RedisRateLimiter`, named `profile.<name>`), so several services on
- * one provider keep to its limits together; every profile then needs a
- * `requestsPerMinute`.
+ * With `--redis URL`, every profile's rate limits and cooldown gate
+ * (`RedisRateLimiter`) and its limit on the calls in flight
+ * (`RedisConcurrencyLimiter`) live in Redis, named `profile.<name>`, so
+ * several processes on one provider keep to its limits together; every
+ * profile then needs a `requestsPerMinute`.
  *
- * What it does not promise: TLS (put a reverse proxy in front), a
- * concurrency limit shared across processes.
+ * What it does not promise: TLS (put a reverse proxy in front).
  *
  * @since 0.1.0
  */
@@ -44,10 +44,12 @@ import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
+import * as Scope from "effect/Scope"
 import { randomBytes } from "node:crypto"
 import { createServer } from "node:http"
 import * as ApiKeys from "../service/ApiKeys.js"
 import type * as JobService from "../service/JobService.js"
+import type * as ConcurrencyLimiter from "../ConcurrencyLimiter.js"
 import type * as RateLimiter from "../RateLimiter.js"
 import * as ProviderProfiles from "../service/ProviderProfiles.js"
 import * as Simulator from "../llm/Simulator.js"
@@ -146,15 +148,15 @@ const shown = (url: string) => {
 
 /** `effect-batch/redis`, loaded only with `--redis` (its `ioredis` is an optional peer). */
 const loadRedis = Effect.tryPromise({
-  try: () => Promise.all([import("ioredis"), import("../redis/RedisRateLimiter.js")]),
+  try: () => Promise.all([import("ioredis"), import("../redis/RedisRateLimiter.js"), import("../redis/RedisConcurrencyLimiter.js")]),
   catch: () => usage("--redis needs the package ioredis, which is not installed: npm i ioredis@^5.9.3")
 })
 
 /**
- * Each profile's rate limiter shared through Redis at `url`, or a usage error naming what is wrong: a profile
- * without `requestsPerMinute`, a Redis that does not answer.
+ * Each profile's rate and concurrency limiters shared through Redis at `url` (held until the scope closes), or a
+ * usage error naming what is wrong: a profile without `requestsPerMinute`, a Redis that does not answer.
  */
-const sharedRateLimits = (url: string, profiles: ReadonlyArray<ProviderProfiles.ProfileConfig>) =>
+const sharedLimits = (url: string, profiles: ReadonlyArray<ProviderProfiles.ProfileConfig>) =>
   Effect.gen(function*() {
     const untold = profiles.find((profile) => profile.requestsPerMinute === undefined)
     if (untold !== undefined) {
@@ -163,7 +165,7 @@ const sharedRateLimits = (url: string, profiles: ReadonlyArray<ProviderProfiles.
           "(the pace learned from 429s without a limit is per process)"
       ))
     }
-    const [{ Redis }, RedisRateLimiter] = yield* loadRedis
+    const [{ Redis }, RedisRateLimiter, RedisConcurrencyLimiter] = yield* loadRedis
     const redis = yield* Effect.acquireRelease(
       Effect.sync(() => {
         const client = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 3 })
@@ -177,8 +179,13 @@ const sharedRateLimits = (url: string, profiles: ReadonlyArray<ProviderProfiles.
       try: () => redis.connect().then(() => redis.ping()),
       catch: (error) => usage(`--redis ${shown(url)}: cannot reach Redis: ${error instanceof Error ? error.message : String(error)}`)
     })
-    return (config: ProviderProfiles.ProfileConfig, limits: RateLimiter.Limits) =>
-      RedisRateLimiter.make({ redis, name: `profile.${config.name}`, limits })
+    const scope = yield* Effect.scope
+    return {
+      rateLimiter: (config: ProviderProfiles.ProfileConfig, limits: RateLimiter.Limits) =>
+        RedisRateLimiter.make({ redis, name: `profile.${config.name}`, limits }),
+      concurrencyLimiter: (config: ProviderProfiles.ProfileConfig, local: ConcurrencyLimiter.Limiter, limit: number) =>
+        Scope.extend(RedisConcurrencyLimiter.make({ redis, name: `profile.${config.name}`, limit, local }), scope)
+    }
   })
 
 /**
@@ -206,7 +213,7 @@ export const serve = (options: ServeOptions) =>
     const { generated, keys } = yield* keysOf
     const { defaultProfile, note, profiles } = yield* profilesOf(options.profiles)
     const { layer, layerJobs } = yield* loadService
-    const rateLimiter = options.redis === undefined ? undefined : yield* sharedRateLimits(options.redis, profiles)
+    const shared = options.redis === undefined ? undefined : yield* sharedLimits(options.redis, profiles)
     const runnerAddress = { host: options.runnerHost ?? options.host, port: options.runnerPort ?? 34431 }
     const database: Layer.Layer<SqlClient.SqlClient, unknown> = postgres
       ? (yield* loadPg).layer({ url: Redacted.make(options.db) })
@@ -216,7 +223,8 @@ export const serve = (options: ServeOptions) =>
       defaultProfile,
       keys,
       limits: { maxItems: options.maxItems, inputDir: options.inputDir },
-      rateLimiter,
+      rateLimiter: shared?.rateLimiter,
+      concurrencyLimiter: shared?.concurrencyLimiter,
       cluster: postgres ? { role, ...(role === "api" ? {} : { runnerAddress }) } : undefined
     }
     const storage = `${postgres ? shown(options.db) : options.db}; ${note}`
@@ -246,7 +254,9 @@ export const serve = (options: ServeOptions) =>
         yield* Console.log(`  API key    ${generated}   (tenant "default"; made for this start — set EFFECT_BATCH_API_KEYS to keep keys)`)
       }
     }
-    if (options.redis !== undefined) yield* Console.log(`  limits     shared through Redis at ${shown(options.redis)}`)
+    if (options.redis !== undefined) {
+      yield* Console.log(`  limits     rate and concurrency shared through Redis at ${shown(options.redis)}`)
+    }
     // First stop request: close, letting the chunks running now finish (they are not interruptible);
     // second: leave at once — every job is durable and resumes at the next start.
     const stop = yield* StopSignal.current
@@ -292,7 +302,7 @@ export const command = Command.make(
     maxItems: Options.integer("max-items").pipe(Options.withDefault(100_000), Options.withDescription("Items per job at most.")),
     redis: Options.text("redis").pipe(
       Options.optional,
-      Options.withDescription("Redis URL: share every profile's rate limits and cooldown gate with other services through it.")
+      Options.withDescription("Redis URL: share every profile's rate limits, cooldown gate and concurrency limit with other processes through it.")
     )
   },
   (flags) =>

@@ -22,8 +22,8 @@
  *
  * What it does not promise: exactly-once calls (a runner killed mid-chunk
  * has its items in flight called again, with the same idempotency key);
- * limits shared across runners need `rateLimiter` (e.g. Redis); the
- * concurrency limit is per runner.
+ * limits shared across runners need `rateLimiter` and `concurrencyLimiter`
+ * (e.g. Redis), or each runner applies them in full.
  *
  * @since 0.1.0
  */
@@ -37,6 +37,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
+import * as Scope from "effect/Scope"
 import * as ApiKeys from "./ApiKeys.js"
 import * as JobEvents from "./JobEvents.js"
 import * as JobHttp from "./JobHttp.js"
@@ -84,6 +85,8 @@ export interface Options {
   readonly http?: JobHttp.Options | undefined
   /** How each profile's rate limiter is made (see `ProviderProfiles.Options`); default: this process's own. */
   readonly rateLimiter?: ProviderProfiles.Options["rateLimiter"]
+  /** How each profile's concurrency limiter is made (see `ProviderProfiles.Options`); default: this process's own. */
+  readonly concurrencyLimiter?: ProviderProfiles.Options["concurrencyLimiter"]
   /** Take part in a service of several processes on PostgreSQL; without it, this process is the whole service. */
   readonly cluster?: ClusterOptions | undefined
 }
@@ -166,6 +169,30 @@ const checkCluster = (cluster: ClusterOptions | undefined) =>
     }
   }))
 
+/** The advisory lock (two-key form) processes of one cluster take turns on while they start. */
+const startLockKey = [0x45424a53, 2] as const
+
+/**
+ * `layer`, built while holding a PostgreSQL advisory lock: processes of a
+ * cluster starting together on a fresh database take turns at creating
+ * their tables (`@effect/cluster`'s migrations race otherwise).
+ */
+const oneStartAtATime = <A, E, R>(layer: Layer.Layer<A, E, R>) =>
+  Layer.scopedContext(Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    const outer = yield* Effect.scope
+    return yield* Effect.scoped(Effect.gen(function*() {
+      const connection = yield* Effect.orDie(sql.reserve)
+      const [k1, k2] = startLockKey
+      // Given back before the connection goes back to the pool, however the build ends.
+      yield* Effect.acquireRelease(
+        Effect.orDie(connection.executeRaw(`SELECT pg_advisory_lock(${k1}, ${k2})`, [])),
+        () => Effect.ignore(connection.executeRaw(`SELECT pg_advisory_unlock(${k1}, ${k2})`, []))
+      )
+      return yield* Scope.extend(Layer.build(layer), outer)
+    }))
+  }))
+
 /**
  * The engine, the store and the parts of the runner the role takes: jobs
  * without HTTP.
@@ -178,17 +205,20 @@ export const layerJobs = (options: Options) => {
   const signals = options.cluster === undefined ? JobSignals.layerLocal : JobSignals.layerPostgres
   const base = Layer.mergeAll(
     JobEvents.layer.pipe(Layer.provideMerge(SqlJobStore.layer)),
-    ProviderProfiles.layer(options.profiles, options.defaultProfile, { rateLimiter: options.rateLimiter })
+    ProviderProfiles.layer(options.profiles, options.defaultProfile, {
+      rateLimiter: options.rateLimiter,
+      concurrencyLimiter: options.concurrencyLimiter
+    })
   ).pipe(Layer.provideMerge(signals))
   const parts = role === "api" ? JobRunner.layerControl : role === "runner" ? JobRunner.layerWorker.pipe(Layer.merge(JobRunner.layerControl)) : JobRunner.layer
   const runner = parts.pipe(Layer.provideMerge(base), Layer.provideMerge(engineLayer(options.cluster)))
   const resume = Layer.effectDiscard(Effect.flatMap(JobRunner.JobRunner, (r) =>
     Effect.tap(Effect.orDie(r.resumeUnfinished), (n) => n > 0 ? Effect.logInfo(`looking after ${n} unfinished jobs`) : Effect.void)))
-  return Jobs.layer({ maxItems: 100_000, ...options.limits }).pipe(
+  const jobs = Jobs.layer({ maxItems: 100_000, ...options.limits }).pipe(
     Layer.provideMerge(resume),
-    Layer.provideMerge(runner),
-    Layer.provide(checkCluster(options.cluster))
+    Layer.provideMerge(runner)
   )
+  return (options.cluster === undefined ? jobs : oneStartAtATime(jobs)).pipe(Layer.provide(checkCluster(options.cluster)))
 }
 
 /**

@@ -11,9 +11,10 @@
  * limits the provider announces in its `x-ratelimit-*` headers.
  *
  * What it does not promise: limits are per process, and several service
- * processes on one provider would each apply them in full — unless the rate
- * limiters are shared (`Options.rateLimiter`, e.g. `RedisRateLimiter`; the
- * `serve --redis` flag); the concurrency limit stays per process.
+ * processes on one provider would each apply them in full — unless they are
+ * shared (`Options.rateLimiter`, e.g. `RedisRateLimiter`, and
+ * `Options.concurrencyLimiter`, e.g. `RedisConcurrencyLimiter`; the
+ * `serve --redis` flag does both).
  *
  * @since 0.1.0
  */
@@ -146,6 +147,16 @@ export interface Options {
    * with other processes (`RedisRateLimiter.make`) to run several.
    */
   readonly rateLimiter?: ((config: ProfileConfig, limits: RateLimiter.Limits) => Effect.Effect<RateLimiter.Limiter>) | undefined
+  /**
+   * Makes a profile's concurrency limiter from this process's own (`local`)
+   * and the profile's limit on the calls in flight (its fixed
+   * `concurrency`, or `maxConcurrency` when adaptive); default `local`
+   * itself. Give one that holds the limit over several processes
+   * (`RedisConcurrencyLimiter.make`) to run several.
+   */
+  readonly concurrencyLimiter?:
+    | ((config: ProfileConfig, local: ConcurrencyLimiter.Limiter, limit: number) => Effect.Effect<ConcurrencyLimiter.Limiter>)
+    | undefined
 }
 
 const providerOf = (config: ProfileConfig, options: Options): Effect.Effect<Provider> =>
@@ -153,9 +164,12 @@ const providerOf = (config: ProfileConfig, options: Options): Effect.Effect<Prov
     const max = config.maxConcurrency ?? 64
     const concurrency = config.concurrency ?? "adaptive"
     // Adaptive: `LimitAlgorithm.recommended()`'s, up to the profile's maxConcurrency.
-    const limiter = concurrency === "adaptive"
+    const local = concurrency === "adaptive"
       ? yield* ConcurrencyLimiter.makePrioritized(LimitAlgorithm.gradient({ initial: Math.min(20, max), min: 1, max, smoothing: 0.05 }))
       : yield* ConcurrencyLimiter.makePrioritized(LimitAlgorithm.fixed(concurrency))
+    const limiter = options.concurrencyLimiter === undefined
+      ? local
+      : yield* options.concurrencyLimiter(config, local, concurrency === "adaptive" ? max : concurrency)
     const limits: RateLimiter.Limits = {
       ...(config.requestsPerMinute === undefined ? {} : { requestsPerMinute: config.requestsPerMinute }),
       ...(config.tokensPerMinute === undefined ? {} : { tokensPerMinute: config.tokensPerMinute })

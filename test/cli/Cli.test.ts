@@ -151,7 +151,7 @@ describe.skipIf(redisUrl === undefined)("effect-batch serve --redis", () => {
         while (!console.out.some((line) => line.includes("API key"))) yield* Effect.sleep("10 millis")
         const url = /on (http:\/\/\S+)/.exec(console.out.join("\n"))![1]!
         const key = /API key +(\S+)/.exec(console.out.join("\n"))![1]!
-        expect(console.out.join("\n")).toContain(`limits     shared through Redis at ${redisUrl}`)
+        expect(console.out.join("\n")).toContain(`limits     rate and concurrency shared through Redis at ${redisUrl}`)
         const client = (yield* HttpClient.HttpClient).pipe(HttpClient.mapRequest(HttpClientRequest.bearerToken(key)))
         const submitted = yield* client.execute(HttpClientRequest.post(`${url}/jobs`).pipe(
           HttpClientRequest.bodyUnsafeJson({ items: ["a", "b", "c"] })
