@@ -7,14 +7,16 @@
  *
  * `publish` buffers; a writer fiber stores the buffer every `flushEvery`
  * (100 ms) in one statement per job and only then hands the events to live
- * subscribers in this process, and sends a `JobSignals` notice to the
- * others, so an event a subscriber sees live is already stored.
- * `subscribe` first listens, then reads the stored events after the
- * subscriber's last id, then goes on live: an event from this process is
- * sent as it comes if it is the next one; otherwise (a notice from another
- * process, a gap, and every `pollEvery` when notices cross processes) what
- * is stored after the last one sent is read. Nothing falls in between, and
- * every subscriber gets every event once, in order.
+ * subscribers in this process, and sends them to the others in a
+ * `JobSignals` notice (only their last seq if they do not fit), so an event
+ * a subscriber sees live is already stored. `subscribe` first listens, then
+ * reads the stored events after the subscriber's last id, then goes on
+ * live: an event is sent as it comes if it is the next one; otherwise (a
+ * gap, a notice without its events, and every `pollEvery` when notices
+ * cross processes) what is stored after the last one sent is read. Nothing
+ * falls in between, and every subscriber gets every event once, in order.
+ * `latest` keeps each running job's last event of each type seen here, so
+ * the API can show a job's progress without reading the store.
  *
  * What it does not promise: how soon an event published in another process
  * arrives — a notice's delay, or `pollEvery` when a notice is lost.
@@ -22,13 +24,15 @@
  * @since 0.1.0
  */
 import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import * as Option from "effect/Option"
+import * as Queue from "effect/Queue"
 import * as PubSub from "effect/PubSub"
 import * as Schedule from "effect/Schedule"
 import * as Stream from "effect/Stream"
-import type * as Job from "./Job.js"
+import { randomBytes } from "node:crypto"
+import * as Job from "./Job.js"
 import * as JobSignals from "./JobSignals.js"
 import * as JobStore from "./JobStore.js"
 
@@ -61,6 +65,12 @@ export interface Events {
   readonly subscribe: (jobId: string, after: number) => Stream.Stream<Event, JobStore.JobStoreError>
   /** Stores what is buffered now. */
   readonly flush: Effect.Effect<void, JobStore.JobStoreError>
+  /**
+   * The job's latest event of `type` this process has seen (published here,
+   * or told of by another process), if any: what the API shows of a job
+   * without reading the store.
+   */
+  readonly latest: (jobId: string, type: EventType) => Event | undefined
 }
 
 /**
@@ -87,8 +97,54 @@ interface Pending {
   readonly data: string
 }
 
-/** What a live subscriber is woken by: an event stored by this process, or "look at the store". */
-type Wake = Event | "read"
+/** What a live subscriber is woken by: an event, or "events up to `last` are stored". */
+type Wake = Event | { readonly jobId: string, readonly last: number }
+
+/** One job's part of a notice: its last seq, and its events when they fit. */
+interface NoticeJob {
+  readonly jobId: string
+  readonly last: number
+  readonly events?: ReadonlyArray<readonly [seq: number, type: EventType, data: string]>
+}
+
+/** A notice of stored events, as sent between processes: the sender and what each job got. */
+interface Notice {
+  readonly from: string
+  readonly jobs: ReadonlyArray<NoticeJob>
+}
+
+/** A notice's length at most, under PostgreSQL's 8 000-byte payload limit. */
+const maxNotice = 7500
+
+const decodeNotice = (payload: string): Notice | undefined => {
+  try {
+    const notice = JSON.parse(payload) as Notice
+    return typeof notice.from === "string" && Array.isArray(notice.jobs) ? notice : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/** The jobs' parts packed into as few notices as fit; a job whose events do not fit alone goes without them. */
+const packNotices = (from: string, parts: ReadonlyArray<NoticeJob>): Array<string> => {
+  const notices: Array<string> = []
+  let packed: Array<string> = []
+  let length = 0
+  const close = () => {
+    if (packed.length > 0) notices.push(`{"from":${JSON.stringify(from)},"jobs":[${packed.join(",")}]}`)
+    packed = []
+    length = 0
+  }
+  for (const part of parts) {
+    let text = JSON.stringify(part)
+    if (text.length > maxNotice - 64) text = JSON.stringify({ jobId: part.jobId, last: part.last })
+    if (length + text.length > maxNotice - 64) close()
+    packed.push(text)
+    length += text.length + 1
+  }
+  close()
+  return notices
+}
 
 /**
  * @since 0.1.0
@@ -98,10 +154,52 @@ export const make = Effect.gen(function*() {
   const store = yield* JobStore.JobStore
   const signals = yield* JobSignals.JobSignals
   const clock = yield* Effect.clock
-  const hub = yield* PubSub.unbounded<Event>()
+  const self = randomBytes(8).toString("hex")
+  // A hub per job with live subscribers here: an event goes only to its job's subscribers (one hub for all
+  // had every subscriber's stream filter every job's events, which cost the API most of its CPU at 100 of them).
+  const hubs = new Map<string, { readonly hub: PubSub.PubSub<Wake>, subscribers: number }>()
+  const handOver = (wakes: ReadonlyArray<Wake>) =>
+    Effect.suspend(() => {
+      if (hubs.size === 0) return Effect.void
+      const byJob = new Map<string, Array<Wake>>()
+      for (const wake of wakes) {
+        if (!hubs.has(wake.jobId)) continue
+        const list = byJob.get(wake.jobId)
+        if (list === undefined) byJob.set(wake.jobId, [wake])
+        else list.push(wake)
+      }
+      return Effect.forEach(byJob, ([jobId, list]) => PubSub.publishAll(hubs.get(jobId)!.hub, list), { discard: true })
+    })
+  const hubOf = (jobId: string) =>
+    Effect.acquireRelease(
+      Effect.flatMap(PubSub.unbounded<Wake>(), (fresh) =>
+        Effect.sync(() => {
+          let entry = hubs.get(jobId)
+          if (entry === undefined) hubs.set(jobId, entry = { hub: fresh, subscribers: 0 })
+          entry.subscribers++
+          return entry.hub
+        })),
+      () =>
+        Effect.sync(() => {
+          const entry = hubs.get(jobId)!
+          if (--entry.subscribers === 0) hubs.delete(jobId)
+        })
+    )
   let buffer: Array<Pending> = []
   // One flush at a time: two at once could store one job's later events first.
   const lock = yield* Effect.makeSemaphore(1)
+  /** Per job, its latest event of each type seen here. */
+  const latestSeen = new Map<string, Map<EventType, Event>>()
+  const see = (events: ReadonlyArray<Event>) => {
+    for (const event of events) {
+      let byType = latestSeen.get(event.jobId)
+      if (byType === undefined) latestSeen.set(event.jobId, byType = new Map())
+      const known = byType.get(event.type)
+      if (known === undefined || known.seq < event.seq) byType.set(event.type, event)
+      // A job's final state: what is kept of it is no longer needed (and a replay starts again from `queued`).
+      if (event.type === "state" && Job.isTerminal((JSON.parse(event.data) as { state: Job.JobState }).state)) latestSeen.delete(event.jobId)
+    }
+  }
 
   const publish = <T extends EventType>(jobId: string, type: T, data: Job.EventData[T]): Effect.Effect<void> =>
     Effect.sync(() => {
@@ -121,13 +219,26 @@ export const make = Effect.gen(function*() {
       else list.push(event)
     }
     const at = clock.unsafeCurrentTimeMillis()
-    return Effect.forEach(byJob, ([jobId, list]) =>
-      Effect.gen(function*() {
-        const last = yield* store.appendEvents(jobId, list.map(({ data, type }) => ({ type, data, at })))
+    const batch = new Map(Array.from(byJob, ([jobId, list]) => [jobId, list.map(({ data, type }) => ({ type, data, at }))]))
+    return Effect.gen(function*() {
+      const lasts = yield* store.appendEvents(batch)
+      const stored: Array<Event> = []
+      const parts: Array<NoticeJob> = []
+      for (const [jobId, last] of lasts) {
+        const list = byJob.get(jobId)!
         const first = last - list.length + 1
-        yield* PubSub.publishAll(hub, list.map((e, i): Event => ({ jobId, seq: first + i, type: e.type, data: e.data })))
-        if (signals.shared) yield* signals.send("events", `${jobId} ${last}`)
-      }), { discard: true })
+        const events = list.map((e, i): Event => ({ jobId, seq: first + i, type: e.type, data: e.data }))
+        stored.push(...events)
+        parts.push({ jobId, last, events: events.map((e) => [e.seq, e.type, e.data] as const) })
+      }
+      if (lasts.size < byJob.size) {
+        yield* Effect.logWarning(`events of jobs not in the store dropped: ${Array.from(byJob.keys()).filter((id) => !lasts.has(id)).join(", ")}`)
+      }
+      see(stored)
+      yield* handOver(stored)
+      // The events go with the notices when they fit, so other processes need not read them back.
+      if (signals.shared) yield* Effect.forEach(packNotices(self, parts), (notice) => signals.send("events", notice), { discard: true })
+    })
   }))
 
   yield* flush.pipe(
@@ -138,10 +249,33 @@ export const make = Effect.gen(function*() {
   )
   yield* Effect.addFinalizer(() => Effect.ignore(flush))
 
+  // Other processes' notices, read once here and handed to this process's subscribers.
+  if (signals.shared) {
+    const notices = yield* signals.subscribe("events")
+    yield* Queue.take(notices).pipe(
+      Effect.flatMap((payload) => {
+        const notice = decodeNotice(payload)
+        if (notice === undefined || notice.from === self) return Effect.void
+        const wakes: Array<Wake> = []
+        for (const part of notice.jobs) {
+          if (part.events === undefined) {
+            wakes.push({ jobId: part.jobId, last: part.last })
+            continue
+          }
+          const events = part.events.map(([seq, type, data]): Event => ({ jobId: part.jobId, seq, type, data }))
+          see(events)
+          wakes.push(...events)
+        }
+        return handOver(wakes)
+      }),
+      Effect.forever,
+      Effect.forkScoped
+    )
+  }
+
   const subscribe = (jobId: string, after: number): Stream.Stream<Event, JobStore.JobStoreError> =>
     Stream.unwrapScoped(Effect.gen(function*() {
-      const live = yield* PubSub.subscribe(hub)
-      const notices = yield* signals.subscribe("events")
+      const live = yield* PubSub.subscribe(yield* hubOf(jobId))
       let sent = after
       /** What is stored after the last event sent. */
       const stored = Effect.map(store.events(jobId, sent), (events) => {
@@ -149,24 +283,25 @@ export const make = Effect.gen(function*() {
         if (fresh.length > 0) sent = fresh[fresh.length - 1]!.seq
         return fresh
       })
-      const ours: Stream.Stream<Wake> = Stream.fromQueue(live).pipe(Stream.filter((e) => e.jobId === jobId))
-      const noticed = Stream.fromQueue(notices).pipe(
-        Stream.filterMap((notice) => {
-          const [id, last] = notice.split(" ")
-          return id === jobId && Number(last) > sent ? Option.some<Wake>("read") : Option.none()
-        })
-      )
-      const polled = signals.shared ? Stream.as(Stream.fromSchedule(Schedule.spaced(pollEvery)), "read" as Wake) : Stream.empty
-      const wakes = Stream.mergeAll([ours, noticed, polled], { concurrency: 3 })
+      const ours: Stream.Stream<Wake | "poll"> = Stream.fromQueue(live)
+      // Notices can be lost between processes: the store is read now and then too.
+      const wakes = signals.shared
+        ? Stream.merge(ours, Stream.as(Stream.fromSchedule(Schedule.spaced(pollEvery)), "poll" as const))
+        : ours
+      let heardAt = clock.unsafeCurrentTimeMillis()
       const rest = wakes.pipe(
         Stream.mapEffect((wake): Effect.Effect<ReadonlyArray<Event>, JobStore.JobStoreError> => {
-          if (wake === "read") return stored
+          const now = clock.unsafeCurrentTimeMillis()
+          // Read on a poll only when nothing came for a while: a live job's notices make it needless.
+          if (wake === "poll") return now - heardAt < Duration.toMillis(pollEvery) ? Effect.succeed([]) : stored
+          heardAt = now
+          if (!("seq" in wake)) return wake.last > sent ? stored : Effect.succeed([])
           if (wake.seq <= sent) return Effect.succeed([])
           if (wake.seq === sent + 1) {
             sent = wake.seq
             return Effect.succeed([wake])
           }
-          // Another process stored events in between: read them, this one with them.
+          // Events stored in between (another process's, or a notice lost): read them, this one with them.
           return stored
         }),
         Stream.flattenIterables
@@ -174,7 +309,12 @@ export const make = Effect.gen(function*() {
       return Stream.concat(Stream.flattenIterables(Stream.fromEffect(stored)), rest)
     }))
 
-  return { publish, subscribe, flush } satisfies Events
+  return {
+    publish,
+    subscribe,
+    flush,
+    latest: (jobId, type) => latestSeen.get(jobId)?.get(type)
+  } satisfies Events
 })
 
 /**

@@ -5,8 +5,8 @@
  * - the control (`JobRunner`, `layerControl`), what the API calls:
  *   `execute` starts (or finds) a job's durable execution on the workflow
  *   engine, wherever the cluster runs it; `cancel` sends a `JobSignals`
- *   notice to every process; `progress` reads the job's last published
- *   progress from the store; `resumeUnfinished` starts again every job left
+ *   notice to every process; `progress` is the job's last published
+ *   progress (as `JobEvents` saw it, else from the store); `resumeUnfinished` starts again every job left
  *   queued or running.
  * - the worker (`layerWorker`): what the steps of the durable workflow
  *   (`JobWorkflow`) do. Each job (and each replay of its dead letters) is
@@ -415,6 +415,7 @@ const decodeProgress = Schema.decodeUnknownOption(Schema.parseJson(Schema.extend
 
 const makeControl = Effect.gen(function*() {
   const store = yield* JobStore.JobStore
+  const events = yield* JobEvents.JobEvents
   const signals = yield* JobSignals.JobSignals
   const clock = yield* Effect.clock
   const engine = yield* WorkflowEngine.WorkflowEngine
@@ -433,8 +434,12 @@ const makeControl = Effect.gen(function*() {
   const resumeUnfinished = Effect.flatMap(store.unfinished, (jobs) =>
     Effect.as(Effect.forEach(jobs, (job) => execute(job.id, job.round), { discard: true }), jobs.length))
 
+  // Seen here as it was published (by this process or, through a notice, another); else read back.
   const progress: Runner["progress"] = (jobId) =>
-    Effect.map(store.lastEvent(jobId, "progress"), (event) => {
+    Effect.map(Effect.suspend(() => {
+      const seen = events.latest(jobId, "progress")
+      return seen === undefined ? store.lastEvent(jobId, "progress") : Effect.succeed(seen)
+    }), (event) => {
       const data = event === undefined ? Option.none() : decodeProgress(event.data)
       if (Option.isNone(data)) return undefined
       const fresh = clock.unsafeCurrentTimeMillis() - data.value.at <= Duration.toMillis(staleAfter)
@@ -459,7 +464,7 @@ const makeControl = Effect.gen(function*() {
 export const layerControl: Layer.Layer<
   JobRunner,
   never,
-  JobStore.JobStore | JobSignals.JobSignals | WorkflowEngine.WorkflowEngine
+  JobStore.JobStore | JobEvents.JobEvents | JobSignals.JobSignals | WorkflowEngine.WorkflowEngine
 > = Layer.scoped(JobRunner, makeControl)
 
 /**

@@ -238,11 +238,14 @@ export interface Store {
    */
   readonly reopenFailed: (id: string, now: number) => Effect.Effect<number, JobStoreError>
   /**
-   * Appends events, numbered by the store after the job's last one, in one
-   * step: processes appending to one job at once get distinct, gapless
-   * numbers. The `seq` of the last one appended (the job's last seq if none).
+   * Appends events of several jobs in one step, each job's numbered after
+   * its last one: processes appending to one job at once get distinct,
+   * gapless numbers. The last seq of each job (its last seq already if it
+   * got none); a job not in the store is left out, its events dropped.
    */
-  readonly appendEvents: (id: string, events: ReadonlyArray<NewEvent>) => Effect.Effect<number, JobStoreError>
+  readonly appendEvents: (
+    events: ReadonlyMap<string, ReadonlyArray<NewEvent>>
+  ) => Effect.Effect<ReadonlyMap<string, number>, JobStoreError>
   /** Events with seq > `after`, in order. */
   readonly events: (id: string, after: number) => Effect.Effect<ReadonlyArray<StoredEvent>, JobStoreError>
   /** The highest `seq` of the job's events, 0 if none. */
@@ -409,13 +412,17 @@ export const makeMemory: Effect.Effect<Store> = Effect.sync(() => {
       return reopened
     })
 
-  const appendEvents: Store["appendEvents"] = (id, events) =>
-    Effect.suspend(() => {
-      const entry = jobs.get(id)
-      if (entry === undefined) return fail("appendEvents", `no job ${id}`)
-      let seq = entry.events.at(-1)?.seq ?? 0
-      for (const { data, type } of events) entry.events.push({ seq: ++seq, type, data })
-      return Effect.succeed(seq)
+  const appendEvents: Store["appendEvents"] = (batch) =>
+    Effect.sync(() => {
+      const lasts = new Map<string, number>()
+      for (const [id, events] of batch) {
+        const entry = jobs.get(id)
+        if (entry === undefined) continue
+        let seq = entry.events.at(-1)?.seq ?? 0
+        for (const { data, type } of events) entry.events.push({ seq: ++seq, type, data })
+        lasts.set(id, seq)
+      }
+      return lasts
     })
 
   return {

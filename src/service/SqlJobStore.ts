@@ -448,25 +448,28 @@ export const make: Effect.Effect<JobStore.Store, JobStore.JobStoreError, SqlClie
   const lastSeq: JobStore.Store["lastSeq"] = (id) => wrap("lastSeq")(maxSeq(id))
 
   // Numbered here, not by the publisher: several service processes publish events of one job (the API its
-  // `queued`, a runner the rest). On PostgreSQL the job's row is locked for the transaction, so appends to one
-  // job take turns; SQLite has one writer at a time anyway.
-  const lockJob = (id: string) =>
-    Effect.flatMap(
-      sql.onDialectOrElse({
-        pg: () => sql<{ readonly id: string }>`SELECT id FROM effect_batch_jobs WHERE id = ${id} FOR UPDATE`,
-        orElse: () => sql<{ readonly id: string }>`SELECT id FROM effect_batch_jobs WHERE id = ${id}`
-      }),
-      (rows) => rows.length === 0 ? Effect.fail(new Error(`no job ${id}`)) : Effect.void
-    )
-  const appendEvents: JobStore.Store["appendEvents"] = (id, events) =>
-    sql.withTransaction(Effect.gen(function*() {
-      yield* lockJob(id)
-      const last = yield* maxSeq(id)
-      if (events.length === 0) return last
-      yield* sql`INSERT INTO effect_batch_job_events ${
-        sql.insert(events.map((e, i) => ({ job_id: id, seq: last + 1 + i, type: e.type, data: e.data, at: e.at })))
-      }`
-      return last + events.length
+  // `queued`, a runner the rest). One transaction for every job of a flush (round trips, not rows, are what
+  // cost on PostgreSQL): on PostgreSQL the jobs' rows are locked for it, in id order, so appends to one job
+  // take turns; SQLite has one writer at a time anyway.
+  const appendEvents: JobStore.Store["appendEvents"] = (batch) =>
+    batch.size === 0 ? Effect.succeed(new Map()) : sql.withTransaction(Effect.gen(function*() {
+      const ids = Array.from(batch.keys()).sort()
+      const known = yield* sql.onDialectOrElse({
+        pg: () => sql<{ readonly id: string }>`SELECT id FROM effect_batch_jobs WHERE id IN ${sql.in(ids)} ORDER BY id FOR UPDATE`,
+        orElse: () => sql<{ readonly id: string }>`SELECT id FROM effect_batch_jobs WHERE id IN ${sql.in(ids)}`
+      })
+      const maxes = yield* sql<{ readonly job_id: string, readonly seq: Num }>`SELECT job_id, MAX(seq) AS seq
+        FROM effect_batch_job_events WHERE job_id IN ${sql.in(ids)} GROUP BY job_id`
+      const lastOf = new Map(maxes.map((row) => [row.job_id, num(row.seq)]))
+      const lasts = new Map<string, number>()
+      const rows: Array<{ job_id: string, seq: number, type: string, data: string, at: number }> = []
+      for (const { id } of known) {
+        let seq = lastOf.get(id) ?? 0
+        for (const e of batch.get(id)!) rows.push({ job_id: id, seq: ++seq, type: e.type, data: e.data, at: e.at })
+        lasts.set(id, seq)
+      }
+      if (rows.length > 0) yield* sql`INSERT INTO effect_batch_job_events ${sql.insert(rows)}`
+      return lasts
     })).pipe(wrap("appendEvents"))
 
   const events: JobStore.Store["events"] = (id, after) =>

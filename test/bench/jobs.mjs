@@ -2,13 +2,17 @@
 // 256 slots, no failures, no rate limits), so that the service, not the provider, is what is measured.
 // The simulator, the service (`node dist/bin.js serve`, SQLite in a temp dir, one profile at a fixed
 // concurrency of 128) and Batch.run each run in a process of their own; this process is the client.
-//   node test/bench/jobs.mjs              (everything, 1–1.5 minutes; writes .bench-out/jobs.json)
+//   node test/bench/jobs.mjs              (everything, 1.5–3 minutes; writes .bench-out/jobs.json)
 //   node test/bench/jobs.mjs batch-run <simulator url>   (the Batch.run baseline alone, a JSON line)
 // Two service runs, each on a fresh process and database: (A) with 100 SSE subscribers (2 per job),
-// for submission latency, makespan and SSE delivery; (B) without subscribers, for the engine's CPU
-// per item, compared with the same 10 000 items through Batch.run. Prints figures and asserts none
-// about speed; exits 1 only if something is functionally wrong (a job not finished, results missing,
-// an SSE gap, calls lost or repeated).
+// for submission latency (the burst of 50, and 20 small submissions one at a time while they run),
+// makespan and SSE delivery; (B) without subscribers, for the engine's CPU
+// per item, compared with the same 10 000 items through Batch.run. With DATABASE_URL (and REDIS_URL)
+// set, two more, the service split over processes on a fresh PostgreSQL database: an API
+// (`--role api`) and one (S1) or two (S2) runners (`--role runner`, the profile's 128 shared through
+// Redis), with the subscribers of run A; CPU is summed over the API and the runners.
+// Prints figures and asserts none about speed; exits 1 only if something is functionally wrong (a job
+// not finished, results missing, an SSE gap, calls lost or repeated).
 import { execFileSync, spawn } from "node:child_process"
 import { once } from "node:events"
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
@@ -18,6 +22,10 @@ import { createInterface } from "node:readline"
 import { fileURLToPath } from "node:url"
 
 const JOBS = 50
+/** Submissions made one at a time while the 50 jobs run (10 items each), for the latency of one submission under load. */
+const PROBES = 20
+const PROBE_ITEMS = 10
+const PROBE_EVERY_MS = 150
 const ITEMS_PER_JOB = 200
 const ITEMS = JOBS * ITEMS_PER_JOB
 const CONCURRENCY = 128
@@ -25,6 +33,7 @@ const SUBSCRIBERS_PER_JOB = 2
 const LATENCY_MS = 50
 const SIMULATOR = { seed: 7, latency: { baseMs: LATENCY_MS }, capacity: 256 }
 const API_KEY = "bench-key-0123456789abcdef"
+const { DATABASE_URL, REDIS_URL } = process.env
 const RUN_TIMEOUT_MS = 90_000
 const POLL_EVERY_MS = 200
 
@@ -60,9 +69,18 @@ if (process.argv[2] === "batch-run") {
 
 const children = new Set()
 const dir = mkdtempSync(join(tmpdir(), "effect-batch-jobs-bench-"))
+/** PostgreSQL databases made for the split runs, dropped on the way out. */
+const databases = []
 process.on("exit", () => {
   for (const child of children) child.kill("SIGKILL")
   rmSync(dir, { recursive: true, force: true })
+  for (const database of databases) {
+    try {
+      execFileSync("psql", [DATABASE_URL, "-q", "-c", `DROP DATABASE IF EXISTS ${database} WITH (FORCE)`], { stdio: "ignore" })
+    } catch {
+      // Left behind: named after this process, dropped by the next run with the same pid at worst.
+    }
+  }
 })
 for (const signal of ["SIGINT", "SIGTERM"]) process.on(signal, () => process.exit(130))
 
@@ -144,10 +162,18 @@ writeFileSync(profilesFile, JSON.stringify({
   profiles: [{ name: "sim", baseUrl: `${simulatorUrl}/v1`, models: ["sim-chat"], concurrency: CONCURRENCY }]
 }))
 
+// Split runs with Redis share the profile's limits there, and a shared profile needs a request limit:
+// 1 000 000 a minute, which never binds here (10 000 items take seconds).
+const splitProfilesFile = join(dir, "profiles-split.json")
+writeFileSync(splitProfilesFile, JSON.stringify({
+  profiles: [{ name: "sim", baseUrl: `${simulatorUrl}/v1`, models: ["sim-chat"], concurrency: CONCURRENCY, requestsPerMinute: 1_000_000 }]
+}))
+
 /** What the provider saw since the last reset; checks that every item was called exactly once. */
 const providerCheck = async (label) => {
   const metrics = await getJson(`${simulatorUrl}/metrics`)
-  if (metrics.received !== ITEMS) fail(`${label}: the provider received ${metrics.received} calls for ${ITEMS} items`)
+  const expected = label === "Batch.run" ? ITEMS : ITEMS + PROBES * PROBE_ITEMS
+  if (metrics.received !== expected) fail(`${label}: the provider received ${metrics.received} calls for ${expected} items`)
   return { calls: metrics.received, peakInFlight: metrics.peakInFlight, byStatus: metrics.byStatus }
 }
 
@@ -190,31 +216,63 @@ const subscribe = async (base, jobId, headers) => {
   return sub
 }
 
-const serviceRun = async (label, subscribersPerJob) => {
-  const db = join(dir, `${label}.db`)
-  const service = track(spawn(process.execPath, [file("../../dist/bin.js"), "serve", "--port", "0", "--db", db, "--profiles", profilesFile], {
+/** One `serve` process, ready once it prints `ready`; its warnings counted into `logged`. */
+const serveProcess = async (args, ready, what, logged, profiles = profilesFile) => {
+  const child = track(spawn(process.execPath, [file("../../dist/bin.js"), "serve", "--profiles", profiles, ...args], {
     env: { ...process.env, EFFECT_BATCH_API_KEYS: `bench=${API_KEY}` },
     stdio: ["ignore", "pipe", "pipe"]
   }))
-  const logged = { warnings: 0, lines: [] }
-  const ready = waitForLine(service, /effect-batch job service on (http\S+)/, "the service")
-  createInterface({ input: service.stderr }).on("line", (line) => {
+  const started = waitForLine(child, ready, what)
+  createInterface({ input: child.stderr }).on("line", (line) => {
     logged.lines.push(line)
     if (/WARN|ERROR|FATAL/.test(line)) logged.warnings++
   })
-  createInterface({ input: service.stdout }).on("line", (line) => {
+  createInterface({ input: child.stdout }).on("line", (line) => {
     if (/level=(WARN|ERROR|FATAL)/.test(line)) {
       logged.warnings++
       logged.lines.push(line)
     }
   })
-  const [, base] = await ready
+  return [child, await started]
+}
+
+/**
+ * The service as `runners` says: 0, one process on SQLite; n, an API and n runners on a fresh
+ * PostgreSQL database (limits shared through Redis). Its URL, its processes.
+ */
+const deploy = async (label, runners, logged) => {
+  if (runners === 0) {
+    const [service, [, base]] = await serveProcess(["--port", "0", "--db", join(dir, `${label}.db`)],
+      /effect-batch job service on (http\S+)/, "the service", logged)
+    return { base, processes: [service] }
+  }
+  const database = `effect_batch_jobs_bench_${label.toLowerCase()}_${process.pid}`
+  execFileSync("psql", [DATABASE_URL, "-q", "-c", `DROP DATABASE IF EXISTS ${database}`, "-c", `CREATE DATABASE ${database}`], { stdio: "ignore" })
+  databases.push(database)
+  const url = new URL(DATABASE_URL)
+  url.pathname = `/${database}`
+  const shared = REDIS_URL === undefined ? [] : ["--redis", REDIS_URL]
+  const processes = []
+  for (let i = 0; i < runners; i++) {
+    const [runner] = await serveProcess(["--db", url.toString(), "--role", "runner", "--runner-port", String(36_400 + i), ...shared],
+      /effect-batch runner on/, `runner ${i}`, logged, splitProfilesFile)
+    processes.push(runner)
+  }
+  const [api, [, base]] = await serveProcess(["--port", "0", "--db", url.toString(), "--role", "api"],
+    /effect-batch job service on (http\S+)/, "the API", logged, splitProfilesFile)
+  return { base, processes: [api, ...processes] }
+}
+
+const serviceRun = async (label, subscribersPerJob, runners = 0) => {
+  const logged = { warnings: 0, lines: [] }
+  const { base, processes } = await deploy(label, runners, logged)
+  const cpuOfAll = () => processes.reduce((sum, child) => sum + cpuMsOf(child.pid), 0)
   await getJson(`${simulatorUrl}/reset`, { method: "POST" })
   const headers = { authorization: `Bearer ${API_KEY}` }
   const deadline = Date.now() + RUN_TIMEOUT_MS
 
   // 1. Every submission at once.
-  const cpuBefore = cpuMsOf(service.pid)
+  const cpuBefore = cpuOfAll()
   const startedAt = Date.now()
   const started = performance.now()
   const submissions = await Promise.all(Array.from({ length: JOBS }, async (_, j) => {
@@ -229,24 +287,44 @@ const serviceRun = async (label, subscribersPerJob) => {
   }))
   const submittedMs = performance.now() - started
   const subscriberRuns = submissions.flatMap((s) => s.subscribers)
+  // One submission at a time while the jobs run: what a client submitting now waits.
+  const probing = (async () => {
+    const latencies = []
+    for (let p = 0; p < PROBES; p++) {
+      await sleep(PROBE_EVERY_MS)
+      const items = Array.from({ length: PROBE_ITEMS }, (_, i) => `Probe ${p}, item ${i}: one short sentence.`)
+      const t0 = performance.now()
+      const response = await fetch(`${base}/jobs`, {
+        method: "POST",
+        headers: { ...headers, "content-type": "application/json" },
+        body: JSON.stringify({ items })
+      })
+      await response.text()
+      latencies.push(performance.now() - t0)
+      if (response.status !== 202) fail(`${label}: probe submission ${p}: ${response.status}`)
+    }
+    return latencies
+  })()
 
   // 2. Until every job is in a final state.
   let jobs = []
   for (;;) {
     jobs = (await getJson(`${base}/jobs?limit=200`, { headers })).jobs
-    if (jobs.length === JOBS && jobs.every((job) => !["queued", "running"].includes(job.state))) break
+    if (jobs.length === JOBS + PROBES && jobs.every((job) => !["queued", "running"].includes(job.state))) break
     if (Date.now() > deadline) {
       fail(`${label}: ${jobs.filter((job) => job.state === "finished").length} of ${JOBS} jobs finished within ${RUN_TIMEOUT_MS / 1000} s`)
       break
     }
     await sleep(POLL_EVERY_MS)
   }
-  const cpuMs = cpuMsOf(service.pid) - cpuBefore
-  const peakRssMb = peakRssMbOf(service.pid)
+  const probeLatencies = await probing
+  const cpuMs = cpuOfAll() - cpuBefore
+  const apiCpuMs = runners === 0 ? undefined : cpuMsOf(processes[0].pid)
+  const peakRssMb = Math.max(...processes.map((child) => peakRssMbOf(child.pid)))
   const provider = await providerCheck(label)
   const makespanMs = Math.max(...jobs.map((job) => job.finishedAt ?? Infinity)) - startedAt
   for (const job of jobs) {
-    if (job.state !== "finished" || job.counts.succeeded !== ITEMS_PER_JOB) {
+    if (job.state !== "finished" || job.counts.succeeded !== (job.counts.total === PROBE_ITEMS ? PROBE_ITEMS : ITEMS_PER_JOB)) {
       fail(`${label}: job ${job.id} is ${job.state} with ${job.counts.succeeded} of ${ITEMS_PER_JOB} items succeeded`)
     }
   }
@@ -268,7 +346,7 @@ const serviceRun = async (label, subscribersPerJob) => {
     const ok = lines.length === ITEMS_PER_JOB && lines.every((line, i) => line.index === i && line.status === "succeeded")
     if (!ok) fail(`${label}: job ${id}: ${lines.length} result lines, not ${ITEMS_PER_JOB} succeeded in order`)
   }
-  await stop(service)
+  for (const child of processes) await stop(child)
   if (logged.warnings > 0) console.log(`${label}: the service logged ${logged.warnings} warning(s), e.g. ${logged.lines.find((l) => /WARN|ERROR/.test(l))}`)
 
   const queueWait = jobs.map((job) => (job.startedAt ?? NaN) - job.createdAt)
@@ -278,7 +356,10 @@ const serviceRun = async (label, subscribersPerJob) => {
   for (const sub of subscribers ?? []) for (const [type, n] of Object.entries(sub.byType)) byType[type] = (byType[type] ?? 0) + n
   return {
     label,
+    runners,
+    apiCpuMs,
     submission: summary(submissions.map((s) => s.latencyMs)),
+    probe: summary(probeLatencies),
     submittedMs,
     makespanMs,
     itemsPerSecond: (ITEMS * 1000) / makespanMs,
@@ -321,6 +402,15 @@ process.stderr.write(`run A: ${JOBS} jobs × ${ITEMS_PER_JOB} items, ${JOBS * SU
 const withSse = await serviceRun("A", SUBSCRIBERS_PER_JOB)
 process.stderr.write(`run B: ${JOBS} jobs × ${ITEMS_PER_JOB} items, no subscribers\n`)
 const noSse = await serviceRun("B", 0)
+const split = []
+if (DATABASE_URL !== undefined) {
+  for (const runners of [1, 2]) {
+    process.stderr.write(`run S${runners}: the API and ${runners} runner(s) on PostgreSQL, ${JOBS * SUBSCRIBERS_PER_JOB} SSE subscribers\n`)
+    split.push(await serviceRun(`S${runners}`, SUBSCRIBERS_PER_JOB, runners))
+  }
+} else {
+  process.stderr.write("no DATABASE_URL: the split runs (an API and runners on PostgreSQL) are left out\n")
+}
 process.stderr.write(`Batch.run: ${ITEMS} items\n`)
 const baseline = await batchRun()
 await stop(simulatorProcess)
@@ -332,14 +422,17 @@ const perItemUs = (cpuMs) => (cpuMs * 1000) / ITEMS
 
 console.log(`\njob service: ${JOBS} jobs × ${ITEMS_PER_JOB} items, simulator ${LATENCY_MS} ms / 256 slots, profile concurrency ${CONCURRENCY}`)
 console.log(`lower bound ${ms(boundMs)} = items × ${LATENCY_MS} ms / ${CONCURRENCY}`)
-for (const run of [withSse, noSse]) {
-  console.log(`\nrun ${run.label} (${run.sse === undefined ? "no SSE subscribers" : `${run.sse.subscribers} SSE subscribers`})`)
+for (const run of [withSse, noSse, ...split]) {
+  const shape = run.runners === 0 ? "one process, SQLite" : `the API and ${run.runners} runner(s), PostgreSQL${REDIS_URL === undefined ? "" : ", limits in Redis"}`
+  console.log(`\nrun ${run.label} (${shape}; ${run.sse === undefined ? "no SSE subscribers" : `${run.sse.subscribers} SSE subscribers`})`)
   console.log(`  submission (${JOBS} concurrent POST /jobs)  ${stats(run.submission)}; all answered after ${ms(run.submittedMs)}`)
+  console.log(`  submission while they run (${PROBES} × ${PROBE_ITEMS} items, one at a time)  ${stats(run.probe)}`)
   console.log(`  makespan                 ${ms(run.makespanMs)}  (${(run.makespanMs / boundMs).toFixed(2)}× bound), ${run.itemsPerSecond.toFixed(0)} items/s, ` +
     `${achieved(run.makespanMs)} calls in flight on average (peak ${run.provider.peakInFlight})`)
   console.log(`  submitted → running      ${stats(run.queueWait)}`)
   console.log(`  running → finished       ${stats(run.jobSpan)} per job`)
-  console.log(`  service CPU              ${ms(run.cpuMs)}, ${perItemUs(run.cpuMs).toFixed(0)} µs per item; peak RSS ${run.peakRssMb.toFixed(0)} MB`)
+  console.log(`  service CPU              ${ms(run.cpuMs)}, ${perItemUs(run.cpuMs).toFixed(0)} µs per item` +
+    `${run.apiCpuMs === undefined ? "" : ` (the API ${ms(run.apiCpuMs)})`}; peak RSS ${run.peakRssMb.toFixed(0)} MB (the largest process)`)
   if (run.sse !== undefined) {
     console.log(`  SSE delivery (receive − at)  ${stats(run.sse.latency)} over ${run.sse.latency.n} live events ` +
       `(${run.sse.events} received, ${run.sse.backlog} from the backlog not counted)`)
@@ -358,6 +451,8 @@ console.log("\nservice (run B) against Batch.run")
 console.log(`  makespan ratio           ${(noSse.makespanMs / baseline.wallMs).toFixed(2)}×  (run A: ${(withSse.makespanMs / baseline.wallMs).toFixed(2)}×)`)
 console.log(`  CPU overhead per item    ${perItemUs(noSse.cpuMs - baseline.cpuMs).toFixed(0)} µs  ` +
   `(run A, with SSE: ${perItemUs(withSse.cpuMs - baseline.cpuMs).toFixed(0)} µs)`)
+console.log(`  CPU ratio                ${(noSse.cpuMs / baseline.cpuMs).toFixed(2)}×  (run A: ${(withSse.cpuMs / baseline.cpuMs).toFixed(2)}×` +
+  `${split.map((run) => `, ${run.label}: ${(run.cpuMs / baseline.cpuMs).toFixed(2)}×`).join("")})`)
 
 const output = {
   jobs: JOBS,
@@ -365,7 +460,7 @@ const output = {
   concurrency: CONCURRENCY,
   latencyMs: LATENCY_MS,
   boundMs,
-  runs: [withSse, noSse],
+  runs: [withSse, noSse, ...split],
   baseline,
   errors
 }
