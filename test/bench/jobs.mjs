@@ -360,6 +360,7 @@ const serviceRun = async (label, subscribersPerJob, runners = 0) => {
     apiCpuMs,
     submission: summary(submissions.map((s) => s.latencyMs)),
     probe: summary(probeLatencies),
+    probeLatencies: probeLatencies.map(Math.round),
     submittedMs,
     makespanMs,
     itemsPerSecond: (ITEMS * 1000) / makespanMs,
