@@ -21,6 +21,7 @@
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as ParseResult from "effect/ParseResult"
 import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
 import * as ConcurrencyLimiter from "../ConcurrencyLimiter.js"
@@ -113,8 +114,11 @@ export const parse = (
 ): Effect.Effect<{ readonly profiles: ReadonlyArray<ProfileConfig>, readonly defaultProfile: string }, Error> =>
   Effect.gen(function*() {
     const json = yield* Effect.try({ try: () => JSON.parse(text) as unknown, catch: (e) => new Error(`not JSON: ${String(e)}`) })
+    // One line per issue, named by its path (`profiles.0.baseUrl: Expected …`), not the schema's whole shape.
     const file = yield* Schema.decodeUnknown(ProfilesFile)(json, { errors: "first", onExcessProperty: "error" }).pipe(
-      Effect.mapError((e) => new Error(e.message))
+      Effect.mapError((e) =>
+        new Error(ParseResult.ArrayFormatter.formatErrorSync(e).map((issue) => `${issue.path.join(".") || "the file"}: ${issue.message}`).join("; "))
+      )
     )
     const profiles: Array<ProfileConfig> = []
     for (const p of file.profiles) {

@@ -194,6 +194,13 @@ describe("effect-batch serve --role", () => {
       const unnamed = yield* cli(["serve", "--port", "0", "--db", "postgres://127.0.0.1:1/none", "--role", "runner"])
       expect(unnamed.code).toBe(2)
       expect(unnamed.err).toContain("--role runner needs --profiles: every process of the service reads the same profiles")
+      // A profiles file with a bad field: the field's path and what was wrong, one line.
+      const badProfiles = join(dir, "bad-profiles.json")
+      writeFileSync(badProfiles, JSON.stringify({ profiles: [{ name: "sim", baseUrl: "t/v1", models: ["sim-chat"] }] }))
+      const bad = yield* cli(["serve", "--port", "0", "--db", join(dir, "bad.db"), "--profiles", badProfiles])
+      expect(bad.code).toBe(2)
+      expect(bad.err).toContain(`--profiles ${badProfiles}: profiles.0.baseUrl: Expected a string matching the pattern`)
+      expect(bad.err.split("\n").filter((line) => line.trim() !== "").length).toBe(1)
       const unknown = yield* cli(["serve", "--port", "0", "--role", "worker"])
       expect(unknown.code).toBe(2)
       expect(unknown.err).toMatch(/all.*api.*runner/s)
