@@ -163,6 +163,21 @@ describe.skipIf(databaseUrl === undefined || redisUrl === undefined)("job servic
       yield* cluster.runners[victim]!.kill
       const settledAtKill = yield* settledOf(cluster.client, ids)
       expect(settledAtKill).toBeLessThan(total)
+      // How soon the dead runner's jobs went on elsewhere: a survivor says it runs a chunk of a job whose last
+      // chunk before the kill ran on the dead one (printed, not asserted: wall-clock time; ~8 s by the settings).
+      const chunkLines = (text: string) =>
+        Array.from(text.matchAll(/timestamp=(\S+) .*?job (job_\w+): chunk/g), (m) => ({ at: Date.parse(m[1]!), job: m[2]! }))
+      const lastRunner = new Map<string, { at: number, runner: number }>()
+      cluster.runners.forEach((p, runner) => {
+        for (const { at, job } of chunkLines(p.output())) if ((lastRunner.get(job)?.at ?? -1) <= at) lastRunner.set(job, { at, runner })
+      })
+      const victimJobs = new Set(Array.from(lastRunner).filter(([, last]) => last.runner === victim).map(([job]) => job))
+      const resumed = yield* pollUntil(
+        Effect.sync(() =>
+          cluster.runners.some((p, i) => i !== victim && chunkLines(p.output()).some(({ at, job }) => at > killedAt && victimJobs.has(job)))
+        ),
+        (found) => found
+      ).pipe(Effect.map(() => Date.now() - killedAt))
 
       yield* checkResults(cluster.client, ids, output)
       const doneAfter = Date.now() - killedAt
@@ -170,6 +185,7 @@ describe.skipIf(databaseUrl === undefined || redisUrl === undefined)("job servic
       const repaid = end.received - total
       console.log(
         `cluster kill: runner ${victim} killed with ${settledAtKill}/${total} settled (chunks per runner ${chunks}); ` +
+          `its jobs resumed on another ${(resumed / 1000).toFixed(1)} s after; ` +
           `all done ${(doneAfter / 1000).toFixed(1)} s after; simulator: ${end.received} received ${JSON.stringify(end.byStatus)}, ` +
           `peak in flight ${end.peakInFlight}, in flight at the kill ${beforeKill.inFlight}; re-paid ${repaid}`
       )
