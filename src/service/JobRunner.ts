@@ -37,8 +37,8 @@
  *   changed.
  *
  * What it does not promise: exactly-once calls (at-least-once for items in
- * flight at a crash); a job's rate is measured where its chunks run, and a
- * job whose chunks run on two runners at once publishes each one's.
+ * flight at a crash); a job's rate is measured by the runner running it,
+ * and starts again from nothing when the job moves to another runner.
  *
  * @since 0.1.0
  */

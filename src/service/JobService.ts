@@ -210,7 +210,8 @@ export const layerJobs = (options: Options) => {
       concurrencyLimiter: options.concurrencyLimiter
     })
   ).pipe(Layer.provideMerge(signals))
-  const parts = role === "api" ? JobRunner.layerControl : role === "runner" ? JobRunner.layerWorker.pipe(Layer.merge(JobRunner.layerControl)) : JobRunner.layer
+  // A runner keeps the control too: it starts the jobs left unfinished (`resumeUnfinished`).
+  const parts = role === "api" ? JobRunner.layerControl : JobRunner.layer
   const runner = parts.pipe(Layer.provideMerge(base), Layer.provideMerge(engineLayer(options.cluster)))
   const resume = Layer.effectDiscard(Effect.flatMap(JobRunner.JobRunner, (r) =>
     Effect.tap(Effect.orDie(r.resumeUnfinished), (n) => n > 0 ? Effect.logInfo(`looking after ${n} unfinished jobs`) : Effect.void)))

@@ -114,7 +114,7 @@ export const layerPostgres = Layer.scoped(
     const send: Signals["send"] = (channel, payload) =>
       sql`SELECT pg_notify(${pgChannel(channel)}, ${payload})`.pipe(
         Effect.asVoid,
-        Effect.catchAllCause((cause) => Effect.logWarning(`could not send a ${channel} notice (${payload})`, cause))
+        Effect.catchAllCause((cause) => Effect.logWarning(`could not send a ${channel} notice (${payload.slice(0, 80)})`, cause))
       )
     // Ready once a notice of our own came back on every channel.
     yield* Effect.forEach(channels, (channel) =>
