@@ -35,6 +35,7 @@ import * as FiberId from "effect/FiberId"
 import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
 import type { Redis } from "ioredis"
+import * as LuaScript from "./LuaScript.js"
 import { randomBytes } from "node:crypto"
 import * as ConcurrencyLimiter from "../ConcurrencyLimiter.js"
 import * as LimitAlgorithm from "../LimitAlgorithm.js"
@@ -67,7 +68,7 @@ const clock = "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + 
  * expired, grants up to `want` within `limit`, renews the holder. Returns
  * how many were granted.
  */
-const acquireScript = `${clock}
+const acquireScript = LuaScript.make(`${clock}
 local holder = ARGV[1] local want = tonumber(ARGV[2]) local limit = tonumber(ARGV[3])
 local ttl = tonumber(ARGV[4]) local lost = tonumber(ARGV[5])
 local all = redis.call('HGETALL', KEYS[1])
@@ -93,25 +94,25 @@ local granted = math.max(0, math.min(want, limit - sum))
 if granted > 0 then redis.call('HINCRBY', KEYS[1], holder, granted) end
 redis.call('HSET', KEYS[1], 'exp:' .. holder, tostring(now + ttl))
 redis.call('PEXPIRE', KEYS[1], ttl * 2 + 60000)
-return granted`
+return granted`)
 
 /** ARGV: holder, n. Gives back `n` leases (never below 0). */
-const releaseScript = `
+const releaseScript = LuaScript.make(`
 local held = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
 local n = tonumber(ARGV[2])
 if held <= n then redis.call('HDEL', KEYS[1], ARGV[1]) else redis.call('HINCRBY', KEYS[1], ARGV[1], -n) end
-return 0`
+return 0`)
 
 /** ARGV: holder, ttl. Renews the holder's leases. */
-const renewScript = `${clock}
+const renewScript = LuaScript.make(`${clock}
 redis.call('HSET', KEYS[1], 'exp:' .. ARGV[1], tostring(now + tonumber(ARGV[2])))
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) * 2 + 60000)
-return 0`
+return 0`)
 
 /** ARGV: holder. Gives back every lease of the holder (it is closing). */
-const leaveScript = `
+const leaveScript = LuaScript.make(`
 redis.call('HDEL', KEYS[1], ARGV[1], 'exp:' .. ARGV[1])
-return 0`
+return 0`)
 
 interface Waiter {
   readonly holder: Holder
@@ -138,9 +139,9 @@ export const make = (options: Options): Effect.Effect<ConcurrencyLimiter.Limiter
     const ttlMs = Math.max(300, Math.round(Duration.toMillis(options.leaseTtl ?? Duration.seconds(6))))
     const pollEvery = options.pollEvery ?? Duration.millis(10)
 
-    const run = (what: string, script: string, args: ReadonlyArray<string | number>) =>
+    const run = (what: string, script: LuaScript.LuaScript, args: ReadonlyArray<string | number>) =>
       Effect.tryPromise({
-        try: () => redis.eval(script, 1, key, ...args) as Promise<unknown>,
+        try: () => LuaScript.run(redis, script, key, args),
         catch: (error) => new Error(`RedisConcurrencyLimiter ${name}: ${what} failed: ${error instanceof Error ? error.message : String(error)}`)
       })
 
@@ -148,7 +149,7 @@ export const make = (options: Options): Effect.Effect<ConcurrencyLimiter.Limiter
     let lost = 0
     const giveBack = (n: number): void => {
       if (n <= 0) return
-      redis.eval(releaseScript, 1, key, holderId, n).catch(() => {
+      LuaScript.run(redis, releaseScript, key, [holderId, n]).catch(() => {
         lost += n
       })
     }

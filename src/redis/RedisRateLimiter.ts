@@ -32,6 +32,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import type { Redis } from "ioredis"
+import * as LuaScript from "./LuaScript.js"
 import * as RateLimiter from "../RateLimiter.js"
 
 /**
@@ -84,7 +85,7 @@ const clock = "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + 
  * ARGV: ttl, n, then per bucket: field, interval, burst, cost. Reserves the
  * earliest start at or after now that the gate and every bucket allow.
  */
-const reserveScript = `${clock}
+const reserveScript = LuaScript.make(`${clock}
 local ttl = tonumber(ARGV[1]) local n = tonumber(ARGV[2])
 local start = now
 local gate = tonumber(redis.call('HGET', KEYS[1], 'gate') or '0')
@@ -102,24 +103,24 @@ for i = 0, n - 1 do
   redis.call('HSET', KEYS[1], ARGV[3 + i * 4], tostring(math.max(tats[i], start) + cost * interval))
 end
 redis.call('PEXPIRE', KEYS[1], math.ceil(math.max(ttl, gate - now + ttl)))
-return { tostring(now), tostring(start) }`
+return { tostring(now), tostring(start) }`)
 
 /** ARGV: n, then per bucket: field, delta (millis of bucket). Moves each existing bucket by its delta. */
-const settleScript = `
+const settleScript = LuaScript.make(`
 local n = tonumber(ARGV[1])
 for i = 0, n - 1 do
   local field = ARGV[2 + i * 2]
   local tat = redis.call('HGET', KEYS[1], field)
   if tat then redis.call('HSET', KEYS[1], field, tostring(tonumber(tat) + tonumber(ARGV[3 + i * 2]))) end
 end
-return 0`
+return 0`)
 
 /**
  * ARGV: ttl, duration, n, then per request bucket: field, interval, burst.
  * Closes the gate until now + duration (never shortens it); request buckets
  * restart empty at the reopening. Returns [now, gate, moved].
  */
-const closeGateScript = `${clock}
+const closeGateScript = LuaScript.make(`${clock}
 local ttl = tonumber(ARGV[1]) local untilAt = now + tonumber(ARGV[2]) local n = tonumber(ARGV[3])
 local gate = tonumber(redis.call('HGET', KEYS[1], 'gate') or '0')
 if untilAt <= gate then return { tostring(now), tostring(gate), '0' } end
@@ -131,11 +132,11 @@ for i = 0, n - 1 do
   if restart > tat then redis.call('HSET', KEYS[1], field, tostring(restart)) end
 end
 redis.call('PEXPIRE', KEYS[1], math.ceil(untilAt - now + ttl))
-return { tostring(now), tostring(untilAt), '1' }`
+return { tostring(now), tostring(untilAt), '1' }`)
 
 /** Returns [now, gate]. */
-const gateScript = `${clock}
-return { tostring(now), redis.call('HGET', KEYS[1], 'gate') or '0' }`
+const gateScript = LuaScript.make(`${clock}
+return { tostring(now), redis.call('HGET', KEYS[1], 'gate') or '0' }`)
 
 const invalid = (what: string): never => {
   throw new Cause.IllegalArgumentException(`RedisRateLimiter: ${what}`)
@@ -186,9 +187,9 @@ export const make = (options: Options): Effect.Effect<Limiter> =>
     const redis = options.redis
     let installed = install(options.limits)
 
-    const call = (what: string, script: string, args: ReadonlyArray<string | number>) =>
+    const call = (what: string, script: LuaScript.LuaScript, args: ReadonlyArray<string | number>) =>
       Effect.tryPromise({
-        try: () => redis.eval(script, 1, key, ...args) as Promise<unknown>,
+        try: () => LuaScript.run(redis, script, key, args),
         catch: (cause) => new Error(`RedisRateLimiter(${options.name}): ${what} failed: ${String(cause)}`, { cause })
       }).pipe(Effect.orDie)
     const numbers = (reply: unknown): ReadonlyArray<number> => (reply as ReadonlyArray<string>).map(Number)
