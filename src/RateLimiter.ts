@@ -237,6 +237,16 @@ const paceBackoff = 0.7
 const episodeMillis = 1000
 /** Requests per second the learned pace never goes below (3 a minute). */
 const minPace = 0.05
+
+/**
+ * The learned pace's constants, for limiters that keep it elsewhere
+ * (`RedisRateLimiter`): growth per second, the cut of a later 429, how long
+ * an episode of 429s lasts, the floor.
+ *
+ * @since 0.1.0
+ * @category internal
+ */
+export const learnedPace = { growth: paceGrowth, backoff: paceBackoff, episodeMillis, min: minPace } as const
 /**
  * Units a widening burst gains per start its bucket held back: with `w` per
  * start, starts run at `1 / (1 - w)` × the limit, so a third makes 1.5×.

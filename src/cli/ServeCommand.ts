@@ -21,8 +21,8 @@
  * With `--redis URL`, every profile's rate limits and cooldown gate
  * (`RedisRateLimiter`) and its limit on the calls in flight
  * (`RedisConcurrencyLimiter`) live in Redis, named `profile.<name>`, so
- * several processes on one provider keep to its limits together; every
- * profile then needs a `requestsPerMinute`.
+ * several processes on one provider keep to its limits together (and to the
+ * pace learned from 429s, for a profile that tells no request limit).
  *
  * What it does not promise: TLS (put a reverse proxy in front).
  *
@@ -154,17 +154,10 @@ const loadRedis = Effect.tryPromise({
 
 /**
  * Each profile's rate and concurrency limiters shared through Redis at `url` (held until the scope closes), or a
- * usage error naming what is wrong: a profile without `requestsPerMinute`, a Redis that does not answer.
+ * usage error naming a Redis that does not answer.
  */
-const sharedLimits = (url: string, profiles: ReadonlyArray<ProviderProfiles.ProfileConfig>) =>
+const sharedLimits = (url: string) =>
   Effect.gen(function*() {
-    const untold = profiles.find((profile) => profile.requestsPerMinute === undefined)
-    if (untold !== undefined) {
-      return yield* Effect.fail(usage(
-        `--redis shares request limits, and the profile ${untold.name} has no requestsPerMinute: give it one ` +
-          "(the pace learned from 429s without a limit is per process)"
-      ))
-    }
     const [{ Redis }, RedisRateLimiter, RedisConcurrencyLimiter] = yield* loadRedis
     const redis = yield* Effect.acquireRelease(
       Effect.sync(() => {
@@ -213,7 +206,7 @@ export const serve = (options: ServeOptions) =>
     const { generated, keys } = yield* keysOf
     const { defaultProfile, note, profiles } = yield* profilesOf(options.profiles)
     const { layer, layerJobs } = yield* loadService
-    const shared = options.redis === undefined ? undefined : yield* sharedLimits(options.redis, profiles)
+    const shared = options.redis === undefined ? undefined : yield* sharedLimits(options.redis)
     const runnerAddress = { host: options.runnerHost ?? options.host, port: options.runnerPort ?? 34431 }
     const database: Layer.Layer<SqlClient.SqlClient, unknown> = postgres
       ? (yield* loadPg).layer({ url: Redacted.make(options.db) })

@@ -16,10 +16,15 @@
  * cannot be committed on an RPM and a TPM limit together, it cannot give
  * back an over-estimate, and it has no gate.
  *
- * What it does not promise (yet): it needs a request limit — without one,
- * `RateLimiter` learns a pace from the 429s, and that pace is per process
- * here, so it is refused rather than silently unshared; a limit's burst is
- * the one configured (default 1), never widened; `unsafeTryAcquire` always
+ * Without a request limit, it learns a pace from the 429s as `RateLimiter`
+ * does (the same AIMD: half the rate of starts at the first 429, then 0.7
+ * of the pace per later episode, growing a fifth per second between them),
+ * and that pace lives in the hash too: one process's 429 slows every
+ * process, and their starts together keep to it. Starts are counted in the
+ * hash for that, so every start is a round trip even with no limit at all.
+ *
+ * What it does not promise (yet): a limit's burst is the one configured
+ * (default 1), never widened; `unsafeTryAcquire` always
  * answers `undefined` (it cannot ask Redis synchronously), so every start is
  * a round trip; every process must be given the same limits (they are not
  * stored); a failing Redis is a defect of the batch using the limiter, and
@@ -81,26 +86,74 @@ interface Spec {
 // Every script reads the server's clock; numbers go back as strings (Redis truncates Lua numbers to integers).
 const clock = "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000"
 
+const { backoff, episodeMillis, growth, min: minPace } = RateLimiter.learnedPace
+
 /**
- * ARGV: ttl, n, then per bucket: field, interval, burst, cost. Reserves the
- * earliest start at or after now that the gate and every bucket allow.
+ * The learned pace in Lua (fields `pace:*`): `rate` (requests per second at
+ * the last cut) and `at` (when), the pace's own bucket (`tat`, and the
+ * `interval` it was last reserved at), and the starts counted in
+ * whole-second slots (`slot`, `starts`, `previous`). Defines `paceNow(now)`
+ * (0: nothing learned) and `roll(at)`.
  */
-const reserveScript = LuaScript.make(`${clock}
-local ttl = tonumber(ARGV[1]) local n = tonumber(ARGV[2])
+const paceLua = `
+local function paceNow(at)
+  local rate = tonumber(redis.call('HGET', KEYS[1], 'pace:rate') or '0')
+  if rate <= 0 then return 0 end
+  local cutAt = tonumber(redis.call('HGET', KEYS[1], 'pace:at') or '0')
+  return rate * (1 + ${growth} * math.max(0, at - cutAt) / 1000)
+end
+local function roll(at)
+  local slot = math.floor(at / 1000)
+  local known = tonumber(redis.call('HGET', KEYS[1], 'pace:slot') or '-1')
+  if slot > known then
+    local previous = 0
+    if slot == known + 1 then previous = tonumber(redis.call('HGET', KEYS[1], 'pace:starts') or '0') end
+    redis.call('HSET', KEYS[1], 'pace:slot', slot, 'pace:previous', previous, 'pace:starts', 0)
+  end
+end`
+
+/**
+ * ARGV: ttl, learn, requests, n, then per bucket: field, interval, burst,
+ * cost. Reserves the earliest start at or after now that the gate, every
+ * bucket and (with `learn`, no request limit being known) the learned pace
+ * allow; with `learn`, counts the start.
+ */
+const reserveScript = LuaScript.make(`${clock}${paceLua}
+local ttl = tonumber(ARGV[1]) local learn = ARGV[2] == '1' local requests = tonumber(ARGV[3]) local n = tonumber(ARGV[4])
 local start = now
 local gate = tonumber(redis.call('HGET', KEYS[1], 'gate') or '0')
 if gate > start then start = gate end
 local tats = {}
 for i = 0, n - 1 do
-  local tat = tonumber(redis.call('HGET', KEYS[1], ARGV[3 + i * 4]) or '0')
-  local interval = tonumber(ARGV[4 + i * 4]) local burst = tonumber(ARGV[5 + i * 4]) local cost = tonumber(ARGV[6 + i * 4])
+  local b = 5 + i * 4
+  local tat = tonumber(redis.call('HGET', KEYS[1], ARGV[b]) or '0')
+  local interval = tonumber(ARGV[b + 1]) local burst = tonumber(ARGV[b + 2]) local cost = tonumber(ARGV[b + 3])
   local earliest = tat - math.max(0, burst - cost * interval)
   if earliest > start then start = earliest end
   tats[i] = tat
 end
+local pace = 0
+if learn then pace = paceNow(now) end
+local paceTat = 0 local paceInterval = 0
+if pace > 0 then
+  paceInterval = 1000 / pace
+  paceTat = tonumber(redis.call('HGET', KEYS[1], 'pace:tat') or '0')
+  -- Starts reserved ahead drain at the pace as it grew (as RateLimiter's own).
+  local last = tonumber(redis.call('HGET', KEYS[1], 'pace:interval') or '0')
+  if last > 0 and paceTat > now then paceTat = now + (paceTat - now) * (paceInterval / last) end
+  local earliest = paceTat - math.max(0, paceInterval - requests * paceInterval)
+  if earliest > start then start = earliest end
+end
 for i = 0, n - 1 do
-  local interval = tonumber(ARGV[4 + i * 4]) local cost = tonumber(ARGV[6 + i * 4])
-  redis.call('HSET', KEYS[1], ARGV[3 + i * 4], tostring(math.max(tats[i], start) + cost * interval))
+  local b = 5 + i * 4
+  redis.call('HSET', KEYS[1], ARGV[b], tostring(math.max(tats[i], start) + tonumber(ARGV[b + 3]) * tonumber(ARGV[b + 1])))
+end
+if pace > 0 then
+  redis.call('HSET', KEYS[1], 'pace:tat', tostring(math.max(paceTat, start) + requests * paceInterval), 'pace:interval', tostring(paceInterval))
+end
+if learn then
+  roll(start)
+  redis.call('HINCRBY', KEYS[1], 'pace:starts', 1)
 end
 redis.call('PEXPIRE', KEYS[1], math.ceil(math.max(ttl, gate - now + ttl)))
 return { tostring(now), tostring(start) }`)
@@ -116,20 +169,53 @@ end
 return 0`)
 
 /**
- * ARGV: ttl, duration, n, then per request bucket: field, interval, burst.
- * Closes the gate until now + duration (never shortens it); request buckets
- * restart empty at the reopening. Returns [now, gate, moved].
+ * ARGV: ttl, duration, learn, n, then per request bucket: field, interval,
+ * burst. With `learn` (no request limit known), a 429 first slows the
+ * learned pace, once per episode: the first to half the rate of starts
+ * before it, later ones to `learnedPace.backoff` of the pace. Then closes the gate until
+ * now + duration (never shortens it); request buckets and the pace restart
+ * empty at the reopening. Returns [now, gate, moved].
  */
-const closeGateScript = LuaScript.make(`${clock}
-local ttl = tonumber(ARGV[1]) local untilAt = now + tonumber(ARGV[2]) local n = tonumber(ARGV[3])
+const closeGateScript = LuaScript.make(`${clock}${paceLua}
+local ttl = tonumber(ARGV[1]) local duration = tonumber(ARGV[2]) local learn = ARGV[3] == '1' local n = tonumber(ARGV[4])
+local untilAt = now + duration
+if learn then
+  local cutAt = tonumber(redis.call('HGET', KEYS[1], 'pace:at') or '-1e18')
+  if now - cutAt >= math.max(${episodeMillis}, duration) then
+    local pace = paceNow(now)
+    local cut
+    if pace > 0 then cut = math.max(${minPace}, pace * ${backoff})
+    else
+      roll(now)
+      local starts = tonumber(redis.call('HGET', KEYS[1], 'pace:starts') or '0')
+      local previous = tonumber(redis.call('HGET', KEYS[1], 'pace:previous') or '0')
+      local recent = starts + previous * (1 - (now % 1000) / 1000)
+      if recent <= 0 then recent = 2 end
+      cut = math.max(${minPace}, recent * 0.5)
+      redis.call('HSET', KEYS[1], 'pace:tat', tostring(now))
+    end
+    local interval = 1000 / cut
+    local tat = tonumber(redis.call('HGET', KEYS[1], 'pace:tat') or tostring(now))
+    local last = tonumber(redis.call('HGET', KEYS[1], 'pace:interval') or '0')
+    if last > 0 and tat > now then tat = now + (tat - now) * (interval / last) end
+    redis.call('HSET', KEYS[1], 'pace:rate', tostring(cut), 'pace:at', tostring(now), 'pace:tat', tostring(tat), 'pace:interval', tostring(interval))
+  end
+end
 local gate = tonumber(redis.call('HGET', KEYS[1], 'gate') or '0')
-if untilAt <= gate then return { tostring(now), tostring(gate), '0' } end
+if untilAt <= gate then
+  redis.call('PEXPIRE', KEYS[1], math.ceil(math.max(ttl, gate - now + ttl)))
+  return { tostring(now), tostring(gate), '0' }
+end
 redis.call('HSET', KEYS[1], 'gate', tostring(untilAt))
 for i = 0, n - 1 do
-  local field = ARGV[4 + i * 3]
+  local field = ARGV[5 + i * 3]
   local tat = tonumber(redis.call('HGET', KEYS[1], field) or '0')
-  local restart = untilAt + tonumber(ARGV[6 + i * 3]) - tonumber(ARGV[5 + i * 3])
+  local restart = untilAt + tonumber(ARGV[7 + i * 3]) - tonumber(ARGV[6 + i * 3])
   if restart > tat then redis.call('HSET', KEYS[1], field, tostring(restart)) end
+end
+if learn and paceNow(now) > 0 then
+  local tat = tonumber(redis.call('HGET', KEYS[1], 'pace:tat') or '0')
+  if untilAt > tat then redis.call('HSET', KEYS[1], 'pace:tat', tostring(untilAt)) end
 end
 redis.call('PEXPIRE', KEYS[1], math.ceil(untilAt - now + ttl))
 return { tostring(now), tostring(untilAt), '1' }`)
@@ -137,6 +223,10 @@ return { tostring(now), tostring(untilAt), '1' }`)
 /** Returns [now, gate]. */
 const gateScript = LuaScript.make(`${clock}
 return { tostring(now), redis.call('HGET', KEYS[1], 'gate') or '0' }`)
+
+/** Returns the learned pace now (0: none). */
+const paceScript = LuaScript.make(`${clock}${paceLua}
+return tostring(paceNow(now))`)
 
 const invalid = (what: string): never => {
   throw new Cause.IllegalArgumentException(`RedisRateLimiter: ${what}`)
@@ -147,16 +237,12 @@ interface Installed {
   readonly limits: ReadonlyArray<RateLimiter.Limit>
   readonly specs: ReadonlyArray<Spec>
   readonly ttlMs: number
+  /** No request limit: starts are paced by what 429s teach. */
+  readonly learn: boolean
 }
 
 const install = (given: RateLimiter.Limits): Installed => {
   const normalized = RateLimiter.normalize(given)
-  if (!normalized.some((limit) => limit.unit === "requests")) {
-    invalid(
-      "a shared limiter needs a request limit (requestsPerSecond, requestsPerMinute or a limits entry of unit \"requests\"): " +
-        "without one a pace would be learned from 429s, and that pace is not shared across processes"
-    )
-  }
   let longest = 0
   const specs = normalized.map((limit) => {
     const windowMs = Duration.toMillis(Duration.decode(limit.window))
@@ -166,7 +252,7 @@ const install = (given: RateLimiter.Limits): Installed => {
     return { field: `${limit.unit}/${windowMs}`, unit: limit.unit, intervalMs, burstMs }
   })
   // A minute after the last use, plus the longest a bucket can hold (its window, or its burst if longer).
-  return { limits: normalized, specs, ttlMs: 60_000 + longest }
+  return { limits: normalized, specs, ttlMs: 60_000 + longest, learn: !specs.some((spec) => spec.unit === "requests") }
 }
 
 const costOf = (spec: Spec, requests: number, tokens: number) => (spec.unit === "requests" ? requests : tokens)
@@ -197,6 +283,8 @@ export const make = (options: Options): Effect.Effect<Limiter> =>
     const reserve = (requests: number, tokens: number) =>
       call("reserve", reserveScript, [
         installed.ttlMs,
+        installed.learn ? 1 : 0,
+        requests,
         installed.specs.length,
         ...installed.specs.flatMap((spec) => [spec.field, spec.intervalMs, spec.burstMs, costOf(spec, requests, tokens)])
       ]).pipe(Effect.map((reply) => {
@@ -244,6 +332,7 @@ export const make = (options: Options): Effect.Effect<Limiter> =>
         return call("close the gate", closeGateScript, [
           installed.ttlMs,
           Duration.toMillis(Duration.decode(duration)),
+          installed.learn ? 1 : 0,
           requestSpecs.length,
           ...requestSpecs.flatMap((spec) => [spec.field, spec.intervalMs, spec.burstMs])
         ]).pipe(Effect.map((reply) => numbers(reply)[2] === 1))
@@ -261,7 +350,11 @@ export const make = (options: Options): Effect.Effect<Limiter> =>
           installed = install(next)
         }),
       limits: Effect.sync(() => installed.limits),
-      pace: Effect.succeed(undefined),
+      pace: Effect.suspend(() =>
+        installed.learn
+          ? Effect.map(call("read the pace", paceScript, []), (reply) => Number(reply) > 0 ? Number(reply) : undefined)
+          : Effect.succeed(undefined)
+      ),
       remaining: () => Effect.void,
       bursts: Effect.sync(() => installed.specs.map((spec) => spec.burstMs / spec.intervalMs))
     }

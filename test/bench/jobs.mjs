@@ -162,13 +162,6 @@ writeFileSync(profilesFile, JSON.stringify({
   profiles: [{ name: "sim", baseUrl: `${simulatorUrl}/v1`, models: ["sim-chat"], concurrency: CONCURRENCY }]
 }))
 
-// Split runs with Redis share the profile's limits there, and a shared profile needs a request limit:
-// 1 000 000 a minute, which never binds here (10 000 items take seconds).
-const splitProfilesFile = join(dir, "profiles-split.json")
-writeFileSync(splitProfilesFile, JSON.stringify({
-  profiles: [{ name: "sim", baseUrl: `${simulatorUrl}/v1`, models: ["sim-chat"], concurrency: CONCURRENCY, requestsPerMinute: 1_000_000 }]
-}))
-
 /** What the provider saw since the last reset; checks that every item was called exactly once. */
 const providerCheck = async (label) => {
   const metrics = await getJson(`${simulatorUrl}/metrics`)
@@ -217,8 +210,8 @@ const subscribe = async (base, jobId, headers) => {
 }
 
 /** One `serve` process, ready once it prints `ready`; its warnings counted into `logged`. */
-const serveProcess = async (args, ready, what, logged, profiles = profilesFile) => {
-  const child = track(spawn(process.execPath, [file("../../dist/bin.js"), "serve", "--profiles", profiles, ...args], {
+const serveProcess = async (args, ready, what, logged) => {
+  const child = track(spawn(process.execPath, [file("../../dist/bin.js"), "serve", "--profiles", profilesFile, ...args], {
     env: { ...process.env, EFFECT_BATCH_API_KEYS: `bench=${API_KEY}` },
     stdio: ["ignore", "pipe", "pipe"]
   }))
@@ -255,11 +248,11 @@ const deploy = async (label, runners, logged) => {
   const processes = []
   for (let i = 0; i < runners; i++) {
     const [runner] = await serveProcess(["--db", url.toString(), "--role", "runner", "--runner-port", String(36_400 + i), ...shared],
-      /effect-batch runner on/, `runner ${i}`, logged, splitProfilesFile)
+      /effect-batch runner on/, `runner ${i}`, logged)
     processes.push(runner)
   }
   const [api, [, base]] = await serveProcess(["--port", "0", "--db", url.toString(), "--role", "api"],
-    /effect-batch job service on (http\S+)/, "the API", logged, splitProfilesFile)
+    /effect-batch job service on (http\S+)/, "the API", logged)
   return { base, processes: [api, ...processes] }
 }
 

@@ -158,10 +158,49 @@ describe.skipIf(url === undefined)("RedisRateLimiter", () => {
       expect(yield* Effect.promise(() => redis.hget(`effect-batch:rate:${name}`, "requests/1000"))).not.toBeNull()
     }))
 
-  it("refuses limits without a request limit and a bad name, naming what is wrong", () => {
+  it.live("without a request limit, a 429 teaches one pace to every process: half the starts before it, then 0.7 of it", () =>
+    Effect.gen(function*() {
+      const name = uniqueName()
+      const a = yield* RedisRateLimiter.make({ redis: connect(), name, limits: {} })
+      const b = yield* RedisRateLimiter.make({ redis: connect(), name, limits: { tokensPerMinute: 1_000_000 } })
+      expect(yield* a.pace).toBeUndefined()
+      // 20 starts from the two at once, unpaced (nothing learned yet), then a 429 seen by a.
+      const both = (n: number) => [...Array.from({ length: n }, () => a.acquire()), ...Array.from({ length: n }, () => b.acquire())]
+      const first = yield* Effect.all(both(10), { concurrency: "unbounded" })
+      expect(Math.max(...first.map((r) => r.scheduledAt)) - Math.min(...first.map((r) => r.scheduledAt))).toBeLessThan(500)
+      yield* a.closeGate("100 millis")
+      // The pace: half the 20 starts of the last second (read at once: it grows a fifth a second).
+      const learned = yield* b.pace
+      expect(learned).toBeGreaterThanOrEqual(5)
+      expect(learned).toBeLessThanOrEqual(10.5)
+      // The next starts of both keep to it together, from the gate's reopening on.
+      const paced = yield* Effect.all(both(5), { concurrency: "unbounded" })
+      const scheduled = paced.map((r) => r.scheduledAt).sort((x, y) => x - y)
+      // At most the pace as it grew over those starts (a fifth a second, from at most 10.5/s, for under 2 s).
+      expect(worstExcess(scheduled, 10.5 * 1.4, 1)).toBeLessThanOrEqual(1e-3)
+      expect(scheduled.at(-1)! - scheduled[0]!).toBeGreaterThanOrEqual((9 * 1000) / (10.5 * 1.4))
+      // A second 429, in a later episode (over a second on): 0.7 of the pace it had grown to.
+      yield* Effect.sleep("1100 millis")
+      const before = (yield* a.pace)!
+      yield* b.closeGate("10 millis")
+      const cut = (yield* a.pace)!
+      expect(cut).toBeGreaterThanOrEqual(before * 0.7 * 0.98)
+      expect(cut).toBeLessThanOrEqual(before * 0.7 * 1.05)
+      // A 429 of the same episode does not cut again.
+      yield* a.closeGate("10 millis")
+      expect(yield* b.pace).toBeGreaterThanOrEqual(cut * 0.98)
+    }), 20_000)
+
+  it.live("with a request limit, nothing is learned: the limit paces", () =>
+    Effect.gen(function*() {
+      const limiter = yield* RedisRateLimiter.make({ redis: connect(), name: uniqueName(), limits: { requestsPerSecond: 50 } })
+      yield* Effect.all(Array.from({ length: 5 }, () => limiter.acquire()), { concurrency: "unbounded" })
+      yield* limiter.closeGate("10 millis")
+      expect(yield* limiter.pace).toBeUndefined()
+    }))
+
+  it("refuses a bad name and a bad limit, naming what is wrong", () => {
     const redis = connect()
-    const tokensOnly = Effect.runSyncExit(RedisRateLimiter.make({ redis, name: "x", limits: { tokensPerMinute: 1000 } }))
-    expect(String(tokensOnly)).toMatch(/needs a request limit/)
     const badName = Effect.runSyncExit(RedisRateLimiter.make({ redis, name: "has space", limits: { requestsPerSecond: 1 } }))
     expect(String(badName)).toMatch(/name must be 1–200 letters.*has space/)
     const badLimit = Effect.runSyncExit(RedisRateLimiter.make({ redis, name: "x", limits: { requestsPerSecond: -1 } }))
