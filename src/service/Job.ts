@@ -258,6 +258,15 @@ export const ProgressEvent = Schema.Struct({
 })
 
 /**
+ * A `progress` event as stored and sent: with when it was published (`at`,
+ * ms since the epoch).
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const PublishedProgress = Schema.extend(ProgressEvent, Schema.Struct({ at: Schema.Number }))
+
+/**
  * An `item-failed` event: an item failed for good.
  *
  * @since 0.1.0

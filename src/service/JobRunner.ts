@@ -421,7 +421,7 @@ const make = Effect.gen(function*() {
   return { start, runChunk, finish } satisfies JobWorkflow.Steps
 })
 
-const decodeProgress = Schema.decodeUnknownOption(Schema.parseJson(Schema.extend(Job.ProgressEvent, Schema.Struct({ at: Schema.Number }))))
+const decodeProgress = Schema.decodeUnknownOption(Schema.parseJson(Job.PublishedProgress))
 
 const makeControl = Effect.gen(function*() {
   const store = yield* JobStore.JobStore
