@@ -478,6 +478,20 @@ export const layerControl: Layer.Layer<
 > = Layer.scoped(JobRunner, makeControl)
 
 /**
+ * What the worker needs (and so a process that runs jobs).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type WorkerNeeds =
+  | JobStore.JobStore
+  | JobEvents.JobEvents
+  | JobSignals.JobSignals
+  | ProviderProfiles.ProviderProfiles
+  | HttpClient.HttpClient
+  | WorkflowEngine.WorkflowEngine
+
+/**
  * The worker: the workflow registered with the engine, its steps this
  * process's (only the workflow sees them). Needs a `WorkflowEngine` that
  * runs executions (`ClusterWorkflowEngine.layer` on `SingleRunner`, or on a
@@ -486,16 +500,9 @@ export const layerControl: Layer.Layer<
  * @since 0.1.0
  * @category layers
  */
-export const layerWorker: Layer.Layer<
-  never,
-  never,
-  | JobStore.JobStore
-  | JobEvents.JobEvents
-  | JobSignals.JobSignals
-  | ProviderProfiles.ProviderProfiles
-  | HttpClient.HttpClient
-  | WorkflowEngine.WorkflowEngine
-> = JobWorkflow.layer.pipe(Layer.provide(Layer.scoped(JobWorkflow.JobSteps, make)))
+export const layerWorker: Layer.Layer<never, never, WorkerNeeds> = JobWorkflow.layer.pipe(
+  Layer.provide(Layer.scoped(JobWorkflow.JobSteps, make))
+)
 
 /**
  * Both: one process that takes submissions and runs them.
@@ -503,13 +510,4 @@ export const layerWorker: Layer.Layer<
  * @since 0.1.0
  * @category layers
  */
-export const layer: Layer.Layer<
-  JobRunner,
-  never,
-  | JobStore.JobStore
-  | JobEvents.JobEvents
-  | JobSignals.JobSignals
-  | ProviderProfiles.ProviderProfiles
-  | HttpClient.HttpClient
-  | WorkflowEngine.WorkflowEngine
-> = Layer.merge(layerControl, layerWorker)
+export const layer: Layer.Layer<JobRunner, never, WorkerNeeds> = Layer.merge(layerControl, layerWorker)

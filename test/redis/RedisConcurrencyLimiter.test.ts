@@ -5,26 +5,13 @@
  * calls were in flight at once over all of them, and what is left in Redis,
  * never how fast anything ran.
  */
-import { afterAll, describe, expect, it } from "@effect/vitest"
+import { describe, expect, it } from "@effect/vitest"
 import { Effect, Fiber } from "effect"
-import { Redis } from "ioredis"
 import * as Batch from "../../src/Batch.js"
 import * as ConcurrencyLimiter from "../../src/ConcurrencyLimiter.js"
 import * as RedisConcurrencyLimiter from "../../src/redis/RedisConcurrencyLimiter.js"
+import { connect, uniqueName, url } from "../support/redisClients.js"
 
-const url = process.env.REDIS_URL
-const clients: Array<Redis> = []
-const connect = () => {
-  const client = new Redis(url ?? "redis://127.0.0.1:6379", { lazyConnect: true })
-  clients.push(client)
-  return client
-}
-afterAll(async () => {
-  await Promise.all(clients.map((client) => client.quit().catch(() => undefined)))
-})
-
-let names = 0
-const uniqueName = () => `test-${process.pid}-${Date.now()}-${names++}`
 const keyOf = (name: string) => `effect-batch:concurrency:${name}`
 
 /** Counts the calls in flight over every limiter, and the most at once. */

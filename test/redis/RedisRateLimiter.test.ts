@@ -6,29 +6,15 @@
  * limits allow, whoever asked) and what one limiter does to the other, not how
  * fast anything ran.
  */
-import { afterAll, describe, expect, it } from "@effect/vitest"
+import { describe, expect, it } from "@effect/vitest"
 import { Effect, Either } from "effect"
-import { Redis } from "ioredis"
 import { execFile } from "node:child_process"
 import * as Batch from "../../src/Batch.js"
 import * as RateLimiter from "../../src/RateLimiter.js"
 import * as RedisRateLimiter from "../../src/redis/RedisRateLimiter.js"
+import { connect, uniqueName, url } from "../support/redisClients.js"
 
-const url = process.env.REDIS_URL
 const root = new URL("../../", import.meta.url).pathname
-const clients: Array<Redis> = []
-const connect = () => {
-  const client = new Redis(url ?? "redis://127.0.0.1:6379", { lazyConnect: true })
-  clients.push(client)
-  return client
-}
-afterAll(async () => {
-  await Promise.all(clients.map((client) => client.quit().catch(() => undefined)))
-})
-
-let names = 0
-const uniqueName = () => `test-${process.pid}-${Date.now()}-${names++}`
-
 /** The most starts scheduled in any interval, minus what `perSecond` with `burst` allows in it. */
 const worstExcess = (scheduled: ReadonlyArray<number>, perSecond: number, burst: number) => {
   const sorted = [...scheduled].sort((a, b) => a - b)
@@ -209,9 +195,8 @@ describe.skipIf(url === undefined)("RedisRateLimiter", () => {
 
   it.live("a Redis that cannot be reached is a defect naming the limiter and what it was doing", () =>
     Effect.gen(function*() {
-      const redis = new Redis("redis://127.0.0.1:1", { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null })
+      const redis = connect("redis://127.0.0.1:1", { maxRetriesPerRequest: 0, retryStrategy: () => null })
       redis.on("error", () => undefined) // the refused connection, reported again by the failed command
-      clients.push(redis)
       const limiter = yield* RedisRateLimiter.make({ redis, name: "unreachable", limits: { requestsPerSecond: 1 } })
       const exit = yield* Effect.either(Effect.catchAllDefect(limiter.acquire(), (defect) => Effect.fail(String(defect))))
       expect(Either.isLeft(exit) && exit.left).toMatch(/RedisRateLimiter\(unreachable\): reserve failed/)
