@@ -220,10 +220,11 @@ export const serve = (options: ServeOptions) =>
       concurrencyLimiter: shared?.concurrencyLimiter,
       cluster: postgres ? { role, ...(role === "api" ? {} : { runnerAddress }) } : undefined
     }
-    const storage = `${postgres ? shown(options.db) : options.db}; ${note}`
+    const where = postgres ? shown(options.db) : options.db
+    const storage = `${where}; ${note}`
     if (role === "runner") {
       yield* Layer.build(layerJobs(serviceOptions).pipe(Layer.provide(database))).pipe(
-        Effect.catchAllCause((cause) => Effect.fail(usage(`cannot start the runner: ${reason(cause)}`)))
+        Effect.catchAllCause((cause) => Effect.fail(usage(`cannot start the runner on ${where}: ${reason(cause)}`)))
       )
       yield* Console.log(`effect-batch runner on ${runnerAddress.host}:${runnerAddress.port}`)
       yield* Console.log(`  storage    ${storage}`)
@@ -231,7 +232,7 @@ export const serve = (options: ServeOptions) =>
       const httpServer = NodeHttpServer.layer(() => createServer(), { port: options.port, host: options.host })
       const service = layer(serviceOptions).pipe(Layer.provide(database))
       const built = yield* Layer.build(service.pipe(Layer.provideMerge(httpServer))).pipe(
-        Effect.catchAllCause((cause) => Effect.fail(usage(`cannot start the service: ${reason(cause)}`)))
+        Effect.catchAllCause((cause) => Effect.fail(usage(`cannot start the service on ${where}: ${reason(cause)}`)))
       )
       const server = Context.get(built, HttpServer.HttpServer)
       const port = server.address._tag === "TcpAddress" ? server.address.port : options.port

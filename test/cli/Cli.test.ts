@@ -182,7 +182,7 @@ describe.skipIf(redisUrl === undefined)("effect-batch serve --redis", () => {
 })
 
 describe("effect-batch serve --role", () => {
-  it.effect("a split role on SQLite, or without --profiles, is exit code 2 naming what to give", () =>
+  it.effect("a split role on SQLite or without --profiles, a bad profiles file, a database that does not answer: exit code 2 naming what is wrong", () =>
     Effect.gen(function*() {
       const onSqlite = yield* cli(["serve", "--port", "0", "--db", join(dir, "roles.db"), "--role", "api"])
       expect(onSqlite.code).toBe(2)
@@ -194,10 +194,16 @@ describe("effect-batch serve --role", () => {
       // A profiles file with a bad field: the field's path and what was wrong, one line.
       const badProfiles = join(dir, "bad-profiles.json")
       writeFileSync(badProfiles, JSON.stringify({ profiles: [{ name: "sim", baseUrl: "t/v1", models: ["sim-chat"] }] }))
+      writeFileSync(badProfiles.replace("bad-", "good-"), JSON.stringify({ profiles: [{ name: "sim", baseUrl: "http://127.0.0.1:1/v1", models: ["sim-chat"] }] }))
       const bad = yield* cli(["serve", "--port", "0", "--db", join(dir, "bad.db"), "--profiles", badProfiles])
       expect(bad.code).toBe(2)
       expect(bad.err).toContain(`--profiles ${badProfiles}: profiles.0.baseUrl: Expected a string matching the pattern`)
       expect(bad.err.split("\n").filter((line) => line.trim() !== "").length).toBe(1)
+      // A database that does not answer: named, its password masked.
+      const unreachable = yield* cli(["serve", "--port", "0", "--db", "postgres://u:s3cret@127.0.0.1:1/none", "--role", "api", "--profiles", badProfiles.replace("bad-", "good-")])
+      expect(unreachable.code).toBe(2)
+      expect(unreachable.err).toContain("cannot start the service on postgres://u:***@127.0.0.1:1/none: SqlError")
+      expect(unreachable.err).not.toContain("s3cret")
       const unknown = yield* cli(["serve", "--port", "0", "--role", "worker"])
       expect(unknown.code).toBe(2)
       expect(unknown.err).toMatch(/all.*api.*runner/s)
