@@ -191,6 +191,8 @@ export const make = Effect.gen(function*() {
   /** Per job, its latest event of each type seen here. */
   const latestSeen = new Map<string, Map<EventType, Event>>()
   const see = (events: ReadonlyArray<Event>) => {
+    // A job whose final state this process never heard of (a lost notice) would stay: forget all now and then.
+    if (latestSeen.size > 10_000) latestSeen.clear()
     for (const event of events) {
       let byType = latestSeen.get(event.jobId)
       if (byType === undefined) latestSeen.set(event.jobId, byType = new Map())
