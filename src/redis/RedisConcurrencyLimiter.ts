@@ -159,9 +159,15 @@ export const make = (options: Options): Effect.Effect<ConcurrencyLimiter.Limiter
     // process holds one lease per local permit in use, less those still waiting here.
     const waiting: Array<Waiter> = []
     const wake = yield* Effect.makeLatch(false)
+    // The latch is closed synchronously with the check that nobody waits: a fiber switch in between could close
+    // it on a waiter that has just opened it, and leave that waiter waiting.
+    const closeIfNobodyWaits = () => {
+      if (waiting.length === 0) wake.unsafeClose()
+      return waiting.length === 0
+    }
     const ask = Effect.gen(function*() {
       yield* wake.await
-      if (waiting.length === 0) return yield* wake.close
+      if (closeIfNobodyWaits()) return
       const correction = lost
       lost = 0
       const granted = Number(yield* run("acquire", acquireScript, [holderId, waiting.length, options.limit, ttlMs, correction]).pipe(
@@ -171,8 +177,7 @@ export const make = (options: Options): Effect.Effect<ConcurrencyLimiter.Limiter
       for (const waiter of served) Deferred.unsafeDone(waiter.granted, Effect.void)
       // More granted than waiting (a waiter left meanwhile): back at once.
       giveBack(granted - served.length)
-      if (waiting.length === 0) yield* wake.close
-      else yield* Effect.sleep(pollEvery)
+      if (!closeIfNobodyWaits()) yield* Effect.sleep(pollEvery)
     })
     yield* ask.pipe(
       Effect.catchAllCause((cause) =>
@@ -197,13 +202,17 @@ export const make = (options: Options): Effect.Effect<ConcurrencyLimiter.Limiter
 
     /** Waits for a lease for `holder`, which holds a local permit; interrupted, it has none. */
     const lease = (holder: Holder): Effect.Effect<void> =>
-      Effect.suspend(() => {
-        const waiter: Waiter = { holder, granted: Deferred.unsafeMake<void>(FiberId.none) }
-        waiting.push(waiter)
-        return Effect.zipRight(wake.open, Deferred.await(waiter.granted)).pipe(
-          Effect.onInterrupt(() => Effect.sync(() => unwait(holder) || giveBack(1)))
-        )
-      })
+      // Queued and watched for interruption in one step: interrupted in between, a waiter would keep its place.
+      Effect.uninterruptibleMask((restore) =>
+        Effect.suspend(() => {
+          const waiter: Waiter = { holder, granted: Deferred.unsafeMake<void>(FiberId.none) }
+          waiting.push(waiter)
+          wake.unsafeOpen()
+          return restore(Deferred.await(waiter.granted)).pipe(
+            Effect.onInterrupt(() => Effect.sync(() => unwait(holder) || giveBack(1)))
+          )
+        })
+      )
 
     const take = (holder: Holder): Effect.Effect<void> =>
       holder.holding ? Effect.void : Effect.flatMap(inner.take(holder), () =>
