@@ -203,6 +203,12 @@ export const serve = (options: ServeOptions) =>
           "`effect-batch simulate`, and name it in a profiles file)"
       ))
     }
+    if (postgres && role !== "api" && options.runnerHost === undefined && (options.host === "0.0.0.0" || options.host === "::")) {
+      return yield* Effect.fail(usage(
+        `--host ${options.host} binds every interface, which other runners cannot dial: give --runner-host, ` +
+          "the address they reach this process at"
+      ))
+    }
     const { generated, keys } = yield* keysOf
     const { defaultProfile, note, profiles } = yield* profilesOf(options.profiles)
     const { layer, layerJobs } = yield* loadService

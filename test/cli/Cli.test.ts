@@ -204,6 +204,10 @@ describe("effect-batch serve --role", () => {
       expect(unreachable.code).toBe(2)
       expect(unreachable.err).toContain("cannot start the service on postgres://u:***@127.0.0.1:1/none: SqlError")
       expect(unreachable.err).not.toContain("s3cret")
+      const everywhere = yield* cli(["serve", "--port", "0", "--host", "0.0.0.0", "--db", "postgres://127.0.0.1:1/none", "--role", "runner",
+        "--profiles", badProfiles])
+      expect(everywhere.code).toBe(2)
+      expect(everywhere.err).toContain("--host 0.0.0.0 binds every interface, which other runners cannot dial: give --runner-host")
       const unknown = yield* cli(["serve", "--port", "0", "--role", "worker"])
       expect(unknown.code).toBe(2)
       expect(unknown.err).toMatch(/all.*api.*runner/s)
