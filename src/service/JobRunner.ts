@@ -80,6 +80,9 @@ import type * as TaskError from "../TaskError.js"
  */
 export const progressEvery = Duration.millis(500)
 
+/** Executions started at once (see `execute`). */
+const startsAtOnce = 8
+
 /** Every how many progress ticks a running job's state is read back, for a cancel whose notice was lost. */
 const cancelCheckEvery = 4
 
@@ -431,14 +434,16 @@ const makeControl = Effect.gen(function*() {
   const engine = yield* WorkflowEngine.WorkflowEngine
 
   const toStart = yield* Queue.unbounded<{ readonly jobId: string, readonly round: number }>()
-  yield* Queue.take(toStart).pipe(
+  const starter = Queue.take(toStart).pipe(
     Effect.flatMap(({ jobId, round }) => JobWorkflow.BatchJob.execute({ jobId, round }, { discard: true })),
     Effect.provideService(WorkflowEngine.WorkflowEngine, engine),
     Effect.tapErrorCause(Effect.logError),
     Effect.ignore,
-    Effect.forever,
-    Effect.forkScoped
+    Effect.forever
   )
+  // Several starts at once: each is a few round trips to the engine's storage, and one at a time put the
+  // 50th of a burst of submissions seconds behind the first.
+  for (let i = 0; i < startsAtOnce; i++) yield* Effect.forkScoped(starter)
   const execute = (jobId: string, round: number) => Queue.offer(toStart, { jobId, round }).pipe(Effect.asVoid)
 
   const resumeUnfinished = Effect.flatMap(store.unfinished, (jobs) =>
