@@ -20,6 +20,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect, Fiber, Layer, Redacted, Schedule } from "effect"
 import { Redis } from "ioredis"
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
+import { type AddressInfo, createServer } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll } from "vitest"
@@ -67,6 +68,15 @@ type Client = Effect.Effect.Success<ReturnType<typeof clientOf>>
 const pollUntil = <A, E, R>(get: Effect.Effect<A, E, R>, done: (a: A) => boolean): Effect.Effect<A, E, R> =>
   Effect.repeat(get, Schedule.spaced("100 millis").pipe(Schedule.untilInput(done), Schedule.passthrough))
 
+/** A port nothing listens on now. */
+const freePort = Effect.async<number>((resume) => {
+  const server = createServer()
+  server.listen(0, "127.0.0.1", () => {
+    const port = (server.address() as AddressInfo).port
+    server.close(() => resume(Effect.succeed(port)))
+  })
+})
+
 /** A fresh database, its URL. */
 const freshDatabase = (name: string) =>
   Effect.promise(async () => {
@@ -91,7 +101,8 @@ const startCluster = (name: string) =>
     }))
     const common = { db, profiles, env }
     const runnerArgs = (port: number) => ["--role", "runner", "--runner-port", String(port), "--redis", redisUrl!]
-    const ports = Array.from({ length: runners }, (_, i) => 35_100 + (process.pid % 200) * 10 + i)
+    // Ports the system says are free now (a runner's must be known before it starts: the others dial it).
+    const ports = yield* Effect.forEach(Array.from({ length: runners }), () => freePort)
     const started = yield* Effect.forEach(ports, (port) => ServiceProcess.start({ ...common, args: runnerArgs(port) }), {
       concurrency: "unbounded"
     })
