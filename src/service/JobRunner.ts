@@ -97,6 +97,12 @@ export interface Progress {
   readonly rate: number
   /** The provider's concurrency limit where the job runs. */
   readonly concurrencyLimit: number | undefined
+  /**
+   * The job's totals as published, when this process saw them within
+   * `staleAfter` (one read back from the store may be an earlier round's:
+   * read the totals from the store then).
+   */
+  readonly totals: JobStore.Totals | undefined
 }
 
 /**
@@ -451,14 +457,19 @@ const makeControl = Effect.gen(function*() {
 
   // Seen here as it was published (by this process or, through a notice, another); else read back.
   const progress: Runner["progress"] = (jobId) =>
-    Effect.map(Effect.suspend(() => {
+    Effect.suspend(() => {
       const seen = events.latest(jobId, "progress")
-      return seen === undefined ? store.lastEvent(jobId, "progress") : Effect.succeed(seen)
-    }), (event) => {
-      const data = event === undefined ? Option.none() : decodeProgress(event.data)
-      if (Option.isNone(data)) return undefined
-      const fresh = clock.unsafeCurrentTimeMillis() - data.value.at <= Duration.toMillis(staleAfter)
-      return { rate: fresh ? data.value.rate : 0, concurrencyLimit: data.value.concurrencyLimit }
+      return Effect.map(seen === undefined ? store.lastEvent(jobId, "progress") : Effect.succeed(seen), (event): Progress | undefined => {
+        const data = event === undefined ? Option.none() : decodeProgress(event.data)
+        if (Option.isNone(data)) return undefined
+        const fresh = clock.unsafeCurrentTimeMillis() - data.value.at <= Duration.toMillis(staleAfter)
+        const { concurrencyLimit, cost, failed, pending, rate, skipped, succeeded, tokens, total } = data.value
+        return {
+          rate: fresh ? rate : 0,
+          concurrencyLimit,
+          totals: fresh && seen !== undefined ? { cost, failed, pending, skipped, succeeded, tokens, total } : undefined
+        }
+      })
     })
 
   return {

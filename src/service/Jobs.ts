@@ -30,7 +30,6 @@ import * as FileSystem from "@effect/platform/FileSystem"
 import * as Path from "@effect/platform/Path"
 import * as Chunk from "effect/Chunk"
 import * as Context from "effect/Context"
-import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
@@ -134,7 +133,6 @@ const resultLine = (item: JobStore.SettledItem): string => {
 }
 
 const decodeStateEvent = Schema.decodeUnknownOption(Schema.parseJson(Job.StateEvent))
-const decodeProgress = Schema.decodeUnknownOption(Schema.parseJson(Job.PublishedProgress))
 
 /**
  * @since 0.1.0
@@ -161,20 +159,8 @@ export const make = (limits: Limits) =>
 
     /** An ended job's totals, by id, once nothing is pending, while it stays ended (`finishedAt` unchanged): they no longer move. */
     const endedTotals = new Map<string, { readonly finishedAt: number, readonly totals: JobStore.Totals }>()
-    /**
-     * The job's totals: a running job's as its runner last published them
-     * (`progress` events, at most `progressEvery` old, seen here), else from
-     * the store. A list of 50 running jobs read every 200 ms asked the store
-     * 250 times a second otherwise.
-     */
-    const totalsOf = (job: JobStore.JobRow): Effect.Effect<JobStore.Totals> => {
-      if (job.state === "running") {
-        const published = Option.flatMap(Option.fromNullable(events.latest(job.id, "progress")), (e) => decodeProgress(e.data))
-        if (Option.isSome(published) && now() - published.value.at <= Duration.toMillis(JobRunner.staleAfter)) {
-          const { cost, failed, pending, skipped, succeeded, tokens, total } = published.value
-          return Effect.succeed({ cost, failed, pending, skipped, succeeded, tokens, total })
-        }
-      }
+    /** The job's totals from the store, an ended job's kept (a list of 50 jobs read every 200 ms re-read them all). */
+    const storedTotals = (job: JobStore.JobRow): Effect.Effect<JobStore.Totals> => {
       const ended = Job.isTerminal(job.state) && job.finishedAt !== undefined ? endedTotals.get(job.id) : undefined
       if (ended !== undefined && ended.finishedAt === job.finishedAt) return Effect.succeed(ended.totals)
       return Effect.tap(Effect.orDie(store.totals(job.id)), (totals) => {
@@ -187,10 +173,10 @@ export const make = (limits: Limits) =>
 
     const view = (job: JobStore.JobRow): Effect.Effect<JobApi.Job> =>
       Effect.gen(function*() {
-        const totals = yield* totalsOf(job)
         const provider = profiles.get(job.profile)
-        // Published by the worker running the job, in whichever process.
+        // Published by the worker running the job, in whichever process; a running job's totals too, when fresh.
         const progress = job.state === "running" ? yield* Effect.orDie(runner.progress(job.id)) : undefined
+        const totals = progress?.totals ?? (yield* storedTotals(job))
         const rate = progress?.rate ?? 0
         return {
           id: job.id,
