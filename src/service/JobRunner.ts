@@ -113,8 +113,9 @@ export interface Runner {
   /**
    * Queues the start (or finding) of the execution of the job's round, and
    * returns: starting an execution costs the engine tens of milliseconds, which
-   * a submission need not wait for. (A job stored but not started when the
-   * process dies is started by `resumeUnfinished`.)
+   * a submission need not wait for. Events published before are stored
+   * before the start, so they come first in the job's log. (A job stored but
+   * not started when the process dies is started by `resumeUnfinished`.)
    */
   readonly execute: (jobId: string, round: number) => Effect.Effect<void>
   /** Tells every process to interrupt the job's chunks it runs. */
@@ -441,6 +442,9 @@ const makeControl = Effect.gen(function*() {
 
   const toStart = yield* Queue.unbounded<{ readonly jobId: string, readonly round: number }>()
   const starter = Queue.take(toStart).pipe(
+    // The `queued` event the caller published is stored first: a runner in another process publishes the job's
+    // next events, which would otherwise be numbered before it when they flush sooner.
+    Effect.tap(() => events.flush),
     Effect.flatMap(({ jobId, round }) => JobWorkflow.BatchJob.execute({ jobId, round }, { discard: true })),
     Effect.provideService(WorkflowEngine.WorkflowEngine, engine),
     Effect.tapErrorCause(Effect.logError),
