@@ -10,8 +10,8 @@
  * - `effect-batch/sql` — the SQL backends of the stores (`@effect/sql`);
  * - `effect-batch/service` — the job service: HTTP API, durable jobs,
  *   dashboard (`@effect/workflow`, `@effect/cluster`, `@effect/sql`);
- * - `effect-batch/redis` — rate limits shared by several processes
- *   through Redis (`ioredis`);
+ * - `effect-batch/redis` — rate and concurrency limits shared by several
+ *   processes through Redis (`ioredis`);
  * - the `effect-batch` command (`src/cli/`, `src/bin.ts`).
  *
  * @since 0.1.0

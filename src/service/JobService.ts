@@ -103,6 +103,9 @@ export class ServiceConfigError extends Data.TaggedError("ServiceConfigError")<{
 /** How often the engine looks for due durable timers and resumed work (its default is 10 s). */
 export const pollInterval = "1 second"
 
+/** A stopping service does not wait long for running jobs: they resume when it starts again (or on another runner). */
+const terminationTimeout = "2 seconds"
+
 /**
  * How fast the cluster moves a dead runner's shards: a runner refreshes its
  * locks and heartbeat every `shardLockRefreshInterval`; one silent for
@@ -129,8 +132,7 @@ const engineLayer = (cluster: ClusterOptions | undefined) => {
     return ClusterWorkflowEngine.layer.pipe(
       Layer.provideMerge(SingleRunner.layer({
         runnerStorage: "memory",
-        // A stopping service does not wait long for running jobs: they resume when it starts again.
-        shardingConfig: { entityMessagePollInterval: pollInterval, entityTerminationTimeout: "2 seconds" }
+        shardingConfig: { entityMessagePollInterval: pollInterval, entityTerminationTimeout: terminationTimeout }
       }))
     )
   }
@@ -145,7 +147,7 @@ const engineLayer = (cluster: ClusterOptions | undefined) => {
         ...failover,
         runnerAddress: address(cluster.runnerAddress),
         runnerListenAddress: address(cluster.listenAddress),
-        entityTerminationTimeout: "2 seconds"
+        entityTerminationTimeout: terminationTimeout
       }
     })),
     Layer.orDie
