@@ -95,10 +95,10 @@ try {
       profiles: [{ name: "simulator", baseUrl, models: ["sim-chat"], concurrency: 32, requestsPerMinute: 3000 }]
     }))
   }
-  const common = ["serve", "--db", databaseUrl, "--profiles", profiles, "--redis", redisUrl]
+  const common = ["serve", "--db", databaseUrl, "--profiles", profiles]
   // One at a time: each prints when it is up.
   for (let i = 0; i < runners; i++) {
-    await start(`runner ${i + 1}`, [...common, "--role", "runner", "--runner-port", String(Number(values["runner-port"]) + i)],
+    await start(`runner ${i + 1}`, [...common, "--redis", redisUrl, "--role", "runner", "--runner-port", String(Number(values["runner-port"]) + i)],
       /effect-batch runner on/)
   }
   await start("api", [...common, "--role", "api", "--port", values.port], /effect-batch job service on/)

@@ -212,7 +212,8 @@ export const serve = (options: ServeOptions) =>
     const { generated, keys } = yield* keysOf
     const { defaultProfile, note, profiles } = yield* profilesOf(options.profiles)
     const { layer, layerJobs } = yield* loadService
-    const shared = options.redis === undefined ? undefined : yield* sharedLimits(options.redis)
+    // The API role calls no provider: its profiles' limiters stay idle, and need no leases renewed in Redis.
+    const shared = options.redis === undefined || role === "api" ? undefined : yield* sharedLimits(options.redis)
     const runnerAddress = { host: options.runnerHost ?? options.host, port: options.runnerPort ?? 34431 }
     const database: Layer.Layer<SqlClient.SqlClient, unknown> = postgres
       ? (yield* loadPg).layer({ url: Redacted.make(options.db) })
@@ -254,8 +255,8 @@ export const serve = (options: ServeOptions) =>
         yield* Console.log(`  API key    ${generated}   (tenant "default"; made for this start — set EFFECT_BATCH_API_KEYS to keep keys)`)
       }
     }
-    if (options.redis !== undefined) {
-      yield* Console.log(`  limits     rate and concurrency shared through Redis at ${shown(options.redis)}`)
+    if (shared !== undefined) {
+      yield* Console.log(`  limits     rate and concurrency shared through Redis at ${shown(options.redis!)}`)
     }
     // First stop request: close, letting the chunks running now finish (they are not interruptible);
     // second: leave at once — every job is durable and resumes at the next start.
