@@ -156,7 +156,20 @@ export interface OpenOptions {
  * @since 0.1.0
  * @category models
  */
-export type Operation = "setup" | "open" | "record" | "load" | "setState" | "list" | "get" | "forget"
+export type Operation = "setup" | "open" | "record" | "load" | "setState" | "list" | "get" | "forget" | "saveShards" | "loadShards"
+
+/**
+ * The state of one shard of a run sent to a provider's batch API
+ * (`BatchApi`): JSON under a key unique within the run. The store keeps it
+ * as it keeps outcomes, without reading it.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ShardRecord {
+  readonly key: string
+  readonly state: unknown
+}
 
 // ---------------------------------------------------------------------------
 // errors
@@ -245,8 +258,16 @@ export interface Store {
   /** Every run, most recently created first. */
   readonly list: Effect.Effect<ReadonlyArray<RunInfo>, CheckpointError>
   readonly get: (runId: string) => Effect.Effect<Option.Option<RunInfo>, CheckpointError>
-  /** Deletes the run and its outcomes; `false` if there was no such run. */
+  /** Deletes the run, its outcomes and its shards; `false` if there was no such run. */
   readonly forget: (runId: string) => Effect.Effect<boolean, CheckpointError>
+  /**
+   * Stores the state of provider batch shards in one transaction, each
+   * replacing the one stored under its key: written before the call that
+   * moves a shard on, so a resumed run knows what was submitted.
+   */
+  readonly saveShards: (runId: string, shards: ReadonlyArray<ShardRecord>) => Effect.Effect<void, CheckpointError>
+  /** Every shard state of the run, in no particular order. */
+  readonly loadShards: (runId: string) => Effect.Effect<ReadonlyArray<ShardRecord>, CheckpointError>
 }
 
 /**
@@ -348,6 +369,15 @@ export interface StoredOutcome {
  * @since 0.1.0
  * @category backends
  */
+export interface StoredShard {
+  readonly key: string
+  readonly state: string
+}
+
+/**
+ * @since 0.1.0
+ * @category backends
+ */
 export interface StoredRun {
   readonly runId: string
   readonly fingerprint: string
@@ -392,6 +422,10 @@ export interface Backend {
   readonly list: Effect.Effect<ReadonlyArray<StoredRun>, unknown>
   readonly get: (runId: string) => Effect.Effect<StoredRun | undefined, unknown>
   readonly forget: (runId: string) => Effect.Effect<boolean, unknown>
+  /** Upserts shard states (`state` as JSON text); `false` if there is no such run. */
+  readonly saveShards: (runId: string, shards: ReadonlyArray<StoredShard>, now: number) => Effect.Effect<boolean, unknown>
+  /** `undefined` if there is no such run. */
+  readonly loadShards: (runId: string) => Effect.Effect<ReadonlyArray<StoredShard> | undefined, unknown>
 }
 
 const maxRunIdLength = 200
@@ -620,7 +654,32 @@ export const make = (backend: Backend): Store => {
           )
         )),
 
-    forget: (runId) => checked("forget", runId, () => call("forget", runId, backend.forget(runId)))
+    forget: (runId) => checked("forget", runId, () => call("forget", runId, backend.forget(runId))),
+
+    saveShards: (runId, shards) =>
+      checked("saveShards", runId, () =>
+        Effect.gen(function*() {
+          const rows = yield* attempt("saveShards", runId, () => {
+            const byKey = new Map<string, StoredShard>()
+            shards.forEach((shard, i) => {
+              if (typeof shard?.key !== "string" || shard.key === "" || shard.key.length > 200) {
+                throw invalid(`shard ${i}: key must be a string of 1 to 200 characters, got ${JSON.stringify(shard?.key)}`)
+              }
+              byKey.set(shard.key, { key: shard.key, state: toJson(shard.state, `shard ${JSON.stringify(shard.key)}`) })
+            })
+            return Array.from(byKey.values())
+          })
+          const now = yield* Clock.currentTimeMillis
+          yield* call("saveShards", runId, backend.saveShards(runId, rows, now)).pipe(Effect.flatMap(existing("saveShards", runId)))
+        })),
+
+    loadShards: (runId) =>
+      checked("loadShards", runId, () =>
+        Effect.gen(function*() {
+          const rows = yield* call("loadShards", runId, backend.loadShards(runId))
+          if (rows === undefined) return yield* noRun("loadShards", runId)
+          return yield* attempt("loadShards", runId, () => rows.map((row): ShardRecord => ({ key: row.key, state: JSON.parse(row.state) })))
+        }))
   }
 }
 
@@ -631,6 +690,7 @@ export const make = (backend: Backend): Store => {
 interface MemoryRun {
   run: Omit<StoredRun, "counts" | "cost">
   readonly outcomes: Map<string, StoredOutcome>
+  readonly shards: Map<string, StoredShard>
 }
 
 const withProgress = ({ outcomes, run }: MemoryRun): StoredRun => {
@@ -659,7 +719,8 @@ export const makeMemory: Effect.Effect<Store> = Effect.sync(() => {
         if (existing === undefined) {
           const run: MemoryRun = {
             run: { runId, fingerprint, state: "running", reason: null, total, meta, createdAt: now, updatedAt: now },
-            outcomes: new Map()
+            outcomes: new Map(),
+            shards: new Map()
           }
           runs.set(runId, run)
           return withProgress(run)
@@ -702,7 +763,19 @@ export const makeMemory: Effect.Effect<Store> = Effect.sync(() => {
       const run = runs.get(runId)
       return run === undefined ? undefined : withProgress(run)
     }),
-    forget: (runId) => Effect.sync(() => runs.delete(runId))
+    forget: (runId) => Effect.sync(() => runs.delete(runId)),
+    saveShards: (runId, shards, now) =>
+      Effect.sync(() => {
+        const run = runs.get(runId)
+        if (run === undefined) return false
+        for (const shard of shards) run.shards.set(shard.key, shard)
+        run.run = { ...run.run, updatedAt: now }
+        return true
+      }),
+    loadShards: (runId) => Effect.sync(() => {
+      const run = runs.get(runId)
+      return run === undefined ? undefined : Array.from(run.shards.values())
+    })
   })
 })
 

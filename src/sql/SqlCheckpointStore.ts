@@ -3,8 +3,9 @@
  * provided: SQLite (3.32 or later) or PostgreSQL (9.5 or later).
  *
  * Building the layer runs its own migration: it creates `<prefix>meta`
- * (holding the schema version), `<prefix>runs` and `<prefix>outcomes` when
- * they are missing, and refuses, with a `CheckpointError` saying why, a
+ * (holding the schema version), `<prefix>runs`, `<prefix>outcomes` and
+ * `<prefix>shards` (provider batch shards, added within version 1: a
+ * database without it gets it) when they are missing, and refuses, with a `CheckpointError` saying why, a
  * database whose tables exist with another schema version or other columns
  * (a foreign database, or one written by another version of effect-batch);
  * it never alters or drops a table, and a refused database is only read. Once
@@ -64,6 +65,7 @@ const prefixPattern = /^[A-Za-z_][A-Za-z0-9_]{0,54}$/
 const rowsPerStatement = 500
 
 const metaColumns = ["key", "value"]
+const shardColumns = ["run_id", "shard_key", "state", "updated_at"]
 const runColumns = ["run_id", "fingerprint", "state", "reason", "total", "meta", "created_at", "updated_at"]
 const outcomeColumns = [
   "run_id",
@@ -109,6 +111,13 @@ const ddl = (tables: Tables): ReadonlyArray<string> => [
     tokens BIGINT,
     recorded_at BIGINT NOT NULL,
     PRIMARY KEY (run_id, item_key)
+  )`,
+  `CREATE TABLE IF NOT EXISTS "${tables.shards}" (
+    run_id TEXT NOT NULL,
+    shard_key TEXT NOT NULL,
+    state TEXT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    PRIMARY KEY (run_id, shard_key)
   )`
 ]
 
@@ -116,6 +125,7 @@ interface Tables {
   readonly meta: string
   readonly runs: string
   readonly outcomes: string
+  readonly shards: string
 }
 
 // Drivers answer BIGINT and count(*) as a number (SQLite), a string (PostgreSQL) or a bigint (SafeIntegers).
@@ -230,7 +240,7 @@ export const make = (
         `at most 55 characters), got ${JSON.stringify(prefix)}`
     )
   }
-  const tables: Tables = { meta: `${prefix}meta`, runs: `${prefix}runs`, outcomes: `${prefix}outcomes` }
+  const tables: Tables = { meta: `${prefix}meta`, runs: `${prefix}runs`, outcomes: `${prefix}outcomes`, shards: `${prefix}shards` }
 
   return Effect.gen(function*() {
     const { SqlClient: ClientTag } = yield* loadSql
@@ -259,7 +269,8 @@ export const make = (
       const expected: ReadonlyArray<readonly [string, ReadonlyArray<string>]> = [
         [tables.meta, metaColumns],
         [tables.runs, runColumns],
-        [tables.outcomes, outcomeColumns]
+        [tables.outcomes, outcomeColumns],
+        [tables.shards, shardColumns]
       ]
       const found = new Map<string, ReadonlyArray<string>>()
       for (const [table] of expected) found.set(table, yield* columnsOf(table))
@@ -303,6 +314,7 @@ export const make = (
 
     const runs = sql(tables.runs)
     const outcomes = sql(tables.outcomes)
+    const shards = sql(tables.shards)
     const upsert = sql.literal(
       `ON CONFLICT (run_id, item_key) DO UPDATE SET ${
         outcomeColumns.filter((c) => c !== "run_id" && c !== "item_key").map((c) => `${c} = excluded.${c}`).join(", ")
@@ -391,9 +403,31 @@ export const make = (
       forget: (runId) =>
         sql.withTransaction(Effect.gen(function*() {
           yield* sql`DELETE FROM ${outcomes} WHERE run_id = ${runId}`
+          yield* sql`DELETE FROM ${shards} WHERE run_id = ${runId}`
           const existed = yield* exists(runId)
           yield* sql`DELETE FROM ${runs} WHERE run_id = ${runId}`
           return existed
+        })),
+
+      saveShards: (runId, rows, now) =>
+        sql.withTransaction(Effect.gen(function*() {
+          yield* sql`UPDATE ${runs} SET updated_at = ${now} WHERE run_id = ${runId}`
+          if (!(yield* exists(runId))) return false
+          for (let i = 0; i < rows.length; i += rowsPerStatement) {
+            const values = rows.slice(i, i + rowsPerStatement)
+              .map((r) => ({ run_id: runId, shard_key: r.key, state: r.state, updated_at: now }))
+            yield* sql`INSERT INTO ${shards} ${sql.insert(values)}
+              ON CONFLICT (run_id, shard_key) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at`
+          }
+          return true
+        })),
+
+      loadShards: (runId) =>
+        sql.withTransaction(Effect.gen(function*() {
+          if (!(yield* exists(runId))) return undefined
+          const rows = yield* sql<{ readonly shard_key: string, readonly state: string }>`SELECT shard_key, state FROM ${shards}
+            WHERE run_id = ${runId}`
+          return rows.map((row) => ({ key: row.shard_key, state: row.state }))
         }))
     })
   })

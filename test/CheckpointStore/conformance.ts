@@ -308,6 +308,44 @@ export const conformance = (name: string, store: Layer.Layer<CheckpointStore.Che
           expect((yield* store.load("forget/a")).size).toBe(0)
         }))
 
+      test("saveShards upserts shard states by key, loadShards gives them back as JSON; forget deletes them", () =>
+        Effect.gen(function*() {
+          const store = yield* CheckpointStore.CheckpointStore
+          yield* store.open("shards/a", { fingerprint: "fp" })
+          yield* store.open("shards/b", { fingerprint: "fp" })
+          expect(yield* store.loadShards("shards/a")).toEqual([])
+          yield* store.saveShards("shards/a", [
+            { key: "0/0", state: { state: "planned", indices: [0, 1, 2] } },
+            { key: "0/1", state: { state: "planned", indices: [3] } },
+            { key: "0/0", state: { state: "uploaded", indices: [0, 1, 2], file: "file-1" } }
+          ])
+          yield* store.saveShards("shards/a", [{ key: "0/1", state: { state: "submitted", batch: "batch_1", nested } }])
+          yield* store.saveShards("shards/b", [{ key: "0/0", state: "other run" }])
+          const loaded = [...yield* store.loadShards("shards/a")].sort((x, y) => x.key < y.key ? -1 : 1)
+          expect(loaded).toEqual([
+            { key: "0/0", state: { state: "uploaded", indices: [0, 1, 2], file: "file-1" } },
+            { key: "0/1", state: JSON.parse(JSON.stringify({ state: "submitted", batch: "batch_1", nested })) }
+          ])
+          expect(yield* store.forget("shards/a")).toBe(true)
+          yield* store.open("shards/a", { fingerprint: "fp" })
+          expect(yield* store.loadShards("shards/a")).toEqual([])
+          expect(yield* store.loadShards("shards/b")).toEqual([{ key: "0/0", state: "other run" }])
+        }))
+
+      test("saveShards refuses a bad key or a state that is not JSON, naming it, and stores nothing of the group", () =>
+        Effect.gen(function*() {
+          const store = yield* CheckpointStore.CheckpointStore
+          yield* store.open("shards/bad", { fingerprint: "fp" })
+          const empty = yield* Effect.flip(store.saveShards("shards/bad", [{ key: "ok", state: 1 }, { key: "", state: 1 }]))
+          expect(empty.message).toContain("shard 1: key must be a string of 1 to 200 characters, got \"\"")
+          const notJson = yield* Effect.flip(store.saveShards("shards/bad", [{ key: "fn", state: () => 1 }]))
+          expect(notJson.message).toContain("shard \"fn\" is not JSON")
+          expect(yield* store.loadShards("shards/bad")).toEqual([])
+          const unknown = yield* Effect.flip(store.saveShards("shards/never", [{ key: "k", state: 1 }]))
+          expect(unknown).toMatchObject({ _tag: "CheckpointError", operation: "saveShards" })
+          expect(yield* Effect.flip(store.loadShards("shards/never"))).toMatchObject({ _tag: "CheckpointError", operation: "loadShards" })
+        }))
+
       test("record, load and setState on an unknown run fail with a CheckpointError and store nothing", () =>
         Effect.gen(function*() {
           const store = yield* CheckpointStore.CheckpointStore
@@ -459,13 +497,13 @@ export const conformance = (name: string, store: Layer.Layer<CheckpointStore.Che
 
 /** The prefixes `sqlConformance` uses besides its own: drop their tables too. */
 export const extraPrefixes = (prefix: string): ReadonlyArray<string> =>
-  ["version_", "columns_", "extra_", "unversioned_", "gone_"].map((suffix) => `${prefix}${suffix}`)
+  ["version_", "columns_", "extra_", "unversioned_", "gone_", "noshards_"].map((suffix) => `${prefix}${suffix}`)
 
 /** Drops the tables of the store with `prefix`, if they exist. */
 export const dropTables = (prefix: string) =>
   Effect.gen(function*() {
     const sql = yield* SqlClient
-    for (const table of ["outcomes", "runs", "meta"]) yield* sql`DROP TABLE IF EXISTS ${sql(`${prefix}${table}`)}`
+    for (const table of ["shards", "outcomes", "runs", "meta"]) yield* sql`DROP TABLE IF EXISTS ${sql(`${prefix}${table}`)}`
   })
 
 /**
@@ -481,7 +519,7 @@ export const sqlConformance = (
   const store = SqlCheckpointStore.layer({ prefix: options.prefix }).pipe(Layer.provide(client))
   conformance(name, store, { persistent: true, ...(options.skip === undefined ? {} : { skip: options.skip }) })
 
-  const [version, columns, extra, unversioned, gone] = extraPrefixes(options.prefix)
+  const [version, columns, extra, unversioned, gone, noShards] = extraPrefixes(options.prefix)
   /** The failure of building a store on tables with `prefix`. */
   const buildFailure = (prefix: string) =>
     Effect.gen(function*() {
@@ -551,6 +589,19 @@ export const sqlConformance = (
         const loaded = yield* CheckpointStore.CheckpointStore.pipe(Effect.flatMap((store) => store.load("twice/a")), Effect.provide(twice))
         expect(loaded.size).toBe(1)
       }))
+
+    it.live("a database made before the shards table gets it, and keeps its runs", () =>
+      Effect.gen(function*() {
+        const sql = yield* SqlClient
+        const layer = SqlCheckpointStore.layer({ prefix: noShards! })
+        const use = <A, E>(f: (store: CheckpointStore.Store) => Effect.Effect<A, E>) =>
+          Effect.flatMap(CheckpointStore.CheckpointStore, f).pipe(Effect.provide(layer))
+        yield* use((store) => Effect.zipRight(store.open("old/a", { fingerprint: "fp" }), store.record("old/a", [succeeded(0, "kept")])))
+        yield* sql`DROP TABLE ${sql(`${noShards}shards`)}`
+        yield* use((store) => store.saveShards("old/a", [{ key: "0/0", state: { state: "planned" } }]))
+        expect(yield* use((store) => store.loadShards("old/a"))).toEqual([{ key: "0/0", state: { state: "planned" } }])
+        expect((yield* use((store) => store.load("old/a"))).get("0:key")?.value).toBe("kept")
+      }).pipe(Effect.provide(client)))
 
     it.live("when the tables are gone, every operation fails with a CheckpointError carrying the driver's message", () =>
       Effect.gen(function*() {
