@@ -1,7 +1,10 @@
 /**
  * A simulated OpenAI-compatible provider, served over HTTP by `@effect/platform`,
  * for tests, examples and benchmarks: `POST /v1/chat/completions`,
- * `POST /v1/embeddings`, `GET /v1/models`, plus `GET /metrics` and `POST /reset`.
+ * `POST /v1/embeddings`, `GET /v1/models`, plus `GET /metrics` and `POST /reset`,
+ * and OpenAI's Batch API (`/v1/files`, `/v1/batches`: see `batches` in
+ * `Options`), whose batches run on the same clock and answer each line as
+ * the live endpoint would.
  *
  * Each API request goes through the checks a real provider makes, in this
  * order: API key (401) → body (400 `invalid_request_error`) → quota (429
@@ -44,6 +47,7 @@ import * as Layer from "effect/Layer"
 import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
+import * as batchSurface from "./internal/simulatorBatches.js"
 import * as model from "./internal/simulatorModel.js"
 
 // ---------------------------------------------------------------------------
@@ -123,7 +127,27 @@ export interface Options {
   readonly apiKey?: string | undefined
   /** What `GET /v1/models` lists (requests may name any model). Default `["sim-chat", "sim-embed"]`. */
   readonly models?: ReadonlyArray<string> | undefined
+  /**
+   * The Batch API's timing, limits and faults: `validateMs` (1 000),
+   * `linesPerSecond` (100), `finalizeMs` (1 000), `cancelMs` (2 000),
+   * `windowMs` (24 h), `fileProcessingMs` (200), `maxRequests` (50 000),
+   * `maxBytes` (200 MB), `enqueuedTokens` per model (unlimited),
+   * `lineFailureRate` (0), `nullOutputPolls` (0).
+   */
+  readonly batches?: BatchOptions | undefined
 }
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type BatchOptions = batchSurface.Options
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type BatchMetrics = batchSurface.Metrics
 
 /**
  * One 100 ms slice of the run.
@@ -165,6 +189,8 @@ export interface Metrics {
   readonly completionTokens: number
   /** Contiguous 100 ms slices, from the start to the last slice in which anything happened. */
   readonly timeline: ReadonlyArray<TimelineEntry>
+  /** The Batch API: batches created, lines billed, `custom_id`s billed more than once. */
+  readonly batches: BatchMetrics
 }
 
 /**
@@ -208,6 +234,7 @@ interface Resolved {
   readonly quotaTokens: number
   readonly apiKey: string | undefined
   readonly models: ReadonlyArray<string>
+  readonly batches: Exclude<ReturnType<typeof batchSurface.resolve>, string>
 }
 
 const invalid = (what: string): never => {
@@ -249,7 +276,10 @@ const resolve = (options: Options): Resolved => {
   if (!Array.isArray(models) || models.some((m) => typeof m !== "string" || m === "")) {
     invalid("models must be an array of non-empty strings")
   }
+  const batches = batchSurface.resolve(options.batches)
+  if (typeof batches === "string") invalid(batches)
   return {
+    batches: batches as Exclude<typeof batches, string>,
     seed: number("seed", options.seed, 42, Number.isSafeInteger, "a safe integer"),
     baseMs: number("latency.baseMs", latency.baseMs, 50, atLeast(0), "a finite number ≥ 0"),
     perOutputTokenMs: number("latency.perOutputTokenMs", latency.perOutputTokenMs, 0, atLeast(0), "a finite number ≥ 0"),
@@ -274,6 +304,7 @@ const merge = (base: Options, patch: Partial<Options>): Options => ({
   ...base,
   ...patch,
   latency: "latency" in patch ? patch.latency && { ...base.latency, ...patch.latency } : base.latency,
+  batches: "batches" in patch ? patch.batches && { ...base.batches, ...patch.batches } : base.batches,
   outputTokens: "outputTokens" in patch ? patch.outputTokens && { ...base.outputTokens, ...patch.outputTokens } : base.outputTokens
 })
 
@@ -500,7 +531,8 @@ export const make = (options: Options = {}): Effect.Effect<Service, never, HttpS
         peakQueued,
         promptTokens,
         completionTokens,
-        timeline: entries
+        timeline: entries,
+        batches: batchApi.metrics()
       }
     }
 
@@ -524,6 +556,7 @@ export const make = (options: Options = {}): Effect.Effect<Service, never, HttpS
       random = model.mulberry32(config.seed)
       nextRequestId = 0
       nextCompletionId = 0
+      batchApi.reset()
     }
 
     // --- slots and queue ------------------------------------------------------
@@ -793,10 +826,27 @@ export const make = (options: Options = {}): Effect.Effect<Service, never, HttpS
         { status: 404 }
       ))
 
+    const batchApi = batchSurface.make({
+      options: () => config.batches,
+      now,
+      seed: () => config.seed,
+      authorized,
+      answer: (url, body) => url === "/v1/embeddings" ? embeddingsJob(body) : chatJob(body)
+    })
+    const batchRoutes = batchApi.routes
+
     const app = HttpRouter.empty.pipe(
       HttpRouter.post("/v1/chat/completions", handle(chatJob)),
       HttpRouter.post("/v1/embeddings", handle(embeddingsJob)),
       HttpRouter.get("/v1/models", listModels),
+      HttpRouter.post("/v1/files", batchRoutes.uploadFile),
+      HttpRouter.get("/v1/files/:id", batchRoutes.getFile),
+      HttpRouter.get("/v1/files/:id/content", batchRoutes.fileContent),
+      HttpRouter.del("/v1/files/:id", batchRoutes.deleteFile),
+      HttpRouter.post("/v1/batches", batchRoutes.createBatch),
+      HttpRouter.get("/v1/batches", batchRoutes.listBatches),
+      HttpRouter.get("/v1/batches/:id", batchRoutes.getBatch),
+      HttpRouter.post("/v1/batches/:id/cancel", batchRoutes.cancelBatch),
       HttpRouter.get("/metrics", Effect.sync(() => HttpServerResponse.unsafeJson(snapshot()))),
       HttpRouter.post("/reset", Effect.sync(() => {
         reset()

@@ -104,7 +104,12 @@ const MetricsBody = Schema.Struct({
     completed: Schema.Int,
     byStatus: Schema.Record({ key: Schema.String, value: Schema.Int }),
     peakInFlight: Schema.Int
-  }))
+  })),
+  batches: Schema.Struct({
+    created: Schema.Int,
+    linesBilled: Schema.Int,
+    billedTwice: Schema.Record({ key: Schema.String, value: Schema.Int })
+  })
 })
 
 const statuses = (replies: ReadonlyArray<Reply>) => replies.map((r) => r.status)
@@ -619,7 +624,8 @@ describe("Simulator", () => {
           peakQueued: 0,
           promptTokens: 0,
           completionTokens: 0,
-          timeline: []
+          timeline: [],
+          batches: { created: 0, linesBilled: 0, billedTwice: {} }
         })
         // Reset also restarts the ids.
         expect(completionOf(yield* chat(sim, "again", {}, auth)).id).toBe("chatcmpl-sim-1")

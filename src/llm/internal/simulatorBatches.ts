@@ -1,0 +1,601 @@
+/**
+ * The simulator's OpenAI Batch API surface (issue #13): `POST /v1/files`,
+ * `GET /v1/files/:id`, `GET /v1/files/:id/content`, `DELETE /v1/files/:id`,
+ * `POST /v1/batches`, `GET /v1/batches/:id`, `GET /v1/batches` (newest first,
+ * `after` and `limit`), `POST /v1/batches/:id/cancel`.
+ *
+ * A batch's life is a function of the clock, read whenever the batch is:
+ * `validating` for `validateMs`, then `failed` (a validation error, or the
+ * model's enqueued-token limit, which OpenAI too reports only after the
+ * batch was created) or `in_progress`, where lines run in file order at
+ * `linesPerSecond`; `finalizing` for `finalizeMs` once the last has run;
+ * `completed`. A batch still running at `expires_at` (created + the window)
+ * is `expired`; one cancelled is `cancelling` for `cancelMs`, then
+ * `cancelled`. Expired and cancelled batches keep the lines that ran, in
+ * their output and error files, and the rest are error lines
+ * (`batch_expired`, `batch_cancelled`), as OpenAI's are. A file is
+ * `uploaded` for `fileProcessingMs` before it is `processed`; a batch
+ * created on it before then gets 400 "Cannot find file".
+ *
+ * A line is answered as the live endpoint would answer its body (same
+ * answer, same usage), without rate limits or latency: a body the live
+ * endpoint refuses, or a flagged prompt, is a 400 in the error file;
+ * `lineFailureRate` draws 500s. Output lines are shuffled. A completed
+ * batch's `output_file_id` reads `null` for its first `nullOutputPolls`
+ * reads. Counters say how many batches were created and how many times
+ * each `custom_id` was billed (answered with a 200).
+ *
+ * What it does not promise: a batch ends only when something reads it (the
+ * counters move then); no Anthropic flavour yet; files are never deleted by
+ * retention.
+ */
+import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
+import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
+import * as Effect from "effect/Effect"
+import * as model from "./simulatorModel.js"
+
+/** Knobs of the batch surface; every one has a default. */
+export interface Options {
+  /** A batch's time in `validating`, in ms. Default 1 000. */
+  readonly validateMs?: number | undefined
+  /** Lines run per second while a batch is `in_progress`. Default 100. */
+  readonly linesPerSecond?: number | undefined
+  /** A batch's time in `finalizing`, in ms. Default 1 000. */
+  readonly finalizeMs?: number | undefined
+  /** A batch's time in `cancelling`, in ms. Default 2 000. */
+  readonly cancelMs?: number | undefined
+  /** How long a batch may run before it expires, in ms. Default 24 h. */
+  readonly windowMs?: number | undefined
+  /** A file's time in `uploaded` before it is `processed`, in ms. Default 200. */
+  readonly fileProcessingMs?: number | undefined
+  /** Lines a batch may hold. Default 50 000. */
+  readonly maxRequests?: number | undefined
+  /** Bytes a file may hold. Default 200 MB. */
+  readonly maxBytes?: number | undefined
+  /** Prompt tokens of batches not yet ended, per model; a batch over it fails with `token_limit_exceeded`. Default unlimited. */
+  readonly enqueuedTokens?: number | undefined
+  /** Probability that a line that runs fails with a 500 in the error file. Default 0. */
+  readonly lineFailureRate?: number | undefined
+  /** Reads of a completed batch that show `output_file_id: null` before the id. Default 0. */
+  readonly nullOutputPolls?: number | undefined
+}
+
+/** Counters of the batch surface since the simulator started or was reset. */
+export interface Metrics {
+  readonly created: number
+  /** Lines answered with a 200 (billed), all batches. */
+  readonly linesBilled: number
+  /** `custom_id`s billed more than once (in different batches), with their count. */
+  readonly billedTwice: Readonly<Record<string, number>>
+}
+
+/** How a line's body would be answered live: a string is why the body is refused. */
+export type Answer = (url: string, body: unknown) => {
+  readonly promptTokens: number
+  readonly completionTokens: number
+  readonly flagged: boolean
+  readonly body: (created: number) => unknown
+} | string
+
+interface Resolved {
+  readonly validateMs: number
+  readonly linesPerSecond: number
+  readonly finalizeMs: number
+  readonly cancelMs: number
+  readonly windowMs: number
+  readonly fileProcessingMs: number
+  readonly maxRequests: number
+  readonly maxBytes: number
+  readonly enqueuedTokens: number
+  readonly lineFailureRate: number
+  readonly nullOutputPolls: number
+}
+
+/** Options with their defaults, or the first one that is wrong. */
+export const resolve = (options: Options | undefined): Resolved | string => {
+  const o = options ?? {}
+  const fields: ReadonlyArray<readonly [keyof Options, number, (v: number) => boolean, string]> = [
+    ["validateMs", 1_000, (v) => Number.isFinite(v) && v >= 0, "a finite number ≥ 0"],
+    ["linesPerSecond", 100, (v) => Number.isFinite(v) && v > 0, "a finite number > 0"],
+    ["finalizeMs", 1_000, (v) => Number.isFinite(v) && v >= 0, "a finite number ≥ 0"],
+    ["cancelMs", 2_000, (v) => Number.isFinite(v) && v >= 0, "a finite number ≥ 0"],
+    ["windowMs", 24 * 3_600_000, (v) => Number.isFinite(v) && v > 0, "a finite number > 0"],
+    ["fileProcessingMs", 200, (v) => Number.isFinite(v) && v >= 0, "a finite number ≥ 0"],
+    ["maxRequests", 50_000, (v) => Number.isInteger(v) && v >= 1, "an integer ≥ 1"],
+    ["maxBytes", 200 * 1024 * 1024, (v) => Number.isInteger(v) && v >= 1, "an integer ≥ 1"],
+    ["enqueuedTokens", Infinity, (v) => v > 0, "a number > 0 or Infinity"],
+    ["lineFailureRate", 0, (v) => v >= 0 && v <= 1, "between 0 and 1"],
+    ["nullOutputPolls", 0, (v) => Number.isInteger(v) && v >= 0, "an integer ≥ 0"]
+  ]
+  const resolved: Record<string, number> = {}
+  for (const [name, fallback, ok, expected] of fields) {
+    const value = o[name] ?? fallback
+    if (typeof value !== "number" || !ok(value)) return `batches.${name} must be ${expected}, got ${String(value)}`
+    resolved[name] = value
+  }
+  return resolved as unknown as Resolved
+}
+
+// ---------------------------------------------------------------------------
+// state
+// ---------------------------------------------------------------------------
+
+interface StoredFile {
+  readonly id: string
+  readonly filename: string
+  readonly purpose: string
+  readonly content: string
+  readonly bytes: number
+  readonly createdAt: number
+  deleted: boolean
+}
+
+interface Line {
+  readonly customId: string
+  readonly body: unknown
+}
+
+interface ValidationError {
+  readonly code: string
+  readonly message: string
+  readonly line?: number | undefined
+}
+
+type EndState = "completed" | "expired" | "cancelled" | "failed"
+
+interface SimBatch {
+  readonly id: string
+  readonly number: number
+  readonly inputFileId: string
+  readonly endpoint: string
+  readonly metadata: Record<string, string> | null
+  readonly createdAt: number
+  readonly lines: ReadonlyArray<Line>
+  readonly model: string | undefined
+  /** Prompt tokens it holds in its model's queue until it ends. */
+  readonly queuedTokens: number
+  readonly failure: ValidationError | undefined
+  cancelledAt: number | undefined
+  ended: { readonly state: EndState, readonly at: number, readonly ran: number } | undefined
+  outputFileId: string | null
+  errorFileId: string | null
+  usage: { input_tokens: number, output_tokens: number, total_tokens: number }
+  counts: { total: number, completed: number, failed: number }
+  nullPollsLeft: number
+}
+
+const errorBody = (message: string, code: string | null, param: string | null = null) => ({
+  error: { message, type: "invalid_request_error", param, code }
+})
+
+const json = (body: unknown, status = 200) => HttpServerResponse.unsafeJson(body, { status })
+
+const endpoints = new Set(["/v1/chat/completions", "/v1/embeddings"])
+
+/** The batch surface's state and routes; `authorized` guards every route. */
+export const make = (deps: {
+  readonly options: () => Resolved
+  readonly now: () => number
+  readonly seed: () => number
+  readonly answer: Answer
+  readonly authorized: (request: HttpServerRequest.HttpServerRequest) => boolean
+}) => {
+  const { answer, now } = deps
+  let files = new Map<string, StoredFile>()
+  let batches = new Map<string, SimBatch>()
+  let order: Array<SimBatch> = []
+  let nextFile = 0
+  let nextBatch = 0
+  let nextLine = 0
+  let created = 0
+  let linesBilled = 0
+  let billed = new Map<string, number>()
+
+  const fileObject = (file: StoredFile) => ({
+    id: file.id,
+    object: "file",
+    bytes: file.bytes,
+    created_at: Math.floor(file.createdAt / 1000),
+    filename: file.filename,
+    purpose: file.purpose,
+    status: now() - file.createdAt >= deps.options().fileProcessingMs ? "processed" : "uploaded"
+  })
+
+  const addFile = (filename: string, purpose: string, content: string): StoredFile => {
+    const file: StoredFile = {
+      id: `file-sim-${++nextFile}`,
+      filename,
+      purpose,
+      content,
+      bytes: Buffer.byteLength(content, "utf8"),
+      createdAt: now(),
+      deleted: false
+    }
+    files.set(file.id, file)
+    return file
+  }
+
+  /** Whether `batch` holds its model's queue at `at`: created, not failed, not yet ended. */
+  const queuedAt = (batch: SimBatch, at: number) => batch.failure === undefined && endOf(batch).at > at
+
+  /** When and how `batch` ends, from the clock's point of view (whether or not it has been read since). */
+  const endOf = (batch: SimBatch): { readonly state: EndState, readonly at: number, readonly ran: number } => {
+    if (batch.ended !== undefined) return batch.ended
+    const o = deps.options()
+    const startedAt = batch.createdAt + o.validateMs
+    if (batch.failure !== undefined) return { state: "failed", at: startedAt, ran: 0 }
+    const ranBy = (at: number) => Math.min(batch.lines.length, Math.max(0, Math.floor((at - startedAt) * o.linesPerSecond / 1000)))
+    const allRanAt = startedAt + Math.ceil(batch.lines.length * 1000 / o.linesPerSecond)
+    const expiresAt = batch.createdAt + o.windowMs
+    const cancelled = batch.cancelledAt
+    if (cancelled !== undefined && cancelled < Math.min(allRanAt, expiresAt)) {
+      return { state: "cancelled", at: cancelled + o.cancelMs, ran: ranBy(cancelled) }
+    }
+    if (allRanAt > expiresAt) return { state: "expired", at: expiresAt, ran: ranBy(expiresAt) }
+    return { state: "completed", at: allRanAt + o.finalizeMs, ran: batch.lines.length }
+  }
+
+  /** Writes the output and error files of a batch that has just ended: the lines that ran, then the rest as `code`. */
+  const finish = (batch: SimBatch, end: { readonly state: EndState, readonly at: number, readonly ran: number }) => {
+    batch.ended = end
+    if (end.state === "failed") return
+    const random = model.mulberry32(model.hash32(deps.seed(), batch.id))
+    const output: Array<string> = []
+    const errors: Array<string> = []
+    const createdSeconds = Math.floor(end.at / 1000)
+    const failureRate = deps.options().lineFailureRate
+    batch.lines.forEach((line, i) => {
+      const id = `batch_req_sim_${++nextLine}`
+      if (i >= end.ran) {
+        const code = end.state === "cancelled" ? "batch_cancelled" : "batch_expired"
+        const message = end.state === "cancelled"
+          ? "This request was not executed because the batch was cancelled."
+          : "This request could not be executed before the completion window expired."
+        errors.push(JSON.stringify({ id, custom_id: line.customId, response: null, error: { code, message } }))
+        return
+      }
+      const requestId = `req_sim_batch_${nextLine}`
+      const answered = answer(batch.endpoint, line.body)
+      const failure = typeof answered === "string"
+        ? { status: 400, body: errorBody(answered, "invalid_request") }
+        : answered.flagged
+          ? { status: 400, body: errorBody("Invalid prompt: your prompt was flagged by the simulator (it contains INVALID).", "invalid_prompt") }
+          : failureRate > 0 && random() < failureRate
+            ? { status: 500, body: { error: { message: "The server had an error while processing your request.", type: "server_error", code: null } } }
+            : undefined
+      if (failure !== undefined || typeof answered === "string") {
+        const response = { status_code: failure?.status ?? 400, request_id: requestId, body: failure?.body }
+        errors.push(JSON.stringify({ id, custom_id: line.customId, response, error: null }))
+        return
+      }
+      batch.usage.input_tokens += answered.promptTokens
+      batch.usage.output_tokens += answered.completionTokens
+      batch.usage.total_tokens += answered.promptTokens + answered.completionTokens
+      linesBilled++
+      billed.set(line.customId, (billed.get(line.customId) ?? 0) + 1)
+      output.push(JSON.stringify({
+        id,
+        custom_id: line.customId,
+        response: { status_code: 200, request_id: requestId, body: answered.body(createdSeconds) },
+        error: null
+      }))
+    })
+    shuffle(output, random)
+    shuffle(errors, random)
+    batch.counts.completed = output.length
+    batch.counts.failed = errors.length
+    if (output.length > 0) batch.outputFileId = addFile(`${batch.id}_output.jsonl`, "batch_output", output.join("\n") + "\n").id
+    if (errors.length > 0) batch.errorFileId = addFile(`${batch.id}_error.jsonl`, "batch_output", errors.join("\n") + "\n").id
+  }
+
+  const statusOf = (batch: SimBatch): string => {
+    const end = endOf(batch)
+    const at = now()
+    if (at >= end.at) {
+      if (batch.ended === undefined) finish(batch, end)
+      return end.state
+    }
+    const o = deps.options()
+    if (at < batch.createdAt + o.validateMs) return "validating"
+    if (batch.cancelledAt !== undefined) return "cancelling"
+    if (end.state === "completed" && at >= end.at - o.finalizeMs) return "finalizing"
+    return "in_progress"
+  }
+
+  const batchObject = (batch: SimBatch) => {
+    const status = statusOf(batch)
+    const o = deps.options()
+    const seconds = (ms: number | undefined) => ms === undefined ? null : Math.floor(ms / 1000)
+    let outputFileId = batch.outputFileId
+    if (status === "completed" && outputFileId !== null && batch.nullPollsLeft > 0) {
+      batch.nullPollsLeft--
+      outputFileId = null
+    }
+    const ran = status === "in_progress" || status === "finalizing" || status === "cancelling"
+      ? Math.min(batch.lines.length, Math.max(0, Math.floor((now() - batch.createdAt - o.validateMs) * o.linesPerSecond / 1000)))
+      : undefined
+    return {
+      id: batch.id,
+      object: "batch",
+      endpoint: batch.endpoint,
+      model: batch.model ?? null,
+      errors: batch.failure === undefined || status !== "failed"
+        ? null
+        : { object: "list", data: [{ code: batch.failure.code, message: batch.failure.message, param: null, line: batch.failure.line ?? null }] },
+      input_file_id: batch.inputFileId,
+      completion_window: "24h",
+      status,
+      output_file_id: outputFileId,
+      error_file_id: batch.errorFileId,
+      created_at: seconds(batch.createdAt),
+      in_progress_at: status === "validating" || status === "failed" ? null : seconds(batch.createdAt + o.validateMs),
+      expires_at: seconds(batch.createdAt + o.windowMs),
+      cancelling_at: seconds(batch.cancelledAt),
+      cancelled_at: status === "cancelled" ? seconds(batch.ended?.at) : null,
+      expired_at: status === "expired" ? seconds(batch.ended?.at) : null,
+      completed_at: status === "completed" ? seconds(batch.ended?.at) : null,
+      failed_at: status === "failed" ? seconds(batch.ended?.at) : null,
+      request_counts: ran === undefined ? batch.counts : { total: batch.lines.length, completed: ran, failed: 0 },
+      usage: batch.usage,
+      metadata: batch.metadata
+    }
+  }
+
+  // --- validation -------------------------------------------------------------
+
+  /** The lines of a file, or why the batch fails validation. */
+  const parseLines = (content: string, endpoint: string): { lines: Array<Line>, model: string | undefined } | ValidationError => {
+    const texts = content.split("\n")
+    if (texts.at(-1) === "") texts.pop()
+    if (texts.length === 0) return { code: "empty_file", message: "The input file is empty." }
+    const o = deps.options()
+    if (texts.length > o.maxRequests) {
+      return { code: "too_many_tasks", message: `The input file has ${texts.length} requests; a batch may hold ${o.maxRequests}.` }
+    }
+    const seen = new Set<string>()
+    const lines: Array<Line> = []
+    let modelName: string | undefined
+    for (let i = 0; i < texts.length; i++) {
+      const line = i + 1
+      let parsed: unknown
+      try {
+        parsed = JSON.parse(texts[i]!)
+      } catch {
+        return { code: "invalid_json_line", message: "This line is not parseable as valid JSON.", line }
+      }
+      const record = typeof parsed === "object" && parsed !== null && !Array.isArray(parsed) ? parsed as Record<string, unknown> : undefined
+      const customId = record?.["custom_id"]
+      if (record === undefined || typeof customId !== "string" || customId === "") {
+        return { code: "invalid_request", message: "Each line needs a custom_id, a method, a url and a body.", line }
+      }
+      if (seen.has(customId)) return { code: "duplicate_custom_id", message: `The custom_id ${customId} is used more than once.`, line }
+      seen.add(customId)
+      if (record["method"] !== "POST") return { code: "invalid_method", message: "The method must be POST.", line }
+      if (record["url"] !== endpoint) {
+        return { code: "url_mismatch", message: `The url ${String(record["url"])} does not match the batch's endpoint ${endpoint}.`, line }
+      }
+      const body = record["body"]
+      const lineModel = typeof body === "object" && body !== null ? (body as Record<string, unknown>)["model"] : undefined
+      if (typeof lineModel === "string") {
+        if (modelName === undefined) modelName = lineModel
+        else if (lineModel !== modelName) {
+          return { code: "model_mismatch", message: `This line's model ${lineModel} differs from the file's ${modelName}.`, line }
+        }
+      }
+      lines.push({ customId, body })
+    }
+    return { lines, model: modelName }
+  }
+
+  const promptTokensOf = (endpoint: string, lines: ReadonlyArray<Line>) => {
+    let tokens = 0
+    for (const line of lines) {
+      const answered = answer(endpoint, line.body)
+      if (typeof answered !== "string") tokens += answered.promptTokens
+    }
+    return tokens
+  }
+
+  // --- routes -----------------------------------------------------------------
+
+  type Handler<E, R> = (request: HttpServerRequest.HttpServerRequest) => Effect.Effect<HttpServerResponse.HttpServerResponse, E, R>
+  const guarded = <E, R>(handler: Handler<E, R>) =>
+    Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) =>
+      deps.authorized(request)
+        ? handler(request)
+        : Effect.succeed(json({ error: { message: "Incorrect API key provided.", type: "invalid_request_error", code: "invalid_api_key" } }, 401)))
+
+  /** The id in `/v1/files/:id…` or `/v1/batches/:id…`. */
+  const idInPath = Effect.map(HttpServerRequest.HttpServerRequest, (request) => {
+    const match = /\/v1\/(?:files|batches)\/([^/?]+)/.exec(request.url)
+    return match === null ? "" : decodeURIComponent(match[1]!)
+  })
+
+  const liveFile = (id: string) => {
+    const file = files.get(id)
+    return file === undefined || file.deleted ? undefined : file
+  }
+
+  const noFile = (id: string) => json(errorBody(`No such File object: ${id}`, null, "id"), 404)
+  const noBatch = (id: string) => json(errorBody(`No batch found with id '${id}'.`, null, "id"), 404)
+
+  const uploadFile = guarded((request) =>
+    Effect.gen(function*() {
+      const contentType = request.headers["content-type"] ?? ""
+      if (!contentType.startsWith("multipart/form-data")) {
+        return json(errorBody("A file upload is multipart/form-data with a purpose and a file.", null), 400)
+      }
+      const buffer = yield* Effect.orElseSucceed(request.arrayBuffer, () => new ArrayBuffer(0))
+      const form = yield* Effect.tryPromise(() => new Response(buffer, { headers: { "content-type": contentType } }).formData()).pipe(
+        Effect.option
+      )
+      if (form._tag === "None") return json(errorBody("The multipart body could not be parsed.", null), 400)
+      const purpose = form.value.get("purpose")
+      const file = form.value.get("file")
+      if (typeof purpose !== "string" || purpose === "") return json(errorBody("Missing purpose.", null, "purpose"), 400)
+      if (file === null || typeof file === "string") return json(errorBody("Missing file.", null, "file"), 400)
+      if (file.size > deps.options().maxBytes) return json(errorBody("File is too large.", null, "file"), 400)
+      const content = yield* Effect.promise(() => file.text())
+      return json(fileObject(addFile(file.name || "upload.jsonl", purpose, content)))
+    }))
+
+  const getFile = guarded(() =>
+    Effect.map(idInPath, (id) => {
+      const file = liveFile(id)
+      return file === undefined ? noFile(id) : json(fileObject(file))
+    }))
+
+  const fileContent = guarded(() =>
+    Effect.map(idInPath, (id) => {
+      const file = liveFile(id)
+      return file === undefined ? noFile(id) : HttpServerResponse.text(file.content, { contentType: "application/jsonl" })
+    }))
+
+  const deleteFile = guarded(() =>
+    Effect.map(idInPath, (id) => {
+      const file = liveFile(id)
+      if (file === undefined) return noFile(id)
+      file.deleted = true
+      return json({ id, object: "file", deleted: true })
+    }))
+
+  const createBatch = guarded((request) =>
+    Effect.gen(function*() {
+      const body = yield* Effect.option(request.json)
+      const record = body._tag === "Some" && typeof body.value === "object" && body.value !== null
+        ? body.value as Record<string, unknown>
+        : undefined
+      if (record === undefined) return json(errorBody("The body must be a JSON object.", null), 400)
+      const { completion_window, endpoint, input_file_id, metadata } = record
+      if (typeof input_file_id !== "string") return json(errorBody("Missing input_file_id.", null, "input_file_id"), 400)
+      if (typeof endpoint !== "string" || !endpoints.has(endpoint)) {
+        return json(errorBody(`Unsupported endpoint ${JSON.stringify(endpoint)}.`, null, "endpoint"), 400)
+      }
+      if (completion_window !== "24h") return json(errorBody("completion_window must be 24h.", null, "completion_window"), 400)
+      if (metadata !== undefined && metadata !== null) {
+        const entries = typeof metadata === "object" && !Array.isArray(metadata) ? Object.entries(metadata) : undefined
+        if (
+          entries === undefined || entries.length > 16 ||
+          entries.some(([k, v]) => k.length > 64 || typeof v !== "string" || v.length > 512)
+        ) {
+          return json(errorBody("metadata holds at most 16 string pairs (keys ≤ 64, values ≤ 512 characters).", null, "metadata"), 400)
+        }
+      }
+      const file = liveFile(input_file_id)
+      if (file === undefined || now() - file.createdAt < deps.options().fileProcessingMs) {
+        return json(errorBody(`Cannot find file ${input_file_id}, or project does not have access to it.`, null, "input_file_id"), 400)
+      }
+      const parsed = parseLines(file.content, endpoint)
+      const failure = "code" in parsed ? parsed : undefined
+      const lines = "code" in parsed ? [] : parsed.lines
+      const modelName = "code" in parsed ? undefined : parsed.model
+      const queuedTokens = promptTokensOf(endpoint, lines)
+      const at = now()
+      let limitFailure: ValidationError | undefined
+      const limit = deps.options().enqueuedTokens
+      if (failure === undefined && limit !== Infinity) {
+        let queued = 0
+        for (const other of order) if (other.model === modelName && queuedAt(other, at)) queued += other.queuedTokens
+        if (queued + queuedTokens > limit) {
+          limitFailure = {
+            code: "token_limit_exceeded",
+            message: `Enqueued token limit reached for ${modelName ?? "the model"}: Limit ${limit} enqueued tokens, ` +
+              `${queued} in progress. Please try again once some in_progress batches have been completed.`
+          }
+        }
+      }
+      const batch: SimBatch = {
+        id: `batch_sim_${++nextBatch}`,
+        number: nextBatch,
+        inputFileId: input_file_id,
+        endpoint,
+        metadata: (metadata as Record<string, string> | undefined) ?? null,
+        createdAt: at,
+        lines,
+        model: modelName,
+        queuedTokens,
+        failure: failure ?? limitFailure,
+        cancelledAt: undefined,
+        ended: undefined,
+        outputFileId: null,
+        errorFileId: null,
+        usage: { input_tokens: 0, output_tokens: 0, total_tokens: 0 },
+        counts: { total: lines.length, completed: 0, failed: 0 },
+        nullPollsLeft: deps.options().nullOutputPolls
+      }
+      batches.set(batch.id, batch)
+      order.push(batch)
+      created++
+      return json(batchObject(batch))
+    }))
+
+  const getBatch = guarded(() =>
+    Effect.map(idInPath, (id) => {
+      const batch = batches.get(id)
+      return batch === undefined ? noBatch(id) : json(batchObject(batch))
+    }))
+
+  const cancelBatch = guarded(() =>
+    Effect.map(idInPath, (id) => {
+      const batch = batches.get(id)
+      if (batch === undefined) return noBatch(id)
+      const status = statusOf(batch)
+      if (status === "completed" || status === "failed" || status === "expired") {
+        return json(errorBody(`Cannot cancel a batch with status ${status}.`, null), 409)
+      }
+      batch.cancelledAt ??= now()
+      return json(batchObject(batch))
+    }))
+
+  const listBatches = guarded((request) =>
+    Effect.sync(() => {
+      const query = new URL(request.url, "http://simulator").searchParams
+      const limit = Math.min(100, Math.max(1, Number(query.get("limit") ?? 20) || 20))
+      const after = query.get("after")
+      const newestFirst = order.slice().reverse()
+      const start = after === null ? 0 : newestFirst.findIndex((b) => b.id === after) + 1
+      const page = newestFirst.slice(start, start + limit)
+      return json({
+        object: "list",
+        data: page.map(batchObject),
+        first_id: page[0]?.id ?? null,
+        last_id: page.at(-1)?.id ?? null,
+        has_more: start + limit < newestFirst.length
+      })
+    }))
+
+  return {
+    routes: {
+      uploadFile,
+      getFile,
+      fileContent,
+      deleteFile,
+      createBatch,
+      getBatch,
+      cancelBatch,
+      listBatches
+    },
+    metrics: (): Metrics => {
+      const billedTwice: Record<string, number> = {}
+      for (const [id, n] of billed) if (n > 1) billedTwice[id] = n
+      return { created, linesBilled, billedTwice }
+    },
+    reset: () => {
+      files = new Map()
+      batches = new Map()
+      order = []
+      created = 0
+      linesBilled = 0
+      billed = new Map()
+    }
+  }
+}
+
+const shuffle = <A>(items: Array<A>, random: () => number) => {
+  for (let i = items.length - 1; i > 0; i--) {
+    const j = Math.floor(random() * (i + 1))
+    const t = items[i]!
+    items[i] = items[j]!
+    items[j] = t
+  }
+}
