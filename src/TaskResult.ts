@@ -16,12 +16,13 @@ import type * as TaskError from "./TaskError.js"
 
 /**
  * Where a successful value came from: a real call, the result cache, a
- * checkpoint of an earlier run, or another in-flight item with the same key.
+ * checkpoint of an earlier run, another in-flight item with the same key, or
+ * a provider's asynchronous batch (`BatchApi`).
  *
  * @since 0.1.0
  * @category models
  */
-export type Source = "call" | "cache" | "checkpoint" | "shared"
+export type Source = "call" | "cache" | "checkpoint" | "shared" | "batch"
 
 /**
  * Why an item was not run to completion.

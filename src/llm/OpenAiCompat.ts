@@ -163,6 +163,8 @@ export interface Chat {
   readonly cacheKey: (input: ChatInput) => string
   /** The body that would be sent for an item. */
   readonly body: (input: ChatInput) => Record<string, unknown>
+  /** A response body as the task's value (a provider batch's answer lines are decoded with it, as live answers are). */
+  readonly decode: (json: unknown) => Effect.Effect<ChatCompletion, TaskError.TaskError>
 }
 
 const validate = (config: Config): void => {
@@ -299,27 +301,27 @@ export const chat = (config: Config): Chat => {
   const cacheKey = (input: ChatInput) => ResultCache.key(body(input))
   const priced = (usage: Budget.Usage) => (prices === undefined ? 0 : Budget.costOf(prices, usage))
 
+  const completionOf = (json: unknown) =>
+    Effect.map(decode(json), (response): ChatCompletion => {
+      const usage = usageOf(response.usage)
+      return {
+        id: response.id,
+        model: response.model,
+        content: response.choices[0].message.content ?? "",
+        finishReason: response.choices[0].finish_reason,
+        usage,
+        cost: priced({
+          inputTokens: usage.promptTokens,
+          cachedInputTokens: usage.cachedPromptTokens,
+          outputTokens: usage.completionTokens
+        })
+      }
+    })
+
   const task = (input: ChatInput, index: number) => {
     const request = body(input)
     return Effect.flatMap(idempotencyKey(() => `${ResultCache.key(request).slice(0, 32)}-${index}`), (key) =>
-      post(url, request, { ...headers, "idempotency-key": key }, observe)).pipe(
-      Effect.flatMap(decode),
-      Effect.map((response): ChatCompletion => {
-        const usage = usageOf(response.usage)
-        return {
-          id: response.id,
-          model: response.model,
-          content: response.choices[0].message.content ?? "",
-          finishReason: response.choices[0].finish_reason,
-          usage,
-          cost: priced({
-            inputTokens: usage.promptTokens,
-            cachedInputTokens: usage.cachedPromptTokens,
-            outputTokens: usage.completionTokens
-          })
-        }
-      })
-    )
+      post(url, request, { ...headers, "idempotency-key": key }, observe)).pipe(Effect.flatMap(completionOf))
   }
 
   const options: Batch.Options<ChatInput, ChatCompletion, TaskError.TaskError> = {
@@ -335,7 +337,7 @@ export const chat = (config: Config): Chat => {
     })
   }
 
-  return { task, options, cacheKey, body }
+  return { task, options, cacheKey, body, decode: completionOf }
 }
 
 // ---------------------------------------------------------------------------

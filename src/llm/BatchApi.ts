@@ -1,0 +1,637 @@
+/**
+ * Runs items through a provider's asynchronous batch API (`BatchProvider`:
+ * OpenAI's Batch API, or the simulator's) instead of live calls: about half
+ * the price, for work that can wait hours. Each item gets one `TaskResult`,
+ * as with `Batch.run`; `chat(config)` makes the options for chat requests,
+ * so the values are the `ChatCompletion`s live calls give, priced at the
+ * batch discount.
+ *
+ * The flow: items are packed into shards (`internal/batchShards`: one model
+ * per shard, within the provider's line and byte limits and a token budget),
+ * each line named `<run key>_<round>_<index>` so an answer maps back to its
+ * item without a table. Each shard is uploaded, created, polled on a
+ * `Schedule` (15 s growing ×1.5, capped at 5 min, jittered, by default)
+ * until it ends, and its results are ingested at once, handed to
+ * `onResult` as they come. Lines that failed for a reason that may pass
+ * (expired, 429, 5xx, a batch cancelled by someone else, a line missing
+ * from the results) go into the next round, up to `rounds`; permanent
+ * errors are final. A batch refused for the model's enqueued-token limit is
+ * created again once the wait passes; one refused for a line of its input
+ * fails that item and sends the rest again.
+ *
+ * With `checkpoint: { runId }` and a `CheckpointStore`, the run is
+ * crash-safe: each shard's state (planned → uploaded → submitting →
+ * submitted → ingested) is saved before the call that moves it on, and
+ * outcomes before the shard is marked ingested. Run again with the same id
+ * (after a crash, or to attach to a run left going), it re-attaches to the
+ * batches it had created, never creating one twice for a shard: a shard
+ * caught between creating its batch and saving the id is looked up by the
+ * batch's metadata (`effect_batch_run`, `effect_batch_shard`,
+ * `effect_batch_token`). `cancel` cancels a run's batches at the provider;
+ * the run, attached again, ingests what they had done and skips the rest.
+ *
+ * What it does not promise: budgets (`Budget`) are not consulted yet, and
+ * there is no fallback to live calls; `items` are held in memory; values
+ * must be JSON to be checkpointed; the batch a crashed run had created but
+ * not recorded is found only if the provider lists it with its metadata
+ * (OpenAI does).
+ *
+ * @since 0.1.0
+ */
+import * as Clock from "effect/Clock"
+import type * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import * as Schedule from "effect/Schedule"
+import { createHash, randomBytes } from "node:crypto"
+import * as CheckpointStore from "../CheckpointStore.js"
+import * as TaskError from "../TaskError.js"
+import * as TaskResult from "../TaskResult.js"
+import * as BatchProvider from "./BatchProvider.js"
+import type { ChatInput } from "./ChatRequest.js"
+import { customId, LineTooLarge, parseCustomId, Planner, type Shard } from "./internal/batchShards.js"
+import * as OpenAiCompat from "./OpenAiCompat.js"
+
+// ---------------------------------------------------------------------------
+// options
+// ---------------------------------------------------------------------------
+
+/**
+ * What a run sends and how it reads the answers.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Spec<A, B> {
+  /** Where every line goes, e.g. `"/v1/chat/completions"`. */
+  readonly endpoint: string
+  /** The model and request body of an item. */
+  readonly toRequest: (item: A, index: number) => { readonly model: string, readonly body: unknown }
+  /** An answer's body as the item's value. */
+  readonly decode: (body: unknown, item: A, index: number) => Effect.Effect<B, TaskError.TaskError>
+  /** Estimated tokens an item queues (packing against `shard.maxTokens`). Default: a quarter of its body's length. */
+  readonly tokens?: ((item: A, index: number) => number) | undefined
+  /** What a value cost in the batch, and what the same answer costs live, in USD. */
+  readonly cost?: ((value: B) => { readonly batch: number, readonly live: number }) | undefined
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options<A, B> extends Spec<A, B> {
+  /** Limits of one shard. Default: 95 % of the provider's lines and bytes; tokens unlimited. */
+  readonly shard?: { readonly maxRequests?: number, readonly maxBytes?: number, readonly maxTokens?: number } | undefined
+  /** When to read a running batch again. Default: 15 s, growing ×1.5 to 5 min, jittered. */
+  readonly poll?: Schedule.Schedule<unknown> | undefined
+  /** Rounds an item may take (the first included), ≥ 1. Default 3. */
+  readonly rounds?: number | undefined
+  /** How long a shard refused for the model's enqueued-token limit waits before it is created again. Default 1 minute. */
+  readonly limitWait?: Duration.DurationInput | undefined
+  /** Shards at the provider at once. Default 16. */
+  readonly maxShards?: number | undefined
+  /** Record the run under this id, in the `CheckpointStore` in context, so it can be resumed or attached to. */
+  readonly checkpoint?: { readonly runId: string } | undefined
+  /** Called with each result as its shard is ingested (results of a resumed run's earlier work come first). */
+  readonly onResult?: ((result: TaskResult.TaskResult<B, TaskError.TaskError>) => Effect.Effect<void>) | undefined
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Report {
+  readonly items: number
+  readonly succeeded: number
+  readonly failed: number
+  readonly skipped: number
+  /** Shards this run planned or took up again. */
+  readonly shards: number
+  /** Batches this run created (not those it re-attached to). */
+  readonly batchesCreated: number
+  /** Batches of an earlier run this one re-attached to, found by id or by metadata. */
+  readonly batchesAttached: number
+  /** The most rounds any item took. */
+  readonly rounds: number
+  /** USD, at batch prices, of the values this run got (not those loaded from a checkpoint). */
+  readonly cost: number
+  /** What the same answers cost live. */
+  readonly liveCost: number
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Outcome<B> {
+  /** `results[i]` is item `i`'s. */
+  readonly results: ReadonlyArray<TaskResult.TaskResult<B, TaskError.TaskError>>
+  readonly report: Report
+}
+
+// ---------------------------------------------------------------------------
+// shard records
+// ---------------------------------------------------------------------------
+
+type ShardState = "planned" | "uploaded" | "submitting" | "submitted" | "ingested"
+
+/** A shard as saved in the checkpoint store (JSON). */
+interface ShardRecord {
+  readonly key: string
+  readonly round: number
+  readonly model: string
+  readonly indices: ReadonlyArray<number>
+  readonly state: ShardState
+  /** Tags the batch with a value no other shard of any run has. */
+  readonly token: string
+  readonly file?: string | undefined
+  readonly batch?: string | undefined
+  /** Epoch ms when the batch was about to be created. */
+  readonly intentAt?: number | undefined
+  /** Set by `cancel`: lines cancelled are skipped, not sent again. */
+  readonly cancelled?: boolean | undefined
+  /** Once ingested: items to send in the next round, with why. */
+  readonly again?: ReadonlyArray<readonly [number, string]> | undefined
+  /** Once ingested: items to send again in the same round (their batch was refused for another line). */
+  readonly replan?: ReadonlyArray<number> | undefined
+}
+
+const isShardRecord = (value: unknown): value is ShardRecord =>
+  typeof value === "object" && value !== null && typeof (value as ShardRecord).key === "string" &&
+  Array.isArray((value as ShardRecord).indices) && typeof (value as ShardRecord).state === "string"
+
+const tagsOf = (runKey: string, shard: ShardRecord): BatchProvider.Tags => ({
+  effect_batch_run: runKey,
+  effect_batch_shard: shard.key,
+  effect_batch_token: shard.token
+})
+
+// ---------------------------------------------------------------------------
+// run
+// ---------------------------------------------------------------------------
+
+const defaultPoll: Schedule.Schedule<unknown> = Schedule.exponential("15 seconds", 1.5).pipe(
+  Schedule.either(Schedule.spaced("5 minutes")),
+  Schedule.jittered
+)
+
+const invalid = (what: string): never => {
+  throw new TypeError(`BatchApi: ${what}`)
+}
+
+/** A final failure of item `index`, for good (`Permanent`) or after its last round (`Transient`). */
+const failure = (index: number, tag: "Permanent" | "Transient", message: string, attempts: number, status?: number) =>
+  TaskResult.failed<TaskError.TaskError>(
+    index,
+    tag === "Permanent"
+      ? new TaskError.Permanent({ message, ...(status === undefined ? {} : { status }) })
+      : new TaskError.Transient({ message }),
+    tag,
+    attempts,
+    0
+  )
+
+const hash = (text: string) => createHash("sha256").update(text).digest("hex")
+
+/**
+ * Runs `items` through the `BatchProvider` in context. Fails only when the
+ * provider or the checkpoint store does (a checkpointed run can then be run
+ * again to go on); every item's own failure is in its result.
+ *
+ * @since 0.1.0
+ * @category running
+ */
+export const run = <A, B>(
+  items: ReadonlyArray<A>,
+  options: Options<A, B>
+): Effect.Effect<
+  Outcome<B>,
+  BatchProvider.BatchApiError | CheckpointStore.CheckpointError | CheckpointStore.CheckpointMismatch,
+  BatchProvider.BatchProvider
+> =>
+  Effect.gen(function*() {
+    const rounds = options.rounds ?? 3
+    if (!(Number.isInteger(rounds) && rounds >= 1)) invalid(`rounds must be an integer ≥ 1, got ${rounds}`)
+    const maxShards = options.maxShards ?? 16
+    if (!(Number.isInteger(maxShards) && maxShards >= 1)) invalid(`maxShards must be an integer ≥ 1, got ${maxShards}`)
+    const provider = yield* BatchProvider.BatchProvider
+    const { endpoint } = options
+    const poll = options.poll ?? defaultPoll
+    const limitWait = options.limitWait ?? "1 minute"
+
+    const requests = items.map((item, index) => options.toRequest(item, index))
+    const bodies = requests.map((request) => JSON.stringify(request.body))
+    const tokensOf = (index: number) => options.tokens?.(items[index]!, index) ?? Math.ceil(bodies[index]!.length / 4)
+
+    // --- the record, if any -----------------------------------------------------
+
+    const runId = options.checkpoint?.runId
+    const store = runId === undefined ? undefined : yield* Effect.serviceOption(CheckpointStore.CheckpointStore).pipe(
+      Effect.map(Option.getOrElse(() => invalid("checkpoint needs a CheckpointStore in context (e.g. CheckpointStore.layerMemory)")))
+    )
+    const itemKeys = requests.map((request, index) => CheckpointStore.itemKeyOf(index, { model: request.model, body: request.body }))
+    const runKey = runId === undefined ? randomBytes(6).toString("hex") : hash(`effect-batch/batch-api/${runId}`).slice(0, 12)
+
+    const results: Array<TaskResult.TaskResult<B, TaskError.TaskError> | undefined> = new Array(items.length)
+    const shards = new Map<string, ShardRecord>()
+    const emit = options.onResult ?? (() => Effect.void)
+
+    if (store !== undefined && runId !== undefined) {
+      const fingerprint = CheckpointStore.fingerprintOf(["batch-api", endpoint, ...itemKeys.slice(0, 100)])
+      yield* store.open(runId, { fingerprint, total: items.length, meta: { mode: "batch", endpoint } })
+      const recorded = yield* store.load(runId)
+      for (const outcome of recorded.values()) {
+        if (outcome.index >= items.length || itemKeys[outcome.index] !== outcome.itemKey) {
+          return yield* new CheckpointStore.CheckpointMismatch({
+            runId,
+            expected: outcome.itemKey,
+            found: itemKeys[outcome.index] ?? `no item ${outcome.index}`
+          })
+        }
+        const result = fromRecord<B>(outcome)
+        results[outcome.index] = result
+        yield* emit(result)
+      }
+      for (const { state } of yield* store.loadShards(runId)) if (isShardRecord(state)) shards.set(state.key, state)
+    }
+
+    const save = (shard: ShardRecord) =>
+      Effect.suspend(() => {
+        shards.set(shard.key, shard)
+        return store === undefined || runId === undefined ? Effect.void : store.saveShards(runId, [{ key: shard.key, state: shard }])
+      })
+
+    const storedShard = (key: string) =>
+      store === undefined || runId === undefined
+        ? Effect.succeed(undefined)
+        : Effect.map(store.loadShards(runId), (all) =>
+            all.map((stored) => stored.state).find((state): state is ShardRecord => isShardRecord(state) && state.key === key))
+
+    const record = (settled: ReadonlyArray<TaskResult.TaskResult<B, TaskError.TaskError>>) =>
+      Effect.gen(function*() {
+        for (const result of settled) results[result.index] = result
+        if (store !== undefined && runId !== undefined && settled.length > 0) {
+          yield* store.record(runId, settled.map((result) => toRecord(result, itemKeys[result.index]!, options.cost)))
+        }
+        for (const result of settled) yield* emit(result)
+      })
+
+    // --- counters ---------------------------------------------------------------
+
+    let created = 0
+    let attached = 0
+    let touched = 0
+    let cost = 0
+    let liveCost = 0
+    let mostRounds = 0
+
+    // --- one shard, from wherever it stands to ingested -------------------------
+
+    const lineOf = (round: number, index: number) => provider.line(customId(runKey, round, index), endpoint, requests[index]!.body)
+    const linesOf = (shard: ShardRecord) => shard.indices.map((index) => lineOf(shard.round, index))
+
+    const create = (shard: ShardRecord) =>
+      Effect.gen(function*() {
+        const intent: ShardRecord = { ...shard, state: "submitting", intentAt: yield* Clock.currentTimeMillis }
+        yield* save(intent)
+        const batch = yield* provider.create(shard.file!, endpoint, tagsOf(runKey, shard))
+        created++
+        const submitted: ShardRecord = { ...intent, state: "submitted", batch }
+        yield* save(submitted)
+        return submitted
+      })
+
+    const waitForEnd = (batch: string) =>
+      Effect.gen(function*() {
+        const driver = yield* Schedule.driver(poll)
+        while (true) {
+          const status = yield* provider.poll(batch)
+          if (status.ended !== undefined) return status
+          yield* Effect.orDieWith(driver.next(status), () => new Error("BatchApi: the poll schedule ended before the batch"))
+        }
+      })
+
+    /** Results of an ended batch: what settles now, what goes to the next round, what goes again in this one. */
+    const ingest = (shard: ShardRecord, status: BatchProvider.Status) =>
+      Effect.gen(function*() {
+        const members = new Set(shard.indices)
+        const attempts = shard.round + 1
+        const settled: Array<TaskResult.TaskResult<B, TaskError.TaskError>> = []
+        const again = new Map<number, string>()
+        const replan: Array<number> = []
+        if (status.ended === "failed") {
+          const refusal = status.failures[0] ?? { code: "unknown", message: "the batch failed without saying why" }
+          const line = refusal.line
+          if (line !== undefined && line >= 1 && line <= shard.indices.length) {
+            const index = shard.indices[line - 1]!
+            settled.push(failure(index, "Permanent", `the batch refused this line: ${refusal.code}: ${refusal.message}`, attempts))
+            for (const other of shard.indices) if (other !== index) replan.push(other)
+          } else {
+            // Not a line's fault, nor the queue's (handled before): a batch no resending would fix.
+            for (const index of shard.indices) {
+              settled.push(failure(index, "Permanent", `the batch failed: ${refusal.code}: ${refusal.message}`, attempts))
+            }
+          }
+        } else {
+          // `cancel` may have run in another process since this shard was read: its mark is in the store.
+          const cancelledByUs = shard.cancelled === true || (status.ended === "cancelled" && (yield* storedShard(shard.key))?.cancelled === true)
+          const seen = new Set<number>()
+          for (const line of yield* provider.results(status)) {
+            if (line._tag === "Malformed") {
+              yield* Effect.logWarning(`batch ${status.id}: a results line is malformed (${line.message}); its item goes again`)
+              continue
+            }
+            const named = parseCustomId(line.customId, runKey)
+            if (named === undefined || named.round !== shard.round || !members.has(named.index) || seen.has(named.index)) continue
+            const index = named.index
+            seen.add(index)
+            switch (line._tag) {
+              case "Answered": {
+                const decoded = yield* Effect.either(options.decode(line.body, items[index]!, index))
+                if (decoded._tag === "Right") {
+                  const priced = options.cost?.(decoded.right)
+                  cost += priced?.batch ?? 0
+                  liveCost += priced?.live ?? 0
+                  settled.push(TaskResult.succeeded(index, decoded.right, attempts, 0, "batch"))
+                } else {
+                  settled.push(TaskResult.failed(index, decoded.left, decoded.left._tag, attempts, 0))
+                }
+                break
+              }
+              case "Permanent":
+                settled.push(failure(index, "Permanent", line.message, attempts, line.status))
+                break
+              case "Cancelled":
+                if (cancelledByUs) settled.push(TaskResult.skipped(index, "interrupted", attempts))
+                else again.set(index, "the batch was cancelled (not by this run)")
+                break
+              case "Again":
+                again.set(index, line.reason)
+            }
+          }
+          for (const index of shard.indices) if (!seen.has(index)) again.set(index, `no result line for it when the batch was ${status.ended}`)
+        }
+        mostRounds = Math.max(mostRounds, attempts)
+        yield* record(settled)
+        yield* save({ ...shard, state: "ingested", again: Array.from(again), replan })
+      })
+
+    const advance = (initial: ShardRecord): Effect.Effect<void, BatchProvider.BatchApiError | CheckpointStore.CheckpointError> =>
+      Effect.gen(function*() {
+        touched++
+        let shard = initial
+        while (shard.state !== "ingested") {
+          switch (shard.state) {
+            case "planned": {
+              const file = yield* provider.upload(`${runKey}-${shard.key.replace("/", "-")}.jsonl`, linesOf(shard))
+              shard = { ...shard, state: "uploaded", file }
+              yield* save(shard)
+              break
+            }
+            case "uploaded":
+              shard = yield* create(shard)
+              break
+            case "submitting": {
+              // Created, or not, before the id was saved: the provider knows.
+              const found = yield* provider.find(tagsOf(runKey, shard), (shard.intentAt ?? 0) - 60_000)
+              if (Option.isSome(found)) {
+                attached++
+                shard = { ...shard, state: "submitted", batch: found.value }
+                yield* save(shard)
+              } else {
+                shard = yield* create(shard)
+              }
+              break
+            }
+            case "submitted": {
+              if (initial.state === "submitted" && shard === initial) attached++
+              const status = yield* waitForEnd(shard.batch!)
+              const limit = status.ended === "failed" ? status.failures.find((f) => f.code === "token_limit_exceeded") : undefined
+              if (limit !== undefined) {
+                // Refused for the model's queue, not for its lines: the same file goes again once the wait passes.
+                yield* Effect.logWarning(`shard ${shard.key}: ${limit.message}; it is created again after a wait`)
+                yield* Effect.sleep(limitWait)
+                shard = { ...shard, state: "uploaded", batch: undefined, intentAt: undefined }
+                yield* save(shard)
+                break
+              }
+              yield* ingest(shard, status)
+              shard = shards.get(shard.key)!
+              break
+            }
+          }
+        }
+      })
+
+    // --- waves: plan what is pending, take every open shard to ingested --------
+
+    const shardLimits = {
+      maxRequests: Math.max(1, options.shard?.maxRequests ?? Math.floor(provider.limits.maxRequests * 0.95)),
+      maxBytes: Math.max(1, options.shard?.maxBytes ?? Math.floor(provider.limits.maxBytes * 0.95)),
+      maxTokens: options.shard?.maxTokens
+    }
+
+    while (true) {
+      // Where each unsettled item stands: in an open shard, or due in some round.
+      const open: Array<ShardRecord> = []
+      const inOpen = new Set<number>()
+      const due = new Map<number, number>()
+      const lastReason = new Map<number, string>()
+      const perRound = new Map<number, number>()
+      for (const shard of shards.values()) {
+        perRound.set(shard.round, (perRound.get(shard.round) ?? 0) + 1)
+        if (shard.state !== "ingested") {
+          open.push(shard)
+          for (const index of shard.indices) inOpen.add(index)
+          continue
+        }
+        for (const [index, reason] of shard.again ?? []) {
+          if ((due.get(index) ?? 0) <= shard.round + 1) {
+            due.set(index, shard.round + 1)
+            lastReason.set(index, reason)
+          }
+        }
+        for (const index of shard.replan ?? []) if ((due.get(index) ?? 0) <= shard.round) due.set(index, shard.round)
+      }
+      const exhausted: Array<TaskResult.TaskResult<B, TaskError.TaskError>> = []
+      const planned: Array<{ readonly round: number, readonly shard: Shard }> = []
+      const byRound = new Map<number, Planner>()
+      for (let index = 0; index < items.length; index++) {
+        if (results[index] !== undefined || inOpen.has(index)) continue
+        const round = due.get(index) ?? 0
+        if (round >= rounds) {
+          const reason = lastReason.get(index) ?? "a retryable failure"
+          exhausted.push(failure(index, "Transient", `still failing after ${rounds} rounds: ${reason}`, rounds))
+          continue
+        }
+        let roundPlanner = byRound.get(round)
+        if (roundPlanner === undefined) byRound.set(round, roundPlanner = new Planner(shardLimits))
+        // The line's own bytes and its newline: what the shard's file will hold.
+        const bytes = Buffer.byteLength(lineOf(round, index)) + 1
+        try {
+          const closed = roundPlanner.add({ index, model: requests[index]!.model, bytes, tokens: tokensOf(index) })
+          if (closed !== undefined) planned.push({ round, shard: closed })
+        } catch (error) {
+          if (!(error instanceof LineTooLarge)) throw error
+          exhausted.push(failure(index, "Permanent", `too large for a batch: ${error.reason}`, 0))
+        }
+      }
+      for (const [round, roundPlanner] of byRound) for (const shard of roundPlanner.finish()) planned.push({ round, shard })
+      yield* record(exhausted)
+      const fresh: Array<ShardRecord> = planned.map(({ round, shard }) => {
+        const n = perRound.get(round) ?? 0
+        perRound.set(round, n + 1)
+        const token = randomBytes(6).toString("hex")
+        return { key: `${round}/${n}`, round, model: shard.model, indices: shard.indices, state: "planned", token }
+      })
+      if (fresh.length > 0) {
+        for (const shard of fresh) shards.set(shard.key, shard)
+        if (store !== undefined && runId !== undefined) {
+          yield* store.saveShards(runId, fresh.map((shard) => ({ key: shard.key, state: shard })))
+        }
+      }
+      const toRun = [...open, ...fresh]
+      if (toRun.length === 0) break
+      yield* Effect.forEach(toRun, advance, { concurrency: maxShards, discard: true })
+    }
+
+    const final = results as ReadonlyArray<TaskResult.TaskResult<B, TaskError.TaskError>>
+    if (store !== undefined && runId !== undefined) yield* store.setState(runId, "finished")
+    const count = (tag: TaskResult.TaskResult<B, TaskError.TaskError>["_tag"]) => final.filter((r) => r._tag === tag).length
+    return {
+      results: final,
+      report: {
+        items: items.length,
+        succeeded: count("Succeeded"),
+        failed: count("Failed"),
+        skipped: count("Skipped"),
+        shards: touched,
+        batchesCreated: created,
+        batchesAttached: attached,
+        rounds: mostRounds,
+        cost,
+        liveCost
+      }
+    }
+  })
+
+// ---------------------------------------------------------------------------
+// cancel
+// ---------------------------------------------------------------------------
+
+/**
+ * Cancels, at the provider, every batch of the checkpointed run `runId` that
+ * has not been ingested, and marks its shard so that the lines it never ran
+ * are skipped (not sent again) when the run is attached to again. How many
+ * batches it cancelled.
+ *
+ * @since 0.1.0
+ * @category running
+ */
+export const cancel = (
+  runId: string
+): Effect.Effect<
+  number,
+  BatchProvider.BatchApiError | CheckpointStore.CheckpointError,
+  BatchProvider.BatchProvider | CheckpointStore.CheckpointStore
+> =>
+  Effect.gen(function*() {
+    const provider = yield* BatchProvider.BatchProvider
+    const store = yield* CheckpointStore.CheckpointStore
+    let cancelled = 0
+    for (const { state } of yield* store.loadShards(runId)) {
+      if (!isShardRecord(state) || state.state === "ingested") continue
+      yield* store.saveShards(runId, [{ key: state.key, state: { ...state, cancelled: true } }])
+      if (state.batch !== undefined) {
+        yield* provider.cancel(state.batch)
+        cancelled++
+      }
+    }
+    return cancelled
+  })
+
+// ---------------------------------------------------------------------------
+// records
+// ---------------------------------------------------------------------------
+
+const toRecord = <B>(
+  result: TaskResult.TaskResult<B, TaskError.TaskError>,
+  itemKey: string,
+  costOf: Spec<unknown, B>["cost"]
+): CheckpointStore.OutcomeRecord => {
+  const base = { itemKey, index: result.index, attempts: result.attempts }
+  switch (result._tag) {
+    case "Succeeded":
+      return { ...base, status: "succeeded", value: result.value, durationMs: result.durationMs, cost: costOf?.(result.value).batch ?? 0 }
+    case "Failed": {
+      const error = result.error
+      return {
+        ...base,
+        status: "failed",
+        durationMs: result.durationMs,
+        errorClass: result.errorClass,
+        error: {
+          tag: error._tag,
+          message: error.message,
+          ...("status" in error && typeof error.status === "number" ? { status: error.status } : {})
+        }
+      }
+    }
+    case "Skipped":
+      return { ...base, status: "skipped", durationMs: 0, reason: result.reason }
+  }
+}
+
+const fromRecord = <B>(outcome: CheckpointStore.OutcomeRecord): TaskResult.TaskResult<B, TaskError.TaskError> => {
+  switch (outcome.status) {
+    case "succeeded":
+      return TaskResult.succeeded(outcome.index, outcome.value as B, outcome.attempts, outcome.durationMs, "checkpoint")
+    case "failed": {
+      const message = outcome.error?.message ?? "failed"
+      const error = outcome.errorClass === "Permanent"
+        ? new TaskError.Permanent({ message, ...(outcome.error?.status === undefined ? {} : { status: outcome.error.status }) })
+        : new TaskError.Transient({ message })
+      return TaskResult.failed(outcome.index, error, error._tag, outcome.attempts, outcome.durationMs)
+    }
+    case "skipped":
+      return TaskResult.skipped(outcome.index, "interrupted", outcome.attempts)
+  }
+}
+
+// ---------------------------------------------------------------------------
+// chat
+// ---------------------------------------------------------------------------
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface ChatConfig extends OpenAiCompat.Config {
+  /** The batch price as a share of the live one. Default 0.5 (OpenAI's and Anthropic's). */
+  readonly discount?: number | undefined
+}
+
+/**
+ * The options for chat requests: the same bodies `OpenAiCompat.chat(config)`
+ * sends live, decoded into the same `ChatCompletion`s, with `cost` at the
+ * batch discount.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const chat = (config: ChatConfig): Spec<ChatInput, OpenAiCompat.ChatCompletion> => {
+  const discount = config.discount ?? 0.5
+  if (!(discount > 0 && discount <= 1)) invalid(`discount must be in (0, 1], got ${discount}`)
+  const live = OpenAiCompat.chat(config)
+  const estimate = live.options.estimate!
+  return {
+    endpoint: "/v1/chat/completions",
+    toRequest: (input) => {
+      const body = live.body(input)
+      return { model: typeof body["model"] === "string" ? body["model"] : config.model, body }
+    },
+    decode: (body) => Effect.map(live.decode(body), (completion) => ({ ...completion, cost: completion.cost * discount })),
+    tokens: (input, index) => estimate(input, index).tokens ?? 0,
+    cost: (completion) => ({ batch: completion.cost, live: discount === 0 ? 0 : completion.cost / discount })
+  }
+}

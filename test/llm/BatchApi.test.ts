@@ -1,0 +1,308 @@
+/**
+ * `BatchApi.run` over `OpenAiBatch` against the simulator (real HTTP on
+ * loopback, both on the `TestClock`), and over an in-memory provider for the
+ * property that any sequence of line outcomes across rounds gives every item
+ * exactly one result. Crashes are a provider wrapped to die at a chosen step
+ * of a shard's life; the run is then started again under the same id.
+ */
+import { NodeHttpClient } from "@effect/platform-node"
+import { describe, expect, it } from "@effect/vitest"
+import { Effect, Exit, FastCheck as fc, Layer, Option, Schedule } from "effect"
+import * as CheckpointStore from "../../src/CheckpointStore.js"
+import * as BatchApi from "../../src/llm/BatchApi.js"
+import * as BatchProvider from "../../src/llm/BatchProvider.js"
+import type { ChatInput } from "../../src/llm/ChatRequest.js"
+import { parseCustomId } from "../../src/llm/internal/batchShards.js"
+import * as OpenAiBatch from "../../src/llm/OpenAiBatch.js"
+import type * as OpenAiCompat from "../../src/llm/OpenAiCompat.js"
+import * as Simulator from "../../src/llm/Simulator.js"
+import * as SimulatorServer from "../../src/llm/SimulatorServer.js"
+import type * as TaskResult from "../../src/TaskResult.js"
+import { runOnTestClock } from "../support/TestTime.js"
+
+const prompts = (n: number, invalidEvery = 0) =>
+  Array.from({ length: n }, (_, i) => invalidEvery > 0 && i % invalidEvery === invalidEvery - 1 ? `INVALID prompt ${i}` : `prompt number ${i}`)
+
+const prices = { input: 1, output: 2 }
+
+const fastPoll = Schedule.spaced("10 seconds")
+
+/** The simulator, a provider on it (optionally wrapped), a memory checkpoint store. */
+const harness = (options: Simulator.Options) =>
+  Layer.mergeAll(SimulatorServer.layer({ latency: { baseMs: 0 }, ...options }), NodeHttpClient.layerUndici, CheckpointStore.layerMemory)
+
+const chatRun = (
+  sim: Simulator.Service,
+  items: ReadonlyArray<ChatInput>,
+  extra: Partial<BatchApi.Options<ChatInput, OpenAiCompat.ChatCompletion>> = {}
+) =>
+  BatchApi.run(items, {
+    ...BatchApi.chat({ baseUrl: `${sim.url}/v1`, model: "sim-chat", prices, defaults: { max_tokens: 16 } }),
+    poll: fastPoll,
+    limitWait: "30 seconds",
+    ...extra
+  })
+
+const withSim = <A, E>(
+  options: Simulator.Options,
+  f: (sim: Simulator.Service) => Effect.Effect<A, E, BatchProvider.BatchProvider | CheckpointStore.CheckpointStore>,
+  wrap: (provider: BatchProvider.Service) => BatchProvider.Service = (p) => p
+) =>
+  Effect.gen(function*() {
+    const sim = yield* Simulator.Simulator
+    const provider = wrap(yield* OpenAiBatch.make({ baseUrl: `${sim.url}/v1`, fileReady: Schedule.spaced("100 millis") }))
+    return yield* f(sim).pipe(Effect.provideService(BatchProvider.BatchProvider, provider))
+  }).pipe(Effect.provide(harness(options)))
+
+/** Every index 0..n-1 has exactly one result, at its place. */
+const oneEach = <B, E>(results: ReadonlyArray<TaskResult.TaskResult<B, E>>, n: number) => {
+  expect(results).toHaveLength(n)
+  results.forEach((result, i) => expect(result?.index).toBe(i))
+}
+
+const tags = <B, E>(results: ReadonlyArray<TaskResult.TaskResult<B, E>>) => {
+  const count: Record<string, number> = {}
+  for (const r of results) count[r._tag] = (count[r._tag] ?? 0) + 1
+  return count
+}
+
+describe("BatchApi.run against the simulator", () => {
+  it.effect("250 prompts in 3 shards: each item one result, answers as live at half the price, streamed as shards end", () =>
+    withSim({ batches: { validateMs: 1_000, linesPerSecond: 50 } }, (sim) =>
+      Effect.gen(function*() {
+        const streamed: Array<number> = []
+        const { report, results } = yield* runOnTestClock(
+          chatRun(sim, prompts(250, 50), {
+            shard: { maxRequests: 100 },
+            onResult: (r) => Effect.sync(() => void streamed.push(r.index))
+          }),
+          "10 seconds",
+          200
+        )
+        oneEach(results, 250)
+        expect(tags(results)).toEqual({ Succeeded: 245, Failed: 5 })
+        expect(results[49]).toMatchObject({ _tag: "Failed", errorClass: "Permanent" })
+        expect(results[0]).toMatchObject({ _tag: "Succeeded", source: "batch", attempts: 1 })
+        expect([...streamed].sort((a, b) => a - b)).toEqual(results.map((r) => r.index))
+        expect(report).toMatchObject({ items: 250, succeeded: 245, failed: 5, shards: 3, batchesCreated: 3, rounds: 1 })
+        expect(report.liveCost).toBeCloseTo(report.cost * 2, 10)
+        expect(report.cost).toBeGreaterThan(0)
+        const metrics = (yield* sim.metrics).batches
+        expect(metrics).toEqual({ created: 3, linesBilled: 245, billedTwice: {} })
+      })))
+
+  it.effect("lines a batch did not run before it expired go into the next round; every item ends answered, none paid twice", () =>
+    withSim({ batches: { validateMs: 0, linesPerSecond: 1, windowMs: 40_000 } }, (sim) =>
+      Effect.gen(function*() {
+        const { report, results } = yield* runOnTestClock(chatRun(sim, prompts(60), { shard: { maxRequests: 60 } }), "10 seconds", 400)
+        oneEach(results, 60)
+        expect(tags(results)).toEqual({ Succeeded: 60 })
+        expect(report.rounds).toBe(2)
+        expect(report.batchesCreated).toBe(2)
+        const metrics = (yield* sim.metrics).batches
+        expect(metrics.linesBilled).toBe(60)
+      })))
+
+  it.effect("lines that keep failing (500s) are failed after the last round, naming why; the rest are answered", () =>
+    withSim({ batches: { validateMs: 0, linesPerSecond: 1_000, lineFailureRate: 0.5 } }, (sim) =>
+      Effect.gen(function*() {
+        const { report, results } = yield* runOnTestClock(chatRun(sim, prompts(80), { rounds: 2 }), "10 seconds", 100)
+        oneEach(results, 80)
+        const failed = results.filter((r) => r._tag === "Failed")
+        expect(failed.length).toBeGreaterThan(5)
+        expect(failed.length).toBeLessThan(40)
+        for (const f of failed) {
+          expect(f).toMatchObject({ errorClass: "Transient", attempts: 2 })
+          expect((f as TaskResult.Failed<Error>).error.message).toMatch(/^still failing after 2 rounds: HTTP 500/)
+        }
+        expect(report.rounds).toBe(2)
+        expect((yield* sim.metrics).batches.linesBilled).toBe(80 - failed.length)
+      })))
+
+  it.effect("a shard refused for the model's enqueued-token limit is created again after the wait, and goes through", () =>
+    withSim({ batches: { fileProcessingMs: 0, validateMs: 1_000, linesPerSecond: 1, enqueuedTokens: 400 } }, (sim) =>
+      Effect.gen(function*() {
+        const { report, results } = yield* runOnTestClock(chatRun(sim, prompts(60), { shard: { maxRequests: 20 } }), "10 seconds", 200)
+        oneEach(results, 60)
+        expect(tags(results)).toEqual({ Succeeded: 60 })
+        expect(report.shards).toBe(3)
+        expect(report.batchesCreated).toBeGreaterThan(3)
+        expect((yield* sim.metrics).batches.linesBilled).toBe(60)
+      })))
+})
+
+// ---------------------------------------------------------------------------
+// crashes
+// ---------------------------------------------------------------------------
+
+type Step = "upload" | "create" | "poll" | "results"
+
+class Crash extends Error {}
+
+/** Dies right after the `nth` call of `step` has done its work (the provider changed, the run did not record it). */
+const crashAfter = (step: Step, nth = 1) => (provider: BatchProvider.Service): BatchProvider.Service => {
+  let calls = 0
+  const after = <A, E>(effect: Effect.Effect<A, E>) =>
+    Effect.flatMap(effect, (a) => (++calls === nth ? Effect.die(new Crash(`crash after ${step} #${nth}`)) : Effect.succeed(a)))
+  return {
+    ...provider,
+    upload: step === "upload" ? (name, lines) => after(provider.upload(name, lines)) : provider.upload,
+    create: step === "create" ? (upload, endpoint, t) => after(provider.create(upload, endpoint, t)) : provider.create,
+    poll: step === "poll" ? (id) => after(provider.poll(id)) : provider.poll,
+    results: step === "results" ? (status) => after(provider.results(status)) : provider.results
+  }
+}
+
+describe("BatchApi.run: crash-safe", () => {
+  for (const [step, nth] of [["upload", 2], ["create", 1], ["create", 3], ["poll", 4], ["results", 2]] as const) {
+    it.effect(`killed right after ${step} #${nth}, run again under its id: no shard gets a second batch, every item once`, () =>
+      Effect.gen(function*() {
+        const sim = yield* Simulator.Simulator
+        const base = yield* OpenAiBatch.make({ baseUrl: `${sim.url}/v1`, fileReady: Schedule.spaced("100 millis") })
+        const items = prompts(90, 30)
+        const go = (provider: BatchProvider.Service) =>
+          runOnTestClock(
+            chatRun(sim, items, { shard: { maxRequests: 30 }, checkpoint: { runId: "crash-run" } }),
+            "10 seconds",
+            200
+          ).pipe(Effect.provideService(BatchProvider.BatchProvider, provider))
+        const first = yield* Effect.exit(go(crashAfter(step, nth)(base)))
+        expect(Exit.isFailure(first) && String(first.cause)).toContain(`crash after ${step}`)
+        const { report, results } = yield* go(base)
+        oneEach(results, 90)
+        expect(tags(results)).toEqual({ Succeeded: 87, Failed: 3 })
+        const metrics = (yield* sim.metrics).batches
+        // One batch per shard, whichever run created it; each answer billed once.
+        expect(metrics.created).toBe(3)
+        expect(metrics.billedTwice).toEqual({})
+        expect(metrics.linesBilled).toBe(87)
+        if (step === "create") expect(report.batchesAttached).toBeGreaterThanOrEqual(1)
+      }).pipe(Effect.provide(harness({ batches: { validateMs: 1_000, linesPerSecond: 10 } }))))
+  }
+
+  it.effect("cancel: a run's batches are cancelled at the provider; attached again, it keeps what ran and skips the rest", () =>
+    Effect.gen(function*() {
+      const sim = yield* Simulator.Simulator
+      const base = yield* OpenAiBatch.make({ baseUrl: `${sim.url}/v1`, fileReady: Schedule.spaced("100 millis") })
+      const items = prompts(40)
+      const go = (provider: BatchProvider.Service) =>
+        runOnTestClock(chatRun(sim, items, { shard: { maxRequests: 20 }, checkpoint: { runId: "cancel-run" } }), "2 seconds", 400)
+          .pipe(Effect.provideService(BatchProvider.BatchProvider, provider))
+      // Dies at its first poll of the second batch, 20 s after the first was created: both are running.
+      yield* Effect.exit(go(crashAfter("poll", 2)(base)))
+      const cancelled = yield* BatchApi.cancel("cancel-run").pipe(Effect.provideService(BatchProvider.BatchProvider, base))
+      expect(cancelled).toBe(2)
+      const { results } = yield* go(base)
+      oneEach(results, 40)
+      const count = tags(results)
+      expect(count.Skipped).toBeGreaterThan(0)
+      expect((count.Succeeded ?? 0) + count.Skipped!).toBe(40)
+      expect((yield* sim.metrics).batches.created).toBe(2)
+    }).pipe(Effect.provide(harness({ batches: { validateMs: 0, linesPerSecond: 1, cancelMs: 1_000 } }))))
+
+  it.effect("a run resumed with another input is refused (CheckpointMismatch), and its record is untouched", () =>
+    withSim({ batches: { validateMs: 0 } }, (sim) =>
+      Effect.gen(function*() {
+        yield* runOnTestClock(chatRun(sim, prompts(5), { checkpoint: { runId: "mismatch" } }), "10 seconds")
+        const error = yield* Effect.flip(chatRun(sim, ["other", ...prompts(4)], { checkpoint: { runId: "mismatch" } }))
+        expect(error._tag).toBe("CheckpointMismatch")
+        const store = yield* CheckpointStore.CheckpointStore
+        expect((yield* store.load("mismatch")).size).toBe(5)
+      })))
+})
+
+// ---------------------------------------------------------------------------
+// any outcomes: an in-memory provider
+// ---------------------------------------------------------------------------
+
+type LineFate = "answer" | "permanent" | "again" | "cancelled" | "missing" | "malformed"
+
+/** A provider that ends each batch at its first poll, giving line `k` of batch `b` the fate `fates(b, k)`. */
+const memoryProvider = (fate: (batch: number, line: number) => LineFate, refuseLine: (batch: number) => number | undefined) => {
+  const batches: Array<{ readonly lines: ReadonlyArray<string> }> = []
+  const files: Array<ReadonlyArray<string>> = []
+  const provider: BatchProvider.Service = {
+    name: "memory",
+    limits: { maxRequests: 7, maxBytes: 10_000 },
+    line: (customId, _endpoint, body) => JSON.stringify({ custom_id: customId, body }),
+    upload: (_name, lines) => Effect.sync(() => String(files.push(lines) - 1)),
+    create: (upload) => Effect.sync(() => String(batches.push({ lines: files[Number(upload)]! }) - 1)),
+    find: () => Effect.succeed(Option.none()),
+    poll: (id) =>
+      Effect.sync(() => {
+        const refused = refuseLine(Number(id))
+        const n = batches[Number(id)]!.lines.length
+        return {
+          id,
+          state: refused === undefined ? "completed" : "failed",
+          ended: refused === undefined ? "completed" as const : "failed" as const,
+          counts: { total: n, completed: n, failed: 0 },
+          failures: refused === undefined ? [] : [{ code: "invalid_json_line", message: "bad", line: Math.min(refused, n) }],
+          results: { output: id, errors: null }
+        }
+      }),
+    results: (status) =>
+      Effect.sync(() => {
+        const b = Number(status.id)
+        return batches[b]!.lines.flatMap((text, k): Array<BatchProvider.LineOutcome> => {
+          const customId = (JSON.parse(text) as { custom_id: string }).custom_id
+          switch (fate(b, k)) {
+            case "answer":
+              return [{ _tag: "Answered", customId, body: { echo: customId } }]
+            case "permanent":
+              return [{ _tag: "Permanent", customId, status: 400, message: "bad request" }]
+            case "again":
+              return [{ _tag: "Again", customId, reason: "HTTP 503" }]
+            case "cancelled":
+              return [{ _tag: "Cancelled", customId }]
+            case "missing":
+              return []
+            case "malformed":
+              return [{ _tag: "Malformed", message: "garbled" }]
+          }
+        })
+      }),
+    cancel: () => Effect.void
+  }
+  return { provider, batches }
+}
+
+describe("BatchApi.run: any outcomes", () => {
+  it.effect.prop(
+    "whatever each line's fate in each round, every item gets exactly one result, answers are its own, and rounds are kept",
+    {
+      n: fc.integer({ min: 0, max: 30 }),
+      rounds: fc.integer({ min: 1, max: 4 }),
+      fates: fc.array(fc.constantFrom<LineFate>("answer", "permanent", "again", "cancelled", "missing", "malformed"), { minLength: 1 }),
+      refusals: fc.array(fc.option(fc.integer({ min: 1, max: 7 }), { nil: undefined }), { maxLength: 5 })
+    },
+    ({ fates, n, refusals, rounds }) =>
+      Effect.gen(function*() {
+        const { batches, provider } = memoryProvider(
+          (b, k) => fates[(b * 7 + k) % fates.length]!,
+          (b) => refusals[b]
+        )
+        const { report, results } = yield* BatchApi.run(Array.from({ length: n }, (_, i) => i), {
+          endpoint: "/v1/test",
+          toRequest: (item) => ({ model: item % 3 === 0 ? "m1" : "m2", body: { item } }),
+          decode: (body) => Effect.succeed(body as { echo: string }),
+          rounds,
+          poll: Schedule.forever
+        }).pipe(Effect.provideService(BatchProvider.BatchProvider, provider))
+        oneEach(results, n)
+        for (const result of results) {
+          if (result._tag === "Succeeded") {
+            const named = parseCustomId(result.value.echo, result.value.echo.split("_")[0]!)
+            expect(named?.index).toBe(result.index)
+            expect(result.attempts).toBeLessThanOrEqual(rounds)
+          }
+          if (result._tag === "Failed" && result.errorClass === "Transient") expect(result.attempts).toBe(rounds)
+        }
+        expect(report.rounds).toBeLessThanOrEqual(rounds)
+        // Batches hold one model each and at most the provider's line count.
+        for (const batch of batches) expect(batch.lines.length).toBeLessThanOrEqual(7)
+        expect(report.succeeded + report.failed + report.skipped).toBe(n)
+      }),
+    { fastCheck: { numRuns: 150 } }
+  )
+})
