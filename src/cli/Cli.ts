@@ -24,6 +24,7 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
 import * as CliError from "./CliError.js"
+import * as BatchesCommand from "./BatchesCommand.js"
 import * as RunCommand from "./RunCommand.js"
 import * as RunsCommand from "./RunsCommand.js"
 import * as ServeCommand from "./ServeCommand.js"
@@ -50,6 +51,7 @@ export const command = Command.make(
     SimulateCommand.command,
     RunsCommand.runsCommand,
     RunsCommand.exportCommand,
+    BatchesCommand.command,
     ServeCommand.command
   ])
 )

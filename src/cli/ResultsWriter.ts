@@ -123,7 +123,8 @@ export const recordOf = (
         output: content,
         attempts: result.attempts,
         tokens: { prompt: usage.promptTokens, completion: usage.completionTokens },
-        cost: result.source === "call" ? cost : 0,
+        // Paid now: a call or a provider batch; not a cached, shared or checkpointed answer.
+        cost: result.source === "call" || result.source === "batch" ? cost : 0,
         source: result.source
       }
     }

@@ -74,6 +74,8 @@ import * as ProgressDisplay from "./ProgressDisplay.js"
 import * as ResultsWriter from "./ResultsWriter.js"
 import * as SimulateCommand from "./SimulateCommand.js"
 import * as CheckpointedRun from "./CheckpointedRun.js"
+import * as BatchModeRun from "./BatchModeRun.js"
+import type * as BatchProvider from "../llm/BatchProvider.js"
 import * as StopSignal from "./StopSignal.js"
 
 /**
@@ -121,6 +123,12 @@ export interface RunOptions {
   readonly db?: string | undefined
   /** The command line, kept with a checkpointed run to say how to resume it. */
   readonly argv?: ReadonlyArray<string> | undefined
+  /** `realtime` (default): live calls; `batch`: the provider's Batch API (`BatchModeRun`). */
+  readonly mode?: "realtime" | "batch" | undefined
+  /** With `mode: "batch"`: lines per shard. */
+  readonly shardSize?: number | undefined
+  /** With `mode: "batch"`: seconds between reads of a running batch. */
+  readonly pollSeconds?: number | undefined
 }
 
 /**
@@ -471,6 +479,59 @@ export const run = (
   }))
 
 /**
+ * Runs the prompts through the provider's Batch API (`BatchModeRun`), after
+ * the same checks as `run`: flags, input, key, results file, checkpoint
+ * database. Flags that only shape live calls are refused.
+ *
+ * @since 0.1.0
+ * @category running
+ */
+export const runInBatchMode = (
+  options: RunOptions
+): Effect.Effect<
+  BatchModeRun.Outcome,
+  UsageError | PlatformError.PlatformError | BatchProvider.BatchApiError,
+  FileSystem.FileSystem | HttpClient.HttpClient
+> =>
+  Effect.scoped(Effect.gen(function*() {
+    const liveOnly = [
+      ["--rpm", options.rpm],
+      ["--tpm", options.tpm],
+      ["--max-cost", options.maxCost],
+      ["--cache", options.cache],
+      ["--max-attempts", options.maxAttempts],
+      ["--timeout", options.timeoutSeconds],
+      ["--concurrency", options.concurrency === "adaptive" ? undefined : options.concurrency]
+    ] as const
+    const refused = liveOnly.filter(([, value]) => value !== undefined).map(([flag]) => flag)
+    if (refused.length > 0) {
+      return yield* usage(`${refused.join(", ")} shape${refused.length === 1 ? "s" : ""} live calls, and --mode batch makes none`)
+    }
+    yield* positive("--shard-size", options.shardSize, true)
+    yield* positive("--poll", options.pollSeconds)
+    const settings = yield* settingsOf(options)
+    yield* checkInput(options.input)
+    const apiKey = options.simulate === true ? undefined : yield* readApiKey(options.apiKeyEnv ?? defaultApiKeyEnv)
+    yield* ResultsWriter.check(options.out, { input: options.input })
+    const store = options.runId === undefined
+      ? undefined
+      : Context.get(yield* Layer.build(checkpointLayer(options.db ?? defaultDb)), CheckpointStore.CheckpointStore)
+    return yield* BatchModeRun.run({
+      input: options.input,
+      out: options.out,
+      model: settings.model,
+      baseUrl: options.baseUrl,
+      apiKey,
+      simulate: options.simulate,
+      simulator: options.simulator,
+      runId: options.runId,
+      store,
+      shardSize: options.shardSize,
+      pollSeconds: options.pollSeconds
+    })
+  }))
+
+/**
  * The batch's report with the input lines that never reached it (they could
  * not be parsed): each counts as an item that failed `Permanent` without a
  * call, as its line in the results file says.
@@ -593,12 +654,57 @@ export const command = Command.make(
       Options.withDescription("On Ctrl-C, how long calls in flight may take to finish before they are interrupted."),
       Options.withDefault(10)
     ),
+    mode: Options.choice("mode", ["realtime", "batch"]).pipe(
+      Options.withDescription(
+        "realtime: live calls; batch: the provider's Batch API (about half the price, results within 24 h; with --run-id, " +
+          "run the same command again to re-attach)."
+      ),
+      Options.withDefault("realtime")
+    ),
+    shardSize: Options.integer("shard-size").pipe(
+      Options.withPseudoName("N"),
+      Options.withDescription("With --mode batch: lines per provider batch (default 47 500)."),
+      Options.optional
+    ),
+    poll: Options.float("poll").pipe(
+      Options.withPseudoName("SECONDS"),
+      Options.withDescription("With --mode batch: seconds between reads of a running batch (default 15, growing ×1.5 to 5 min)."),
+      Options.optional
+    ),
     simulator: SimulateCommand.flags("sim-")
   },
   (flags) =>
     Effect.gen(function*() {
       // Kept with a checkpointed run, and printed as the command that resumes it.
       const argv = process.argv.slice(2)
+      if (flags.mode === "batch") {
+        const outcome = yield* runInBatchMode({
+          input: flags.input,
+          out: flags.out,
+          model: some(flags.model),
+          baseUrl: some(flags.baseUrl),
+          apiKeyEnv: flags.apiKeyEnv,
+          simulate: flags.simulate,
+          simulator: SimulateCommand.optionsOf(flags.simulator),
+          rpm: some(flags.rpm),
+          tpm: some(flags.tpm),
+          concurrency: flags.concurrency,
+          maxCost: some(flags.maxCost),
+          cache: some(flags.cache),
+          maxAttempts: some(flags.maxAttempts),
+          timeoutSeconds: some(flags.timeout),
+          runId: some(flags.runId),
+          db: some(flags.db),
+          shardSize: some(flags.shardSize),
+          pollSeconds: some(flags.poll),
+          mode: "batch"
+        })
+        yield* Console.log(BatchModeRun.summary(outcome))
+        const failed = outcome.report.failed + outcome.rejected
+        const skipped = outcome.report.skipped
+        if (failed + skipped > 0) return yield* new ItemsUnsuccessful({ failed, skipped })
+        return
+      }
       const outcome = yield* run({
         input: flags.input,
         out: flags.out,

@@ -29,14 +29,23 @@ import { UsageError } from "./CliError.js"
 import * as ResultsWriter from "./ResultsWriter.js"
 import { checkpointLayer } from "./RunCommand.js"
 
-const dbOption = Options.file("db").pipe(
+/**
+ * @since 0.1.0
+ * @category flags
+ */
+export const dbOption = Options.file("db").pipe(
   Options.withPseudoName("FILE"),
   Options.withDescription("SQLite file of the checkpoints."),
   Options.withDefault("effect-batch.db")
 )
 
-/** The store of an existing database; a missing file is refused rather than created. */
-const storeOf = (db: string) =>
+/**
+ * The store of an existing database; a missing file is refused rather than created.
+ *
+ * @since 0.1.0
+ * @category internals
+ */
+export const storeOf = (db: string) =>
   Effect.gen(function*() {
     const fs = yield* FileSystem.FileSystem
     if (!(yield* Effect.orElseSucceed(fs.exists(db), () => false))) {
@@ -45,7 +54,11 @@ const storeOf = (db: string) =>
     return Context.get(yield* Layer.build(checkpointLayer(db)), CheckpointStore.CheckpointStore)
   })
 
-const storeError = (db: string) => (error: CheckpointStore.CheckpointError) =>
+/**
+ * @since 0.1.0
+ * @category internals
+ */
+export const storeError = (db: string) => (error: CheckpointStore.CheckpointError) =>
   new UsageError({ message: `checkpoint database ${db}: ${error.message}` })
 
 /**

@@ -79,7 +79,7 @@ export interface Spec<A, B> {
  * @since 0.1.0
  * @category models
  */
-export interface Options<A, B> extends Spec<A, B> {
+export interface Options<A, B, E = never> extends Spec<A, B> {
   /** Limits of one shard. Default: 95 % of the provider's lines and bytes; tokens unlimited. */
   readonly shard?: { readonly maxRequests?: number, readonly maxBytes?: number, readonly maxTokens?: number } | undefined
   /** When to read a running batch again. Default: 15 s, growing ×1.5 to 5 min, jittered. */
@@ -92,8 +92,12 @@ export interface Options<A, B> extends Spec<A, B> {
   readonly maxShards?: number | undefined
   /** Record the run under this id, in the `CheckpointStore` in context, so it can be resumed or attached to. */
   readonly checkpoint?: { readonly runId: string } | undefined
-  /** Called with each result as its shard is ingested (results of a resumed run's earlier work come first). */
-  readonly onResult?: ((result: TaskResult.TaskResult<B, TaskError.TaskError>) => Effect.Effect<void>) | undefined
+  /**
+   * Called with each result as its shard is ingested, after it is recorded
+   * (results of a resumed run's earlier work come first); its failure ends
+   * the run.
+   */
+  readonly onResult?: ((result: TaskResult.TaskResult<B, TaskError.TaskError>) => Effect.Effect<void, E>) | undefined
 }
 
 /**
@@ -201,12 +205,12 @@ const hash = (text: string) => createHash("sha256").update(text).digest("hex")
  * @since 0.1.0
  * @category running
  */
-export const run = <A, B>(
+export const run = <A, B, E = never>(
   items: ReadonlyArray<A>,
-  options: Options<A, B>
+  options: Options<A, B, E>
 ): Effect.Effect<
   Outcome<B>,
-  BatchProvider.BatchApiError | CheckpointStore.CheckpointError | CheckpointStore.CheckpointMismatch,
+  BatchProvider.BatchApiError | CheckpointStore.CheckpointError | CheckpointStore.CheckpointMismatch | E,
   BatchProvider.BatchProvider
 > =>
   Effect.gen(function*() {
@@ -234,7 +238,7 @@ export const run = <A, B>(
 
     const results: Array<TaskResult.TaskResult<B, TaskError.TaskError> | undefined> = new Array(items.length)
     const shards = new Map<string, ShardRecord>()
-    const emit = options.onResult ?? (() => Effect.void)
+    const emit: (result: TaskResult.TaskResult<B, TaskError.TaskError>) => Effect.Effect<void, E> = options.onResult ?? (() => Effect.void)
 
     if (store !== undefined && runId !== undefined) {
       const fingerprint = CheckpointStore.fingerprintOf(["batch-api", endpoint, ...itemKeys.slice(0, 100)])
@@ -376,7 +380,7 @@ export const run = <A, B>(
         yield* save({ ...shard, state: "ingested", again: Array.from(again), replan })
       })
 
-    const advance = (initial: ShardRecord): Effect.Effect<void, BatchProvider.BatchApiError | CheckpointStore.CheckpointError> =>
+    const advance = (initial: ShardRecord): Effect.Effect<void, BatchProvider.BatchApiError | CheckpointStore.CheckpointError | E> =>
       Effect.gen(function*() {
         touched++
         let shard = initial
@@ -549,6 +553,57 @@ export const cancel = (
     }
     return cancelled
   })
+
+/**
+ * A shard of a checkpointed run, as `shards` reports it.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ShardView {
+  /** `<round>/<n>`. */
+  readonly key: string
+  readonly round: number
+  readonly model: string
+  readonly lines: number
+  readonly state: ShardState
+  /** The provider's batch, once created. */
+  readonly batch: string | undefined
+  readonly cancelled: boolean
+  /** Once ingested: lines that go into the next round. */
+  readonly again: number
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type { ShardState }
+
+/**
+ * The shards of the checkpointed run `runId`, by round then number.
+ *
+ * @since 0.1.0
+ * @category running
+ */
+export const shards = (
+  runId: string
+): Effect.Effect<ReadonlyArray<ShardView>, CheckpointStore.CheckpointError, CheckpointStore.CheckpointStore> =>
+  Effect.map(Effect.flatMap(CheckpointStore.CheckpointStore, (store) => store.loadShards(runId)), (stored) =>
+    stored.flatMap(({ state }) =>
+      isShardRecord(state)
+        ? [{
+            key: state.key,
+            round: state.round,
+            model: state.model,
+            lines: state.indices.length,
+            state: state.state,
+            batch: state.batch,
+            cancelled: state.cancelled === true,
+            again: state.again?.length ?? 0
+          }]
+        : []
+    ).sort((a, b) => a.round - b.round || Number(a.key.split("/")[1]) - Number(b.key.split("/")[1])))
 
 // ---------------------------------------------------------------------------
 // records

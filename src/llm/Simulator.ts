@@ -189,7 +189,7 @@ export interface Metrics {
   readonly completionTokens: number
   /** Contiguous 100 ms slices, from the start to the last slice in which anything happened. */
   readonly timeline: ReadonlyArray<TimelineEntry>
-  /** The Batch API: batches created, lines billed, `custom_id`s billed more than once. */
+  /** The Batch API: files uploaded, batches created, lines billed, `custom_id`s billed more than once. */
   readonly batches: BatchMetrics
 }
 

@@ -88,7 +88,7 @@ describe("BatchApi.run against the simulator", () => {
         expect(report.liveCost).toBeCloseTo(report.cost * 2, 10)
         expect(report.cost).toBeGreaterThan(0)
         const metrics = (yield* sim.metrics).batches
-        expect(metrics).toEqual({ created: 3, linesBilled: 245, billedTwice: {} })
+        expect(metrics).toEqual({ uploads: 3, created: 3, linesBilled: 245, billedTwice: {} })
       })))
 
   it.effect("lines a batch did not run before it expired go into the next round; every item ends answered, none paid twice", () =>

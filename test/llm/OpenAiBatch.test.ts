@@ -84,7 +84,7 @@ describe("OpenAiBatch against the simulator's Batch API", () => {
         expect(answered.body.choices[0]!.message.content).toBe(live.choices[0]!.message.content)
         expect(answered.body.usage).toEqual(live.usage)
         const metrics = yield* sim.metrics
-        expect(metrics.batches).toEqual({ created: 1, linesBilled: 3, billedTwice: {} })
+        expect(metrics.batches).toEqual({ uploads: 1, created: 1, linesBilled: 3, billedTwice: {} })
       })))
 
   it.effect("an upload waits until the file is processed (a batch created before that is refused with Cannot find file)", () =>
@@ -227,6 +227,6 @@ describe("OpenAiBatch against the simulator's Batch API", () => {
           const id = yield* provider.create(yield* provider.upload("t.jsonl", [chatLine(provider, "t_0_0", "x")]), "/v1/chat/completions", {})
           yield* untilEnded(provider, id)
         }
-        expect((yield* sim.metrics).batches).toEqual({ created: 2, linesBilled: 2, billedTwice: { t_0_0: 2 } })
+        expect((yield* sim.metrics).batches).toEqual({ uploads: 2, created: 2, linesBilled: 2, billedTwice: { t_0_0: 2 } })
       })))
 })

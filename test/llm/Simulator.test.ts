@@ -106,6 +106,7 @@ const MetricsBody = Schema.Struct({
     peakInFlight: Schema.Int
   })),
   batches: Schema.Struct({
+    uploads: Schema.Int,
     created: Schema.Int,
     linesBilled: Schema.Int,
     billedTwice: Schema.Record({ key: Schema.String, value: Schema.Int })
@@ -625,7 +626,7 @@ describe("Simulator", () => {
           promptTokens: 0,
           completionTokens: 0,
           timeline: [],
-          batches: { created: 0, linesBilled: 0, billedTwice: {} }
+          batches: { uploads: 0, created: 0, linesBilled: 0, billedTwice: {} }
         })
         // Reset also restarts the ids.
         expect(completionOf(yield* chat(sim, "again", {}, auth)).id).toBe("chatcmpl-sim-1")

@@ -62,6 +62,8 @@ export interface Options {
 
 /** Counters of the batch surface since the simulator started or was reset. */
 export interface Metrics {
+  /** Files uploaded. */
+  readonly uploads: number
   readonly created: number
   /** Lines answered with a 200 (billed), all batches. */
   readonly linesBilled: number
@@ -187,6 +189,7 @@ export const make = (deps: {
   let nextFile = 0
   let nextBatch = 0
   let nextLine = 0
+  let uploads = 0
   let created = 0
   let linesBilled = 0
   let billed = new Map<string, number>()
@@ -436,6 +439,7 @@ export const make = (deps: {
       if (file === null || typeof file === "string") return json(errorBody("Missing file.", null, "file"), 400)
       if (file.size > deps.options().maxBytes) return json(errorBody("File is too large.", null, "file"), 400)
       const content = yield* Effect.promise(() => file.text())
+      uploads++
       return json(fileObject(addFile(file.name || "upload.jsonl", purpose, content)))
     }))
 
@@ -578,12 +582,13 @@ export const make = (deps: {
     metrics: (): Metrics => {
       const billedTwice: Record<string, number> = {}
       for (const [id, n] of billed) if (n > 1) billedTwice[id] = n
-      return { created, linesBilled, billedTwice }
+      return { uploads, created, linesBilled, billedTwice }
     },
     reset: () => {
       files = new Map()
       batches = new Map()
       order = []
+      uploads = 0
       created = 0
       linesBilled = 0
       billed = new Map()
