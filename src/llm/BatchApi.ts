@@ -376,8 +376,15 @@ export const run = <A, B, E = never>(
           for (const index of shard.indices) if (!seen.has(index)) again.set(index, `no result line for it when the batch was ${status.ended}`)
         }
         mostRounds = Math.max(mostRounds, attempts)
-        yield* record(settled)
-        yield* save({ ...shard, state: "ingested", again: Array.from(again), replan })
+        // A run killed between recording these outcomes and marking the shard ingested has them from the checkpoint.
+        yield* record(settled.filter((result) => results[result.index] === undefined))
+        const unsettled = (index: number) => results[index] === undefined
+        yield* save({
+          ...shard,
+          state: "ingested",
+          again: Array.from(again).filter(([index]) => unsettled(index)),
+          replan: replan.filter(unsettled)
+        })
       })
 
     const advance = (initial: ShardRecord): Effect.Effect<void, BatchProvider.BatchApiError | CheckpointStore.CheckpointError | E> =>

@@ -180,6 +180,22 @@ describe("BatchApi.run: crash-safe", () => {
       }).pipe(Effect.provide(harness({ batches: { validateMs: 1_000, linesPerSecond: 10 } }))))
   }
 
+  it.effect("killed between recording a shard's outcomes and marking it ingested: run again, each result is handed over once", () =>
+    withSim({ batches: { validateMs: 1_000, linesPerSecond: 10 } }, (sim) =>
+      Effect.gen(function*() {
+        const items = prompts(60)
+        const go = (onResult: (r: TaskResult.TaskResult<OpenAiCompat.ChatCompletion, unknown>) => Effect.Effect<void>) =>
+          runOnTestClock(chatRun(sim, items, { shard: { maxRequests: 30 }, checkpoint: { runId: "ingest-crash" }, onResult }), "10 seconds", 200)
+        const first = yield* Effect.exit(go(() => Effect.die(new Crash("crash in ingest"))))
+        expect(Exit.isFailure(first)).toBe(true)
+        const handed: Array<number> = []
+        const { results } = yield* go((r) => Effect.sync(() => void handed.push(r.index)))
+        oneEach(results, 60)
+        expect(handed.length).toBe(60)
+        expect(new Set(handed).size).toBe(60)
+        expect((yield* sim.metrics).batches).toMatchObject({ created: 2, linesBilled: 60, billedTwice: {} })
+      })))
+
   it.effect("cancel: a run's batches are cancelled at the provider; attached again, it keeps what ran and skips the rest", () =>
     Effect.gen(function*() {
       const sim = yield* Simulator.Simulator

@@ -1,0 +1,119 @@
+/**
+ * kill -9 of `run --mode batch` at each step of a shard's life, then the
+ * same command again: a real child process of the CLI against a simulator
+ * served by this test process (which watches its counters to pick the
+ * moment). The run again must create no second batch for any shard and
+ * write every line exactly once.
+ */
+import { NodeContext, NodeHttpClient } from "@effect/platform-node"
+import { describe, expect, it } from "@effect/vitest"
+import { Effect, Layer } from "effect"
+import { spawn } from "node:child_process"
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { afterAll } from "vitest"
+import * as Simulator from "../../src/llm/Simulator.js"
+import * as SimulatorServer from "../../src/llm/SimulatorServer.js"
+
+const dir = mkdtempSync(join(tmpdir(), "effect-batch-batch-crash-"))
+afterAll(() => rmSync(dir, { recursive: true, force: true }))
+const root = new URL("../../", import.meta.url).pathname
+
+const items = 600
+const shardSize = 200
+const input = join(dir, "prompts.jsonl")
+writeFileSync(input, Array.from({ length: items }, (_, i) => JSON.stringify(`Batch crash prompt ${i}`)).join("\n") + "\n")
+
+const resultLines = (path: string) =>
+  existsSync(path) ? readFileSync(path, "utf8").split("\n").filter((l) => l !== "").map((l) => JSON.parse(l) as { index: number, status: string }) : []
+
+/** The CLI in a child process; SIGKILLed as soon as `killWhen` holds (checked every 5 ms), if given. */
+const runCli = (url: string, db: string, out: string, killWhen?: () => boolean) =>
+  Effect.async<{ readonly killed: boolean, readonly code: number | null }>((resume) => {
+    const child = spawn(process.execPath, [
+      "--import",
+      "tsx",
+      "src/bin.ts",
+      "run",
+      input,
+      "--out",
+      out,
+      "--base-url",
+      `${url}/v1`,
+      "--api-key-env",
+      "BATCH_CRASH_KEY",
+      "--model",
+      "sim-chat",
+      "--mode",
+      "batch",
+      "--run-id",
+      "batch-crash",
+      "--db",
+      db,
+      "--shard-size",
+      String(shardSize),
+      "--poll",
+      "0.2"
+    ], { cwd: root, env: { ...process.env, BATCH_CRASH_KEY: "k" }, stdio: "ignore" })
+    let killed = false
+    const timer = killWhen === undefined ? undefined : setInterval(() => {
+      if (killWhen()) {
+        killed = child.kill("SIGKILL")
+        clearInterval(timer)
+      }
+    }, 5)
+    child.on("exit", (code) => {
+      clearInterval(timer)
+      resume(Effect.succeed({ killed, code }))
+    })
+  })
+
+const withSimulator = <A, E>(f: (simulator: Simulator.Service) => Effect.Effect<A, E>) =>
+  Effect.flatMap(Simulator.Simulator, f).pipe(
+    Effect.provide(Layer.mergeAll(
+      SimulatorServer.layer({
+        latency: { baseMs: 0 },
+        batches: { validateMs: 400, linesPerSecond: 400, finalizeMs: 200, fileProcessingMs: 100 }
+      }),
+      NodeContext.layer,
+      NodeHttpClient.layerUndici
+    ))
+  )
+
+const moments: ReadonlyArray<readonly [string, (m: Simulator.BatchMetrics, out: string) => boolean]> = [
+  ["right after the first upload (its shard planned or uploaded)", (m) => m.uploads >= 1],
+  ["right after the first batch was created (its id perhaps not yet recorded)", (m) => m.created >= 1],
+  ["once every shard's batch was created (running at the provider)", (m) => m.created >= items / shardSize],
+  ["while results are being ingested", (_, out) => resultLines(out).length >= 1]
+]
+
+describe("run --mode batch: kill -9 at each step of a shard's life, then run again", () => {
+  moments.forEach(([moment, killWhen], n) => {
+    it.live(`SIGKILL ${moment}: no second batch for any shard, every line once`, () =>
+      withSimulator((simulator) =>
+        Effect.gen(function*() {
+          const db = join(dir, `crash-${n}.db`)
+          const first = join(dir, `first-${n}.jsonl`)
+          const metrics = () => Effect.runSync(simulator.metrics).batches
+          const { killed } = yield* runCli(simulator.url, db, first, () => killWhen(metrics(), first))
+          expect(killed).toBe(true)
+          const atKill = metrics()
+          expect(resultLines(first).length).toBeLessThan(items)
+
+          const out = join(dir, `again-${n}.jsonl`)
+          const again = yield* runCli(simulator.url, db, out)
+          expect(again.code).toBe(0)
+          const lines = resultLines(out)
+          expect(lines.length).toBe(items)
+          expect(new Set(lines.map((l) => l.index)).size).toBe(items)
+          expect(lines.every((l) => l.status === "succeeded")).toBe(true)
+          const after = metrics()
+          // One batch per shard, whichever process created it; each line billed once.
+          expect(after.created).toBe(items / shardSize)
+          expect(after.billedTwice).toEqual({})
+          expect(after.linesBilled).toBe(items)
+          expect(after.created).toBeGreaterThanOrEqual(atKill.created)
+        })), 60_000)
+  })
+})
