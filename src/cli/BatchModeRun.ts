@@ -1,6 +1,7 @@
 /**
  * `effect-batch run … --mode batch`: the prompts of a JSONL file go through
- * the provider's Batch API (`BatchApi` over `OpenAiBatch`) instead of live
+ * the provider's Batch API (`BatchApi` over `OpenAiBatch`, or
+ * `AnthropicBatch` with `--batch-api anthropic`) instead of live
  * calls, at about half the price; each result is written as its shard is
  * ingested, in the same results format as a live run (`source: "batch"`).
  *
@@ -32,6 +33,7 @@ import * as Schedule from "effect/Schedule"
 import * as Stream from "effect/Stream"
 import * as Budget from "../Budget.js"
 import * as CheckpointStore from "../CheckpointStore.js"
+import * as AnthropicBatch from "../llm/AnthropicBatch.js"
 import * as BatchApi from "../llm/BatchApi.js"
 import * as BatchProvider from "../llm/BatchProvider.js"
 import * as JsonlInput from "../llm/JsonlInput.js"
@@ -58,6 +60,8 @@ export interface Options {
   readonly store?: CheckpointStore.Store | undefined
   /** Lines per shard. Default: 95 % of the provider's 50 000. */
   readonly shardSize?: number | undefined
+  /** Whose batch API: OpenAI's (default) or Anthropic's Message Batches. */
+  readonly api?: "openai" | "anthropic" | undefined
   /** Seconds between reads of a running batch. Default: 15, growing ×1.5 to 5 min (half a second with `simulate`). */
   readonly pollSeconds?: number | undefined
 }
@@ -103,11 +107,15 @@ export const run = (
         )
       : undefined
     const baseUrl = simulator === undefined ? options.baseUrl! : `${simulator.url}/v1`
-    const spec = yield* Effect.try({
-      try: () => BatchApi.chat({ baseUrl, apiKey: options.apiKey, model: options.model, prices: Budget.defaultPrices[options.model] }),
-      catch: (error) => new UsageError({ message: `--base-url: ${error instanceof Error ? error.message : String(error)}` })
-    })
-    const provider = yield* OpenAiBatch.make({ baseUrl, apiKey: options.apiKey })
+    if (!/^https?:\/\/\S+$/.test(baseUrl)) return yield* new UsageError({ message: `--base-url must be an http(s) URL, got ${JSON.stringify(baseUrl)}` })
+    const prices = Budget.defaultPrices[options.model]
+    const anthropic = options.api === "anthropic"
+    const spec = anthropic
+      ? AnthropicBatch.chat({ model: options.model, prices })
+      : BatchApi.chat({ baseUrl, apiKey: options.apiKey, model: options.model, prices })
+    const provider = anthropic
+      ? yield* AnthropicBatch.make({ baseUrl, apiKey: options.apiKey })
+      : yield* OpenAiBatch.make({ baseUrl, apiKey: options.apiKey })
 
     const entries: Array<JsonlInput.Entry> = []
     const rejectedLines: Array<JsonlInput.Rejected> = []

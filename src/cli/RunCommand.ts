@@ -127,6 +127,8 @@ export interface RunOptions {
   readonly mode?: "realtime" | "batch" | undefined
   /** With `mode: "batch"`: lines per shard. */
   readonly shardSize?: number | undefined
+  /** With `mode: "batch"`: whose batch API. Default `openai`. */
+  readonly batchApi?: "openai" | "anthropic" | undefined
   /** With `mode: "batch"`: seconds between reads of a running batch. */
   readonly pollSeconds?: number | undefined
 }
@@ -527,7 +529,8 @@ export const runInBatchMode = (
       runId: options.runId,
       store,
       shardSize: options.shardSize,
-      pollSeconds: options.pollSeconds
+      pollSeconds: options.pollSeconds,
+      api: options.batchApi
     })
   }))
 
@@ -666,6 +669,10 @@ export const command = Command.make(
       Options.withDescription("With --mode batch: lines per provider batch (default 47 500)."),
       Options.optional
     ),
+    batchApi: Options.choice("batch-api", ["openai", "anthropic"]).pipe(
+      Options.withDescription("With --mode batch: OpenAI's Batch API or Anthropic's Message Batches (the simulator has both)."),
+      Options.withDefault("openai")
+    ),
     poll: Options.float("poll").pipe(
       Options.withPseudoName("SECONDS"),
       Options.withDescription("With --mode batch: seconds between reads of a running batch (default 15, growing ×1.5 to 5 min)."),
@@ -697,6 +704,7 @@ export const command = Command.make(
           db: some(flags.db),
           shardSize: some(flags.shardSize),
           pollSeconds: some(flags.poll),
+          batchApi: flags.batchApi,
           mode: "batch"
         })
         yield* Console.log(BatchModeRun.summary(outcome))

@@ -294,6 +294,10 @@ export const run = <A, B, E = never>(
     const lineOf = (round: number, index: number) => provider.line(customId(runKey, round, index), endpoint, requests[index]!.body)
     const linesOf = (shard: ShardRecord) => shard.indices.map((index) => lineOf(shard.round, index))
 
+    // One shard at a time between its intent and its batch id: after a crash at most one shard is caught there, so a
+    // batch found in its window that no other shard claims is its own, even where the provider keeps no metadata.
+    const submitting = yield* Effect.makeSemaphore(1)
+
     const create = (shard: ShardRecord) =>
       Effect.gen(function*() {
         const intent: ShardRecord = { ...shard, state: "submitting", intentAt: yield* Clock.currentTimeMillis }
@@ -301,6 +305,26 @@ export const run = <A, B, E = never>(
         const batch = yield* provider.create(shard.file!, endpoint, tagsOf(runKey, shard))
         created++
         const submitted: ShardRecord = { ...intent, state: "submitted", batch }
+        yield* save(submitted)
+        return submitted
+      })
+
+    /** Created, or not, before the id was saved: the provider knows. */
+    const findOrCreate = (shard: ShardRecord) =>
+      Effect.gen(function*() {
+        const intentAt = shard.intentAt ?? 0
+        const claimed = new Set<string>()
+        for (const other of shards.values()) if (other.batch !== undefined && other.key !== shard.key) claimed.add(other.batch)
+        const found = yield* provider.find({
+          tags: tagsOf(runKey, shard),
+          since: intentAt - 60_000,
+          until: intentAt + 120_000,
+          requests: shard.indices.length,
+          exclude: claimed
+        })
+        if (Option.isNone(found)) return yield* create(shard)
+        attached++
+        const submitted: ShardRecord = { ...shard, state: "submitted", batch: found.value }
         yield* save(submitted)
         return submitted
       })
@@ -390,7 +414,8 @@ export const run = <A, B, E = never>(
     const advance = (initial: ShardRecord): Effect.Effect<void, BatchProvider.BatchApiError | CheckpointStore.CheckpointError | E> =>
       Effect.gen(function*() {
         touched++
-        let shard = initial
+        // Held in memory only: uploaded by a process that is gone, the lines are to be uploaded again.
+        let shard = initial.state === "uploaded" && provider.inline ? { ...initial, state: "planned" as const } : initial
         while (shard.state !== "ingested") {
           switch (shard.state) {
             case "planned": {
@@ -400,20 +425,11 @@ export const run = <A, B, E = never>(
               break
             }
             case "uploaded":
-              shard = yield* create(shard)
+              shard = yield* submitting.withPermits(1)(create(shard))
               break
-            case "submitting": {
-              // Created, or not, before the id was saved: the provider knows.
-              const found = yield* provider.find(tagsOf(runKey, shard), (shard.intentAt ?? 0) - 60_000)
-              if (Option.isSome(found)) {
-                attached++
-                shard = { ...shard, state: "submitted", batch: found.value }
-                yield* save(shard)
-              } else {
-                shard = yield* create(shard)
-              }
+            case "submitting":
+              shard = yield* submitting.withPermits(1)(findOrCreate(shard))
               break
-            }
             case "submitted": {
               if (initial.state === "submitted" && shard === initial) attached++
               const status = yield* waitForEnd(shard.batch!)

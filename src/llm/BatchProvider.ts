@@ -35,6 +35,24 @@ export type { LineOutcome }
 export type Tags = Readonly<Record<string, string>>
 
 /**
+ * What `find` looks for.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface FindQuery {
+  readonly tags: Tags
+  /** Created at or after (epoch ms). */
+  readonly since: number
+  /** Created at or before (epoch ms). */
+  readonly until: number
+  /** Lines of the shard. */
+  readonly requests: number
+  /** Batches already claimed by other shards. */
+  readonly exclude: ReadonlySet<string>
+}
+
+/**
  * Why a batch failed as a whole (OpenAI's `errors.data`).
  *
  * @since 0.1.0
@@ -92,6 +110,11 @@ export class BatchApiError extends Data.TaggedError("BatchApiError")<{
  */
 export interface Service {
   readonly name: string
+  /**
+   * Whether lines travel with `create` (Anthropic): `upload` then only holds
+   * them in memory, so a resumed run uploads again a shard it had uploaded.
+   */
+  readonly inline: boolean
   /** The most lines and bytes one batch may hold. */
   readonly limits: { readonly maxRequests: number, readonly maxBytes: number }
   /** One line of a batch input: the request `body` to `endpoint` under `customId`, serialised. */
@@ -100,8 +123,12 @@ export interface Service {
   readonly upload: (name: string, lines: ReadonlyArray<string>) => Effect.Effect<string, BatchApiError>
   /** Creates a batch on an upload, tagged with `tags`; its id. */
   readonly create: (upload: string, endpoint: string, tags: Tags) => Effect.Effect<string, BatchApiError>
-  /** The batch created since `since` (epoch ms) whose tags include every pair of `tags`, if any. */
-  readonly find: (tags: Tags, since: number) => Effect.Effect<Option.Option<string>, BatchApiError>
+  /**
+   * The batch a shard created before its id was recorded, if any: by its
+   * tags where the provider keeps them, else (Anthropic keeps none) the
+   * batch created in the window with as many requests, not in `exclude`.
+   */
+  readonly find: (query: FindQuery) => Effect.Effect<Option.Option<string>, BatchApiError>
   readonly poll: (id: string) => Effect.Effect<Status, BatchApiError>
   /** Every line of an ended batch's results, each with its meaning. */
   readonly results: (status: Status) => Effect.Effect<ReadonlyArray<LineOutcome>, BatchApiError>

@@ -189,7 +189,7 @@ export const make = (config: Config): Effect.Effect<BatchProvider.Service, never
         )
       ).pipe(Effect.flatMap(decodeBatch("create")), Effect.map((batch) => batch.id))
 
-    const find = (tags: BatchProvider.Tags, since: number) =>
+    const find = ({ since, tags }: BatchProvider.FindQuery) =>
       Effect.gen(function*() {
         let after: string | undefined
         // Creation times are whole seconds: a batch created in the same second as `since` counts.
@@ -241,6 +241,7 @@ export const make = (config: Config): Effect.Effect<BatchProvider.Service, never
 
     return {
       name: "openai",
+      inline: false,
       limits: { maxRequests: config.maxRequests ?? 50_000, maxBytes: config.maxBytes ?? 200 * 1024 * 1024 },
       line: (customId, endpoint, body) => JSON.stringify({ custom_id: customId, method: "POST", url: endpoint, body }),
       upload,

@@ -2,9 +2,9 @@
  * A simulated OpenAI-compatible provider, served over HTTP by `@effect/platform`,
  * for tests, examples and benchmarks: `POST /v1/chat/completions`,
  * `POST /v1/embeddings`, `GET /v1/models`, plus `GET /metrics` and `POST /reset`,
- * and OpenAI's Batch API (`/v1/files`, `/v1/batches`: see `batches` in
- * `Options`), whose batches run on the same clock and answer each line as
- * the live endpoint would.
+ * and the batch APIs of OpenAI (`/v1/files`, `/v1/batches`) and Anthropic
+ * (`/v1/messages/batches`; see `batches` in `Options`), whose batches run on
+ * the same clock and answer each line as the live endpoint would.
  *
  * Each API request goes through the checks a real provider makes, in this
  * order: API key (401) → body (400 `invalid_request_error`) → quota (429
@@ -645,8 +645,10 @@ export const make = (options: Options = {}): Effect.Effect<Service, never, HttpS
       return HttpServerResponse.unsafeJson(body, { status, headers })
     }
 
+    // Bearer as OpenAI takes it, or `x-api-key` as Anthropic does.
     const authorized = (request: HttpServerRequest.HttpServerRequest) =>
-      config.apiKey === undefined || request.headers["authorization"] === `Bearer ${config.apiKey}`
+      config.apiKey === undefined || request.headers["authorization"] === `Bearer ${config.apiKey}` ||
+      request.headers["x-api-key"] === config.apiKey
 
     const unauthorized = (call: Call) => respond(call, 401, unauthorizedBody)
 
@@ -781,6 +783,17 @@ export const make = (options: Options = {}): Effect.Effect<Service, never, HttpS
       }
     }
 
+    /** An Anthropic Messages request, answered as the chat request it amounts to (the answer is rewritten as a Message). */
+    const messagesJob = (params: unknown): Job | string => {
+      const p = params as { model?: unknown, max_tokens?: unknown, system?: unknown, messages?: unknown }
+      if (typeof p.max_tokens !== "number" || !Number.isInteger(p.max_tokens) || p.max_tokens < 1) {
+        return "max_tokens: an integer ≥ 1 is required"
+      }
+      const system = typeof p.system === "string" ? [{ role: "system", content: p.system }] : []
+      const messages = Array.isArray(p.messages) ? [...system, ...p.messages] : p.messages
+      return chatJob({ model: p.model, max_tokens: p.max_tokens, messages })
+    }
+
     const embeddingsJob = (body: unknown): Job | string => {
       const decoded = decodeEmbeddings(body)
       if (Either.isLeft(decoded)) return ParseResult.TreeFormatter.formatErrorSync(decoded.left)
@@ -831,9 +844,11 @@ export const make = (options: Options = {}): Effect.Effect<Service, never, HttpS
       now,
       seed: () => config.seed,
       authorized,
-      answer: (url, body) => url === "/v1/embeddings" ? embeddingsJob(body) : chatJob(body)
+      answer: (url, body) =>
+        url === "/v1/embeddings" ? embeddingsJob(body) : url === "/v1/messages" ? messagesJob(body) : chatJob(body)
     })
     const batchRoutes = batchApi.routes
+    const messageBatchRoutes = batchApi.anthropicRoutes
 
     const app = HttpRouter.empty.pipe(
       HttpRouter.post("/v1/chat/completions", handle(chatJob)),
@@ -847,6 +862,11 @@ export const make = (options: Options = {}): Effect.Effect<Service, never, HttpS
       HttpRouter.get("/v1/batches", batchRoutes.listBatches),
       HttpRouter.get("/v1/batches/:id", batchRoutes.getBatch),
       HttpRouter.post("/v1/batches/:id/cancel", batchRoutes.cancelBatch),
+      HttpRouter.post("/v1/messages/batches", messageBatchRoutes.createMessageBatch),
+      HttpRouter.get("/v1/messages/batches", messageBatchRoutes.listMessageBatches),
+      HttpRouter.get("/v1/messages/batches/:id", messageBatchRoutes.getMessageBatch),
+      HttpRouter.post("/v1/messages/batches/:id/cancel", messageBatchRoutes.cancelMessageBatch),
+      HttpRouter.get("/v1/messages/batches/:id/results", messageBatchRoutes.messageBatchResults),
       HttpRouter.get("/metrics", Effect.sync(() => HttpServerResponse.unsafeJson(snapshot()))),
       HttpRouter.post("/reset", Effect.sync(() => {
         reset()

@@ -2,7 +2,7 @@
  * effect-batch for LLM APIs: an OpenAI-compatible chat task with error
  * classification, token estimates and usage settlement (`OpenAiCompat`),
  * provider batch runs at about half the price (`BatchApi` over a
- * `BatchProvider` such as `OpenAiBatch`), a
+ * `BatchProvider` such as `OpenAiBatch` or `AnthropicBatch`), a
  * simulated OpenAI-compatible provider for tests, demos and benchmarks
  * (`Simulator`), the JSONL reader of prompt files (`JsonlInput`), and the
  * schemas of what an item asks for (`ChatRequest`).
@@ -14,6 +14,8 @@
  * @since 0.1.0
  */
 
+/** @since 0.1.0 */
+export * as AnthropicBatch from "./AnthropicBatch.js"
 /** @since 0.1.0 */
 export * as BatchApi from "./BatchApi.js"
 /** @since 0.1.0 */

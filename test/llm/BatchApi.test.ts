@@ -239,6 +239,7 @@ const memoryProvider = (fate: (batch: number, line: number) => LineFate, refuseL
   const files: Array<ReadonlyArray<string>> = []
   const provider: BatchProvider.Service = {
     name: "memory",
+    inline: false,
     limits: { maxRequests: 7, maxBytes: 10_000 },
     line: (customId, _endpoint, body) => JSON.stringify({ custom_id: customId, body }),
     upload: (_name, lines) => Effect.sync(() => String(files.push(lines) - 1)),

@@ -199,9 +199,11 @@ describe("OpenAiBatch against the simulator's Batch API", () => {
           ids.push(yield* provider.create(file, "/v1/chat/completions", { effect_batch_run: "run-a", effect_batch_shard: `0/${shard}` }))
           yield* TestClock.adjust("1 minute")
         }
-        expect(yield* provider.find({ effect_batch_run: "run-a", effect_batch_shard: "0/1" }, start)).toEqual(Option.some(ids[1]))
-        expect(yield* provider.find({ effect_batch_run: "run-a", effect_batch_shard: "0/3" }, start)).toEqual(Option.none())
-        expect(yield* provider.find({ effect_batch_run: "run-b", effect_batch_shard: "0/1" }, start)).toEqual(Option.none())
+        const find = (tags: BatchProvider.Tags) =>
+          provider.find({ tags, since: start, until: start + 600_000, requests: 1, exclude: new Set() })
+        expect(yield* find({ effect_batch_run: "run-a", effect_batch_shard: "0/1" })).toEqual(Option.some(ids[1]))
+        expect(yield* find({ effect_batch_run: "run-a", effect_batch_shard: "0/3" })).toEqual(Option.none())
+        expect(yield* find({ effect_batch_run: "run-b", effect_batch_shard: "0/1" })).toEqual(Option.none())
       })))
 
   it.effect("a completed batch whose output file id is null for a moment is not read as ended until the id is there", () =>

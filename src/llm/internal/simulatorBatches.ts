@@ -1,5 +1,5 @@
 /**
- * The simulator's OpenAI Batch API surface (issue #13): `POST /v1/files`,
+ * The simulator's batch API surfaces (issue #13). OpenAI's: `POST /v1/files`,
  * `GET /v1/files/:id`, `GET /v1/files/:id/content`, `DELETE /v1/files/:id`,
  * `POST /v1/batches`, `GET /v1/batches/:id`, `GET /v1/batches` (newest first,
  * `after` and `limit`), `POST /v1/batches/:id/cancel`.
@@ -25,9 +25,15 @@
  * reads. Counters say how many batches were created and how many times
  * each `custom_id` was billed (answered with a 200).
  *
+ * Anthropic's Message Batches (`POST /v1/messages/batches` with the requests
+ * inline, `GET …/:id`, `GET …` newest first with `after_id`, `POST
+ * …/:id/cancel`, `GET …/:id/results`) run on the same state machine: counts
+ * only once ended, each line `succeeded`, `errored`, `canceled` or
+ * `expired`, answers written as Messages.
+ *
  * What it does not promise: a batch ends only when something reads it (the
- * counters move then); no Anthropic flavour yet; files are never deleted by
- * retention.
+ * counters move then); Anthropic batches have no validation failures nor
+ * queue limit; files are never deleted by retention.
  */
 import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
@@ -145,7 +151,53 @@ interface ValidationError {
 
 type EndState = "completed" | "expired" | "cancelled" | "failed"
 
+/** What became of one line, whichever provider's format it is then written in. */
+type Fate =
+  | { readonly kind: "answered", readonly body: unknown }
+  | { readonly kind: "refused", readonly message: string, readonly code: string }
+  | { readonly kind: "failed" }
+  | { readonly kind: "notRun", readonly why: "cancelled" | "expired" }
+
+const serverErrorMessage = "The server had an error while processing your request."
+
+type AnthropicResultType = "succeeded" | "errored" | "canceled" | "expired"
+
+/** A line's `result` in Anthropic's results: the answer as a Message (from the chat completion the simulator makes). */
+const anthropicResult = (fate: Fate): { readonly type: AnthropicResultType } & Record<string, unknown> => {
+  switch (fate.kind) {
+    case "answered":
+      return { type: "succeeded", message: anthropicMessage(fate.body) }
+    case "refused":
+      return { type: "errored", error: { type: "error", error: { type: "invalid_request_error", message: fate.message } } }
+    case "failed":
+      return { type: "errored", error: { type: "error", error: { type: "api_error", message: serverErrorMessage } } }
+    case "notRun":
+      return { type: fate.why === "cancelled" ? "canceled" : "expired" }
+  }
+}
+
+/** A chat completion (the simulator's own) as an Anthropic Message. */
+const anthropicMessage = (completion: unknown) => {
+  const c = completion as {
+    id: string
+    model: string
+    choices: ReadonlyArray<{ message: { content: string }, finish_reason: string }>
+    usage: { prompt_tokens: number, completion_tokens: number }
+  }
+  return {
+    id: c.id.replace("chatcmpl-", "msg_"),
+    type: "message",
+    role: "assistant",
+    model: c.model,
+    content: [{ type: "text", text: c.choices[0]!.message.content }],
+    stop_reason: c.choices[0]!.finish_reason === "length" ? "max_tokens" : "end_turn",
+    stop_sequence: null,
+    usage: { input_tokens: c.usage.prompt_tokens, output_tokens: c.usage.completion_tokens }
+  }
+}
+
 interface SimBatch {
+  readonly flavour: "openai" | "anthropic"
   readonly id: string
   readonly number: number
   readonly inputFileId: string
@@ -163,6 +215,7 @@ interface SimBatch {
   errorFileId: string | null
   usage: { input_tokens: number, output_tokens: number, total_tokens: number }
   counts: { total: number, completed: number, failed: number }
+  readonly anthropicCounts: Record<AnthropicResultType, number>
   nullPollsLeft: number
 }
 
@@ -238,50 +291,66 @@ export const make = (deps: {
     return { state: "completed", at: allRanAt + o.finalizeMs, ran: batch.lines.length }
   }
 
-  /** Writes the output and error files of a batch that has just ended: the lines that ran, then the rest as `code`. */
-  const finish = (batch: SimBatch, end: { readonly state: EndState, readonly at: number, readonly ran: number }) => {
-    batch.ended = end
-    if (end.state === "failed") return
-    const random = model.mulberry32(model.hash32(deps.seed(), batch.id))
-    const output: Array<string> = []
-    const errors: Array<string> = []
-    const createdSeconds = Math.floor(end.at / 1000)
+  /** What became of each line of a batch that has just ended; billing counted here. */
+  const fatesOf = (batch: SimBatch, end: { readonly state: EndState, readonly ran: number }, random: () => number) => {
     const failureRate = deps.options().lineFailureRate
-    batch.lines.forEach((line, i) => {
-      const id = `batch_req_sim_${++nextLine}`
-      if (i >= end.ran) {
-        const code = end.state === "cancelled" ? "batch_cancelled" : "batch_expired"
-        const message = end.state === "cancelled"
-          ? "This request was not executed because the batch was cancelled."
-          : "This request could not be executed before the completion window expired."
-        errors.push(JSON.stringify({ id, custom_id: line.customId, response: null, error: { code, message } }))
-        return
-      }
-      const requestId = `req_sim_batch_${nextLine}`
+    return batch.lines.map((line, i): Fate => {
+      if (i >= end.ran) return { kind: "notRun", why: end.state === "cancelled" ? "cancelled" : "expired" }
       const answered = answer(batch.endpoint, line.body)
-      const failure = typeof answered === "string"
-        ? { status: 400, body: errorBody(answered, "invalid_request") }
-        : answered.flagged
-          ? { status: 400, body: errorBody("Invalid prompt: your prompt was flagged by the simulator (it contains INVALID).", "invalid_prompt") }
-          : failureRate > 0 && random() < failureRate
-            ? { status: 500, body: { error: { message: "The server had an error while processing your request.", type: "server_error", code: null } } }
-            : undefined
-      if (failure !== undefined || typeof answered === "string") {
-        const response = { status_code: failure?.status ?? 400, request_id: requestId, body: failure?.body }
-        errors.push(JSON.stringify({ id, custom_id: line.customId, response, error: null }))
-        return
+      if (typeof answered === "string") return { kind: "refused", message: answered, code: "invalid_request" }
+      if (answered.flagged) {
+        return { kind: "refused", message: "Invalid prompt: your prompt was flagged by the simulator (it contains INVALID).", code: "invalid_prompt" }
       }
+      if (failureRate > 0 && random() < failureRate) return { kind: "failed" }
       batch.usage.input_tokens += answered.promptTokens
       batch.usage.output_tokens += answered.completionTokens
       batch.usage.total_tokens += answered.promptTokens + answered.completionTokens
       linesBilled++
       billed.set(line.customId, (billed.get(line.customId) ?? 0) + 1)
-      output.push(JSON.stringify({
-        id,
-        custom_id: line.customId,
-        response: { status_code: 200, request_id: requestId, body: answered.body(createdSeconds) },
-        error: null
-      }))
+      return { kind: "answered", body: answered.body(Math.floor(now() / 1000)) }
+    })
+  }
+
+  /** Writes the results of a batch that has just ended: OpenAI's output and error files, or Anthropic's results. */
+  const finish = (batch: SimBatch, end: { readonly state: EndState, readonly at: number, readonly ran: number }) => {
+    batch.ended = end
+    if (end.state === "failed") return
+    const random = model.mulberry32(model.hash32(deps.seed(), batch.id))
+    const fates = fatesOf(batch, end, random)
+    if (batch.flavour === "anthropic") {
+      const lines = fates.map((fate, i) => JSON.stringify({ custom_id: batch.lines[i]!.customId, result: anthropicResult(fate) }))
+      shuffle(lines, random)
+      for (const fate of fates) batch.anthropicCounts[anthropicResult(fate).type]++
+      batch.outputFileId = addFile(`${batch.id}_results.jsonl`, "batch_output", lines.join("\n") + "\n").id
+      return
+    }
+    const output: Array<string> = []
+    const errors: Array<string> = []
+    fates.forEach((fate, i) => {
+      const id = `batch_req_sim_${++nextLine}`
+      const customId = batch.lines[i]!.customId
+      const requestId = `req_sim_batch_${nextLine}`
+      switch (fate.kind) {
+        case "answered":
+          const response = { status_code: 200, request_id: requestId, body: fate.body }
+          output.push(JSON.stringify({ id, custom_id: customId, response, error: null }))
+          return
+        case "notRun": {
+          const code = fate.why === "cancelled" ? "batch_cancelled" : "batch_expired"
+          const message = fate.why === "cancelled"
+            ? "This request was not executed because the batch was cancelled."
+            : "This request could not be executed before the completion window expired."
+          errors.push(JSON.stringify({ id, custom_id: customId, response: null, error: { code, message } }))
+          return
+        }
+        case "refused":
+        case "failed": {
+          const response = fate.kind === "refused"
+            ? { status_code: 400, request_id: requestId, body: errorBody(fate.message, fate.code) }
+            : { status_code: 500, request_id: requestId, body: { error: { message: serverErrorMessage, type: "server_error", code: null } } }
+          errors.push(JSON.stringify({ id, custom_id: customId, response, error: null }))
+        }
+      }
     })
     shuffle(output, random)
     shuffle(errors, random)
@@ -408,9 +477,9 @@ export const make = (deps: {
         ? handler(request)
         : Effect.succeed(json({ error: { message: "Incorrect API key provided.", type: "invalid_request_error", code: "invalid_api_key" } }, 401)))
 
-  /** The id in `/v1/files/:id…` or `/v1/batches/:id…`. */
+  /** The id in `/v1/files/:id…`, `/v1/batches/:id…` or `/v1/messages/batches/:id…`. */
   const idInPath = Effect.map(HttpServerRequest.HttpServerRequest, (request) => {
-    const match = /\/v1\/(?:files|batches)\/([^/?]+)/.exec(request.url)
+    const match = /\/v1\/(?:messages\/)?(?:files|batches)\/([^/?]+)/.exec(request.url)
     return match === null ? "" : decodeURIComponent(match[1]!)
   })
 
@@ -509,6 +578,8 @@ export const make = (deps: {
         }
       }
       const batch: SimBatch = {
+        flavour: "openai",
+        anthropicCounts: { succeeded: 0, errored: 0, canceled: 0, expired: 0 },
         id: `batch_sim_${++nextBatch}`,
         number: nextBatch,
         inputFileId: input_file_id,
@@ -568,7 +639,135 @@ export const make = (deps: {
       })
     }))
 
+  // --- Anthropic's Message Batches ---------------------------------------------
+
+  const anthropicError = (status: number, type: string, message: string) => json({ type: "error", error: { type, message } }, status)
+  const iso = (ms: number | undefined) => (ms === undefined ? null : new Date(ms).toISOString())
+  const customIdPattern = /^[A-Za-z0-9_-]{1,64}$/
+
+  const messageBatchObject = (batch: SimBatch, request: HttpServerRequest.HttpServerRequest) => {
+    statusOf(batch) // ends it, if its time has come
+    const ended = batch.ended
+    const counts = ended === undefined
+      ? { processing: batch.lines.length, succeeded: 0, errored: 0, canceled: 0, expired: 0 }
+      : { processing: 0, ...batch.anthropicCounts }
+    return {
+      id: batch.id,
+      type: "message_batch",
+      processing_status: ended !== undefined ? "ended" : batch.cancelledAt !== undefined ? "canceling" : "in_progress",
+      request_counts: counts,
+      ended_at: iso(ended?.at),
+      created_at: iso(batch.createdAt),
+      expires_at: iso(batch.createdAt + deps.options().windowMs),
+      archived_at: null,
+      cancel_initiated_at: iso(batch.cancelledAt),
+      results_url: ended === undefined ? null : `http://${request.headers["host"] ?? "127.0.0.1"}/v1/messages/batches/${batch.id}/results`
+    }
+  }
+
+  const anthropicBatch = (id: string) => {
+    const batch = batches.get(id)
+    return batch?.flavour === "anthropic" ? batch : undefined
+  }
+  const noMessageBatch = (id: string) => anthropicError(404, "not_found_error", `No message batch found with id '${id}'.`)
+
+  const createMessageBatch = guarded((request) =>
+    Effect.gen(function*() {
+      const body = yield* Effect.option(request.json)
+      const requests = body._tag === "Some" && typeof body.value === "object" && body.value !== null
+        ? (body.value as { requests?: unknown }).requests
+        : undefined
+      if (!Array.isArray(requests) || requests.length === 0) {
+        return anthropicError(400, "invalid_request_error", "requests: a non-empty array is required")
+      }
+      if (requests.length > deps.options().maxRequests) {
+        return anthropicError(400, "invalid_request_error", `requests: at most ${deps.options().maxRequests} requests in a batch`)
+      }
+      const seen = new Set<string>()
+      const lines: Array<Line> = []
+      for (let i = 0; i < requests.length; i++) {
+        const entry = requests[i] as { custom_id?: unknown, params?: unknown } | null
+        const customId = entry?.custom_id
+        if (typeof customId !== "string" || !customIdPattern.test(customId)) {
+          return anthropicError(400, "invalid_request_error", `requests.${i}.custom_id: 1 to 64 of letters, digits, _ and - are required`)
+        }
+        if (seen.has(customId)) return anthropicError(400, "invalid_request_error", `requests.${i}.custom_id: ${customId} is used twice`)
+        seen.add(customId)
+        if (typeof entry?.params !== "object" || entry.params === null) {
+          return anthropicError(400, "invalid_request_error", `requests.${i}.params: an object is required`)
+        }
+        lines.push({ customId, body: entry.params })
+      }
+      const batch: SimBatch = {
+        flavour: "anthropic",
+        id: `msgbatch_sim_${++nextBatch}`,
+        number: nextBatch,
+        inputFileId: "",
+        endpoint: "/v1/messages",
+        metadata: null,
+        createdAt: now(),
+        lines,
+        model: undefined,
+        queuedTokens: 0,
+        failure: undefined,
+        cancelledAt: undefined,
+        ended: undefined,
+        outputFileId: null,
+        errorFileId: null,
+        usage: { input_tokens: 0, output_tokens: 0, total_tokens: 0 },
+        counts: { total: lines.length, completed: 0, failed: 0 },
+        anthropicCounts: { succeeded: 0, errored: 0, canceled: 0, expired: 0 },
+        nullPollsLeft: 0
+      }
+      batches.set(batch.id, batch)
+      order.push(batch)
+      created++
+      return json(messageBatchObject(batch, request))
+    }))
+
+  const getMessageBatch = guarded((request) =>
+    Effect.map(idInPath, (id) => {
+      const batch = anthropicBatch(id)
+      return batch === undefined ? noMessageBatch(id) : json(messageBatchObject(batch, request))
+    }))
+
+  const cancelMessageBatch = guarded((request) =>
+    Effect.map(idInPath, (id) => {
+      const batch = anthropicBatch(id)
+      if (batch === undefined) return noMessageBatch(id)
+      statusOf(batch)
+      if (batch.ended === undefined) batch.cancelledAt ??= now()
+      return json(messageBatchObject(batch, request))
+    }))
+
+  const messageBatchResults = guarded(() =>
+    Effect.map(idInPath, (id) => {
+      const batch = anthropicBatch(id)
+      if (batch === undefined) return noMessageBatch(id)
+      statusOf(batch)
+      const file = batch.outputFileId === null ? undefined : liveFile(batch.outputFileId)
+      if (file === undefined) return anthropicError(404, "not_found_error", `Message batch ${id} has not ended: no results yet.`)
+      return HttpServerResponse.text(file.content, { contentType: "application/x-jsonl" })
+    }))
+
+  const listMessageBatches = guarded((request) =>
+    Effect.sync(() => {
+      const query = new URL(request.url, "http://simulator").searchParams
+      const limit = Math.min(1000, Math.max(1, Number(query.get("limit") ?? 20) || 20))
+      const after = query.get("after_id")
+      const newestFirst = order.filter((b) => b.flavour === "anthropic").reverse()
+      const start = after === null ? 0 : newestFirst.findIndex((b) => b.id === after) + 1
+      const page = newestFirst.slice(start, start + limit)
+      return json({
+        data: page.map((b) => messageBatchObject(b, request)),
+        has_more: start + limit < newestFirst.length,
+        first_id: page[0]?.id ?? null,
+        last_id: page.at(-1)?.id ?? null
+      })
+    }))
+
   return {
+    anthropicRoutes: { createMessageBatch, getMessageBatch, cancelMessageBatch, messageBatchResults, listMessageBatches },
     routes: {
       uploadFile,
       getFile,
