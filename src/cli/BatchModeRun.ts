@@ -12,10 +12,14 @@
  * run's batches. With `--simulate` the simulator's batches run fast (a
  * shard takes seconds) and are polled every half second.
  *
+ * `--max-cost` is reserved per shard, at batch prices, before its batch is
+ * created: a shard that would pass it is not created, and its lines come
+ * out `skipped` (`budget`); the same command with a larger cap takes them up.
+ *
  * What it does not promise: the input is read into memory first; the live
  * run's limits (`--rpm`, `--tpm`, `--concurrency`, `--cache`,
- * `--max-attempts`, `--timeout`) and `--max-cost` do not apply to batches
- * and are refused with it; there is no `auto` mode yet (live calls for what
+ * `--max-attempts`, `--timeout`) do not apply to batches and are refused
+ * with it; there is no `auto` mode yet (live calls for what
  * batches did not finish by a deadline); a results file is rewritten from
  * the start on each attempt, the checkpoint filling in what earlier ones got.
  *
@@ -60,6 +64,8 @@ export interface Options {
   readonly store?: CheckpointStore.Store | undefined
   /** Lines per shard. Default: 95 % of the provider's 50 000. */
   readonly shardSize?: number | undefined
+  /** Budget cap in USD, at batch prices: a shard whose estimate would pass it is not created. */
+  readonly maxCost?: number | undefined
   /** Whose batch API: OpenAI's (default) or Anthropic's Message Batches. */
   readonly api?: "openai" | "anthropic" | undefined
   /** Seconds between reads of a running batch. Default: 15, growing ×1.5 to 5 min (half a second with `simulate`). */
@@ -132,6 +138,7 @@ export const run = (
       toRequest: (entry, index) => spec.toRequest(entry.input, index),
       decode: (body, entry, index) => spec.decode(body, entry.input, index),
       tokens: (entry, index) => spec.tokens!(entry.input, index),
+      estimate: (entry, index) => spec.estimate!(entry.input, index),
       ...(options.shardSize === undefined ? {} : { shard: { maxRequests: options.shardSize } }),
       ...(simulator === undefined ? {} : { poll: Schedule.spaced("500 millis"), limitWait: "2 seconds" }),
       ...(options.pollSeconds === undefined ? {} : { poll: Schedule.spaced(Duration.seconds(options.pollSeconds)) }),
@@ -139,6 +146,7 @@ export const run = (
       onResult: (result) => writer.write([ResultsWriter.recordOf(entries[result.index]!, result)])
     }).pipe(
       Effect.provideService(BatchProvider.BatchProvider, provider),
+      Effect.provideService(Budget.Budget, Budget.unsafeMake({ maxCost: options.maxCost })),
       options.store === undefined ? (effect) => effect : Effect.provideService(CheckpointStore.CheckpointStore, options.store),
       Effect.catchTags({
         CheckpointMismatch: (error) => Effect.fail(new UsageError({ message: `run ${options.runId}: ${error.message}` })),

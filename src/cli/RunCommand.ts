@@ -499,7 +499,6 @@ export const runInBatchMode = (
     const liveOnly = [
       ["--rpm", options.rpm],
       ["--tpm", options.tpm],
-      ["--max-cost", options.maxCost],
       ["--cache", options.cache],
       ["--max-attempts", options.maxAttempts],
       ["--timeout", options.timeoutSeconds],
@@ -530,7 +529,8 @@ export const runInBatchMode = (
       store,
       shardSize: options.shardSize,
       pollSeconds: options.pollSeconds,
-      api: options.batchApi
+      api: options.batchApi,
+      maxCost: options.maxCost
     })
   }))
 

@@ -290,6 +290,12 @@ export const chat = (config: ChatConfig): BatchApi.Spec<ChatInput, OpenAiCompat.
       messages: messages.filter((m) => m.role !== "system")
     }
   }
+  /** About 4 characters a token for the prompt, and `max_tokens` for the answer. */
+  const tokensOf = (params: Record<string, unknown>) => {
+    const input = Math.ceil((JSON.stringify(params["messages"]).length + String(params["system"] ?? "").length) / 4)
+    const output = typeof params["max_tokens"] === "number" ? params["max_tokens"] : maxTokens
+    return { input, output, total: input + output }
+  }
   return {
     endpoint: "/v1/messages",
     toRequest: (input) => {
@@ -321,9 +327,11 @@ export const chat = (config: ChatConfig): BatchApi.Spec<ChatInput, OpenAiCompat.
           }
         })
       ),
-    tokens: (input) => {
-      const params = paramsOf(input)
-      return Math.ceil(JSON.stringify(params["messages"]).length / 4) + (typeof params["max_tokens"] === "number" ? params["max_tokens"] : 0)
+    tokens: (input) => tokensOf(paramsOf(input)).total,
+    estimate: (input) => {
+      if (prices === undefined) return 0
+      const { input: inputTokens, output } = tokensOf(paramsOf(input))
+      return Budget.costOf(prices, { inputTokens, outputTokens: output }) * discount
     },
     cost: (completion) => ({ batch: completion.cost, live: completion.cost / discount })
   }

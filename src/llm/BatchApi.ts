@@ -30,8 +30,13 @@
  * `effect_batch_token`). `cancel` cancels a run's batches at the provider;
  * the run, attached again, ingests what they had done and skips the rest.
  *
- * What it does not promise: budgets (`Budget`) are not consulted yet, and
- * there is no fallback to live calls; `items` are held in memory; values
+ * With a `Budget` in context, a shard's estimated cost (`estimate`, at the
+ * batch price) is reserved before its batch is created and settled when it
+ * is ingested; a shard the budget refuses is not created, its items come
+ * out `Skipped` (`budget`) and are not recorded, so a checkpointed run
+ * resumed with more room takes the shard up.
+ *
+ * What it does not promise: there is no fallback to live calls; `items` are held in memory; values
  * must be JSON to be checkpointed; the batch a crashed run had created but
  * not recorded is found only if the provider lists it with its metadata
  * (OpenAI does).
@@ -44,6 +49,7 @@ import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
 import { createHash, randomBytes } from "node:crypto"
+import * as Budget from "../Budget.js"
 import * as CheckpointStore from "../CheckpointStore.js"
 import * as TaskError from "../TaskError.js"
 import * as TaskResult from "../TaskResult.js"
@@ -73,6 +79,8 @@ export interface Spec<A, B> {
   readonly tokens?: ((item: A, index: number) => number) | undefined
   /** What a value cost in the batch, and what the same answer costs live, in USD. */
   readonly cost?: ((value: B) => { readonly batch: number, readonly live: number }) | undefined
+  /** The most an item may cost in the batch, in USD (reserved on the `Budget`, per shard, before its batch is created). */
+  readonly estimate?: ((item: A, index: number) => number) | undefined
 }
 
 /**
@@ -288,6 +296,9 @@ export const run = <A, B, E = never>(
     let cost = 0
     let liveCost = 0
     let mostRounds = 0
+    /** Shards the budget refused in this run: not taken up again until the run is. */
+    const refused = new Set<string>()
+    const budget = Option.getOrUndefined(yield* Effect.serviceOption(Budget.Budget))
 
     // --- one shard, from wherever it stands to ingested -------------------------
 
@@ -411,11 +422,32 @@ export const run = <A, B, E = never>(
         })
       })
 
+    /** The estimated cost of a shard, reserved on the budget until it is ingested; `undefined` if the budget refused it. */
+    const reserve = (shard: ShardRecord): number | undefined => {
+      if (budget === undefined) return 0
+      let usd = 0
+      for (const index of shard.indices) usd += options.estimate?.(items[index]!, index) ?? 0
+      return budget.unsafeReserve(usd) ? usd : undefined
+    }
+
     const advance = (initial: ShardRecord): Effect.Effect<void, BatchProvider.BatchApiError | CheckpointStore.CheckpointError | E> =>
       Effect.gen(function*() {
         touched++
+        // A shard not yet created is paid for only if the budget takes its estimate; one created is paid for anyway.
+        const created = initial.state === "submitting" || initial.state === "submitted"
+        const reserved = created ? 0 : reserve(initial)
+        if (reserved === undefined) {
+          // Left as it stands (a resumed run with room takes it up); its items are skipped for now, and not recorded.
+          refused.add(initial.key)
+          const skipped = initial.indices.map((index) => TaskResult.skipped(index, "budget", initial.round))
+          for (const result of skipped) results[result.index] = result
+          for (const result of skipped) yield* emit(result)
+          return
+        }
+        const costBefore = cost
         // Held in memory only: uploaded by a process that is gone, the lines are to be uploaded again.
         let shard = initial.state === "uploaded" && provider.inline ? { ...initial, state: "planned" as const } : initial
+        yield* Effect.addFinalizer(() => Effect.sync(() => budget?.unsafeSettle(reserved, cost - costBefore)))
         while (shard.state !== "ingested") {
           switch (shard.state) {
             case "planned": {
@@ -448,7 +480,7 @@ export const run = <A, B, E = never>(
             }
           }
         }
-      })
+      }).pipe(Effect.scoped)
 
     // --- waves: plan what is pending, take every open shard to ingested --------
 
@@ -517,7 +549,7 @@ export const run = <A, B, E = never>(
           yield* store.saveShards(runId, fresh.map((shard) => ({ key: shard.key, state: shard })))
         }
       }
-      const toRun = [...open, ...fresh]
+      const toRun = [...open.filter((shard) => !refused.has(shard.key)), ...fresh]
       if (toRun.length === 0) break
       yield* Effect.forEach(toRun, advance, { concurrency: maxShards, discard: true })
     }
@@ -710,6 +742,7 @@ export const chat = (config: ChatConfig): Spec<ChatInput, OpenAiCompat.ChatCompl
     },
     decode: (body) => Effect.map(live.decode(body), (completion) => ({ ...completion, cost: completion.cost * discount })),
     tokens: (input, index) => estimate(input, index).tokens ?? 0,
-    cost: (completion) => ({ batch: completion.cost, live: discount === 0 ? 0 : completion.cost / discount })
+    estimate: (input, index) => (estimate(input, index).usd ?? 0) * discount,
+    cost: (completion) => ({ batch: completion.cost, live: completion.cost / discount })
   }
 }

@@ -8,6 +8,7 @@
 import { NodeHttpClient } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Exit, FastCheck as fc, Layer, Option, Schedule } from "effect"
+import * as Budget from "../../src/Budget.js"
 import * as CheckpointStore from "../../src/CheckpointStore.js"
 import * as BatchApi from "../../src/llm/BatchApi.js"
 import * as BatchProvider from "../../src/llm/BatchProvider.js"
@@ -215,6 +216,27 @@ describe("BatchApi.run: crash-safe", () => {
       expect((count.Succeeded ?? 0) + count.Skipped!).toBe(40)
       expect((yield* sim.metrics).batches.created).toBe(2)
     }).pipe(Effect.provide(harness({ batches: { validateMs: 0, linesPerSecond: 1, cancelMs: 1_000 } }))))
+
+  it.effect("a shard whose estimate the budget refuses is not created: its items are skipped, unrecorded; resumed with room, it runs", () =>
+    Effect.gen(function*() {
+      const sim = yield* Simulator.Simulator
+      const provider = yield* OpenAiBatch.make({ baseUrl: `${sim.url}/v1`, fileReady: Schedule.spaced("100 millis") })
+      const items = prompts(90)
+      const spec = BatchApi.chat({ baseUrl: `${sim.url}/v1`, model: "sim-chat", prices, defaults: { max_tokens: 16 } })
+      const perShard = items.slice(0, 30).reduce((sum, item, i) => sum + spec.estimate!(item, i), 0)
+      const go = (maxCost: number) =>
+        runOnTestClock(chatRun(sim, items, { shard: { maxRequests: 30 }, maxShards: 1, checkpoint: { runId: "budget" } }), "10 seconds", 200)
+          .pipe(Effect.provideService(BatchProvider.BatchProvider, provider), Effect.provide(Budget.layer({ maxCost })))
+      const first = yield* go(perShard * 1.5)
+      expect(tags(first.results)).toEqual({ Succeeded: 30, Skipped: 60 })
+      expect(first.results.filter((r) => r._tag === "Skipped").every((r) => r._tag === "Skipped" && r.reason === "budget")).toBe(true)
+      expect(first.report.cost).toBeLessThanOrEqual(perShard * 1.5)
+      expect((yield* sim.metrics).batches.created).toBe(1)
+      const second = yield* go(1)
+      expect(tags(second.results)).toEqual({ Succeeded: 90 })
+      expect(second.results.filter((r) => r._tag === "Succeeded" && r.source === "checkpoint")).toHaveLength(30)
+      expect((yield* sim.metrics).batches).toMatchObject({ created: 3, linesBilled: 90, billedTwice: {} })
+    }).pipe(Effect.provide(harness({ batches: { validateMs: 1_000, linesPerSecond: 10 } }))))
 
   it.effect("a run resumed with another input is refused (CheckpointMismatch), and its record is untouched", () =>
     withSim({ batches: { validateMs: 0 } }, (sim) =>
