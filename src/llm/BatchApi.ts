@@ -44,7 +44,7 @@
  * @since 0.1.0
  */
 import * as Clock from "effect/Clock"
-import type * as Duration from "effect/Duration"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
@@ -87,7 +87,7 @@ export interface Spec<A, B> {
  * @since 0.1.0
  * @category models
  */
-export interface Options<A, B, E = never> extends Spec<A, B> {
+export interface Options<A, B, E = never, R = never> extends Spec<A, B> {
   /** Limits of one shard. Default: 95 % of the provider's lines and bytes; tokens unlimited. */
   readonly shard?: { readonly maxRequests?: number, readonly maxBytes?: number, readonly maxTokens?: number } | undefined
   /** When to read a running batch again. Default: 15 s, growing ×1.5 to 5 min, jittered. */
@@ -100,6 +100,18 @@ export interface Options<A, B, E = never> extends Spec<A, B> {
   readonly maxShards?: number | undefined
   /** Record the run under this id, in the `CheckpointStore` in context, so it can be resumed or attached to. */
   readonly checkpoint?: { readonly runId: string } | undefined
+  /**
+   * A deadline, `after` the run's start (a resumed run keeps its first
+   * start), past which batches are not waited for: their batches are
+   * cancelled, what they had answered is kept, and the items left run
+   * `live` (e.g. through `Batch.run`), whose results are recorded as any.
+   */
+  readonly fallback?: {
+    readonly after: Duration.DurationInput
+    readonly live: (indices: ReadonlyArray<number>) => Effect.Effect<ReadonlyArray<TaskResult.TaskResult<B, TaskError.TaskError>>, E, R>
+    /** What a value answered live cost, in USD (counted in the report's `cost` and `liveCost`). */
+    readonly cost?: ((value: B) => number) | undefined
+  } | undefined
   /**
    * Called with each result as its shard is ingested, after it is recorded
    * (results of a resumed run's earlier work come first); its failure ends
@@ -125,6 +137,8 @@ export interface Report {
   readonly batchesAttached: number
   /** The most rounds any item took. */
   readonly rounds: number
+  /** Items run live past the fallback's deadline. */
+  readonly live: number
   /** USD, at batch prices, of the values this run got (not those loaded from a checkpoint). */
   readonly cost: number
   /** What the same answers cost live. */
@@ -213,13 +227,13 @@ const hash = (text: string) => createHash("sha256").update(text).digest("hex")
  * @since 0.1.0
  * @category running
  */
-export const run = <A, B, E = never>(
+export const run = <A, B, E = never, R = never>(
   items: ReadonlyArray<A>,
-  options: Options<A, B, E>
+  options: Options<A, B, E, R>
 ): Effect.Effect<
   Outcome<B>,
   BatchProvider.BatchApiError | CheckpointStore.CheckpointError | CheckpointStore.CheckpointMismatch | E,
-  BatchProvider.BatchProvider
+  BatchProvider.BatchProvider | R
 > =>
   Effect.gen(function*() {
     const rounds = options.rounds ?? 3
@@ -245,12 +259,13 @@ export const run = <A, B, E = never>(
     const runKey = runId === undefined ? randomBytes(6).toString("hex") : hash(`effect-batch/batch-api/${runId}`).slice(0, 12)
 
     const results: Array<TaskResult.TaskResult<B, TaskError.TaskError> | undefined> = new Array(items.length)
+    let startedAt = yield* Clock.currentTimeMillis
     const shards = new Map<string, ShardRecord>()
     const emit: (result: TaskResult.TaskResult<B, TaskError.TaskError>) => Effect.Effect<void, E> = options.onResult ?? (() => Effect.void)
 
     if (store !== undefined && runId !== undefined) {
       const fingerprint = CheckpointStore.fingerprintOf(["batch-api", endpoint, ...itemKeys.slice(0, 100)])
-      yield* store.open(runId, { fingerprint, total: items.length, meta: { mode: "batch", endpoint } })
+      startedAt = (yield* store.open(runId, { fingerprint, total: items.length, meta: { mode: "batch", endpoint } })).createdAt
       const recorded = yield* store.load(runId)
       for (const outcome of recorded.values()) {
         if (outcome.index >= items.length || itemKeys[outcome.index] !== outcome.itemKey) {
@@ -296,6 +311,7 @@ export const run = <A, B, E = never>(
     let cost = 0
     let liveCost = 0
     let mostRounds = 0
+    let liveItems = 0
     /** Shards the budget refused in this run: not taken up again until the run is. */
     const refused = new Set<string>()
     const budget = Option.getOrUndefined(yield* Effect.serviceOption(Budget.Budget))
@@ -351,7 +367,8 @@ export const run = <A, B, E = never>(
       })
 
     /** Results of an ended batch: what settles now, what goes to the next round, what goes again in this one. */
-    const ingest = (shard: ShardRecord, status: BatchProvider.Status) =>
+    /** With `forLive`, lines not answered for good are left for the live fallback, not skipped nor sent again. */
+    const ingest = (shard: ShardRecord, status: BatchProvider.Status, forLive = false) =>
       Effect.gen(function*() {
         const members = new Set(shard.indices)
         const attempts = shard.round + 1
@@ -401,7 +418,8 @@ export const run = <A, B, E = never>(
                 settled.push(failure(index, "Permanent", line.message, attempts, line.status))
                 break
               case "Cancelled":
-                if (cancelledByUs) settled.push(TaskResult.skipped(index, "interrupted", attempts))
+                if (forLive) again.set(index, "left for live calls")
+                else if (cancelledByUs) settled.push(TaskResult.skipped(index, "interrupted", attempts))
                 else again.set(index, "the batch was cancelled (not by this run)")
                 break
               case "Again":
@@ -409,6 +427,10 @@ export const run = <A, B, E = never>(
             }
           }
           for (const index of shard.indices) if (!seen.has(index)) again.set(index, `no result line for it when the batch was ${status.ended}`)
+        }
+        if (forLive) {
+          again.clear()
+          replan.length = 0
         }
         mostRounds = Math.max(mostRounds, attempts)
         // A run killed between recording these outcomes and marking the shard ingested has them from the checkpoint.
@@ -490,68 +512,111 @@ export const run = <A, B, E = never>(
       maxTokens: options.shard?.maxTokens
     }
 
-    while (true) {
+    const waves = Effect.gen(function*() {
+      while (true) {
       // Where each unsettled item stands: in an open shard, or due in some round.
-      const open: Array<ShardRecord> = []
-      const inOpen = new Set<number>()
-      const due = new Map<number, number>()
-      const lastReason = new Map<number, string>()
-      const perRound = new Map<number, number>()
-      for (const shard of shards.values()) {
-        perRound.set(shard.round, (perRound.get(shard.round) ?? 0) + 1)
-        if (shard.state !== "ingested") {
-          open.push(shard)
-          for (const index of shard.indices) inOpen.add(index)
-          continue
+        const open: Array<ShardRecord> = []
+        const inOpen = new Set<number>()
+        const due = new Map<number, number>()
+        const lastReason = new Map<number, string>()
+        const perRound = new Map<number, number>()
+        for (const shard of shards.values()) {
+          perRound.set(shard.round, (perRound.get(shard.round) ?? 0) + 1)
+          if (shard.state !== "ingested") {
+            open.push(shard)
+            for (const index of shard.indices) inOpen.add(index)
+            continue
+          }
+          for (const [index, reason] of shard.again ?? []) {
+            if ((due.get(index) ?? 0) <= shard.round + 1) {
+              due.set(index, shard.round + 1)
+              lastReason.set(index, reason)
+            }
+          }
+          for (const index of shard.replan ?? []) if ((due.get(index) ?? 0) <= shard.round) due.set(index, shard.round)
         }
-        for (const [index, reason] of shard.again ?? []) {
-          if ((due.get(index) ?? 0) <= shard.round + 1) {
-            due.set(index, shard.round + 1)
-            lastReason.set(index, reason)
+        const exhausted: Array<TaskResult.TaskResult<B, TaskError.TaskError>> = []
+        const planned: Array<{ readonly round: number, readonly shard: Shard }> = []
+        const byRound = new Map<number, Planner>()
+        for (let index = 0; index < items.length; index++) {
+          if (results[index] !== undefined || inOpen.has(index)) continue
+          const round = due.get(index) ?? 0
+          if (round >= rounds) {
+            const reason = lastReason.get(index) ?? "a retryable failure"
+            exhausted.push(failure(index, "Transient", `still failing after ${rounds} rounds: ${reason}`, rounds))
+            continue
+          }
+          let roundPlanner = byRound.get(round)
+          if (roundPlanner === undefined) byRound.set(round, roundPlanner = new Planner(shardLimits))
+          // The line's own bytes and its newline: what the shard's file will hold.
+          const bytes = Buffer.byteLength(lineOf(round, index)) + 1
+          try {
+            const closed = roundPlanner.add({ index, model: requests[index]!.model, bytes, tokens: tokensOf(index) })
+            if (closed !== undefined) planned.push({ round, shard: closed })
+          } catch (error) {
+            if (!(error instanceof LineTooLarge)) throw error
+            exhausted.push(failure(index, "Permanent", `too large for a batch: ${error.reason}`, 0))
           }
         }
-        for (const index of shard.replan ?? []) if ((due.get(index) ?? 0) <= shard.round) due.set(index, shard.round)
-      }
-      const exhausted: Array<TaskResult.TaskResult<B, TaskError.TaskError>> = []
-      const planned: Array<{ readonly round: number, readonly shard: Shard }> = []
-      const byRound = new Map<number, Planner>()
-      for (let index = 0; index < items.length; index++) {
-        if (results[index] !== undefined || inOpen.has(index)) continue
-        const round = due.get(index) ?? 0
-        if (round >= rounds) {
-          const reason = lastReason.get(index) ?? "a retryable failure"
-          exhausted.push(failure(index, "Transient", `still failing after ${rounds} rounds: ${reason}`, rounds))
-          continue
+        for (const [round, roundPlanner] of byRound) for (const shard of roundPlanner.finish()) planned.push({ round, shard })
+        yield* record(exhausted)
+        const fresh: Array<ShardRecord> = planned.map(({ round, shard }) => {
+          const n = perRound.get(round) ?? 0
+          perRound.set(round, n + 1)
+          const token = randomBytes(6).toString("hex")
+          return { key: `${round}/${n}`, round, model: shard.model, indices: shard.indices, state: "planned", token }
+        })
+        if (fresh.length > 0) {
+          for (const shard of fresh) shards.set(shard.key, shard)
+          if (store !== undefined && runId !== undefined) {
+            yield* store.saveShards(runId, fresh.map((shard) => ({ key: shard.key, state: shard })))
+          }
         }
-        let roundPlanner = byRound.get(round)
-        if (roundPlanner === undefined) byRound.set(round, roundPlanner = new Planner(shardLimits))
-        // The line's own bytes and its newline: what the shard's file will hold.
-        const bytes = Buffer.byteLength(lineOf(round, index)) + 1
-        try {
-          const closed = roundPlanner.add({ index, model: requests[index]!.model, bytes, tokens: tokensOf(index) })
-          if (closed !== undefined) planned.push({ round, shard: closed })
-        } catch (error) {
-          if (!(error instanceof LineTooLarge)) throw error
-          exhausted.push(failure(index, "Permanent", `too large for a batch: ${error.reason}`, 0))
+        const toRun = [...open.filter((shard) => !refused.has(shard.key)), ...fresh]
+        if (toRun.length === 0) break
+        yield* Effect.forEach(toRun, advance, { concurrency: maxShards, discard: true })
+      }
+    })
+
+    if (options.fallback === undefined) {
+      yield* waves
+    } else {
+      const remaining = startedAt + Duration.toMillis(Duration.decode(options.fallback.after)) - (yield* Clock.currentTimeMillis)
+      const finished = remaining > 0 && Option.isSome(yield* Effect.timeoutOption(waves, Duration.millis(remaining)))
+      if (!finished) {
+        // Past the deadline: batches still out are cancelled, and what they had answered is kept.
+        yield* Effect.forEach(Array.from(shards.values()).filter((shard) => shard.state !== "ingested"), (shard) =>
+          Effect.gen(function*() {
+            const batch = shard.batch ?? (shard.state === "submitting"
+              ? Option.getOrUndefined(yield* provider.find({
+                  tags: tagsOf(runKey, shard),
+                  since: (shard.intentAt ?? 0) - 60_000,
+                  until: (shard.intentAt ?? 0) + 120_000,
+                  requests: shard.indices.length,
+                  exclude: new Set(Array.from(shards.values(), (other) => other.batch ?? ""))
+                }))
+              : undefined)
+            if (batch === undefined) return yield* save({ ...shard, state: "ingested", again: [], replan: [] })
+            yield* provider.cancel(batch)
+            yield* ingest({ ...shard, batch }, yield* waitForEnd(batch), true)
+          }), { concurrency: maxShards, discard: true })
+        const left: Array<number> = []
+        // Not flatMap: `results` has holes where nothing settled, and array methods skip holes.
+        for (let index = 0; index < items.length; index++) if (results[index] === undefined) left.push(index)
+        if (left.length > 0) {
+          yield* Effect.logInfo(`${left.length} items not answered by batches before the deadline run live`)
+          const live = yield* options.fallback.live(left)
+          const fresh = live.filter((result) => results[result.index] === undefined)
+          for (const result of fresh) {
+            if (result._tag !== "Succeeded") continue
+            const paid = options.fallback.cost?.(result.value) ?? 0
+            cost += paid
+            liveCost += paid
+          }
+          yield* record(fresh)
+          liveItems += fresh.length
         }
       }
-      for (const [round, roundPlanner] of byRound) for (const shard of roundPlanner.finish()) planned.push({ round, shard })
-      yield* record(exhausted)
-      const fresh: Array<ShardRecord> = planned.map(({ round, shard }) => {
-        const n = perRound.get(round) ?? 0
-        perRound.set(round, n + 1)
-        const token = randomBytes(6).toString("hex")
-        return { key: `${round}/${n}`, round, model: shard.model, indices: shard.indices, state: "planned", token }
-      })
-      if (fresh.length > 0) {
-        for (const shard of fresh) shards.set(shard.key, shard)
-        if (store !== undefined && runId !== undefined) {
-          yield* store.saveShards(runId, fresh.map((shard) => ({ key: shard.key, state: shard })))
-        }
-      }
-      const toRun = [...open.filter((shard) => !refused.has(shard.key)), ...fresh]
-      if (toRun.length === 0) break
-      yield* Effect.forEach(toRun, advance, { concurrency: maxShards, discard: true })
     }
 
     const final = results as ReadonlyArray<TaskResult.TaskResult<B, TaskError.TaskError>>
@@ -568,6 +633,7 @@ export const run = <A, B, E = never>(
         batchesCreated: created,
         batchesAttached: attached,
         rounds: mostRounds,
+        live: liveItems,
         cost,
         liveCost
       }

@@ -5,9 +5,11 @@
  * exactly one result. Crashes are a provider wrapped to die at a chosen step
  * of a shard's life; the run is then started again under the same id.
  */
+import { HttpClient } from "@effect/platform"
 import { NodeHttpClient } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Exit, FastCheck as fc, Layer, Option, Schedule } from "effect"
+import * as Batch from "../../src/Batch.js"
 import * as Budget from "../../src/Budget.js"
 import * as CheckpointStore from "../../src/CheckpointStore.js"
 import * as BatchApi from "../../src/llm/BatchApi.js"
@@ -15,7 +17,7 @@ import * as BatchProvider from "../../src/llm/BatchProvider.js"
 import type { ChatInput } from "../../src/llm/ChatRequest.js"
 import { parseCustomId } from "../../src/llm/internal/batchShards.js"
 import * as OpenAiBatch from "../../src/llm/OpenAiBatch.js"
-import type * as OpenAiCompat from "../../src/llm/OpenAiCompat.js"
+import * as OpenAiCompat from "../../src/llm/OpenAiCompat.js"
 import * as Simulator from "../../src/llm/Simulator.js"
 import * as SimulatorServer from "../../src/llm/SimulatorServer.js"
 import type * as TaskResult from "../../src/TaskResult.js"
@@ -46,7 +48,7 @@ const chatRun = (
 
 const withSim = <A, E>(
   options: Simulator.Options,
-  f: (sim: Simulator.Service) => Effect.Effect<A, E, BatchProvider.BatchProvider | CheckpointStore.CheckpointStore>,
+  f: (sim: Simulator.Service) => Effect.Effect<A, E, BatchProvider.BatchProvider | CheckpointStore.CheckpointStore | HttpClient.HttpClient>,
   wrap: (provider: BatchProvider.Service) => BatchProvider.Service = (p) => p
 ) =>
   Effect.gen(function*() {
@@ -58,7 +60,8 @@ const withSim = <A, E>(
 /** Every index 0..n-1 has exactly one result, at its place. */
 const oneEach = <B, E>(results: ReadonlyArray<TaskResult.TaskResult<B, E>>, n: number) => {
   expect(results).toHaveLength(n)
-  results.forEach((result, i) => expect(result?.index).toBe(i))
+  // A plain loop: forEach would skip holes, where an item has no result.
+  for (let i = 0; i < n; i++) expect(results[i]?.index, `item ${i}`).toBe(i)
 }
 
 const tags = <B, E>(results: ReadonlyArray<TaskResult.TaskResult<B, E>>) => {
@@ -237,6 +240,38 @@ describe("BatchApi.run: crash-safe", () => {
       expect(second.results.filter((r) => r._tag === "Succeeded" && r.source === "checkpoint")).toHaveLength(30)
       expect((yield* sim.metrics).batches).toMatchObject({ created: 3, linesBilled: 90, billedTwice: {} })
     }).pipe(Effect.provide(harness({ batches: { validateMs: 1_000, linesPerSecond: 10 } }))))
+
+  it.effect("past the fallback's deadline, batches still out are cancelled, what they answered is kept, and the rest runs live", () =>
+    withSim({ batches: { validateMs: 0, linesPerSecond: 1, cancelMs: 5_000 } }, (sim) =>
+      Effect.gen(function*() {
+        const items = prompts(60, 20)
+        const llm = OpenAiCompat.chat({ baseUrl: `${sim.url}/v1`, model: "sim-chat", prices, defaults: { max_tokens: 16 } })
+        const http = yield* HttpClient.HttpClient
+        const live = (indices: ReadonlyArray<number>) =>
+          Batch.run(indices, (i) => llm.task(items[i]!, i), { concurrency: 8 }).pipe(
+            Effect.map(({ results }) => results.map((r) => ({ ...r, index: indices[r.index]! }))),
+            Effect.provideService(HttpClient.HttpClient, http)
+          )
+        const { report, results } = yield* runOnTestClock(
+          chatRun(sim, items, { shard: { maxRequests: 30 }, fallback: { after: "20 seconds", live, cost: (c) => c.cost } }),
+          "5 seconds",
+          200
+        )
+        oneEach(results, 60)
+        expect(tags(results)).toEqual({ Succeeded: 57, Failed: 3 })
+        const bySource = { batch: 0, call: 0 }
+        for (const r of results) if (r._tag === "Succeeded") bySource[r.source as "batch" | "call"]++
+        // The batches ran at a line a second until the deadline: what they answered is kept, the rest went live.
+        expect(bySource.batch).toBeGreaterThan(10)
+        expect(bySource.call).toBeGreaterThan(10)
+        // Live: the answers called, and the INVALID prompts the batches had not reached.
+        expect(report.live).toBeGreaterThanOrEqual(bySource.call)
+        expect(report.live).toBeLessThanOrEqual(bySource.call + 3)
+        // No line paid twice: each answer was billed in a batch or called live, not both.
+        const metrics = yield* sim.metrics
+        expect(metrics.batches).toMatchObject({ created: 2, linesBilled: bySource.batch, billedTwice: {} })
+        expect(metrics.byStatus["200"]).toBe(bySource.call)
+      })))
 
   it.effect("a run resumed with another input is refused (CheckpointMismatch), and its record is untouched", () =>
     withSim({ batches: { validateMs: 0 } }, (sim) =>
