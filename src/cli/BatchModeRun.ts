@@ -37,7 +37,12 @@ import * as Schedule from "effect/Schedule"
 import * as Stream from "effect/Stream"
 import * as Budget from "../Budget.js"
 import * as CheckpointStore from "../CheckpointStore.js"
+import * as Batch from "../Batch.js"
+import * as ConcurrencyLimiter from "../ConcurrencyLimiter.js"
+import * as LimitAlgorithm from "../LimitAlgorithm.js"
 import * as AnthropicBatch from "../llm/AnthropicBatch.js"
+import * as OpenAiCompat from "../llm/OpenAiCompat.js"
+import * as RateLimiter from "../RateLimiter.js"
 import * as BatchApi from "../llm/BatchApi.js"
 import * as BatchProvider from "../llm/BatchProvider.js"
 import * as JsonlInput from "../llm/JsonlInput.js"
@@ -64,6 +69,11 @@ export interface Options {
   readonly store?: CheckpointStore.Store | undefined
   /** Lines per shard. Default: 95 % of the provider's 50 000. */
   readonly shardSize?: number | undefined
+  /**
+   * `auto`: past this long after the run's first start, batches still out
+   * are cancelled and the lines they had not answered are called live.
+   */
+  readonly deadline?: Duration.Duration | undefined
   /** Budget cap in USD, at batch prices: a shard whose estimate would pass it is not created. */
   readonly maxCost?: number | undefined
   /** Whose batch API: OpenAI's (default) or Anthropic's Message Batches. */
@@ -143,7 +153,26 @@ export const run = (
       ...(simulator === undefined ? {} : { poll: Schedule.spaced("500 millis"), limitWait: "2 seconds" }),
       ...(options.pollSeconds === undefined ? {} : { poll: Schedule.spaced(Duration.seconds(options.pollSeconds)) }),
       ...(options.runId === undefined ? {} : { checkpoint: { runId: options.runId } }),
-      onResult: (result) => writer.write([ResultsWriter.recordOf(entries[result.index]!, result)])
+      onResult: (result) => writer.write([ResultsWriter.recordOf(entries[result.index]!, result)]),
+      ...(options.deadline === undefined ? {} : {
+        fallback: {
+          after: options.deadline,
+          // Live as `run` calls: the limits learned from the provider's headers, an adaptive concurrency limit.
+          live: (indices: ReadonlyArray<number>) =>
+            Effect.gen(function*() {
+              const llm = OpenAiCompat.chat({ baseUrl, apiKey: options.apiKey, model: options.model, prices })
+              const { results } = yield* Batch.run(indices, (i: number) => llm.task(entries[i]!.input, i), {
+                estimate: (i: number) => llm.options.estimate!(entries[i]!.input, i),
+                settle: (value: OpenAiCompat.ChatCompletion, i: number) => llm.options.settle!(value, entries[i]!.input, i)
+              }).pipe(
+                Effect.provideServiceEffect(RateLimiter.RateLimiter, RateLimiter.make({})),
+                Effect.provideServiceEffect(ConcurrencyLimiter.ConcurrencyLimiter, ConcurrencyLimiter.make(LimitAlgorithm.recommended()))
+              )
+              return results.map((result) => ({ ...result, index: indices[result.index]! }))
+            }),
+          cost: (completion: OpenAiCompat.ChatCompletion) => completion.cost
+        }
+      })
     }).pipe(
       Effect.provideService(BatchProvider.BatchProvider, provider),
       Effect.provideService(Budget.Budget, Budget.unsafeMake({ maxCost: options.maxCost })),
@@ -176,6 +205,7 @@ export const summary = (outcome: Outcome): string => {
   const lines = [
     `items       ${r.items + outcome.rejected}: ${r.succeeded} succeeded, ${r.failed + outcome.rejected} failed, ${r.skipped} skipped`,
     `batches     ${r.batchesCreated} created, ${r.batchesAttached} re-attached, ${r.shards} shards, ${r.rounds} round${r.rounds === 1 ? "" : "s"}`,
+    ...(r.live > 0 ? [`live        ${r.live} items called live past the deadline`] : []),
     `cost        ${usd(r.cost)} (live: ${usd(r.liveCost)}, saved ${usd(saved)})`,
     `results     ${outcome.written} lines in ${outcome.out}`
   ]

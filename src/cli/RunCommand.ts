@@ -123,8 +123,14 @@ export interface RunOptions {
   readonly db?: string | undefined
   /** The command line, kept with a checkpointed run to say how to resume it. */
   readonly argv?: ReadonlyArray<string> | undefined
-  /** `realtime` (default): live calls; `batch`: the provider's Batch API (`BatchModeRun`). */
-  readonly mode?: "realtime" | "batch" | undefined
+  /**
+   * `realtime` (default): live calls; `batch`: the provider's Batch API
+   * (`BatchModeRun`); `auto`: batches until `deadline`, live calls then for
+   * the rest.
+   */
+  readonly mode?: "realtime" | "batch" | "auto" | undefined
+  /** With `mode: "auto"`: `<number>s|m|h` after the run's first start. */
+  readonly deadline?: string | undefined
   /** With `mode: "batch"`: lines per shard. */
   readonly shardSize?: number | undefined
   /** With `mode: "batch"`: whose batch API. Default `openai`. */
@@ -480,6 +486,20 @@ export const run = (
     }
   }))
 
+const deadlineOf = (options: RunOptions): Effect.Effect<Duration.Duration | undefined, UsageError> => {
+  if (options.mode !== "auto") {
+    return options.deadline === undefined ? Effect.succeed(undefined) : Effect.fail(usage("--deadline goes with --mode auto"))
+  }
+  if (options.deadline === undefined) return Effect.fail(usage("--mode auto needs --deadline (e.g. 6h): when to call live what batches have not answered"))
+  if (options.batchApi === "anthropic") return Effect.fail(usage("--mode auto calls live through an OpenAI-compatible API: not with --batch-api anthropic"))
+  const match = /^\s*(\d+(?:\.\d+)?)\s*(s|m|h)\s*$/.exec(options.deadline)
+  if (match === null || !(Number(match[1]) > 0)) {
+    return Effect.fail(usage(`--deadline must be a number > 0 followed by s, m or h (e.g. 90m), got ${JSON.stringify(options.deadline)}`))
+  }
+  const unit = match[2] === "s" ? "seconds" : match[2] === "m" ? "minutes" : "hours"
+  return Effect.succeed(Duration.decode(`${Number(match[1])} ${unit}`))
+}
+
 /**
  * Runs the prompts through the provider's Batch API (`BatchModeRun`), after
  * the same checks as `run`: flags, input, key, results file, checkpoint
@@ -509,6 +529,7 @@ export const runInBatchMode = (
       return yield* usage(`${refused.join(", ")} shape${refused.length === 1 ? "s" : ""} live calls, and --mode batch makes none`)
     }
     yield* positive("--shard-size", options.shardSize, true)
+    const deadline = yield* deadlineOf(options)
     yield* positive("--poll", options.pollSeconds)
     const settings = yield* settingsOf(options)
     yield* checkInput(options.input)
@@ -530,7 +551,8 @@ export const runInBatchMode = (
       shardSize: options.shardSize,
       pollSeconds: options.pollSeconds,
       api: options.batchApi,
-      maxCost: options.maxCost
+      maxCost: options.maxCost,
+      deadline
     })
   }))
 
@@ -657,12 +679,17 @@ export const command = Command.make(
       Options.withDescription("On Ctrl-C, how long calls in flight may take to finish before they are interrupted."),
       Options.withDefault(10)
     ),
-    mode: Options.choice("mode", ["realtime", "batch"]).pipe(
+    mode: Options.choice("mode", ["realtime", "batch", "auto"]).pipe(
       Options.withDescription(
         "realtime: live calls; batch: the provider's Batch API (about half the price, results within 24 h; with --run-id, " +
-          "run the same command again to re-attach)."
+          "run the same command again to re-attach); auto: batches until --deadline, then live calls for the rest."
       ),
       Options.withDefault("realtime")
+    ),
+    deadline: Options.text("deadline").pipe(
+      Options.withPseudoName("DURATION"),
+      Options.withDescription("With --mode auto: when, after the run's first start, to stop waiting on batches (e.g. 6h, 90m)."),
+      Options.optional
     ),
     shardSize: Options.integer("shard-size").pipe(
       Options.withPseudoName("N"),
@@ -684,7 +711,10 @@ export const command = Command.make(
     Effect.gen(function*() {
       // Kept with a checkpointed run, and printed as the command that resumes it.
       const argv = process.argv.slice(2)
-      if (flags.mode === "batch") {
+      if (flags.mode === "realtime" && flags.deadline._tag === "Some") {
+        return yield* usage("--deadline goes with --mode auto")
+      }
+      if (flags.mode === "batch" || flags.mode === "auto") {
         const outcome = yield* runInBatchMode({
           input: flags.input,
           out: flags.out,
@@ -705,7 +735,8 @@ export const command = Command.make(
           shardSize: some(flags.shardSize),
           pollSeconds: some(flags.poll),
           batchApi: flags.batchApi,
-          mode: "batch"
+          deadline: some(flags.deadline),
+          mode: flags.mode
         })
         yield* Console.log(BatchModeRun.summary(outcome))
         const failed = outcome.report.failed + outcome.rejected

@@ -597,6 +597,7 @@ export const run = <A, B, E = never, R = never>(
                 }))
               : undefined)
             if (batch === undefined) return yield* save({ ...shard, state: "ingested", again: [], replan: [] })
+            if (shard.batch === undefined) attached++
             yield* provider.cancel(batch)
             yield* ingest({ ...shard, batch }, yield* waitForEnd(batch), true)
           }), { concurrency: maxShards, discard: true })
@@ -604,7 +605,7 @@ export const run = <A, B, E = never, R = never>(
         // Not flatMap: `results` has holes where nothing settled, and array methods skip holes.
         for (let index = 0; index < items.length; index++) if (results[index] === undefined) left.push(index)
         if (left.length > 0) {
-          yield* Effect.logInfo(`${left.length} items not answered by batches before the deadline run live`)
+          yield* Effect.logDebug(`${left.length} items not answered by batches before the deadline run live`)
           const live = yield* options.fallback.live(left)
           const fresh = live.filter((result) => results[result.index] === undefined)
           for (const result of fresh) {
