@@ -714,37 +714,7 @@ export const command = Command.make(
       if (flags.mode === "realtime" && flags.deadline._tag === "Some") {
         return yield* usage("--deadline goes with --mode auto")
       }
-      if (flags.mode === "batch" || flags.mode === "auto") {
-        const outcome = yield* runInBatchMode({
-          input: flags.input,
-          out: flags.out,
-          model: some(flags.model),
-          baseUrl: some(flags.baseUrl),
-          apiKeyEnv: flags.apiKeyEnv,
-          simulate: flags.simulate,
-          simulator: SimulateCommand.optionsOf(flags.simulator),
-          rpm: some(flags.rpm),
-          tpm: some(flags.tpm),
-          concurrency: flags.concurrency,
-          maxCost: some(flags.maxCost),
-          cache: some(flags.cache),
-          maxAttempts: some(flags.maxAttempts),
-          timeoutSeconds: some(flags.timeout),
-          runId: some(flags.runId),
-          db: some(flags.db),
-          shardSize: some(flags.shardSize),
-          pollSeconds: some(flags.poll),
-          batchApi: flags.batchApi,
-          deadline: some(flags.deadline),
-          mode: flags.mode
-        })
-        yield* Console.log(BatchModeRun.summary(outcome))
-        const failed = outcome.report.failed + outcome.rejected
-        const skipped = outcome.report.skipped
-        if (failed + skipped > 0) return yield* new ItemsUnsuccessful({ failed, skipped })
-        return
-      }
-      const outcome = yield* run({
+      const options: RunOptions = {
         input: flags.input,
         out: flags.out,
         model: some(flags.model),
@@ -763,8 +733,22 @@ export const command = Command.make(
         graceSeconds: flags.grace,
         runId: some(flags.runId),
         db: some(flags.db),
-        argv
-      })
+        argv,
+        mode: flags.mode,
+        shardSize: some(flags.shardSize),
+        pollSeconds: some(flags.poll),
+        batchApi: flags.batchApi,
+        deadline: some(flags.deadline)
+      }
+      if (flags.mode === "batch" || flags.mode === "auto") {
+        const outcome = yield* runInBatchMode(options)
+        yield* Console.log(BatchModeRun.summary(outcome))
+        const failed = outcome.report.failed + outcome.rejected
+        const skipped = outcome.report.skipped
+        if (failed + skipped > 0) return yield* new ItemsUnsuccessful({ failed, skipped })
+        return
+      }
+      const outcome = yield* run(options)
       yield* Console.log(summary(outcome))
       const stoppedEarly = outcome.stopped || outcome.report.skippedBy.quota + outcome.report.skippedBy.budget > 0
       if (stoppedEarly && flags.runId._tag === "Some") {

@@ -26,13 +26,13 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
-import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
 import * as Budget from "../Budget.js"
 import * as TaskError from "../TaskError.js"
 import type * as BatchApi from "./BatchApi.js"
 import * as BatchProvider from "./BatchProvider.js"
 import type { ChatInput } from "./ChatRequest.js"
+import { decoder, outcomesOf, sender } from "./internal/batchHttp.js"
 import { anthropicLine } from "./internal/batchOutcomes.js"
 import type * as OpenAiCompat from "./OpenAiCompat.js"
 
@@ -70,22 +70,6 @@ const MessageBatch = Schema.Struct({
 
 const BatchList = Schema.Struct({ data: Schema.Array(MessageBatch), has_more: Schema.optional(Schema.Boolean) })
 
-type Operation = BatchProvider.BatchApiError["operation"]
-
-const retryable = (error: BatchProvider.BatchApiError) => error.status === undefined || error.status === 429 || error.status >= 500
-
-const transientRetry = Schedule.exponential("1 second").pipe(Schedule.intersect(Schedule.recurs(5)))
-
-const messageOf = (text: string): string => {
-  try {
-    const parsed = JSON.parse(text) as { error?: { message?: unknown } }
-    if (typeof parsed.error?.message === "string") return parsed.error.message
-  } catch {
-    // Not JSON: the text itself.
-  }
-  return text.slice(0, 300) || "(empty body)"
-}
-
 /**
  * The provider, on the `HttpClient` in context.
  *
@@ -106,28 +90,7 @@ export const make = (config: Config = {}): Effect.Effect<BatchProvider.Service, 
       ...config.headers
     }
 
-    const send = (operation: Operation, request: HttpClientRequest.HttpClientRequest) =>
-      client.execute(HttpClientRequest.setHeaders(request, headers)).pipe(
-        Effect.mapError((cause) => new BatchProvider.BatchApiError({ operation, detail: cause.message })),
-        Effect.flatMap((response) =>
-          Effect.flatMap(
-            Effect.mapError(response.text, (cause) => new BatchProvider.BatchApiError({ operation, detail: cause.message })),
-            (text) =>
-              response.status >= 200 && response.status < 300
-                ? Effect.succeed(text)
-                : Effect.fail(new BatchProvider.BatchApiError({ operation, status: response.status, detail: messageOf(text) }))
-          )
-        ),
-        Effect.scoped,
-        Effect.retry({ schedule: transientRetry, while: retryable })
-      )
-
-    const decode = <A, I>(schema: Schema.Schema<A, I>, operation: Operation) => {
-      const decodeJson = Schema.decodeUnknown(Schema.parseJson(schema))
-      return (text: string) =>
-        Effect.mapError(decodeJson(text), (error) =>
-          new BatchProvider.BatchApiError({ operation, detail: `unexpected answer: ${error.message.split("\n")[0]}` }))
-    }
+    const send = sender(client, headers)
 
     // Lines are sent with `create`: `upload` keeps them here until then.
     const held = new Map<string, ReadonlyArray<string>>()
@@ -149,7 +112,7 @@ export const make = (config: Config = {}): Effect.Effect<BatchProvider.Service, 
         // The lines are JSON already: joined, not parsed and serialised again.
         const body = `{"requests":[${lines.join(",")}]}`
         const batch = yield* send("create", HttpClientRequest.post(base).pipe(HttpClientRequest.bodyText(body, "application/json"))).pipe(
-          Effect.flatMap(decode(MessageBatch, "create"))
+          Effect.flatMap(decoder(MessageBatch, "create"))
         )
         held.delete(upload)
         return batch.id
@@ -170,21 +133,14 @@ export const make = (config: Config = {}): Effect.Effect<BatchProvider.Service, 
 
     const poll = (id: string) =>
       send("poll", HttpClientRequest.get(`${base}/${encodeURIComponent(id)}`)).pipe(
-        Effect.flatMap(decode(MessageBatch, "poll")),
+        Effect.flatMap(decoder(MessageBatch, "poll")),
         Effect.map(statusOf)
       )
 
     const results = (status: BatchProvider.Status) =>
       Effect.map(
         send("results", HttpClientRequest.get(status.results.output ?? `${base}/${encodeURIComponent(status.id)}/results`)),
-        (text) =>
-          text.split("\n").filter((line) => line.trim() !== "").map((line) => {
-            try {
-              return anthropicLine(JSON.parse(line))
-            } catch {
-              return { _tag: "Malformed" as const, message: `not JSON: ${line.slice(0, 120)}` }
-            }
-          })
+        (text) => outcomesOf(text, anthropicLine)
       )
 
     const find = ({ exclude, requests, since, until }: BatchProvider.FindQuery) =>
@@ -192,7 +148,7 @@ export const make = (config: Config = {}): Effect.Effect<BatchProvider.Service, 
         let after: string | undefined
         for (let page = 0; page < 10; page++) {
           const url = `${base}?limit=100${after === undefined ? "" : `&after_id=${encodeURIComponent(after)}`}`
-          const list = yield* send("find", HttpClientRequest.get(url)).pipe(Effect.flatMap(decode(BatchList, "find")))
+          const list = yield* send("find", HttpClientRequest.get(url)).pipe(Effect.flatMap(decoder(BatchList, "find")))
           for (const batch of list.data) {
             const created = batch.created_at == null ? Number.NaN : Date.parse(batch.created_at)
             const size = statusOf(batch).counts.total

@@ -21,7 +21,6 @@
  */
 import * as HttpClient from "@effect/platform/HttpClient"
 import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
-import type * as HttpClientResponse from "@effect/platform/HttpClientResponse"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
@@ -29,6 +28,7 @@ import * as Redacted from "effect/Redacted"
 import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
 import * as BatchProvider from "./BatchProvider.js"
+import { decoder, outcomesOf, sender } from "./internal/batchHttp.js"
 import { openAiLine } from "./internal/batchOutcomes.js"
 
 /**
@@ -69,23 +69,6 @@ const BatchObject = Schema.Struct({
 
 const BatchList = Schema.Struct({ data: Schema.Array(BatchObject), has_more: Schema.optional(Schema.Boolean) })
 
-type Operation = BatchProvider.BatchApiError["operation"]
-
-const retryable = (error: BatchProvider.BatchApiError) => error.status === undefined || error.status === 429 || error.status >= 500
-
-const transientRetry = Schedule.exponential("1 second").pipe(Schedule.intersect(Schedule.recurs(5)))
-
-const messageOf = (text: string): string => {
-  try {
-    const parsed: unknown = JSON.parse(text)
-    const error = typeof parsed === "object" && parsed !== null ? (parsed as { error?: { message?: unknown } }).error : undefined
-    if (typeof error?.message === "string") return error.message
-  } catch {
-    // Not JSON: the text itself.
-  }
-  return text.slice(0, 300) || "(empty body)"
-}
-
 const endedStates = new Set(["completed", "failed", "expired", "cancelled"])
 
 /**
@@ -107,32 +90,10 @@ export const make = (config: Config): Effect.Effect<BatchProvider.Service, never
     }
     const fileReady = config.fileReady ?? Schedule.spaced("500 millis").pipe(Schedule.intersect(Schedule.recurs(120)))
 
-    /** Sends `request`; the body of a 2xx answer as text, else a `BatchApiError` naming `operation`. Retries the transient. */
-    const send = (operation: Operation, request: HttpClientRequest.HttpClientRequest): Effect.Effect<string, BatchProvider.BatchApiError> =>
-      client.execute(HttpClientRequest.setHeaders(request, headers)).pipe(
-        Effect.mapError((cause) => new BatchProvider.BatchApiError({ operation, detail: cause.message })),
-        Effect.flatMap((response: HttpClientResponse.HttpClientResponse) =>
-          Effect.flatMap(
-            Effect.mapError(response.text, (cause) => new BatchProvider.BatchApiError({ operation, detail: cause.message })),
-            (text) =>
-              response.status >= 200 && response.status < 300
-                ? Effect.succeed(text)
-                : Effect.fail(new BatchProvider.BatchApiError({ operation, status: response.status, detail: messageOf(text) }))
-          )
-        ),
-        Effect.scoped,
-        Effect.retry({ schedule: transientRetry, while: retryable })
-      )
-
-    const decode = <A, I>(schema: Schema.Schema<A, I>, operation: Operation) => {
-      const decodeJson = Schema.decodeUnknown(Schema.parseJson(schema))
-      return (text: string) =>
-        Effect.mapError(decodeJson(text), (error) =>
-          new BatchProvider.BatchApiError({ operation, detail: `unexpected answer: ${error.message.split("\n")[0]}` }))
-    }
-    const decodeFile = decode(FileObject, "upload")
-    const decodeBatch = (operation: Operation) => decode(BatchObject, operation)
-    const decodeList = decode(BatchList, "find")
+    const send = sender(client, headers)
+    const decodeFile = decoder(FileObject, "upload")
+    const decodeBatch = (operation: "create" | "poll") => decoder(BatchObject, operation)
+    const decodeList = decoder(BatchList, "find")
 
     const upload = (name: string, lines: ReadonlyArray<string>) =>
       Effect.gen(function*() {
@@ -219,14 +180,7 @@ export const make = (config: Config): Effect.Effect<BatchProvider.Service, never
         ? Effect.succeed([])
         : Effect.map(
             send("results", HttpClientRequest.get(`${base}/files/${encodeURIComponent(fileId)}/content`)),
-            (text) =>
-              text.split("\n").filter((line) => line.trim() !== "").map((line) => {
-                try {
-                  return openAiLine(JSON.parse(line))
-                } catch {
-                  return { _tag: "Malformed" as const, message: `not JSON: ${line.slice(0, 120)}` }
-                }
-              })
+            (text) => outcomesOf(text, openAiLine)
           )
 
     const results = (status: BatchProvider.Status) =>

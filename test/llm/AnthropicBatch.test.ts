@@ -14,6 +14,7 @@ import * as BatchApi from "../../src/llm/BatchApi.js"
 import * as BatchProvider from "../../src/llm/BatchProvider.js"
 import * as Simulator from "../../src/llm/Simulator.js"
 import * as SimulatorServer from "../../src/llm/SimulatorServer.js"
+import { byTag, untilEnded } from "../support/batchProviders.js"
 import { runOnTestClock } from "../support/TestTime.js"
 
 const key = "sk-ant-test"
@@ -39,25 +40,6 @@ const spec = AnthropicBatch.chat({ model: "sim-chat", maxTokens: 16, prices: { i
 
 const lineOf = (provider: BatchProvider.Service, customId: string, prompt: string) =>
   provider.line(customId, spec.endpoint, spec.toRequest(prompt, 0).body)
-
-const untilEnded = (provider: BatchProvider.Service, id: string) =>
-  Effect.gen(function*() {
-    const seen: Array<string> = []
-    for (let i = 0; i < 1000; i++) {
-      const status = yield* provider.poll(id)
-      if (seen.at(-1) !== status.state) seen.push(status.state)
-      if (status.ended !== undefined) return { status, seen }
-      yield* TestClock.adjust("1 second")
-    }
-    return yield* Effect.dieMessage(`batch ${id} never ended`)
-  })
-
-const byTag = (outcomes: ReadonlyArray<BatchProvider.LineOutcome>) => {
-  const tags: Record<string, Array<string>> = {}
-  for (const o of outcomes) (tags[o._tag] ??= []).push(o._tag === "Malformed" ? o.message : o.customId)
-  for (const list of Object.values(tags)) list.sort()
-  return tags
-}
 
 describe("AnthropicBatch against the simulator's Message Batches", () => {
   it.effect("in_progress → ended; succeeded lines decode to ChatCompletions at half the price, a flagged one is invalid_request_error", () =>

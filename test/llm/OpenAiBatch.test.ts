@@ -9,12 +9,15 @@
 import { HttpClient, HttpClientRequest } from "@effect/platform"
 import { NodeHttpClient } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
-import { Duration, Effect, Layer, Option, TestClock } from "effect"
+import { Effect, Layer, Option, TestClock } from "effect"
 import * as BatchProvider from "../../src/llm/BatchProvider.js"
 import * as OpenAiBatch from "../../src/llm/OpenAiBatch.js"
 import * as Simulator from "../../src/llm/Simulator.js"
 import * as SimulatorServer from "../../src/llm/SimulatorServer.js"
+import { byTag, untilEnded } from "../support/batchProviders.js"
 import { runOnTestClock } from "../support/TestTime.js"
+
+const noWait = { fileProcessingMs: 0 }
 
 const withProvider = <A, E>(
   options: Simulator.Options,
@@ -28,28 +31,6 @@ const withProvider = <A, E>(
 
 const chatLine = (provider: BatchProvider.Service, customId: string, content: string, model = "sim-chat") =>
   provider.line(customId, "/v1/chat/completions", { model, messages: [{ role: "user", content }], max_tokens: 20 })
-
-/** Polls `id`, moving the clock by `step` between reads, until it has ended; every state seen on the way. */
-const untilEnded = (provider: BatchProvider.Service, id: string, step: Duration.DurationInput = "1 second") =>
-  Effect.gen(function*() {
-    const seen: Array<string> = []
-    for (let i = 0; i < 1000; i++) {
-      const status = yield* provider.poll(id)
-      if (seen.at(-1) !== status.state) seen.push(status.state)
-      if (status.ended !== undefined) return { status, seen }
-      yield* TestClock.adjust(step)
-    }
-    return yield* Effect.dieMessage(`batch ${id} never ended`)
-  })
-
-const noWait = { fileProcessingMs: 0 }
-
-const byTag = (outcomes: ReadonlyArray<BatchProvider.LineOutcome>) => {
-  const tags: Record<string, Array<string>> = {}
-  for (const o of outcomes) (tags[o._tag] ??= []).push(o._tag === "Malformed" ? o.message : o.customId)
-  for (const list of Object.values(tags)) list.sort()
-  return tags
-}
 
 describe("OpenAiBatch against the simulator's Batch API", () => {
   it.effect("a batch runs validating → in_progress → finalizing → completed; each line answered as live, a flagged one a 400", () =>
