@@ -32,7 +32,7 @@ import * as TaskError from "../TaskError.js"
 import type * as BatchApi from "./BatchApi.js"
 import * as BatchProvider from "./BatchProvider.js"
 import type { ChatInput } from "./ChatRequest.js"
-import { decoder, outcomesOf, sender } from "./internal/batchHttp.js"
+import { decoder, outcomesOf, sender, toleratingEnded } from "./internal/batchHttp.js"
 import { anthropicLine } from "./internal/batchOutcomes.js"
 import type * as OpenAiCompat from "./OpenAiCompat.js"
 
@@ -163,10 +163,7 @@ export const make = (config: Config = {}): Effect.Effect<BatchProvider.Service, 
       })
 
     const cancel = (id: string) =>
-      send("cancel", HttpClientRequest.post(`${base}/${encodeURIComponent(id)}/cancel`)).pipe(
-        Effect.catchIf((error) => error.status === 409 || error.status === 400, () => Effect.succeed("")),
-        Effect.asVoid
-      )
+      toleratingEnded(send("cancel", HttpClientRequest.post(`${base}/${encodeURIComponent(id)}/cancel`)))
 
     return {
       name: "anthropic",

@@ -28,7 +28,7 @@ import * as Redacted from "effect/Redacted"
 import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
 import * as BatchProvider from "./BatchProvider.js"
-import { decoder, outcomesOf, sender } from "./internal/batchHttp.js"
+import { decoder, outcomesOf, sender, toleratingEnded } from "./internal/batchHttp.js"
 import { openAiLine } from "./internal/batchOutcomes.js"
 
 /**
@@ -187,11 +187,7 @@ export const make = (config: Config): Effect.Effect<BatchProvider.Service, never
       Effect.map(Effect.all([lines(status.results.output), lines(status.results.errors)]), ([output, errors]) => [...output, ...errors])
 
     const cancel = (id: string) =>
-      send("cancel", HttpClientRequest.post(`${base}/batches/${encodeURIComponent(id)}/cancel`)).pipe(
-        // Cancelling a batch that has ended is a 409 (or 400): nothing left to cancel.
-        Effect.catchIf((error) => error.status === 409 || error.status === 400, () => Effect.succeed("")),
-        Effect.asVoid
-      )
+      toleratingEnded(send("cancel", HttpClientRequest.post(`${base}/batches/${encodeURIComponent(id)}/cancel`)))
 
     return {
       name: "openai",

@@ -49,6 +49,13 @@ export const sender = (client: HttpClient.HttpClient, headers: Readonly<Record<s
       Effect.retry({ schedule: transientRetry, while: retryable })
     )
 
+/** A cancel that found the batch already ended (409, or 400): nothing was left to cancel, which is no failure. */
+export const toleratingEnded = (cancel: Effect.Effect<string, BatchApiError>): Effect.Effect<void, BatchApiError> =>
+  cancel.pipe(
+    Effect.catchIf((error) => error.status === 409 || error.status === 400, () => Effect.succeed("")),
+    Effect.asVoid
+  )
+
 /** Decodes an answer's JSON text with `schema`, or fails naming `operation`. */
 export const decoder = <A, I>(schema: Schema.Schema<A, I>, operation: Operation) => {
   const decodeJson = Schema.decodeUnknown(Schema.parseJson(schema))

@@ -271,6 +271,28 @@ export const make = (deps: {
     return file
   }
 
+  /** A batch created now, with nothing run yet. */
+  const addBatch = (
+    fields: Pick<SimBatch, "flavour" | "id" | "inputFileId" | "endpoint" | "metadata" | "lines" | "model" | "queuedTokens" | "failure" | "nullPollsLeft">
+  ): SimBatch => {
+    const batch: SimBatch = {
+      ...fields,
+      number: ++nextBatch,
+      createdAt: now(),
+      cancelledAt: undefined,
+      ended: undefined,
+      outputFileId: null,
+      errorFileId: null,
+      usage: { input_tokens: 0, output_tokens: 0, total_tokens: 0 },
+      counts: { total: fields.lines.length, completed: 0, failed: 0 },
+      anthropicCounts: { succeeded: 0, errored: 0, canceled: 0, expired: 0 }
+    }
+    batches.set(batch.id, batch)
+    order.push(batch)
+    created++
+    return batch
+  }
+
   /** Whether `batch` holds its model's queue at `at`: created, not failed, not yet ended. */
   const queuedAt = (batch: SimBatch, at: number) => batch.failure === undefined && endOf(batch).at > at
 
@@ -577,30 +599,18 @@ export const make = (deps: {
           }
         }
       }
-      const batch: SimBatch = {
+      const batch = addBatch({
         flavour: "openai",
-        anthropicCounts: { succeeded: 0, errored: 0, canceled: 0, expired: 0 },
-        id: `batch_sim_${++nextBatch}`,
-        number: nextBatch,
+        id: `batch_sim_${nextBatch + 1}`,
         inputFileId: input_file_id,
         endpoint,
         metadata: (metadata as Record<string, string> | undefined) ?? null,
-        createdAt: at,
         lines,
         model: modelName,
         queuedTokens,
         failure: failure ?? limitFailure,
-        cancelledAt: undefined,
-        ended: undefined,
-        outputFileId: null,
-        errorFileId: null,
-        usage: { input_tokens: 0, output_tokens: 0, total_tokens: 0 },
-        counts: { total: lines.length, completed: 0, failed: 0 },
         nullPollsLeft: deps.options().nullOutputPolls
-      }
-      batches.set(batch.id, batch)
-      order.push(batch)
-      created++
+      })
       return json(batchObject(batch))
     }))
 
@@ -698,30 +708,18 @@ export const make = (deps: {
         }
         lines.push({ customId, body: entry.params })
       }
-      const batch: SimBatch = {
+      const batch = addBatch({
         flavour: "anthropic",
-        id: `msgbatch_sim_${++nextBatch}`,
-        number: nextBatch,
+        id: `msgbatch_sim_${nextBatch + 1}`,
         inputFileId: "",
         endpoint: "/v1/messages",
         metadata: null,
-        createdAt: now(),
         lines,
         model: undefined,
         queuedTokens: 0,
         failure: undefined,
-        cancelledAt: undefined,
-        ended: undefined,
-        outputFileId: null,
-        errorFileId: null,
-        usage: { input_tokens: 0, output_tokens: 0, total_tokens: 0 },
-        counts: { total: lines.length, completed: 0, failed: 0 },
-        anthropicCounts: { succeeded: 0, errored: 0, canceled: 0, expired: 0 },
         nullPollsLeft: 0
-      }
-      batches.set(batch.id, batch)
-      order.push(batch)
-      created++
+      })
       return json(messageBatchObject(batch, request))
     }))
 
