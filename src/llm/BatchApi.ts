@@ -96,6 +96,12 @@ export interface Options<A, B, E = never, R = never> extends Spec<A, B> {
   readonly rounds?: number | undefined
   /** How long a shard refused for the model's enqueued-token limit waits before it is created again. Default 1 minute. */
   readonly limitWait?: Duration.DurationInput | undefined
+  /**
+   * Items settled elsewhere (e.g. lines a job refused on arrival): never
+   * sent, and without a result here. The rest keep their positions (line
+   * names and the checkpoint's fingerprint are of the whole list).
+   */
+  readonly exclude?: ReadonlySet<number> | undefined
   /** Shards at the provider at once. Default 16. */
   readonly maxShards?: number | undefined
   /** Record the run under this id, in the `CheckpointStore` in context, so it can be resumed or attached to. */
@@ -150,7 +156,7 @@ export interface Report {
  * @category models
  */
 export interface Outcome<B> {
-  /** `results[i]` is item `i`'s. */
+  /** `results[i]` is item `i`'s (none for an excluded item). */
   readonly results: ReadonlyArray<TaskResult.TaskResult<B, TaskError.TaskError>>
   readonly report: Report
 }
@@ -243,6 +249,7 @@ export const run = <A, B, E = never, R = never>(
     const provider = yield* BatchProvider.BatchProvider
     const { endpoint } = options
     const poll = options.poll ?? defaultPoll
+    const excluded = options.exclude ?? new Set<number>()
     const limitWait = options.limitWait ?? "1 minute"
 
     const requests = items.map((item, index) => options.toRequest(item, index))
@@ -539,7 +546,7 @@ export const run = <A, B, E = never, R = never>(
         const planned: Array<{ readonly round: number, readonly shard: Shard }> = []
         const byRound = new Map<number, Planner>()
         for (let index = 0; index < items.length; index++) {
-          if (results[index] !== undefined || inOpen.has(index)) continue
+          if (results[index] !== undefined || inOpen.has(index) || excluded.has(index)) continue
           const round = due.get(index) ?? 0
           if (round >= rounds) {
             const reason = lastReason.get(index) ?? "a retryable failure"
@@ -603,7 +610,7 @@ export const run = <A, B, E = never, R = never>(
           }), { concurrency: maxShards, discard: true })
         const left: Array<number> = []
         // Not flatMap: `results` has holes where nothing settled, and array methods skip holes.
-        for (let index = 0; index < items.length; index++) if (results[index] === undefined) left.push(index)
+        for (let index = 0; index < items.length; index++) if (results[index] === undefined && !excluded.has(index)) left.push(index)
         if (left.length > 0) {
           yield* Effect.logDebug(`${left.length} items not answered by batches before the deadline run live`)
           const live = yield* options.fallback.live(left)

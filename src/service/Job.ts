@@ -117,6 +117,8 @@ export type Counts = typeof Counts.Type
  * @category schemas
  */
 export const Spec = Schema.Struct({
+  /** `batch`: through the provider's batch API (`BatchApi`); absent: live calls. */
+  mode: Schema.optional(Schema.Literal("realtime", "batch")),
   maxCost: Schema.optional(Schema.Number),
   maxAttempts: Schema.optional(Schema.Int),
   softLimitSeconds: Schema.optional(Schema.Number),

@@ -98,6 +98,12 @@ export const SubmitJob = Schema.Struct({
   profile: Schema.optionalWith(Schema.String, { exact: true }),
   /** Default: the profile's first model. */
   model: Schema.optionalWith(Schema.String, { exact: true }),
+  /**
+   * `realtime` (default): live calls; `batch`: the provider's batch API, at
+   * about half the price, answered within 24 h (a replay of its dead letters
+   * runs live).
+   */
+  mode: Schema.optionalWith(Schema.Literal("realtime", "batch"), { exact: true }),
   /** Higher goes first among jobs on the same provider; waiting jobs age, so none starves. Default 0. */
   priority: Schema.optionalWith(Schema.Int.pipe(Schema.between(-10, 10)), { exact: true }),
   /** USD: no item starts once its projected cost would pass this. */
@@ -137,6 +143,8 @@ export const Job = Schema.Struct({
   profile: Schema.String,
   model: Schema.String,
   priority: Schema.Int,
+  /** `batch` for a job run through the provider's batch API. */
+  mode: Schema.optional(Schema.Literal("realtime", "batch")),
   counts: Domain.Counts,
   /** Items settled per second over the last few seconds (0 when not running). */
   rate: Schema.Number,

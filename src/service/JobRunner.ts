@@ -58,6 +58,10 @@ import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
 import * as Batch from "../Batch.js"
+import * as CheckpointStore from "../CheckpointStore.js"
+import * as BatchApi from "../llm/BatchApi.js"
+import * as BatchProvider from "../llm/BatchProvider.js"
+import * as OpenAiBatch from "../llm/OpenAiBatch.js"
 import * as Budget from "../Budget.js"
 import * as Idempotency from "../Idempotency.js"
 import * as ConcurrencyLimiter from "../ConcurrencyLimiter.js"
@@ -139,6 +143,17 @@ export const staleAfter = Duration.seconds(10)
  * @category tags
  */
 export class JobRunner extends Context.Tag("effect-batch/JobRunner")<JobRunner, Runner>() {}
+
+/**
+ * How often a batch job reads its running batches. Default 15 s, growing
+ * ×1.5 to 5 min; tests and demos against the simulator read more often.
+ *
+ * @since 0.1.0
+ * @category references
+ */
+export class BatchPoll extends Context.Reference<BatchPoll>()("effect-batch/JobRunner/BatchPoll", {
+  defaultValue: (): Schedule.Schedule<unknown> => Schedule.exponential("15 seconds", 1.5).pipe(Schedule.either(Schedule.spaced("5 minutes")))
+}) {}
 
 /** A pending item, as the task, `estimate` and `settle` take it. */
 type Item = { readonly index: number, readonly input: Job.ItemInput }
@@ -356,7 +371,10 @@ const make = Effect.gen(function*() {
       if (yield* store.setState(jobId, "running", { now: now() })) {
         if (job.state !== "running") yield* events.publish(jobId, "state", { state: "running" })
       }
-      return { _tag: "Started", total: job.total } as const
+      // A replay of dead letters (round > 0) runs live: a batch run's record is of the whole job, once.
+      return job.spec.mode === "batch" && job.round === 0
+        ? { _tag: "Started", total: job.total, mode: "batch" } as const
+        : { _tag: "Started", total: job.total } as const
     }).pipe(Effect.catchAllCause(failed("start")))
 
   const finish: JobWorkflow.Steps["finish"] = (jobId, outcomes) =>
@@ -428,7 +446,59 @@ const make = Effect.gen(function*() {
     Effect.forkScoped
   )
 
-  return { start, runChunk, finish } satisfies JobWorkflow.Steps
+  const batchPoll = yield* BatchPoll
+  /** Where batch jobs keep their shards; without a store in context (tests), in memory, so not across a crash. */
+  const checkpoints = Option.getOrUndefined(yield* Effect.serviceOption(CheckpointStore.CheckpointStore)) ??
+    (yield* CheckpointStore.makeMemory)
+
+  const runBatch: JobWorkflow.Steps["runBatch"] = (jobId) =>
+    Effect.gen(function*() {
+      const job = yield* jobOf(jobId)
+      if (job.state === "cancelled") return "cancelled" as const
+      const provider = profiles.get(job.profile)
+      if (provider === undefined) return yield* Effect.dieMessage(`the profile ${job.profile} is no longer configured`)
+      // Every item, settled or not: line names are positions, the same in every attempt; those settled are in the record.
+      const all = yield* store.inputs(jobId, 0, job.total)
+      const pending = new Set(all.filter((item) => item.pending).map((item) => item.index))
+      if (pending.size === 0) return "done" as const
+      const items: ReadonlyArray<Item> = all
+      const { apiKey, baseUrl } = provider.config
+      const spec = BatchApi.chat({ baseUrl, apiKey, model: job.model })
+      const runId = `job/${jobId}`
+      const running = BatchApi.run(items, {
+        endpoint: spec.endpoint,
+        toRequest: (item, i) => spec.toRequest(item.input, i),
+        decode: (body, item, i) => spec.decode(body, item.input, i),
+        tokens: (item, i) => spec.tokens!(item.input, i),
+        estimate: (item, i) => spec.estimate!(item.input, i),
+        cost: spec.cost,
+        checkpoint: { runId },
+        exclude: new Set(all.flatMap((item, position) => item.pending ? [] : [position])),
+        poll: batchPoll,
+        // Items settled before (a rejected line, an earlier attempt's) are in the job already.
+        onResult: (result) => pending.has(items[result.index]!.index) ? record(job, items, [result]) : Effect.void
+      }).pipe(
+        Effect.provideService(BatchProvider.BatchProvider, yield* OpenAiBatch.make({ baseUrl, apiKey })),
+        Effect.provideService(CheckpointStore.CheckpointStore, checkpoints),
+        Effect.provideService(Budget.Budget, yield* budgetOf(job)),
+        Effect.map(({ report }): JobWorkflow.ChunkOutcome => report.skipped > 0 ? "stopped" : "done")
+      )
+      const cancelled = Effect.zipRight(
+        Deferred.await(signalOf(jobId)),
+        BatchApi.cancel(runId).pipe(
+          Effect.provideService(BatchProvider.BatchProvider, yield* OpenAiBatch.make({ baseUrl, apiKey })),
+          Effect.provideService(CheckpointStore.CheckpointStore, checkpoints),
+          Effect.as("cancelled" as const)
+        )
+      )
+      return yield* track(jobId, provider.limiter, Effect.interruptible(Effect.raceFirst(running, cancelled)))
+    }).pipe(
+      Effect.provide(context),
+      Effect.catchAllCause(failed("batch")),
+      Effect.tapError((error) => Effect.logWarning(`job ${jobId}: ${error.message}; the batch run is retried after a backoff, ${JobWorkflow.chunkAttempts} attempts in all`))
+    )
+
+  return { start, runChunk, runBatch, finish } satisfies JobWorkflow.Steps
 })
 
 const decodeProgress = Schema.decodeUnknownOption(Schema.parseJson(Job.PublishedProgress))

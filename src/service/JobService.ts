@@ -32,6 +32,7 @@ import * as RunnerAddress from "@effect/cluster/RunnerAddress"
 import * as SingleRunner from "@effect/cluster/SingleRunner"
 import * as NodeClusterSocket from "@effect/platform-node/NodeClusterSocket"
 import * as SqlClient from "@effect/sql/SqlClient"
+import * as SqlCheckpointStore from "../sql/SqlCheckpointStore.js"
 import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -210,7 +211,9 @@ export const layerJobs = (options: Options) => {
     ProviderProfiles.layer(options.profiles, options.defaultProfile, {
       rateLimiter: options.rateLimiter,
       concurrencyLimiter: options.concurrencyLimiter
-    })
+    }),
+    // Where batch-mode jobs keep their shards, beside the jobs: a runner that takes a job over re-attaches to its batches.
+    role === "api" ? Layer.empty : Layer.orDie(SqlCheckpointStore.layer({ prefix: "effect_batch_job_batches_" }))
   ).pipe(Layer.provideMerge(signals))
   // A runner keeps the control too: it starts the jobs left unfinished (`resumeUnfinished`).
   const parts = role === "api" ? JobRunner.layerControl : JobRunner.layer

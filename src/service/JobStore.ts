@@ -219,6 +219,16 @@ export interface Store {
     from: number,
     to: number
   ) => Effect.Effect<ReadonlyArray<{ readonly index: number, readonly input: Job.ItemInput }>, JobStoreError>
+  /**
+   * Every item of `[from, to)`, settled or not, in index order: what a run
+   * that must see the whole job (a provider batch run, whose line names are
+   * item positions) takes.
+   */
+  readonly inputs: (
+    id: string,
+    from: number,
+    to: number
+  ) => Effect.Effect<ReadonlyArray<{ readonly index: number, readonly input: Job.ItemInput, readonly pending: boolean }>, JobStoreError>
   /** Records outcomes (of items of the job; others are ignored) in one atomic step. */
   readonly record: (id: string, outcomes: ReadonlyArray<Outcome>, now: number) => Effect.Effect<void, JobStoreError>
   /** Counts by status, and cost and tokens summed over every item (a reopened item keeps its last attempt's). */
@@ -448,6 +458,14 @@ export const makeMemory: Effect.Effect<Store> = Effect.sync(() => {
         (jobs.get(id)?.items ?? []).slice(Math.max(0, from), Math.max(0, to)).flatMap((item, i) =>
           item.settled === undefined ? [{ index: Math.max(0, from) + i, input: item.input }] : []
         )
+      ),
+    inputs: (id, from, to) =>
+      Effect.sync(() =>
+        (jobs.get(id)?.items ?? []).slice(Math.max(0, from), Math.max(0, to)).map((item, i) => ({
+          index: Math.max(0, from) + i,
+          input: item.input,
+          pending: item.settled === undefined
+        }))
       ),
     record,
     totals,

@@ -2,7 +2,8 @@
  * The durable part of running a job: the `@effect/workflow` definition of one
  * round of a job (`BatchJob`) and its body — start, the chunks of
  * `chunkSize` items (each an activity, `chunksInFlight` at once, retried with
- * a durable backoff), finish. What each step does is the `JobRunner`'s: the
+ * a durable backoff) or, for a job in `batch` mode, one activity that runs
+ * the whole job through the provider's batch API, finish. What each step does is the `JobRunner`'s: the
  * workflow only decides their order, what is journaled, and what a failure
  * means.
  *
@@ -83,7 +84,8 @@ export type ChunkOutcome = typeof ChunkOutcome.Type
  * @category models
  */
 export const Started = Schema.Union(
-  Schema.TaggedStruct("Started", { total: Schema.Int }),
+  // `mode` is absent from what was journaled before batch jobs: those ran live.
+  Schema.TaggedStruct("Started", { total: Schema.Int, mode: Schema.optional(Schema.Literal("batch")) }),
   Schema.TaggedStruct("Cancelled", {})
 )
 
@@ -125,6 +127,8 @@ export interface Steps {
   readonly start: (jobId: string) => Effect.Effect<Started, ChunkFailed>
   /** Runs the items of chunk `chunk` still pending. */
   readonly runChunk: (jobId: string, chunk: number) => Effect.Effect<ChunkOutcome, ChunkFailed>
+  /** Runs every item still pending through the provider's batch API, re-attaching to the batches a crashed attempt left. */
+  readonly runBatch: (jobId: string) => Effect.Effect<ChunkOutcome, ChunkFailed>
   /** Decides and records the final state. */
   readonly finish: (jobId: string, outcomes: ReadonlyArray<ChunkOutcome>) => Effect.Effect<Job.JobState, ChunkFailed>
 }
@@ -137,20 +141,18 @@ export class JobSteps extends Context.Tag("effect-batch/JobWorkflow/Steps")<JobS
 
 const backoff = (attempt: number) => Duration.seconds(Math.min(60, 2 ** attempt))
 
-const chunkWithRetry = (steps: Steps, jobId: string, chunk: number) =>
+/** Runs `step` as activities named `<name>/<attempt>`, retried with a durable backoff; `failed` after `chunkAttempts`. */
+const withRetry = (name: string, step: Effect.Effect<ChunkOutcome, ChunkFailed>) =>
   Effect.gen(function*() {
     for (let attempt = 1; ; attempt++) {
-      const result = yield* Activity.make({
-        name: `chunk/${chunk}/${attempt}`,
-        success: ChunkOutcome,
-        error: ChunkFailed,
-        execute: steps.runChunk(jobId, chunk)
-      }).pipe(Effect.either)
+      const result = yield* Activity.make({ name: `${name}/${attempt}`, success: ChunkOutcome, error: ChunkFailed, execute: step }).pipe(
+        Effect.either
+      )
       if (Either.isRight(result)) return result.right
       if (attempt >= chunkAttempts) return "failed" as const
       // A persisted timer even for short waits (the default keeps waits under a minute in memory):
       // a service restarted during the backoff wakes the chunk when it was due, not a full backoff later.
-      yield* DurableClock.sleep({ name: `chunk/${chunk}/backoff/${attempt}`, duration: backoff(attempt), inMemoryThreshold: Duration.zero })
+      yield* DurableClock.sleep({ name: `${name}/backoff/${attempt}`, duration: backoff(attempt), inMemoryThreshold: Duration.zero })
     }
   })
 
@@ -172,11 +174,14 @@ export const layer: Layer.Layer<never, never, WorkflowEngine.WorkflowEngine | Jo
       ? ["failed"]
       : started.right._tag === "Cancelled"
         ? ["cancelled"]
-        : yield* Effect.forEach(
-          Array.from({ length: Math.ceil(started.right.total / chunkSize) }, (_, i) => i),
-          (chunk) => chunkWithRetry(steps, jobId, chunk),
-          { concurrency: chunksInFlight }
-        )
+        : started.right.mode === "batch"
+          // One activity for the whole job: the provider's batches are its shards, re-attached to if it runs again.
+          ? [yield* withRetry("batch", steps.runBatch(jobId))]
+          : yield* Effect.forEach(
+            Array.from({ length: Math.ceil(started.right.total / chunkSize) }, (_, i) => i),
+            (chunk) => withRetry(`chunk/${chunk}`, steps.runChunk(jobId, chunk)),
+            { concurrency: chunksInFlight }
+          )
     return yield* Activity.make({ name: "finish", success: Schema.String, error: ChunkFailed, execute: steps.finish(jobId, outcomes) }).pipe(
       Effect.orElseSucceed(() => "failed")
     )

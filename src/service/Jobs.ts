@@ -185,6 +185,7 @@ export const make = (limits: Limits) =>
           profile: job.profile,
           model: job.model,
           priority: job.priority,
+          ...(job.spec.mode === undefined ? {} : { mode: job.spec.mode }),
           counts: {
             total: totals.total,
             succeeded: totals.succeeded,
@@ -254,6 +255,11 @@ export const make = (limits: Limits) =>
         if (!provider.config.models.includes(model)) {
           return yield* invalid("model", `profile ${profileName} has no model ${JSON.stringify(model)}; known: ${provider.config.models.join(", ")}`)
         }
+        if (payload.mode === "batch") {
+          for (const field of ["maxAttempts", "itemTimeout", "itemDeadline", "priority"] as const) {
+            if (payload[field] !== undefined) return yield* invalid(field, `${field} shapes live calls, and a batch job makes none`)
+          }
+        }
         const soft = payload.timeLimit?.soft
         const hard = payload.timeLimit?.hard
         if (soft !== undefined && hard !== undefined && soft > hard) {
@@ -273,6 +279,7 @@ export const make = (limits: Limits) =>
           model,
           priority: payload.priority ?? 0,
           spec: {
+            ...(payload.mode === "batch" ? { mode: "batch" as const } : {}),
             maxCost: payload.maxCost,
             maxAttempts: payload.maxAttempts,
             softLimitSeconds: soft,

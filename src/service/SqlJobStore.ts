@@ -361,6 +361,15 @@ export const make: Effect.Effect<JobStore.Store, JobStore.JobStoreError, SqlClie
         wrap("pending")
       )
 
+  const inputs: JobStore.Store["inputs"] = (id, from, to) =>
+    sql<{ readonly idx: Num, readonly input: string, readonly status: string | null }>`SELECT idx, input, status
+      FROM effect_batch_job_items WHERE job_id = ${id} AND idx >= ${from} AND idx < ${to} ORDER BY idx`.pipe(
+        Effect.flatMap((rows) =>
+          decoded(rows, (row) => ({ index: num(row.idx), input: decodeInput(row.input), pending: row.status === null }))
+        ),
+        wrap("inputs")
+      )
+
   // One UPDATE … FROM (VALUES …) per group (SQLite ≥ 3.33 and PostgreSQL both read it, with the VALUES
   // columns named column1…; the casts give PostgreSQL their types): a statement per outcome cost 2-3× more.
   const updateGroup = (id: string, outcomes: ReadonlyArray<JobStore.Outcome>, now: number) =>
@@ -499,6 +508,7 @@ export const make: Effect.Effect<JobStore.Store, JobStore.JobStoreError, SqlClie
     list,
     setState,
     pending,
+    inputs,
     record,
     totals,
     settled,

@@ -31,6 +31,13 @@ const recording = (
           ? Effect.fail(new JobWorkflow.ChunkFailed({ message: "database is locked" }))
           : Effect.succeed("done" as const)
       }),
+    runBatch: () =>
+      Effect.flatMap(Clock.currentTimeMillis, (t) => {
+        recorded.calls.push(`batch at ${t}`)
+        return options.failing === -1 && failuresLeft-- > 0
+          ? Effect.fail(new JobWorkflow.ChunkFailed({ message: "provider unreachable" }))
+          : Effect.succeed("done" as const)
+      }),
     finish: (_, outcomes) =>
       Effect.sync(() => {
         recorded.finished = outcomes
@@ -54,6 +61,18 @@ describe("JobWorkflow.BatchJob", () => {
       expect([...recorded.calls].sort()).toEqual(["chunk 0 at 0", "chunk 1 at 0", "chunk 2 at 0", "start job_a at 0"])
       expect(recorded.finished).toEqual(["done", "done", "done"])
     }).pipe(Effect.provide(layer))
+  })
+
+  it.effect("a batch-mode start runs one batch step for the whole job, retried with the same backoff, and no chunk", () => {
+    const { layer, recorded } = recording(Effect.succeed({ _tag: "Started", total: 3 * JobWorkflow.chunkSize, mode: "batch" }), {
+      failing: -1,
+      failures: 1
+    })
+    return Effect.gen(function*() {
+      expect(yield* runOnTestClock(run("job_f").pipe(Effect.provide(layer)), "1 second", 100)).toBe("finished")
+      expect(recorded.calls).toEqual(["start job_f at 0", "batch at 0", "batch at 2000"])
+      expect(recorded.finished).toEqual(["done"])
+    })
   })
 
   it.effect("a job cancelled before it started runs no chunk and finishes cancelled", () => {

@@ -9,13 +9,14 @@ import { HttpApiClient, HttpClient, HttpClientRequest } from "@effect/platform"
 import { NodeContext, NodeHttpClient, NodeHttpServer } from "@effect/platform-node"
 import type { SqlClient } from "@effect/sql"
 import { SqliteClient } from "@effect/sql-sqlite-node"
-import { Context, Effect, Layer, Redacted } from "effect"
+import { Context, Effect, Layer, Redacted, Schedule } from "effect"
 import { mkdtempSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import * as ApiKeys from "../../src/service/ApiKeys.js"
 import * as SimulatorServer from "../../src/llm/SimulatorServer.js"
 import * as JobApi from "../../src/service/JobApi.js"
+import * as JobRunner from "../../src/service/JobRunner.js"
 import * as JobService from "../../src/service/JobService.js"
 import * as Simulator from "../../src/llm/Simulator.js"
 
@@ -60,7 +61,9 @@ export const layer = (setup: Setup = {}) => {
     }).pipe(
       Layer.provide(setup.sql ?? SqliteClient.layer({ filename: join(dir, "service.db") })),
       Layer.provide(NodeHttpClient.layerUndici),
-      Layer.provide(NodeContext.layer)
+      Layer.provide(NodeContext.layer),
+      // Batch-mode jobs read the simulator's batches often: they end in about a second.
+      Layer.provide(Layer.succeed(JobRunner.BatchPoll, Schedule.spaced("200 millis")))
     )))
   return service.pipe(
     Layer.provideMerge(simulator),
