@@ -71,6 +71,7 @@ const body = String.raw`
     <div class="row">
       <label>Priority <input id="priority" data-testid="priority" type="number" min="-10" max="10" step="1" value="0" style="width:5em"></label>
       <label>Max cost (USD) <input id="max-cost" data-testid="max-cost" type="number" min="0" step="any" placeholder="none" style="width:8em"></label>
+      <label>Mode <select id="mode" data-testid="mode"><option value="realtime">live calls</option><option value="batch">provider batches (½ price, ≤ 24 h)</option></select></label>
       <button id="submit" data-testid="submit">Submit</button>
     </div>
     <div id="submit-error" class="error" data-testid="submit-error"></div>
@@ -83,6 +84,10 @@ const body = String.raw`
     <div class="legend"><span><i class="swatch" style="background:#2e7dd6"></i>throughput (items settled/s, left)</span>
       <span><i class="swatch" style="background:#e08020"></i>concurrency limit (right)</span></div>
     <svg id="chart" data-testid="chart" viewBox="0 0 720 200" role="img" aria-label="throughput and concurrency limit over time"></svg>
+    <div id="shards-section" hidden>
+      <h2>Provider batches</h2>
+      <table><thead><tr><th>Shard</th><th>Model</th><th>Lines</th><th>State</th><th>Batch</th></tr></thead><tbody id="shards" data-testid="shards"></tbody></table>
+    </div>
     <h2>Failures by class</h2>
     <table><thead><tr><th>Class</th><th>Items</th><th>Last message</th></tr></thead><tbody id="failures" data-testid="failures"></tbody></table>
   </section>
@@ -220,6 +225,11 @@ function render() {
   $("detail-info").textContent = job.profile + " / " + job.model + ", priority " + job.priority + ", " + job.tokens + " tokens" +
     (job.etaSeconds !== undefined ? ", ETA " + Math.round(job.etaSeconds) + " s" : "") + (job.round > 0 ? ", replayed " + job.round + "×" : "") + (meta ? " — " + meta : "");
   drawChart(feedOf(job.id).series);
+  const shards = feedOf(job.id).shards || [];
+  $("shards-section").hidden = job.mode !== "batch";
+  $("shards").replaceChildren(...shards.map((s) => el("tr", { "data-testid": "shard" }, el("td", {}, s.key), el("td", {}, s.model),
+    el("td", { class: "num" }, String(s.lines)), el("td", {}, s.state + (s.cancelled ? " (cancelled)" : "") + (s.again > 0 ? ", " + s.again + " to the next round" : "")),
+    el("td", {}, s.batch || "-"))));
   const tbody = $("failures");
   tbody.replaceChildren(...summary(feedOf(job.id).failures).map(([k, v]) => el("tr", { "data-testid": "failure-class" }, el("td", {}, k), el("td", { class: "num" }, String(v.count)), el("td", {}, v.message))));
   if (tbody.children.length === 0) tbody.append(el("tr", {}, el("td", { colspan: "3", class: "muted" }, job.counts.failed > 0 ? job.counts.failed + " failed" : "No failures")));
@@ -276,6 +286,15 @@ function select(id) {
   // The chart is built from the job's events: a job already ended is read once, from the start.
   if (feed.lastId === 0) follow(id, true);
   if (job && terminal(job.state) && job.counts.failed > 0) loadDeadLetters(id);
+  if (job && job.mode === "batch") loadShards(id);
+}
+
+async function loadShards(id) {
+  try {
+    const { shards } = await api("GET", "/jobs/" + id + "/shards");
+    feedOf(id).shards = shards;
+    schedule(id);
+  } catch (e) { $("status").textContent = e.message; }
 }
 
 async function loadDeadLetters(id) {
@@ -293,6 +312,7 @@ async function refreshJob(id) {
     const at = performance.now(), job = await api("GET", "/jobs/" + id);
     upsert(job, at);
     if (terminal(job.state) && job.counts.failed > 0) loadDeadLetters(id);
+    if (job.mode === "batch" && id === selected) loadShards(id);
   } catch (e) { $("status").textContent = e.message; }
 }
 
@@ -411,7 +431,8 @@ $("submit-form").addEventListener("submit", async (e) => {
   const items = $("prompts").value.split(/\r?\n/).filter((line) => line.trim() !== "");
   if (items.length === 0) { error.textContent = "Enter at least one prompt, one per line."; return; }
   if (key() !== localStorage.getItem("effect-batch.key")) reset();
-  const payload = { items, priority: Number($("priority").value || "0") };
+  // A batch job takes no priority: it does not share the provider's live limits.
+  const payload = $("mode").value === "batch" ? { items, mode: "batch" } : { items, priority: Number($("priority").value || "0") };
   if ($("max-cost").value.trim() !== "") payload.maxCost = Number($("max-cost").value);
   button.disabled = true;
   try {

@@ -193,6 +193,28 @@ export const JobPage = Schema.Struct({
 })
 
 /**
+ * The provider batches of a job in `batch` mode, one per shard: round,
+ * model, lines, state (`planned`, `uploaded`, `submitting`, `submitted`,
+ * `ingested`), the provider's batch id once created.
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const Shards = Schema.Struct({
+  shards: Schema.Array(Schema.Struct({
+    key: Schema.String,
+    round: Schema.Int,
+    model: Schema.String,
+    lines: Schema.Int,
+    state: Schema.String,
+    batch: Schema.optional(Schema.String),
+    cancelled: Schema.Boolean,
+    /** Once ingested: lines sent again in the next round. */
+    again: Schema.Int
+  }))
+})
+
+/**
  * An item that failed for good, with its last error.
  *
  * @since 0.1.0
@@ -393,6 +415,12 @@ export class JobsGroup extends HttpApiGroup.make("jobs")
       .addSuccess(DeadLetters)
       .addError(JobNotFound)
       .annotate(OpenApi.Summary, "Items that failed for good, with their last error")
+  )
+  .add(
+    HttpApiEndpoint.get("shards")`/jobs/${id}/shards`
+      .addSuccess(Shards)
+      .addError(JobNotFound)
+      .annotate(OpenApi.Summary, "A batch-mode job's provider batches, one per shard (none for a live job)")
   )
   .add(
     HttpApiEndpoint.post("replay")`/jobs/${id}/dead-letters/replay`

@@ -86,6 +86,7 @@ export const layerHandlers = HttpApiBuilder.group(JobApi.Api, "jobs", (handlers)
       .handle("cancel", ({ path }) => Effect.flatMap(tenant, (t) => jobs.cancel(t, path.id)))
       .handle("deadLetters", ({ path }) => Effect.flatMap(tenant, (t) => jobs.deadLetters(t, path.id)))
       .handle("replay", ({ path }) => Effect.flatMap(tenant, (t) => jobs.replay(t, path.id)))
+      .handle("shards", ({ path }) => Effect.flatMap(tenant, (t) => jobs.shards(t, path.id)))
       .handle("profiles", () => Effect.succeed({ profiles: jobs.profiles }))
       .handleRaw("results", ({ path, urlParams }) =>
         Effect.flatMap(tenant, (t) =>

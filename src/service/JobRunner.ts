@@ -155,6 +155,14 @@ export class BatchPoll extends Context.Reference<BatchPoll>()("effect-batch/JobR
   defaultValue: (): Schedule.Schedule<unknown> => Schedule.exponential("15 seconds", 1.5).pipe(Schedule.either(Schedule.spaced("5 minutes")))
 }) {}
 
+/**
+ * The checkpoint run under which a batch-mode job keeps its shards.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const batchRunId = (jobId: string): string => `job/${jobId}`
+
 /** A pending item, as the task, `estimate` and `settle` take it. */
 type Item = { readonly index: number, readonly input: Job.ItemInput }
 
@@ -464,7 +472,7 @@ const make = Effect.gen(function*() {
       const items: ReadonlyArray<Item> = all
       const { apiKey, baseUrl } = provider.config
       const spec = BatchApi.chat({ baseUrl, apiKey, model: job.model })
-      const runId = `job/${jobId}`
+      const runId = batchRunId(jobId)
       const running = BatchApi.run(items, {
         endpoint: spec.endpoint,
         toRequest: (item, i) => spec.toRequest(item.input, i),

@@ -212,8 +212,9 @@ export const layerJobs = (options: Options) => {
       rateLimiter: options.rateLimiter,
       concurrencyLimiter: options.concurrencyLimiter
     }),
-    // Where batch-mode jobs keep their shards, beside the jobs: a runner that takes a job over re-attaches to its batches.
-    role === "api" ? Layer.empty : Layer.orDie(SqlCheckpointStore.layer({ prefix: "effect_batch_job_batches_" }))
+    // Where batch-mode jobs keep their shards, beside the jobs: a runner that takes a job over re-attaches to its
+    // batches, and any API process shows them.
+    Layer.orDie(SqlCheckpointStore.layer({ prefix: "effect_batch_job_batches_" }))
   ).pipe(Layer.provideMerge(signals))
   // A runner keeps the control too: it starts the jobs left unfinished (`resumeUnfinished`).
   const parts = role === "api" ? JobRunner.layerControl : JobRunner.layer

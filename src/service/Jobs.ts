@@ -36,6 +36,8 @@ import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
 import { randomBytes } from "node:crypto"
+import * as CheckpointStore from "../CheckpointStore.js"
+import * as BatchApi from "../llm/BatchApi.js"
 import * as InputFolder from "./InputFolder.js"
 import * as JsonlInput from "../llm/JsonlInput.js"
 import * as JobApi from "./JobApi.js"
@@ -75,6 +77,7 @@ export interface Service {
   }) => Effect.Effect<typeof JobApi.JobPage.Type, JobApi.InvalidJob>
   readonly cancel: (tenant: string, id: string) => Effect.Effect<JobApi.Job, JobApi.JobNotFound>
   readonly deadLetters: (tenant: string, id: string) => Effect.Effect<typeof JobApi.DeadLetters.Type, JobApi.JobNotFound>
+  readonly shards: (tenant: string, id: string) => Effect.Effect<typeof JobApi.Shards.Type, JobApi.JobNotFound>
   readonly replay: (tenant: string, id: string) => Effect.Effect<JobApi.Job, JobApi.JobNotFound | JobApi.JobBusy>
   /**
    * JSON lines of the settled items, in input order. With `follow`, every
@@ -334,6 +337,20 @@ export const make = (limits: Limits) =>
         return yield* view(yield* owned(tenant, id))
       })
 
+    // Where batch-mode jobs keep their shards (`JobRunner`'s record of each job's batch run).
+    const checkpoints = Option.getOrUndefined(yield* Effect.serviceOption(CheckpointStore.CheckpointStore))
+    const shards: Service["shards"] = (tenant, id) =>
+      Effect.gen(function*() {
+        const job = yield* owned(tenant, id)
+        if (checkpoints === undefined || job.spec.mode !== "batch") return { shards: [] }
+        const found = yield* BatchApi.shards(JobRunner.batchRunId(id)).pipe(
+          Effect.provideService(CheckpointStore.CheckpointStore, checkpoints),
+          // Not started yet: no run recorded.
+          Effect.catchTag("CheckpointError", () => Effect.succeed([]))
+        )
+        return { shards: found.map(({ batch, ...shard }) => ({ ...shard, ...(batch === undefined ? {} : { batch }) })) }
+      })
+
     const deadLetters: Service["deadLetters"] = (tenant, id) =>
       Effect.gen(function*() {
         yield* owned(tenant, id)
@@ -422,6 +439,7 @@ export const make = (limits: Limits) =>
       list,
       cancel,
       deadLetters,
+      shards,
       replay,
       results,
       events: followEvents,

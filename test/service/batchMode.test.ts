@@ -36,10 +36,14 @@ describe("job API, batch mode", () => {
         for (const l of lines) if (l.status === "succeeded") expect(l.output?.content).toContain(`batch ${l.index}:`)
         const { items } = yield* api.jobs.deadLetters({ path: { id } })
         expect(items.map((d) => [d.index, d.errorClass])).toEqual([[3, "Permanent"]])
+        const { shards } = yield* api.jobs.shards({ path: { id } })
+        expect(shards).toMatchObject([{ key: "0/0", round: 0, model: "sim-chat", lines: 150, state: "ingested", cancelled: false, again: 0 }])
+        expect(shards[0]!.batch).toMatch(/^batch_sim_/)
         // A live run of the same prompts costs twice as much.
         const live = yield* api.jobs.submit({ payload: { items: prompts(150, "batch") }, headers: {} })
         const liveJob = yield* waitFor(api.jobs.get({ path: { id: live.id } }), (j) => Job.isTerminal(j.state), "the live job to end")
         expect(liveJob.mode).toBeUndefined()
+        expect((yield* api.jobs.shards({ path: { id: live.id } })).shards).toEqual([])
         expect(job.cost).toBeCloseTo(liveJob.cost / 2, 10)
       }))
 

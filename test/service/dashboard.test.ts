@@ -9,7 +9,7 @@
 import * as HttpServer from "@effect/platform/HttpServer"
 import { NodeContext, NodeHttpClient, NodeHttpServer } from "@effect/platform-node"
 import { SqliteClient } from "@effect/sql-sqlite-node"
-import { Effect, Layer, ManagedRuntime, Redacted } from "effect"
+import { Effect, Layer, ManagedRuntime, Redacted, Schedule } from "effect"
 import { existsSync, mkdtempSync, rmSync } from "node:fs"
 import { createServer } from "node:http"
 import { tmpdir } from "node:os"
@@ -19,6 +19,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import * as ApiKeys from "../../src/service/ApiKeys.js"
 import * as SimulatorServer from "../../src/llm/SimulatorServer.js"
 import type * as JobApi from "../../src/service/JobApi.js"
+import * as JobRunner from "../../src/service/JobRunner.js"
 import * as JobService from "../../src/service/JobService.js"
 import * as Simulator from "../../src/llm/Simulator.js"
 
@@ -37,7 +38,9 @@ const service = Layer.unwrapEffect(Effect.map(Simulator.Simulator, (sim) =>
   Layer.provideMerge(NodeHttpServer.layer(createServer, { port: 0, host: "127.0.0.1" })),
   Layer.provide(SqliteClient.layer({ filename: join(dir, "service.db") })),
   Layer.provide(NodeHttpClient.layerUndici),
-  Layer.provide(NodeContext.layer)
+  Layer.provide(NodeContext.layer),
+  // A batch-mode job reads the simulator's batches often: they end in a couple of seconds.
+  Layer.provide(Layer.succeed(JobRunner.BatchPoll, Schedule.spaced("200 millis")))
 )
 
 let runtime: ManagedRuntime.ManagedRuntime<HttpServer.HttpServer, unknown> | undefined
@@ -153,6 +156,14 @@ describe("dashboard", () => {
     await second.locator("[data-testid=\"detail\"] code", { hasText: small }).waitFor(wait)
     await expect.poll(() => chartPoints(second, "throughput"), wait).toBeGreaterThanOrEqual(2)
     await second.context().close()
+
+    // A job in batch mode runs through the provider's batches; its detail lists them.
+    await page.getByTestId("mode").selectOption("batch")
+    const batched = await submit(page, prompts(5, "Batched"), [small, big])
+    await row(page, batched).and(page.locator("[data-state=\"finished\"]")).waitFor(wait)
+    await page.locator("[data-testid=\"shard\"]", { hasText: "ingested" }).waitFor(wait)
+    expect(await page.getByTestId("shard").count()).toBe(1)
+    expect(await page.getByTestId("shard").textContent()).toMatch(/sim-chat.*5.*ingested.*batch_sim_/)
 
     expect(errors).toEqual([])
     await page.close()
