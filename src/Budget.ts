@@ -37,6 +37,11 @@ export interface Prices {
   /** Prompt tokens served from the provider's prompt cache. Default: `input`. */
   readonly cachedInput?: number | undefined
   readonly output: number
+  /**
+   * The price through the provider's batch API, as a share of these
+   * (OpenAI's and Anthropic's: 0.5). Default: 0.5.
+   */
+  readonly batchDiscount?: number | undefined
 }
 
 /**
@@ -77,6 +82,9 @@ const validPrices = (model: string, prices: Prices): Prices => {
   for (const [field, value] of Object.entries(prices)) {
     if (value !== undefined && !(Number.isFinite(value) && value >= 0)) {
       throw new Cause.IllegalArgumentException(`Budget: price ${field} of model "${model}" must be a number ≥ 0, got ${value}`)
+    }
+    if (field === "batchDiscount" && value !== undefined && !(value > 0 && value <= 1)) {
+      throw new Cause.IllegalArgumentException(`Budget: batchDiscount of model "${model}" must be in (0, 1], got ${value}`)
     }
   }
   return prices

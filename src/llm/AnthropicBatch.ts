@@ -202,7 +202,7 @@ export interface ChatConfig {
   readonly maxTokens?: number | undefined
   /** Live prices; default `Budget.defaultPrices[model]`, else none (cost 0). */
   readonly prices?: Budget.Prices | undefined
-  /** The batch price as a share of the live one. Default 0.5. */
+  /** The batch price as a share of the live one. Default: the prices' `batchDiscount`, else 0.5. */
   readonly discount?: number | undefined
 }
 
@@ -225,9 +225,9 @@ const Message = Schema.Struct({
  * @category constructors
  */
 export const chat = (config: ChatConfig): BatchApi.Spec<ChatInput, OpenAiCompat.ChatCompletion> => {
-  const discount = config.discount ?? 0.5
-  if (!(discount > 0 && discount <= 1)) throw new TypeError(`AnthropicBatch.chat: discount must be in (0, 1], got ${discount}`)
   const prices = config.prices ?? Budget.defaultPrices[config.model]
+  const discount = config.discount ?? prices?.batchDiscount ?? 0.5
+  if (!(discount > 0 && discount <= 1)) throw new TypeError(`AnthropicBatch.chat: discount must be in (0, 1], got ${discount}`)
   const maxTokens = config.maxTokens ?? 1024
   const decodeMessage = Schema.decodeUnknown(Message)
   const paramsOf = (input: ChatInput): Record<string, unknown> => {

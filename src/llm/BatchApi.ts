@@ -94,6 +94,13 @@ export interface Options<A, B, E = never, R = never> extends Spec<A, B> {
   readonly poll?: Schedule.Schedule<unknown> | undefined
   /** Rounds an item may take (the first included), ≥ 1. Default 3. */
   readonly rounds?: number | undefined
+  /**
+   * Estimated tokens (`tokens`) that may be queued at the provider per
+   * model: a shard waits to be created until those of the shards out ended
+   * leave room (OpenAI's enqueued-token limit). Default: unlimited, the
+   * provider's refusals waited out instead.
+   */
+  readonly queueTokens?: number | undefined
   /** How long a shard refused for the model's enqueued-token limit waits before it is created again. Default 1 minute. */
   readonly limitWait?: Duration.DurationInput | undefined
   /**
@@ -451,6 +458,21 @@ export const run = <A, B, E = never, R = never>(
         })
       })
 
+    const queues = new Map<string, Effect.Semaphore>()
+    const queueTokens = options.queueTokens
+    if (queueTokens !== undefined && !(queueTokens >= 1)) invalid(`queueTokens must be ≥ 1, got ${queueTokens}`)
+    /** Takes the shard's tokens from its model's queue budget until the scope closes (a shard larger than it alone takes it all). */
+    const queueSlot = (shard: ShardRecord) =>
+      Effect.gen(function*() {
+        if (queueTokens === undefined) return
+        let queue = queues.get(shard.model)
+        if (queue === undefined) queues.set(shard.model, queue = yield* Effect.makeSemaphore(queueTokens))
+        let tokens = 0
+        for (const index of shard.indices) tokens += tokensOf(index)
+        const permits = Math.min(queueTokens, Math.max(1, Math.ceil(tokens)))
+        yield* Effect.acquireRelease(queue.take(permits), () => queue.release(permits))
+      })
+
     /** The estimated cost of a shard, reserved on the budget until it is ingested; `undefined` if the budget refused it. */
     const reserve = (shard: ShardRecord): number | undefined => {
       if (budget === undefined) return 0
@@ -473,6 +495,8 @@ export const run = <A, B, E = never, R = never>(
           for (const result of skipped) yield* emit(result)
           return
         }
+        // Its place in the model's queue, from before its batch is created until it is ingested.
+        yield* queueSlot(initial)
         const costBefore = cost
         // Held in memory only: uploaded by a process that is gone, the lines are to be uploaded again.
         let shard = initial.state === "uploaded" && provider.inline ? { ...initial, state: "planned" as const } : initial
@@ -791,7 +815,7 @@ const fromRecord = <B>(outcome: CheckpointStore.OutcomeRecord): TaskResult.TaskR
  * @category models
  */
 export interface ChatConfig extends OpenAiCompat.Config {
-  /** The batch price as a share of the live one. Default 0.5 (OpenAI's and Anthropic's). */
+  /** The batch price as a share of the live one. Default: the prices' `batchDiscount`, else 0.5 (OpenAI's and Anthropic's). */
   readonly discount?: number | undefined
 }
 
@@ -804,7 +828,7 @@ export interface ChatConfig extends OpenAiCompat.Config {
  * @category constructors
  */
 export const chat = (config: ChatConfig): Spec<ChatInput, OpenAiCompat.ChatCompletion> => {
-  const discount = config.discount ?? 0.5
+  const discount = config.discount ?? (config.prices ?? Budget.defaultPrices[config.model])?.batchDiscount ?? 0.5
   if (!(discount > 0 && discount <= 1)) invalid(`discount must be in (0, 1], got ${discount}`)
   const live = OpenAiCompat.chat(config)
   const estimate = live.options.estimate!

@@ -133,6 +133,31 @@ describe("BatchApi.run against the simulator", () => {
         expect(report.batchesCreated).toBeGreaterThan(3)
         expect((yield* sim.metrics).batches.linesBilled).toBe(60)
       })))
+
+  it.effect("with queueTokens, a shard waits for room in its model's queue instead of being refused by the provider", () =>
+    withSim({ batches: { fileProcessingMs: 0, validateMs: 1_000, linesPerSecond: 1, enqueuedTokens: 400 } }, (sim) =>
+      Effect.gen(function*() {
+        const { report, results } = yield* runOnTestClock(
+          chatRun(sim, prompts(60), { shard: { maxRequests: 20 }, queueTokens: 380 }),
+          "10 seconds",
+          200
+        )
+        oneEach(results, 60)
+        expect(tags(results)).toEqual({ Succeeded: 60 })
+        expect(report).toMatchObject({ shards: 3, batchesCreated: 3 })
+        expect((yield* sim.metrics).batches).toMatchObject({ created: 3, linesBilled: 60 })
+      })))
+
+  it("the batch discount comes from the price table (batchDiscount), else 0.5", () => {
+    const usage = { prompt_tokens: 1_000_000, completion_tokens: 0, total_tokens: 1_000_000 }
+    const body = { id: "c", model: "m", choices: [{ message: { content: "hi" }, finish_reason: "stop" }], usage }
+    const priced = (prices: Budget.Prices) =>
+      Effect.runSync(BatchApi.chat({ baseUrl: "http://x/v1", model: "m", prices }).decode(body, "p", 0)).cost
+    expect(priced({ input: 1, output: 1 })).toBeCloseTo(0.5, 12)
+    expect(priced({ input: 1, output: 1, batchDiscount: 0.4 })).toBeCloseTo(0.4, 12)
+    const tooHigh = () => Budget.pricesWith({ m: { input: 1, output: 1, batchDiscount: 1.5 } })
+    expect(tooHigh).toThrow(/batchDiscount of model "m" must be in \(0, 1\]/)
+  })
 })
 
 // ---------------------------------------------------------------------------
