@@ -67,6 +67,10 @@ export interface Options {
   readonly runId?: string | undefined
   /** The checkpoint store, when `runId` is set. */
   readonly store?: CheckpointStore.Store | undefined
+  /** Kept with a checkpointed run: what `batches attach` runs again. */
+  readonly meta?: unknown
+  /** Estimated tokens queued at the provider per model at most. */
+  readonly queueTokens?: number | undefined
   /** Lines per shard. Default: 95 % of the provider's 50 000. */
   readonly shardSize?: number | undefined
   /**
@@ -152,7 +156,8 @@ export const run = (
       ...(options.shardSize === undefined ? {} : { shard: { maxRequests: options.shardSize } }),
       ...(simulator === undefined ? {} : { poll: Schedule.spaced("500 millis"), limitWait: "2 seconds" }),
       ...(options.pollSeconds === undefined ? {} : { poll: Schedule.spaced(Duration.seconds(options.pollSeconds)) }),
-      ...(options.runId === undefined ? {} : { checkpoint: { runId: options.runId } }),
+      ...(options.runId === undefined ? {} : { checkpoint: { runId: options.runId, meta: options.meta } }),
+      ...(options.queueTokens === undefined ? {} : { queueTokens: options.queueTokens }),
       onResult: (result) => writer.write([ResultsWriter.recordOf(entries[result.index]!, result)]),
       ...(options.deadline === undefined ? {} : {
         fallback: {

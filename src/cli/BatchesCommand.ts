@@ -1,10 +1,11 @@
 /**
  * The provider batches of a run made with `run … --mode batch --run-id ID`:
  * `effect-batch batches status ID` lists its shards (round, model, lines,
- * state, the provider's batch id); `effect-batch batches cancel ID
- * --base-url URL` cancels, at the provider, every batch not yet ingested.
- * To attach to a run (after a crash, or one left going), run its `run`
- * command again: it re-attaches to its batches and writes every line.
+ * state, the provider's batch id); `effect-batch batches attach ID` runs
+ * it again as it was started (input, results file, provider, flags, all
+ * kept with the run): it re-attaches to its batches, waits for them and
+ * writes every line; `effect-batch batches cancel ID --base-url URL`
+ * cancels, at the provider, every batch not yet ingested.
  *
  * What it does not promise: `cancel` needs the provider's URL and key (the
  * checkpoint does not keep them); a run's simulator ends with its process,
@@ -23,7 +24,9 @@ import * as CheckpointStore from "../CheckpointStore.js"
 import * as BatchApi from "../llm/BatchApi.js"
 import * as BatchProvider from "../llm/BatchProvider.js"
 import * as OpenAiBatch from "../llm/OpenAiBatch.js"
-import { UsageError } from "./CliError.js"
+import * as BatchModeRun from "./BatchModeRun.js"
+import { ItemsUnsuccessful, UsageError } from "./CliError.js"
+import * as RunCommand from "./RunCommand.js"
 import { dbOption, storeError, storeOf } from "./RunsCommand.js"
 
 const runIdArg = Args.text({ name: "run-id" }).pipe(Args.withDescription("The --run-id of a run made with --mode batch."))
@@ -116,7 +119,44 @@ export const cancelCommand = Command.make(
  * @since 0.1.0
  * @category commands
  */
+export const attachCommand = Command.make(
+  "attach",
+  {
+    runId: runIdArg,
+    db: dbOption,
+    out: Options.file("out").pipe(
+      Options.withPseudoName("FILE"),
+      Options.withDescription("Write the results here instead of the run's own results file."),
+      Options.optional
+    )
+  },
+  ({ db, out, runId }) =>
+    Effect.gen(function*() {
+      const info = yield* Effect.scoped(Effect.flatMap(storeOf(db), (store) => store.get(runId).pipe(Effect.mapError(storeError(db)))))
+      if (Option.isNone(info)) return yield* new UsageError({ message: `no run ${JSON.stringify(runId)} in ${db}` })
+      const meta = info.value.meta as { readonly mode?: string, readonly run?: RunCommand.BatchRunMeta } | undefined
+      const kept = meta?.mode === "batch" ? meta.run : undefined
+      if (kept === undefined) return yield* new UsageError({ message: `run ${runId} was not made with --mode batch or auto: resume it with its run command` })
+      if (kept.simulate) {
+        return yield* new UsageError({ message: `run ${runId} used --simulate: its simulator ended with its process, and its batches with it` })
+      }
+      const outcome = yield* RunCommand.runInBatchMode({
+        ...kept,
+        out: Option.getOrElse(out, () => kept.out),
+        runId,
+        db
+      })
+      yield* Console.log(BatchModeRun.summary(outcome))
+      const failed = outcome.report.failed + outcome.rejected
+      if (failed + outcome.report.skipped > 0) return yield* new ItemsUnsuccessful({ failed, skipped: outcome.report.skipped })
+    })
+).pipe(Command.withDescription("Run a batch-mode run again as it was started: re-attach to its batches and write every result."))
+
+/**
+ * @since 0.1.0
+ * @category commands
+ */
 export const command = Command.make("batches").pipe(
-  Command.withDescription("The provider batches of a run made with --mode batch: status, cancel."),
-  Command.withSubcommands([statusCommand, cancelCommand])
+  Command.withDescription("The provider batches of a run made with --mode batch: status, attach, cancel."),
+  Command.withSubcommands([statusCommand, attachCommand, cancelCommand])
 )

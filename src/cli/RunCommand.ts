@@ -133,6 +133,8 @@ export interface RunOptions {
   readonly deadline?: string | undefined
   /** With `mode: "batch"`: lines per shard. */
   readonly shardSize?: number | undefined
+  /** With `mode: "batch"`: estimated tokens queued at the provider per model at most. */
+  readonly queueTokens?: number | undefined
   /** With `mode: "batch"`: whose batch API. Default `openai`. */
   readonly batchApi?: "openai" | "anthropic" | undefined
   /** With `mode: "batch"`: seconds between reads of a running batch. */
@@ -486,6 +488,44 @@ export const run = (
     }
   }))
 
+/**
+ * What a checkpointed batch-mode run keeps of its command: `batches attach`
+ * runs it again from this.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface BatchRunMeta {
+  readonly input: string
+  readonly out: string
+  readonly model: string
+  readonly simulate: boolean
+  readonly baseUrl?: string | undefined
+  readonly apiKeyEnv?: string | undefined
+  readonly batchApi?: "openai" | "anthropic" | undefined
+  readonly mode?: "batch" | "auto" | undefined
+  readonly deadline?: string | undefined
+  readonly shardSize?: number | undefined
+  readonly pollSeconds?: number | undefined
+  readonly queueTokens?: number | undefined
+  readonly maxCost?: number | undefined
+}
+
+const attachable = (options: RunOptions) => {
+  const kept: Record<string, unknown> = {
+    baseUrl: options.baseUrl,
+    apiKeyEnv: options.apiKeyEnv,
+    batchApi: options.batchApi,
+    mode: options.mode === "auto" ? "auto" : "batch",
+    deadline: options.deadline,
+    shardSize: options.shardSize,
+    pollSeconds: options.pollSeconds,
+    queueTokens: options.queueTokens,
+    maxCost: options.maxCost
+  }
+  return Object.fromEntries(Object.entries(kept).filter(([, value]) => value !== undefined))
+}
+
 const deadlineOf = (options: RunOptions): Effect.Effect<Duration.Duration | undefined, UsageError> => {
   if (options.mode !== "auto") {
     return options.deadline === undefined ? Effect.succeed(undefined) : Effect.fail(usage("--deadline goes with --mode auto"))
@@ -531,6 +571,7 @@ export const runInBatchMode = (
     yield* positive("--shard-size", options.shardSize, true)
     const deadline = yield* deadlineOf(options)
     yield* positive("--poll", options.pollSeconds)
+    yield* positive("--queue-tokens", options.queueTokens, true)
     const settings = yield* settingsOf(options)
     yield* checkInput(options.input)
     const apiKey = options.simulate === true ? undefined : yield* readApiKey(options.apiKeyEnv ?? defaultApiKeyEnv)
@@ -552,7 +593,15 @@ export const runInBatchMode = (
       pollSeconds: options.pollSeconds,
       api: options.batchApi,
       maxCost: options.maxCost,
-      deadline
+      deadline,
+      queueTokens: options.queueTokens,
+      meta: {
+        input: resolve(options.input),
+        out: resolve(options.out),
+        model: settings.model,
+        simulate: options.simulate === true,
+        ...attachable(options)
+      } satisfies BatchRunMeta
     })
   }))
 
@@ -700,6 +749,11 @@ export const command = Command.make(
       Options.withDescription("With --mode batch: OpenAI's Batch API or Anthropic's Message Batches (the simulator has both)."),
       Options.withDefault("openai")
     ),
+    queueTokens: Options.integer("queue-tokens").pipe(
+      Options.withPseudoName("N"),
+      Options.withDescription("With --mode batch: estimated tokens queued at the provider per model at most (its enqueued-token limit)."),
+      Options.optional
+    ),
     poll: Options.float("poll").pipe(
       Options.withPseudoName("SECONDS"),
       Options.withDescription("With --mode batch: seconds between reads of a running batch (default 15, growing ×1.5 to 5 min)."),
@@ -737,6 +791,7 @@ export const command = Command.make(
         mode: flags.mode,
         shardSize: some(flags.shardSize),
         pollSeconds: some(flags.poll),
+        queueTokens: some(flags.queueTokens),
         batchApi: flags.batchApi,
         deadline: some(flags.deadline)
       }

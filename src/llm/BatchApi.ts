@@ -111,8 +111,12 @@ export interface Options<A, B, E = never, R = never> extends Spec<A, B> {
   readonly exclude?: ReadonlySet<number> | undefined
   /** Shards at the provider at once. Default 16. */
   readonly maxShards?: number | undefined
-  /** Record the run under this id, in the `CheckpointStore` in context, so it can be resumed or attached to. */
-  readonly checkpoint?: { readonly runId: string } | undefined
+  /**
+   * Record the run under this id, in the `CheckpointStore` in context, so it
+   * can be resumed or attached to; `meta` (JSON) is kept with it (e.g. what
+   * it takes to run it again).
+   */
+  readonly checkpoint?: { readonly runId: string, readonly meta?: unknown } | undefined
   /**
    * A deadline, `after` the run's start (a resumed run keeps its first
    * start), past which batches are not waited for: their batches are
@@ -279,7 +283,8 @@ export const run = <A, B, E = never, R = never>(
 
     if (store !== undefined && runId !== undefined) {
       const fingerprint = CheckpointStore.fingerprintOf(["batch-api", endpoint, ...itemKeys.slice(0, 100)])
-      startedAt = (yield* store.open(runId, { fingerprint, total: items.length, meta: { mode: "batch", endpoint } })).createdAt
+      const meta = { mode: "batch", endpoint, ...(options.checkpoint?.meta === undefined ? {} : { run: options.checkpoint.meta }) }
+      startedAt = (yield* store.open(runId, { fingerprint, total: items.length, meta })).createdAt
       const recorded = yield* store.load(runId)
       for (const outcome of recorded.values()) {
         if (outcome.index >= items.length || itemKeys[outcome.index] !== outcome.itemKey) {

@@ -28,34 +28,38 @@ writeFileSync(input, Array.from({ length: items }, (_, i) => JSON.stringify(`Bat
 const resultLines = (path: string) =>
   existsSync(path) ? readFileSync(path, "utf8").split("\n").filter((l) => l !== "").map((l) => JSON.parse(l) as { index: number, status: string }) : []
 
-/** The CLI in a child process; SIGKILLed as soon as `killWhen` holds (checked every 5 ms), if given. */
-const runCli = (url: string, db: string, out: string, killWhen?: () => boolean) =>
+/** `run --mode batch` with the test's flags. */
+const runArgs = (url: string, db: string, out: string) => [
+  "run",
+  input,
+  "--out",
+  out,
+  "--base-url",
+  `${url}/v1`,
+  "--api-key-env",
+  "BATCH_CRASH_KEY",
+  "--model",
+  "sim-chat",
+  "--mode",
+  "batch",
+  "--run-id",
+  "batch-crash",
+  "--db",
+  db,
+  "--shard-size",
+  String(shardSize),
+  "--poll",
+  "0.2"
+]
+
+/** The CLI with `args` in a child process; SIGKILLed as soon as `killWhen` holds (checked every 5 ms), if given. */
+const runCli = (args: ReadonlyArray<string>, killWhen?: () => boolean) =>
   Effect.async<{ readonly killed: boolean, readonly code: number | null }>((resume) => {
-    const child = spawn(process.execPath, [
-      "--import",
-      "tsx",
-      "src/bin.ts",
-      "run",
-      input,
-      "--out",
-      out,
-      "--base-url",
-      `${url}/v1`,
-      "--api-key-env",
-      "BATCH_CRASH_KEY",
-      "--model",
-      "sim-chat",
-      "--mode",
-      "batch",
-      "--run-id",
-      "batch-crash",
-      "--db",
-      db,
-      "--shard-size",
-      String(shardSize),
-      "--poll",
-      "0.2"
-    ], { cwd: root, env: { ...process.env, BATCH_CRASH_KEY: "k" }, stdio: "ignore" })
+    const child = spawn(process.execPath, ["--import", "tsx", "src/bin.ts", ...args], {
+      cwd: root,
+      env: { ...process.env, BATCH_CRASH_KEY: "k" },
+      stdio: "ignore"
+    })
     let killed = false
     const timer = killWhen === undefined ? undefined : setInterval(() => {
       if (killWhen()) {
@@ -90,19 +94,20 @@ const moments: ReadonlyArray<readonly [string, (m: Simulator.BatchMetrics, out: 
 
 describe("run --mode batch: kill -9 at each step of a shard's life, then run again", () => {
   moments.forEach(([moment, killWhen], n) => {
-    it.live(`SIGKILL ${moment}: no second batch for any shard, every line once`, () =>
+    it.live(`SIGKILL ${moment}, then ${n % 2 === 0 ? "the same command" : "batches attach"}: no second batch for any shard, every line once`, () =>
       withSimulator((simulator) =>
         Effect.gen(function*() {
           const db = join(dir, `crash-${n}.db`)
           const first = join(dir, `first-${n}.jsonl`)
           const metrics = () => Effect.runSync(simulator.metrics).batches
-          const { killed } = yield* runCli(simulator.url, db, first, () => killWhen(metrics(), first))
+          const { killed } = yield* runCli(runArgs(simulator.url, db, first), () => killWhen(metrics(), first))
           expect(killed).toBe(true)
           const atKill = metrics()
           expect(resultLines(first).length).toBeLessThan(items)
 
           const out = join(dir, `again-${n}.jsonl`)
-          const again = yield* runCli(simulator.url, db, out)
+          // Once by the same command again, once by `batches attach`, which runs it as it was kept.
+          const again = yield* runCli(n % 2 === 0 ? runArgs(simulator.url, db, out) : ["batches", "attach", "batch-crash", "--db", db, "--out", out])
           expect(again.code).toBe(0)
           const lines = resultLines(out)
           expect(lines.length).toBe(items)
