@@ -1,6 +1,6 @@
 /**
  * Runs items through a provider's asynchronous batch API (`BatchProvider`:
- * OpenAI's Batch API, or the simulator's) instead of live calls: about half
+ * `OpenAiBatch`, `AnthropicBatch`, or the simulator's of either) instead of live calls: about half
  * the price, for work that can wait hours. Each item gets one `TaskResult`,
  * as with `Batch.run`; `chat(config)` makes the options for chat requests,
  * so the values are the `ChatCompletion`s live calls give, priced at the
@@ -16,8 +16,10 @@
  * (expired, 429, 5xx, a batch cancelled by someone else, a line missing
  * from the results) go into the next round, up to `rounds`; permanent
  * errors are final. A batch refused for the model's enqueued-token limit is
- * created again once the wait passes; one refused for a line of its input
- * fails that item and sends the rest again.
+ * created again once the wait passes (`queueTokens` keeps a model's shards
+ * out under a budget instead); one refused for a line of its input fails
+ * that item and sends the rest again. One shard at a time is between its
+ * intent and its batch id.
  *
  * With `checkpoint: { runId }` and a `CheckpointStore`, the run is
  * crash-safe: each shard's state (planned → uploaded → submitting →
@@ -27,7 +29,8 @@
  * batches it had created, never creating one twice for a shard: a shard
  * caught between creating its batch and saving the id is looked up by the
  * batch's metadata (`effect_batch_run`, `effect_batch_shard`,
- * `effect_batch_token`). `cancel` cancels a run's batches at the provider;
+ * `effect_batch_token`), or where the provider keeps none (Anthropic) by
+ * time and size. `cancel` cancels a run's batches at the provider;
  * the run, attached again, ingests what they had done and skips the rest.
  *
  * With a `Budget` in context, a shard's estimated cost (`estimate`, at the
@@ -36,10 +39,15 @@
  * out `Skipped` (`budget`) and are not recorded, so a checkpointed run
  * resumed with more room takes the shard up.
  *
- * What it does not promise: there is no fallback to live calls; `items` are held in memory; values
- * must be JSON to be checkpointed; the batch a crashed run had created but
- * not recorded is found only if the provider lists it with its metadata
- * (OpenAI does).
+ * With `fallback`, past a deadline the batches still out are cancelled and
+ * the items they had not answered run live (`mode auto` in the CLI).
+ *
+ * What it does not promise: `items` are held in memory, and must be the
+ * same list (same order) when a run is resumed; values must be JSON to be
+ * checkpointed; the batch a crashed run had created but not recorded is
+ * found only if the provider lists it (OpenAI and Anthropic do); the poll
+ * waits are in-process sleeps, so a run keeps its process for as long as
+ * its batches run.
  *
  * @since 0.1.0
  */
