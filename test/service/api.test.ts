@@ -196,6 +196,7 @@ describe("job API", () => {
           "/jobs/{id}/dead-letters/replay",
           "/jobs/{id}/events",
           "/jobs/{id}/results",
+          "/jobs/{id}/shards",
           "/profiles"
         ])
         expect(Object.keys(doc.paths["/jobs"]!).sort()).toEqual(["get", "post"])
