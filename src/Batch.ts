@@ -167,6 +167,20 @@ export interface Options<A, B, E, RunId extends string = never> {
    */
   readonly stopWhen?: Effect.Effect<void> | undefined
   /**
+   * Spans on Effect's tracer, under the caller's span: `effect-batch.item`
+   * per item that makes a call (attributes `effect-batch.index`, and at its
+   * end `effect-batch.outcome`, `effect-batch.attempts`,
+   * `effect-batch.failure_class`; an event `retry` per retry with
+   * `effect-batch.failure_class` and `effect-batch.delay_ms`), and under it
+   * `effect-batch.attempt` per attempt (`effect-batch.index`,
+   * `effect-batch.attempt`, `effect-batch.rate_wait_ms`,
+   * `effect-batch.gate_wait_ms`, and `effect-batch.failure_class` when it
+   * fails), around the task's own spans. Items answered from the cache,
+   * shared or restored from a checkpoint make no call and have no span.
+   * Default `false`: off, the engine's path is unchanged.
+   */
+  readonly spans?: boolean | undefined
+  /**
    * Record every outcome under `runId` in the `CheckpointStore` in context,
    * and resume from what is recorded: succeeded items come back with
    * `source: "checkpoint"` and no call, `Permanent` failures stay failed
