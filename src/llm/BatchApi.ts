@@ -272,16 +272,22 @@ export const run = <A, B, E = never, R = never>(
     const limitWait = options.limitWait ?? "1 minute"
 
     const requests = items.map((item, index) => options.toRequest(item, index))
-    const bodies = requests.map((request) => JSON.stringify(request.body))
-    const tokensOf = (index: number) => options.tokens?.(items[index]!, index) ?? Math.ceil(bodies[index]!.length / 4)
+    const tokensOf = (index: number) =>
+      options.tokens?.(items[index]!, index) ?? Math.ceil(JSON.stringify(requests[index]!.body).length / 4)
 
     // --- the record, if any -----------------------------------------------------
 
     const runId = options.checkpoint?.runId
-    const store = runId === undefined ? undefined : yield* Effect.serviceOption(CheckpointStore.CheckpointStore).pipe(
-      Effect.map(Option.getOrElse(() => invalid("checkpoint needs a CheckpointStore in context (e.g. CheckpointStore.layerMemory)")))
-    )
-    const itemKeys = requests.map((request, index) => CheckpointStore.itemKeyOf(index, { model: request.model, body: request.body }))
+    /** Where a checkpointed run keeps its outcomes and shards. */
+    const journal = runId === undefined ? undefined : {
+      runId,
+      store: Option.getOrElse(
+        yield* Effect.serviceOption(CheckpointStore.CheckpointStore),
+        () => invalid("checkpoint needs a CheckpointStore in context (e.g. CheckpointStore.layerMemory)")
+      ),
+      // Hashed only for a checkpointed run: the fingerprint and each outcome's key.
+      itemKeys: requests.map((request, index) => CheckpointStore.itemKeyOf(index, { model: request.model, body: request.body }))
+    }
     const runKey = runId === undefined ? randomBytes(6).toString("hex") : hash(`effect-batch/batch-api/${runId}`).slice(0, 12)
 
     const results: Array<TaskResult.TaskResult<B, TaskError.TaskError> | undefined> = new Array(items.length)
@@ -289,7 +295,8 @@ export const run = <A, B, E = never, R = never>(
     const shards = new Map<string, ShardRecord>()
     const emit: (result: TaskResult.TaskResult<B, TaskError.TaskError>) => Effect.Effect<void, E> = options.onResult ?? (() => Effect.void)
 
-    if (store !== undefined && runId !== undefined) {
+    if (journal !== undefined) {
+      const { itemKeys, runId, store } = journal
       const fingerprint = CheckpointStore.fingerprintOf(["batch-api", endpoint, ...itemKeys.slice(0, 100)])
       const meta = { mode: "batch", endpoint, ...(options.checkpoint?.meta === undefined ? {} : { run: options.checkpoint.meta }) }
       startedAt = (yield* store.open(runId, { fingerprint, total: items.length, meta })).createdAt
@@ -312,20 +319,21 @@ export const run = <A, B, E = never, R = never>(
     const save = (shard: ShardRecord) =>
       Effect.suspend(() => {
         shards.set(shard.key, shard)
-        return store === undefined || runId === undefined ? Effect.void : store.saveShards(runId, [{ key: shard.key, state: shard }])
+        return journal === undefined ? Effect.void : journal.store.saveShards(journal.runId, [{ key: shard.key, state: shard }])
       })
 
     const storedShard = (key: string) =>
-      store === undefined || runId === undefined
+      journal === undefined
         ? Effect.succeed(undefined)
-        : Effect.map(store.loadShards(runId), (all) =>
+        : Effect.map(journal.store.loadShards(journal.runId), (all) =>
             all.map((stored) => stored.state).find((state): state is ShardRecord => isShardRecord(state) && state.key === key))
 
     const record = (settled: ReadonlyArray<TaskResult.TaskResult<B, TaskError.TaskError>>) =>
       Effect.gen(function*() {
         for (const result of settled) results[result.index] = result
-        if (store !== undefined && runId !== undefined && settled.length > 0) {
-          yield* store.record(runId, settled.map((result) => toRecord(result, itemKeys[result.index]!, options.cost)))
+        if (journal !== undefined && settled.length > 0) {
+          const outcomes = settled.map((result) => toRecord(result, journal.itemKeys[result.index]!, options.cost))
+          yield* journal.store.record(journal.runId, outcomes)
         }
         for (const result of settled) yield* emit(result)
       })
@@ -364,18 +372,23 @@ export const run = <A, B, E = never, R = never>(
       })
 
     /** Created, or not, before the id was saved: the provider knows. */
+    /** The batch a shard caught between intent and id had created, if any: by its tags, or its window and size. */
+    const findBatch = (shard: ShardRecord) => {
+      const intentAt = shard.intentAt ?? 0
+      const claimed = new Set<string>()
+      for (const other of shards.values()) if (other.batch !== undefined && other.key !== shard.key) claimed.add(other.batch)
+      return provider.find({
+        tags: tagsOf(runKey, shard),
+        since: intentAt - 60_000,
+        until: intentAt + 120_000,
+        requests: shard.indices.length,
+        exclude: claimed
+      })
+    }
+
     const findOrCreate = (shard: ShardRecord) =>
       Effect.gen(function*() {
-        const intentAt = shard.intentAt ?? 0
-        const claimed = new Set<string>()
-        for (const other of shards.values()) if (other.batch !== undefined && other.key !== shard.key) claimed.add(other.batch)
-        const found = yield* provider.find({
-          tags: tagsOf(runKey, shard),
-          since: intentAt - 60_000,
-          until: intentAt + 120_000,
-          requests: shard.indices.length,
-          exclude: claimed
-        })
+        const found = yield* findBatch(shard)
         if (Option.isNone(found)) return yield* create(shard)
         attached++
         const submitted: ShardRecord = { ...shard, state: "submitted", batch: found.value }
@@ -498,8 +511,8 @@ export const run = <A, B, E = never, R = never>(
       Effect.gen(function*() {
         touched++
         // A shard not yet created is paid for only if the budget takes its estimate; one created is paid for anyway.
-        const created = initial.state === "submitting" || initial.state === "submitted"
-        const reserved = created ? 0 : reserve(initial)
+        const atProvider = initial.state === "submitting" || initial.state === "submitted"
+        const reserved = atProvider ? 0 : reserve(initial)
         if (reserved === undefined) {
           // Left as it stands (a resumed run with room takes it up); its items are skipped for now, and not recorded.
           refused.add(initial.key)
@@ -612,8 +625,8 @@ export const run = <A, B, E = never, R = never>(
         })
         if (fresh.length > 0) {
           for (const shard of fresh) shards.set(shard.key, shard)
-          if (store !== undefined && runId !== undefined) {
-            yield* store.saveShards(runId, fresh.map((shard) => ({ key: shard.key, state: shard })))
+          if (journal !== undefined) {
+            yield* journal.store.saveShards(journal.runId, fresh.map((shard) => ({ key: shard.key, state: shard })))
           }
         }
         const toRun = [...open.filter((shard) => !refused.has(shard.key)), ...fresh]
@@ -631,15 +644,7 @@ export const run = <A, B, E = never, R = never>(
         // Past the deadline: batches still out are cancelled, and what they had answered is kept.
         yield* Effect.forEach(Array.from(shards.values()).filter((shard) => shard.state !== "ingested"), (shard) =>
           Effect.gen(function*() {
-            const batch = shard.batch ?? (shard.state === "submitting"
-              ? Option.getOrUndefined(yield* provider.find({
-                  tags: tagsOf(runKey, shard),
-                  since: (shard.intentAt ?? 0) - 60_000,
-                  until: (shard.intentAt ?? 0) + 120_000,
-                  requests: shard.indices.length,
-                  exclude: new Set(Array.from(shards.values(), (other) => other.batch ?? ""))
-                }))
-              : undefined)
+            const batch = shard.batch ?? (shard.state === "submitting" ? Option.getOrUndefined(yield* findBatch(shard)) : undefined)
             if (batch === undefined) return yield* save({ ...shard, state: "ingested", again: [], replan: [] })
             if (shard.batch === undefined) attached++
             yield* provider.cancel(batch)
@@ -665,7 +670,7 @@ export const run = <A, B, E = never, R = never>(
     }
 
     const final = results as ReadonlyArray<TaskResult.TaskResult<B, TaskError.TaskError>>
-    if (store !== undefined && runId !== undefined) yield* store.setState(runId, "finished")
+    if (journal !== undefined) yield* journal.store.setState(journal.runId, "finished")
     const count = (tag: TaskResult.TaskResult<B, TaskError.TaskError>["_tag"]) => final.filter((r) => r._tag === tag).length
     return {
       results: final,
