@@ -54,11 +54,18 @@ export const formatShards = (runId: string, shards: ReadonlyArray<BatchApi.Shard
   return ["shard  model            lines        state                  batch", ...rows, `${shards.length} shards: ${totals}`].join("\n")
 }
 
-const shardsOf = (db: string, runId: string) =>
+/** The run `runId` of the database `db` and its store (scoped); a run that is not there is a usage error. */
+const runOf = (db: string, runId: string) =>
   Effect.gen(function*() {
     const store = yield* storeOf(db)
     const run = yield* store.get(runId).pipe(Effect.mapError(storeError(db)))
     if (Option.isNone(run)) return yield* new UsageError({ message: `no run ${JSON.stringify(runId)} in ${db}` })
+    return { store, info: run.value }
+  })
+
+const shardsOf = (db: string, runId: string) =>
+  Effect.gen(function*() {
+    const { store } = yield* runOf(db, runId)
     return yield* BatchApi.shards(runId).pipe(
       Effect.provideService(CheckpointStore.CheckpointStore, store),
       Effect.mapError(storeError(db))
@@ -95,10 +102,7 @@ export const cancelCommand = Command.make(
   },
   ({ apiKeyEnv, baseUrl, db, runId }) =>
     Effect.scoped(Effect.gen(function*() {
-      const store = yield* storeOf(db)
-      if (Option.isNone(yield* store.get(runId).pipe(Effect.mapError(storeError(db))))) {
-        return yield* new UsageError({ message: `no run ${JSON.stringify(runId)} in ${db}` })
-      }
+      const { store } = yield* runOf(db, runId)
       const apiKey = yield* Config.redacted(apiKeyEnv).pipe(
         Effect.mapError(() => new UsageError({ message: `the API key is read from the environment variable ${apiKeyEnv}, which is not set` }))
       )
@@ -132,9 +136,8 @@ export const attachCommand = Command.make(
   },
   ({ db, out, runId }) =>
     Effect.gen(function*() {
-      const info = yield* Effect.scoped(Effect.flatMap(storeOf(db), (store) => store.get(runId).pipe(Effect.mapError(storeError(db)))))
-      if (Option.isNone(info)) return yield* new UsageError({ message: `no run ${JSON.stringify(runId)} in ${db}` })
-      const meta = info.value.meta as { readonly mode?: string, readonly run?: RunCommand.BatchRunMeta } | undefined
+      const { info } = yield* Effect.scoped(runOf(db, runId))
+      const meta = info.meta as { readonly mode?: string, readonly run?: RunCommand.BatchRunMeta } | undefined
       const kept = meta?.mode === "batch" ? meta.run : undefined
       if (kept === undefined) return yield* new UsageError({ message: `run ${runId} was not made with --mode batch or auto: resume it with its run command` })
       if (kept.simulate) {

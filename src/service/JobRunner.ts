@@ -472,6 +472,7 @@ const make = Effect.gen(function*() {
       const items: ReadonlyArray<Item> = all
       const { apiKey, baseUrl } = provider.config
       const spec = BatchApi.chat({ baseUrl, apiKey, model: job.model })
+      const batchProvider = yield* OpenAiBatch.make({ baseUrl, apiKey })
       const runId = batchRunId(jobId)
       const running = BatchApi.run(items, {
         endpoint: spec.endpoint,
@@ -486,7 +487,7 @@ const make = Effect.gen(function*() {
         // Items settled before (a rejected line, an earlier attempt's) are in the job already.
         onResult: (result) => pending.has(items[result.index]!.index) ? record(job, items, [result]) : Effect.void
       }).pipe(
-        Effect.provideService(BatchProvider.BatchProvider, yield* OpenAiBatch.make({ baseUrl, apiKey })),
+        Effect.provideService(BatchProvider.BatchProvider, batchProvider),
         Effect.provideService(CheckpointStore.CheckpointStore, checkpoints),
         Effect.provideService(Budget.Budget, yield* budgetOf(job)),
         Effect.map(({ report }): JobWorkflow.ChunkOutcome => report.skipped > 0 ? "stopped" : "done")
@@ -494,7 +495,7 @@ const make = Effect.gen(function*() {
       const cancelled = Effect.zipRight(
         Deferred.await(signalOf(jobId)),
         BatchApi.cancel(runId).pipe(
-          Effect.provideService(BatchProvider.BatchProvider, yield* OpenAiBatch.make({ baseUrl, apiKey })),
+          Effect.provideService(BatchProvider.BatchProvider, batchProvider),
           Effect.provideService(CheckpointStore.CheckpointStore, checkpoints),
           Effect.as("cancelled" as const)
         )
