@@ -296,20 +296,26 @@ export const make = (deps: {
   /** Whether `batch` holds its model's queue at `at`: created, not failed, not yet ended. */
   const queuedAt = (batch: SimBatch, at: number) => batch.failure === undefined && endOf(batch).at > at
 
+  /** Lines of `batch` run by `at`, had nothing stopped it: in file order, at `linesPerSecond` once validated. */
+  const linesRanBy = (batch: SimBatch, at: number) => {
+    const o = deps.options()
+    const startedAt = batch.createdAt + o.validateMs
+    return Math.min(batch.lines.length, Math.max(0, Math.floor((at - startedAt) * o.linesPerSecond / 1000)))
+  }
+
   /** When and how `batch` ends, from the clock's point of view (whether or not it has been read since). */
   const endOf = (batch: SimBatch): { readonly state: EndState, readonly at: number, readonly ran: number } => {
     if (batch.ended !== undefined) return batch.ended
     const o = deps.options()
     const startedAt = batch.createdAt + o.validateMs
     if (batch.failure !== undefined) return { state: "failed", at: startedAt, ran: 0 }
-    const ranBy = (at: number) => Math.min(batch.lines.length, Math.max(0, Math.floor((at - startedAt) * o.linesPerSecond / 1000)))
     const allRanAt = startedAt + Math.ceil(batch.lines.length * 1000 / o.linesPerSecond)
     const expiresAt = batch.createdAt + o.windowMs
     const cancelled = batch.cancelledAt
     if (cancelled !== undefined && cancelled < Math.min(allRanAt, expiresAt)) {
-      return { state: "cancelled", at: cancelled + o.cancelMs, ran: ranBy(cancelled) }
+      return { state: "cancelled", at: cancelled + o.cancelMs, ran: linesRanBy(batch, cancelled) }
     }
-    if (allRanAt > expiresAt) return { state: "expired", at: expiresAt, ran: ranBy(expiresAt) }
+    if (allRanAt > expiresAt) return { state: "expired", at: expiresAt, ran: linesRanBy(batch, expiresAt) }
     return { state: "completed", at: allRanAt + o.finalizeMs, ran: batch.lines.length }
   }
 
@@ -406,7 +412,7 @@ export const make = (deps: {
       outputFileId = null
     }
     const ran = status === "in_progress" || status === "finalizing" || status === "cancelling"
-      ? Math.min(batch.lines.length, Math.max(0, Math.floor((now() - batch.createdAt - o.validateMs) * o.linesPerSecond / 1000)))
+      ? linesRanBy(batch, now())
       : undefined
     return {
       id: batch.id,
