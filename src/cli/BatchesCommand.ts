@@ -21,6 +21,7 @@ import * as Console from "effect/Console"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as CheckpointStore from "../CheckpointStore.js"
+import * as AnthropicBatch from "../llm/AnthropicBatch.js"
 import * as BatchApi from "../llm/BatchApi.js"
 import * as BatchProvider from "../llm/BatchProvider.js"
 import * as OpenAiBatch from "../llm/OpenAiBatch.js"
@@ -102,12 +103,16 @@ export const cancelCommand = Command.make(
   },
   ({ apiKeyEnv, baseUrl, db, runId }) =>
     Effect.scoped(Effect.gen(function*() {
-      const { store } = yield* runOf(db, runId)
+      const { info, store } = yield* runOf(db, runId)
       const apiKey = yield* Config.redacted(apiKeyEnv).pipe(
         Effect.mapError(() => new UsageError({ message: `the API key is read from the environment variable ${apiKeyEnv}, which is not set` }))
       )
       if (!/^https?:\/\/\S+$/.test(baseUrl)) return yield* new UsageError({ message: `--base-url must be an http(s) URL, got ${JSON.stringify(baseUrl)}` })
-      const provider = yield* OpenAiBatch.make({ baseUrl, apiKey })
+      // The run's own provider API: an Anthropic run's batches are Message Batches.
+      const kept = (info.meta as { readonly run?: RunCommand.BatchRunMeta } | undefined)?.run
+      const provider = kept?.batchApi === "anthropic"
+        ? yield* AnthropicBatch.make({ baseUrl, apiKey })
+        : yield* OpenAiBatch.make({ baseUrl, apiKey })
       const cancelled = yield* BatchApi.cancel(runId).pipe(
         Effect.provideService(BatchProvider.BatchProvider, provider),
         Effect.provideService(CheckpointStore.CheckpointStore, store),
