@@ -73,12 +73,12 @@ const runCli = (args: ReadonlyArray<string>, killWhen?: () => boolean) =>
     })
   })
 
-const withSimulator = <A, E>(f: (simulator: Simulator.Service) => Effect.Effect<A, E>) =>
+const withSimulator = <A, E>(f: (simulator: Simulator.Service) => Effect.Effect<A, E>, linesPerSecond = 400) =>
   Effect.flatMap(Simulator.Simulator, f).pipe(
     Effect.provide(Layer.mergeAll(
       SimulatorServer.layer({
         latency: { baseMs: 0 },
-        batches: { validateMs: 400, linesPerSecond: 400, finalizeMs: 200, fileProcessingMs: 100 }
+        batches: { validateMs: 400, linesPerSecond, finalizeMs: 200, fileProcessingMs: 100 }
       }),
       NodeContext.layer,
       NodeHttpClient.layerUndici
@@ -121,4 +121,28 @@ describe("run --mode batch: kill -9 at each step of a shard's life, then run aga
           expect(after.created).toBeGreaterThanOrEqual(atKill.created)
         })), 60_000)
   })
+})
+
+describe("batches cancel", () => {
+  it.live("an Anthropic run killed with its batches out: cancelled through Message Batches, run again, what ran kept, the rest skipped", () =>
+    withSimulator((simulator) =>
+      Effect.gen(function*() {
+        const db = join(dir, "cancel.db")
+        const args = (out: string) => [...runArgs(simulator.url, db, out), "--batch-api", "anthropic"]
+        const metrics = () => Effect.runSync(simulator.metrics).batches
+        const { killed } = yield* runCli(args(join(dir, "cancel-first.jsonl")), () => metrics().created >= items / shardSize)
+        expect(killed).toBe(true)
+        const cancel = yield* runCli(["batches", "cancel", "batch-crash", "--db", db, "--base-url", `${simulator.url}/v1`, "--api-key-env", "BATCH_CRASH_KEY"])
+        expect(cancel.code).toBe(0)
+        const out = join(dir, "cancel-again.jsonl")
+        const again = yield* runCli(args(out))
+        // Skipped lines: exit 1.
+        expect(again.code).toBe(1)
+        const lines = resultLines(out)
+        expect(new Set(lines.map((l) => l.index)).size).toBe(items)
+        const skipped = lines.filter((l) => l.status === "skipped").length
+        expect(skipped).toBeGreaterThan(0)
+        expect(lines.filter((l) => l.status === "succeeded").length + skipped).toBe(items)
+        expect(metrics().created).toBe(items / shardSize)
+      }), 20), 60_000)
 })
