@@ -620,15 +620,21 @@ export const make = (deps: {
       return json(batchObject(batch))
     }))
 
+  /** A batch of one API: each sees only its own (an Anthropic batch id is unknown to OpenAI's endpoints, and the reverse). */
+  const batchOf = (flavour: SimBatch["flavour"], id: string) => {
+    const batch = batches.get(id)
+    return batch?.flavour === flavour ? batch : undefined
+  }
+
   const getBatch = guarded(() =>
     Effect.map(idInPath, (id) => {
-      const batch = batches.get(id)
+      const batch = batchOf("openai", id)
       return batch === undefined ? noBatch(id) : json(batchObject(batch))
     }))
 
   const cancelBatch = guarded(() =>
     Effect.map(idInPath, (id) => {
-      const batch = batches.get(id)
+      const batch = batchOf("openai", id)
       if (batch === undefined) return noBatch(id)
       const status = statusOf(batch)
       if (status === "completed" || status === "failed" || status === "expired") {
@@ -643,7 +649,7 @@ export const make = (deps: {
       const query = new URL(request.url, "http://simulator").searchParams
       const limit = Math.min(100, Math.max(1, Number(query.get("limit") ?? 20) || 20))
       const after = query.get("after")
-      const newestFirst = order.slice().reverse()
+      const newestFirst = order.filter((b) => b.flavour === "openai").reverse()
       const start = after === null ? 0 : newestFirst.findIndex((b) => b.id === after) + 1
       const page = newestFirst.slice(start, start + limit)
       return json({
@@ -681,10 +687,7 @@ export const make = (deps: {
     }
   }
 
-  const anthropicBatch = (id: string) => {
-    const batch = batches.get(id)
-    return batch?.flavour === "anthropic" ? batch : undefined
-  }
+  const anthropicBatch = (id: string) => batchOf("anthropic", id)
   const noMessageBatch = (id: string) => anthropicError(404, "not_found_error", `No message batch found with id '${id}'.`)
 
   const createMessageBatch = guarded((request) =>
