@@ -8,17 +8,16 @@
 import { NodeContext, NodeHttpClient } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Layer } from "effect"
-import { spawn } from "node:child_process"
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll } from "vitest"
 import * as Simulator from "../../src/llm/Simulator.js"
 import * as SimulatorServer from "../../src/llm/SimulatorServer.js"
+import { runCli as cli } from "../support/cliProcess.js"
 
 const dir = mkdtempSync(join(tmpdir(), "effect-batch-batch-crash-"))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))
-const root = new URL("../../", import.meta.url).pathname
 
 const items = 600
 const shardSize = 200
@@ -52,26 +51,8 @@ const runArgs = (url: string, db: string, out: string) => [
   "0.2"
 ]
 
-/** The CLI with `args` in a child process; SIGKILLed as soon as `killWhen` holds (checked every 5 ms), if given. */
-const runCli = (args: ReadonlyArray<string>, killWhen?: () => boolean) =>
-  Effect.async<{ readonly killed: boolean, readonly code: number | null }>((resume) => {
-    const child = spawn(process.execPath, ["--import", "tsx", "src/bin.ts", ...args], {
-      cwd: root,
-      env: { ...process.env, BATCH_CRASH_KEY: "k" },
-      stdio: "ignore"
-    })
-    let killed = false
-    const timer = killWhen === undefined ? undefined : setInterval(() => {
-      if (killWhen()) {
-        killed = child.kill("SIGKILL")
-        clearInterval(timer)
-      }
-    }, 5)
-    child.on("exit", (code) => {
-      clearInterval(timer)
-      resume(Effect.succeed({ killed, code }))
-    })
-  })
+/** The CLI with `args`, its key in the environment; SIGKILLed once `killWhen` holds, if given. */
+const runCli = (args: ReadonlyArray<string>, killWhen?: () => boolean) => cli(args, { BATCH_CRASH_KEY: "k" }, killWhen)
 
 const withSimulator = <A, E>(f: (simulator: Simulator.Service) => Effect.Effect<A, E>, linesPerSecond = 400) =>
   Effect.flatMap(Simulator.Simulator, f).pipe(

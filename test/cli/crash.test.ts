@@ -7,7 +7,6 @@ import { NodeContext, NodeHttpClient } from "@effect/platform-node"
 import { SqliteClient } from "@effect/sql-sqlite-node"
 import { describe, expect, it } from "@effect/vitest"
 import { ConfigProvider, Effect, Layer } from "effect"
-import { spawn } from "node:child_process"
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
@@ -18,10 +17,10 @@ import * as StopSignal from "../../src/cli/StopSignal.js"
 import * as Simulator from "../../src/llm/Simulator.js"
 import * as SimulatorServer from "../../src/llm/SimulatorServer.js"
 import * as SqlCheckpointStore from "../../src/sql/SqlCheckpointStore.js"
+import { runCli } from "../support/cliProcess.js"
 
 const dir = mkdtempSync(join(tmpdir(), "effect-batch-crash-"))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))
-const root = new URL("../../", import.meta.url).pathname
 
 const items = 400
 const input = join(dir, "prompts.jsonl")
@@ -31,42 +30,26 @@ const lineCount = (path: string) => (existsSync(path) ? readFileSync(path, "utf8
 
 /** Starts the CLI in a child process and SIGKILLs it once its results file has `killAfter` lines. */
 const runAndKill = (url: string, db: string, out: string, killAfter: number) =>
-  Effect.async<{ readonly killed: boolean }>((resume) => {
-    const child = spawn(process.execPath, [
-      "--import",
-      "tsx",
-      "src/bin.ts",
-      "run",
-      input,
-      "--out",
-      out,
-      "--base-url",
-      `${url}/v1`,
-      "--api-key-env",
-      "CRASH_KEY",
-      "--model",
-      "sim-chat",
-      "--concurrency",
-      "8",
-      "--run-id",
-      "crash",
-      "--db",
-      db,
-      "--progress",
-      "none"
-    ], { cwd: root, env: { ...process.env, CRASH_KEY: "k" }, stdio: "ignore" })
-    let killed = false
-    const timer = setInterval(() => {
-      if (lineCount(out) >= killAfter) {
-        killed = child.kill("SIGKILL")
-        clearInterval(timer)
-      }
-    }, 5)
-    child.on("exit", () => {
-      clearInterval(timer)
-      resume(Effect.succeed({ killed }))
-    })
-  })
+  runCli([
+    "run",
+    input,
+    "--out",
+    out,
+    "--base-url",
+    `${url}/v1`,
+    "--api-key-env",
+    "CRASH_KEY",
+    "--model",
+    "sim-chat",
+    "--concurrency",
+    "8",
+    "--run-id",
+    "crash",
+    "--db",
+    db,
+    "--progress",
+    "none"
+  ], { CRASH_KEY: "k" }, () => lineCount(out) >= killAfter)
 
 const recorded = (db: string) =>
   Effect.gen(function*() {
