@@ -14,6 +14,30 @@ import type * as TaskError from "./TaskError.js"
 import type * as TaskResult from "./TaskResult.js"
 
 /**
+ * Where an item's time went, in ms, from the moment it (or the worker that
+ * admitted it) began waiting for a concurrency permit to its outcome. The
+ * parts are measured at each wait's two ends and summed over attempts; what
+ * they leave of `wallMs` is the engine's own work (cache lookups, progress
+ * handlers, checkpoint writes), next to nothing unless a handler is slow.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface TimeSpent {
+  /** Waiting for a concurrency permit: before the first attempt, and again before each retry. */
+  readonly queuedMs: number
+  /** Holding a permit, waiting for the rate limiter to grant a start. */
+  readonly rateLimitMs: number
+  /** Holding a permit, waiting for the cooldown gate a 429 closed. */
+  readonly gateMs: number
+  /** Attempts running: the task, i.e. the provider's time and the network. */
+  readonly inFlightMs: number
+  /** Sleeping between attempts, as the retry policy said. */
+  readonly backoffMs: number
+  readonly wallMs: number
+}
+
+/**
  * @since 0.1.0
  * @category models
  */
@@ -53,6 +77,90 @@ export interface BatchReport {
   readonly cost: { readonly estimated: number, readonly actual: number }
   /** Set when the budget stopped the batch. */
   readonly budgetExceeded: Budget.BudgetExceeded | undefined
+  /**
+   * Where the time went, summed over the items that were admitted to make
+   * calls (cached, shared and restored items take none of it).
+   */
+  readonly timeSpent: TimeSpent & { readonly items: number }
+}
+
+/**
+ * @since 0.2.0
+ * @category models
+ */
+export type TimePart = "queued" | "rateLimit" | "gate" | "inFlight" | "backoff" | "other"
+
+/**
+ * @since 0.2.0
+ * @category models
+ */
+export interface TimeShare {
+  readonly part: TimePart
+  readonly ms: number
+  /** Of the summed wall time, 0 to 1. */
+  readonly share: number
+}
+
+/**
+ * The parts of `spent`, largest first; `other` is what the measured parts
+ * leave of the wall time.
+ *
+ * @since 0.2.0
+ * @category formatting
+ */
+export const timeShares = (spent: TimeSpent): ReadonlyArray<TimeShare> => {
+  const measured: ReadonlyArray<readonly [TimePart, number]> = [
+    ["inFlight", spent.inFlightMs],
+    ["queued", spent.queuedMs],
+    ["rateLimit", spent.rateLimitMs],
+    ["gate", spent.gateMs],
+    ["backoff", spent.backoffMs]
+  ]
+  const other = Math.max(0, spent.wallMs - measured.reduce((sum, [, ms]) => sum + ms, 0))
+  const total = Math.max(spent.wallMs, 1e-9)
+  return [...measured, ["other", other] as const]
+    .map(([part, ms]) => ({ part, ms, share: ms / total }))
+    .sort((a, b) => b.ms - a.ms)
+}
+
+const partNames: Record<TimePart, string> = {
+  inFlight: "in flight",
+  queued: "queued for a permit",
+  rateLimit: "rate limit",
+  gate: "cooldown gate",
+  backoff: "backoff",
+  other: "engine"
+}
+
+const percent = (share: number) => `${Math.round(share * 100)} %`
+
+/**
+ * One line on what held the batch back: the largest part of its items' time
+ * and what to do about it; `undefined` when no item made a call.
+ *
+ * @since 0.2.0
+ * @category formatting
+ */
+export const verdict = (report: BatchReport): string | undefined => {
+  if (report.timeSpent.items === 0 || report.timeSpent.wallMs <= 0) return undefined
+  const top = timeShares(report.timeSpent)[0]!
+  const limit = report.concurrency.length === 0 ? undefined : report.concurrency[report.concurrency.length - 1]![1]
+  const at = limit === undefined ? "" : ` (${limit} at the end)`
+  const share = percent(top.share)
+  switch (top.part) {
+    case "inFlight":
+      return `${share} in flight: the provider's own time set the pace; more concurrency${at} goes faster if the provider allows it`
+    case "queued":
+      return `${share} queued for a concurrency permit: the concurrency limit${at} held items back; raise it if the provider allows`
+    case "rateLimit":
+      return `${share} waiting on the rate limit: raise the limit or accept the pace`
+    case "gate":
+      return `${share} waiting on the cooldown gate after 429s: the provider refused starts; set the rate limit to its real one`
+    case "backoff":
+      return `${share} backing off between retries (${nonZero(report.retriesBy)}): fix what fails, or retry less`
+    case "other":
+      return `${share} in the engine's own work: a slow progress handler or cache? (Progress.layerQueue decouples one)`
+  }
 }
 
 const nonZero = (record: Readonly<Record<string, number>>): string =>
@@ -97,6 +205,12 @@ export const format = (report: BatchReport): string => {
     rows.push(["cost", `estimated $${report.cost.estimated.toFixed(4)}, actual $${report.cost.actual.toFixed(4)}`])
   }
   if (report.budgetExceeded !== undefined) rows.push(["budget", report.budgetExceeded.message])
+  const held = verdict(report)
+  if (held !== undefined) {
+    const shares = timeShares(report.timeSpent).filter((s) => s.ms > 0)
+    rows.push(["time spent", shares.map((s) => `${partNames[s.part]} ${percent(s.share)}`).join(", ")])
+    rows.push(["held back by", held])
+  }
   const width = Math.max(...rows.map(([k]) => k.length))
   return rows.map(([k, v]) => `${k.padEnd(width)}  ${v}`).join("\n")
 }

@@ -17,6 +17,7 @@ import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Queue from "effect/Queue"
+import type * as BatchReport from "./BatchReport.js"
 import type * as TaskError from "./TaskError.js"
 import type * as TaskResult from "./TaskResult.js"
 
@@ -32,6 +33,8 @@ export type Event =
     readonly attempts: number
     readonly durationMs: number
     readonly source: TaskResult.Source
+    /** Where its time went; set when the item was admitted to make calls (not cached, shared or restored). */
+    readonly timeSpent?: BatchReport.TimeSpent | undefined
   }
   | {
     readonly _tag: "ItemFailed"
@@ -39,6 +42,8 @@ export type Event =
     readonly attempts: number
     readonly errorClass: TaskError.Tag
     readonly error: unknown
+    /** As for `ItemSucceeded`. */
+    readonly timeSpent?: BatchReport.TimeSpent | undefined
   }
   | { readonly _tag: "ItemSkipped", readonly index: number, readonly reason: TaskResult.SkipReason }
   | {

@@ -3,7 +3,7 @@
  * with plain mutable fields (every step is paid per item), and `finish`
  * turns the counts into a report, at the end or as a snapshot.
  */
-import type { BatchReport } from "../BatchReport.js"
+import type { BatchReport, TimeSpent } from "../BatchReport.js"
 import type * as Budget from "../Budget.js"
 import * as TaskError from "../TaskError.js"
 import type * as TaskResult from "../TaskResult.js"
@@ -36,12 +36,25 @@ export class Collector {
   estimatedCost = 0
   actualCost = 0
   budgetExceeded: Budget.BudgetExceeded | undefined = undefined
+  private readonly spent = { items: 0, queuedMs: 0, rateLimitMs: 0, gateMs: 0, inFlightMs: 0, backoffMs: 0, wallMs: 0 }
   private readonly concurrency: Array<readonly [number, number]> = []
 
   constructor(readonly startedAt: number) {}
 
   limit(at: number, limit: number): void {
     this.concurrency.push([at - this.startedAt, limit])
+  }
+
+  /** Adds an item's time (one that was admitted to make calls, whatever its outcome). */
+  timeSpent(item: Omit<TimeSpent, "wallMs">, wallMs: number): void {
+    const spent = this.spent
+    spent.items++
+    spent.queuedMs += item.queuedMs
+    spent.rateLimitMs += item.rateLimitMs
+    spent.gateMs += item.gateMs
+    spent.inFlightMs += item.inFlightMs
+    spent.backoffMs += item.backoffMs
+    spent.wallMs += wallMs
   }
 
   retry(errorClass: TaskError.Tag): void {
@@ -109,6 +122,7 @@ export class Collector {
       concurrency: [...this.concurrency],
       tokens: { estimated: this.estimatedTokens, actual: this.actualTokens },
       cost: { estimated: this.estimatedCost, actual: this.actualCost },
+      timeSpent: { ...this.spent },
       budgetExceeded: this.budgetExceeded
     }
   }

@@ -26,7 +26,7 @@ import * as FiberSet from "effect/FiberSet"
 import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
 import type * as Tracer from "effect/Tracer"
-import type { BatchReport } from "../BatchReport.js"
+import type { BatchReport, TimeSpent } from "../BatchReport.js"
 import * as ConcurrencyLimiter from "../ConcurrencyLimiter.js"
 import * as Progress from "../Progress.js"
 import * as RateLimiter from "../RateLimiter.js"
@@ -59,6 +59,8 @@ interface ItemRun<A, B, E> extends Holder {
   readonly item: A
   readonly index: number
   readonly admittedAt: number
+  /** When its worker began waiting for the permit it was admitted with. */
+  readonly since: number
   attempts: number
   state: RetryPolicy.State
   /** Still on the worker that admitted it (an item leaves its worker to wait for a retry). */
@@ -69,6 +71,12 @@ interface ItemRun<A, B, E> extends Holder {
   shared: { readonly key: unknown, readonly deferred: Deferred.Deferred<Outcome<B, E>> } | undefined
   /** With `spans`: the item's span, from its first attempt to its settling. */
   span?: Tracer.Span | undefined
+  /** Where its time went (`BatchReport.TimeSpent`), in ms: measured at each wait's ends, summed over attempts. */
+  queuedMs: number
+  rateLimitMs: number
+  gateMs: number
+  inFlightMs: number
+  backoffMs: number
 }
 
 const positiveMillis = (name: string, input: Duration.DurationInput | undefined): number | undefined => {
@@ -235,14 +243,15 @@ export const run = <A, B, E, R, ES, RS>(
       ))
     }
 
-    const progressEvent = (result: Outcome<B, E>): Progress.Event =>
+    const progressEvent = (result: Outcome<B, E>, timeSpent: TimeSpent | undefined): Progress.Event =>
       result._tag === "Succeeded"
         ? {
             _tag: "ItemSucceeded",
             index: result.index,
             attempts: result.attempts,
             durationMs: result.durationMs,
-            source: result.source
+            source: result.source,
+            timeSpent
           }
         : result._tag === "Failed"
           ? {
@@ -250,12 +259,21 @@ export const run = <A, B, E, R, ES, RS>(
               index: result.index,
               attempts: result.attempts,
               errorClass: result.errorClass,
-              error: result.error
+              error: result.error,
+              timeSpent
             }
           : { _tag: "ItemSkipped", index: result.index, reason: result.reason }
 
-    /** Records and reports a result (and what it cost, if it made a call), then goes on with `next`. */
-    const finish = <X, Y, Z>(result: Outcome<B, E>, next: Effect.Effect<X, Y, Z>, spent?: Cost): Effect.Effect<X, Y, Z> => {
+    /**
+     * Records and reports a result (with what it cost and where its time went, if it made a call), then goes on
+     * with `next`.
+     */
+    const finish = <X, Y, Z>(
+      result: Outcome<B, E>,
+      next: Effect.Effect<X, Y, Z>,
+      spent?: Cost,
+      timeSpent?: TimeSpent
+    ): Effect.Effect<X, Y, Z> => {
       collector.result(result)
       let effect: Effect.Effect<X, Y, Z> = next
       if (failFast && result._tag === "Failed" && stopReason === undefined) {
@@ -269,7 +287,7 @@ export const run = <A, B, E, R, ES, RS>(
       }
       const emitted = emit(result)
       if (emitted !== undefined) effect = Effect.zipRight(emitted, effect)
-      return progress.enabled ? Effect.zipRight(progress.emit(progressEvent(result)), effect) : effect
+      return progress.enabled ? Effect.zipRight(progress.emit(progressEvent(result, timeSpent)), effect) : effect
     }
 
     /** Gives the permit back, reports the outcome (to waiting duplicates too), goes on with `next`. */
@@ -280,19 +298,37 @@ export const run = <A, B, E, R, ES, RS>(
       spent?: Cost
     ): Effect.Effect<X, Y, Z> => {
       permits.unsafeRelease(run)
-      if (run.span !== undefined) endItemSpan(run.span, result)
+      // From the item's admission (as the result says, or now) back to its first wait for a permit.
+      const wallMs = (result._tag === "Skipped" ? elapsed(run) : result.durationMs) + run.admittedAt - run.since
+      collector.timeSpent(run, wallMs)
+      const timeSpent = progress.enabled || run.span !== undefined ? timeSpentOf(run, wallMs) : undefined
+      if (run.span !== undefined) endItemSpan(run.span, result, timeSpent!)
       const shared = run.shared
-      if (shared === undefined) return finish(result, next, spent)
+      if (shared === undefined) return finish(result, next, spent, timeSpent)
       inFlightByKey!.delete(shared.key)
-      return Effect.zipRight(Deferred.succeed(shared.deferred, result), finish(result, next, spent))
+      return Effect.zipRight(Deferred.succeed(shared.deferred, result), finish(result, next, spent, timeSpent))
     }
 
+    const timeSpentOf = (run: ItemRun<A, B, E>, wallMs: number): TimeSpent => ({
+      queuedMs: run.queuedMs,
+      rateLimitMs: run.rateLimitMs,
+      gateMs: run.gateMs,
+      inFlightMs: run.inFlightMs,
+      backoffMs: run.backoffMs,
+      wallMs
+    })
+
     const spans = config.spans === true
-    const endItemSpan = (span: Tracer.Span, result: Outcome<B, E>) => {
+    const endItemSpan = (span: Tracer.Span, result: Outcome<B, E>, time: TimeSpent) => {
       span.attribute("effect-batch.outcome", result._tag)
       span.attribute("effect-batch.attempts", result.attempts)
       if (result._tag === "Failed") span.attribute("effect-batch.failure_class", result.errorClass)
       if (result._tag === "Skipped") span.attribute("effect-batch.skip_reason", result.reason)
+      span.attribute("effect-batch.queued_ms", time.queuedMs)
+      span.attribute("effect-batch.rate_limit_ms", time.rateLimitMs)
+      span.attribute("effect-batch.gate_ms", time.gateMs)
+      span.attribute("effect-batch.in_flight_ms", time.inFlightMs)
+      span.attribute("effect-batch.backoff_ms", time.backoffMs)
       span.end(clock.unsafeCurrentTimeNanos(), result._tag === "Failed" ? Exit.fail(result.error) : Exit.void)
     }
     const makeItemSpan = (index: number) => Effect.makeSpan("effect-batch.item", { attributes: { "effect-batch.index": index }, captureStackTrace: false })
@@ -358,8 +394,18 @@ export const run = <A, B, E, R, ES, RS>(
       const cost = config.estimate?.(run.item, run.index)
       const ready = rate.unsafeTryAcquire(cost)
       if (ready !== undefined) return call(run, cost, ready, next)
+      // Measured here rather than taken from the reservation alone, so that a limiter of any kind (Redis too) and a
+      // deadline reached while waiting are counted; the reservation says which part of the wait was the gate.
+      const waitFrom = now()
       return Effect.flatMap(withinDeadline(run, rate.acquire(cost)), (reservation) => {
-        if (reservation === undefined) return failDeadline(run, next)
+        const waited = now() - waitFrom
+        if (reservation === undefined) {
+          run.rateLimitMs += waited
+          return failDeadline(run, next)
+        }
+        const gate = Math.min(waited, reservation.gateWaitedMillis)
+        run.gateMs += gate
+        run.rateLimitMs += waited - gate
         collector.rateLimitWaitMs += reservation.waitedMillis
         collector.gateWaitMs += reservation.gateWaitedMillis
         if (stopReason !== undefined) return settle(run, TaskResult.skipped(run.index, stopReason, run.attempts), next)
@@ -402,7 +448,7 @@ export const run = <A, B, E, R, ES, RS>(
         effect = Effect.zipRight(progress.emit({ _tag: "AttemptStarted", index: run.index, attempt: run.attempts }), effect)
       }
       const adaptive = limiter.adaptive
-      const startedAt = adaptive ? now() : 0
+      const startedAt = now()
       const inFlightAtStart = ++inFlight
       // What the provider says it spent, if the task reports it (`ConcurrencyLimiter.reportProviderTime`).
       const timing: ConcurrencyLimiter.AttemptTiming | undefined = adaptive ? { providerMs: undefined } : undefined
@@ -424,19 +470,22 @@ export const run = <A, B, E, R, ES, RS>(
       return Effect.matchCauseEffect(effect, {
         onSuccess: (value) => {
           inFlight--
+          const endedAt = now()
+          run.inFlightMs += endedAt - startedAt
           const actual = config.settle?.(value, run.item, run.index) ?? cost
           const actualUsd = actual?.usd ?? usd
           budget.unsafeSettle(usd, actualUsd)
           collector.actualCost += actualUsd
           collector.actualTokens += actual?.tokens ?? 0
           const spent = actual === undefined ? undefined : { ...actual, usd: actualUsd }
-          let settled = settle(run, TaskResult.succeeded(run.index, value, run.attempts, elapsed(run)), next, spent)
+          let settled = settle(run, TaskResult.succeeded(run.index, value, run.attempts, endedAt - run.admittedAt), next, spent)
           if (config.settle) settled = Effect.zipRight(rate.settle(reservation, actual!), settled)
           if (run.cacheKey !== undefined) settled = Effect.zipRight(cache!.store(run.cacheKey, value), settled)
           return adaptive ? Effect.zipRight(sample(false), settled) : settled
         },
         onFailure: (cause) => {
           inFlight--
+          run.inFlightMs += now() - startedAt
           permits.unsafeRelease(run)
           budget.unsafeRelease(usd)
           const failure = Cause.failureOption(cause)
@@ -491,11 +540,20 @@ export const run = <A, B, E, R, ES, RS>(
             )
           : gate
         const retry = <X2, Y2, Z2>(then: Effect.Effect<X2, Y2, Z2>) =>
-          Effect.zipRight(
-            decision.delayMillis > 0 ? Effect.sleep(Duration.millis(decision.delayMillis)) : Effect.void,
-            Effect.flatMap(withinDeadline(run, Effect.as(permits.take(run), true)), (taken) =>
-              taken === undefined ? failDeadline(run, then) : attempt(run, then))
-          )
+          Effect.suspend(() => {
+            const backoffFrom = now()
+            return Effect.zipRight(
+              decision.delayMillis > 0 ? Effect.sleep(Duration.millis(decision.delayMillis)) : Effect.void,
+              Effect.suspend(() => {
+                const queuedFrom = now()
+                run.backoffMs += queuedFrom - backoffFrom
+                return Effect.flatMap(withinDeadline(run, Effect.as(permits.take(run), true)), (taken) => {
+                  run.queuedMs += now() - queuedFrom
+                  return taken === undefined ? failDeadline(run, then) : attempt(run, then)
+                })
+              })
+            )
+          })
         if (!run.onWorker) return Effect.zipRight(announced, retry(next))
         // Leave the worker: it goes on with the next item while this one waits.
         run.onWorker = false
@@ -549,7 +607,8 @@ export const run = <A, B, E, R, ES, RS>(
 
     const start = (
       holder: Holder,
-      next: ItemSource.Admitted<A> | undefined
+      next: ItemSource.Admitted<A> | undefined,
+      queuedMs: number
     ): Effect.Effect<void, ES | Checkpointing.Failure, R | RS> => {
       if (next === undefined) {
         permits.unsafeRelease(holder)
@@ -579,27 +638,35 @@ export const run = <A, B, E, R, ES, RS>(
       }
       // Hand the permit over from the worker's holder to the item.
       holder.holding = false
+      const admittedAt = now()
       const run: ItemRun<A, B, E> = {
         item: next.item,
         index: next.index,
-        admittedAt: now(),
+        admittedAt,
+        since: admittedAt - queuedMs,
         attempts: 0,
         state: RetryPolicy.initial(policy),
         onWorker: true,
         cacheKey: undefined,
         shared: undefined,
         holding: true,
-        ledger
+        ledger,
+        queuedMs,
+        rateLimitMs: 0,
+        gateMs: 0,
+        inFlightMs: 0,
+        backoffMs: 0
       }
       return admit(run, worker)
     }
 
-    const pull = (holder: Holder): Effect.Effect<void, ES | Checkpointing.Failure, R | RS> => {
+    /** Pulls the next item for the permit `holder` took after waiting `queuedMs` for it. */
+    const pull = (holder: Holder, queuedMs: number): Effect.Effect<void, ES | Checkpointing.Failure, R | RS> => {
       const next = source.unsafeTryNext()
-      if (next !== ItemSource.notReady) return start(holder, next)
+      if (next !== ItemSource.notReady) return start(holder, next, queuedMs)
       return Effect.flatMap(
         Effect.onError(source.next, () => permits.release(holder)),
-        (admitted) => start(holder, admitted)
+        (admitted) => start(holder, admitted, queuedMs)
       )
     }
 
@@ -607,9 +674,10 @@ export const run = <A, B, E, R, ES, RS>(
     const worker: Effect.Effect<void, ES | Checkpointing.Failure, R | RS> = Effect.suspend(() => {
       if (stopReason !== undefined || inputDone) return Effect.void
       const holder: Holder = { holding: false, ledger, idle: true }
-      if (permits.tryTake(holder)) return pull(holder)
+      if (permits.tryTake(holder)) return pull(holder, 0)
+      const queuedFrom = now()
       // Resumed without a permit: dismissed, the batch has nothing more to run.
-      return Effect.flatMap(permits.take(holder), () => (holder.holding ? pull(holder) : Effect.void))
+      return Effect.flatMap(permits.take(holder), () => (holder.holding ? pull(holder, now() - queuedFrom) : Effect.void))
     })
 
     const skipRest: Effect.Effect<void, ES, RS> = Effect.suspend(() =>

@@ -59,13 +59,34 @@ describe("Batch spans", () => {
       for (const own of named("the task's own")) expect(parentOf(own)?.name).toBe("effect-batch.attempt")
 
       const attrs = (span: Tracer.Span) => Object.fromEntries(span.attributes)
-      expect(attrs(items[0]!)).toEqual({ "effect-batch.index": 0, "effect-batch.outcome": "Succeeded", "effect-batch.attempts": 1 })
-      expect(attrs(items[1]!)).toEqual({ "effect-batch.index": 1, "effect-batch.outcome": "Succeeded", "effect-batch.attempts": 2 })
+      // Where the item's time went (`BatchReport.TimeSpent`): the tasks take no time here, item 1 backs off once.
+      const time = (backoff: number) => ({
+        "effect-batch.queued_ms": 0,
+        "effect-batch.rate_limit_ms": 0,
+        "effect-batch.gate_ms": 0,
+        "effect-batch.in_flight_ms": 0,
+        "effect-batch.backoff_ms": backoff
+      })
+      const events = (items[1] as unknown as { events: ReadonlyArray<readonly [string, bigint, Record<string, unknown>]> }).events
+      const delay = events[0]![2]["effect-batch.delay_ms"] as number
+      expect(attrs(items[0]!)).toEqual({
+        "effect-batch.index": 0,
+        "effect-batch.outcome": "Succeeded",
+        "effect-batch.attempts": 1,
+        ...time(0)
+      })
+      expect(attrs(items[1]!)).toEqual({
+        "effect-batch.index": 1,
+        "effect-batch.outcome": "Succeeded",
+        "effect-batch.attempts": 2,
+        ...time(delay)
+      })
       expect(attrs(items[2]!)).toEqual({
         "effect-batch.index": 2,
         "effect-batch.outcome": "Failed",
         "effect-batch.attempts": 1,
-        "effect-batch.failure_class": "Permanent"
+        "effect-batch.failure_class": "Permanent",
+        ...time(0)
       })
       expect(items.map((s) => s.status._tag)).toEqual(["Ended", "Ended", "Ended"])
       const failedExit = items[2]!.status._tag === "Ended" ? items[2]!.status.exit._tag : undefined
@@ -79,7 +100,6 @@ describe("Batch spans", () => {
         [2, undefined]
       ])
       expect(retried[0]!.attributes.get("effect-batch.rate_wait_ms")).toBe(0)
-      const events = (items[1] as unknown as { events: ReadonlyArray<readonly [string, bigint, Record<string, unknown>]> }).events
       expect(events.map(([name, , a]) => [name, a["effect-batch.failure_class"], (a["effect-batch.delay_ms"] as number) > 0])).toEqual([
         ["retry", "Transient", true]
       ])
