@@ -181,6 +181,16 @@ export interface Options<A, B, E, RunId extends string = never> {
    */
   readonly spans?: boolean | undefined
   /**
+   * Record `BatchMetrics` with Effect's `Metric` (items by outcome, attempts
+   * and retries by failure class, latency histograms, rate-limit and gate
+   * waits, gate closures, the concurrency limit, in flight, tokens, cost,
+   * where the time went), labelled with `name` and the caller's metric labels.
+   * Counters move once a second and at the end. Default `false`.
+   */
+  readonly metrics?: boolean | undefined
+  /** The batch's `batch` label on its metrics. Default `"default"`. */
+  readonly name?: string | undefined
+  /**
    * Record every outcome under `runId` in the `CheckpointStore` in context,
    * and resume from what is recorded: succeeded items come back with
    * `source: "checkpoint"` and no call, `Permanent` failures stay failed

@@ -21,6 +21,8 @@
 export * as Batch from "./Batch.js"
 /** @since 0.1.0 */
 export * as BatchReport from "./BatchReport.js"
+/** @since 0.2.0 */
+export * as BatchMetrics from "./BatchMetrics.js"
 /** @since 0.1.0 */
 export * as Budget from "./Budget.js"
 /** @since 0.1.0 */

@@ -11,8 +11,8 @@ import type * as TaskResult from "../TaskResult.js"
 const zeroBy = <K extends string>(keys: ReadonlyArray<K>): Record<K, number> =>
   Object.fromEntries(keys.map((k) => [k, 0])) as Record<K, number>
 
-const sources: ReadonlyArray<TaskResult.Source> = ["call", "cache", "checkpoint", "shared"]
-const skipReasons: ReadonlyArray<TaskResult.SkipReason> = ["quota", "budget", "failFast", "interrupted"]
+export const sources: ReadonlyArray<TaskResult.Source> = ["call", "cache", "checkpoint", "shared"]
+export const skipReasons: ReadonlyArray<TaskResult.SkipReason> = ["quota", "budget", "failFast", "interrupted"]
 
 const percentile = (sorted: Float64Array, q: number): number =>
   sorted.length === 0 ? 0 : sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)]!
@@ -23,10 +23,13 @@ export class Collector {
   private succeeded = 0
   private failed = 0
   private skipped = 0
-  private readonly sources = zeroBy(sources)
-  private readonly failures = zeroBy(TaskError.tags)
-  private readonly skippedBy = zeroBy(skipReasons)
-  private readonly retriesBy = zeroBy(TaskError.tags)
+  // Read as they run by `metricsRecorder`.
+  readonly sources = zeroBy(sources)
+  readonly failures = zeroBy(TaskError.tags)
+  readonly skippedBy = zeroBy(skipReasons)
+  readonly retriesBy = zeroBy(TaskError.tags)
+  /** Failed attempts by class, retried or final. */
+  readonly attemptFailures = zeroBy(TaskError.tags)
   attempts = 0
   rateLimitWaitMs = 0
   gateWaitMs = 0
@@ -36,12 +39,15 @@ export class Collector {
   estimatedCost = 0
   actualCost = 0
   budgetExceeded: Budget.BudgetExceeded | undefined = undefined
-  private readonly spent = { items: 0, queuedMs: 0, rateLimitMs: 0, gateMs: 0, inFlightMs: 0, backoffMs: 0, wallMs: 0 }
+  readonly spent = { items: 0, queuedMs: 0, rateLimitMs: 0, gateMs: 0, inFlightMs: 0, backoffMs: 0, wallMs: 0 }
   private readonly concurrency: Array<readonly [number, number]> = []
+  /** The concurrency limit now. */
+  currentLimit = 0
 
   constructor(readonly startedAt: number) {}
 
   limit(at: number, limit: number): void {
+    this.currentLimit = limit
     this.concurrency.push([at - this.startedAt, limit])
   }
 

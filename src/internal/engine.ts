@@ -24,6 +24,7 @@ import * as FiberId from "effect/FiberId"
 import * as FiberRef from "effect/FiberRef"
 import * as FiberSet from "effect/FiberSet"
 import * as Option from "effect/Option"
+import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
 import type * as Tracer from "effect/Tracer"
 import type { BatchReport, TimeSpent } from "../BatchReport.js"
@@ -38,6 +39,7 @@ import * as RetryPolicy from "../RetryPolicy.js"
 import * as TaskError from "../TaskError.js"
 import * as TaskResult from "../TaskResult.js"
 import * as Checkpointing from "./checkpointing.js"
+import * as MetricsRecorder from "./metricsRecorder.js"
 import { Collector } from "./collector.js"
 import * as ItemSource from "./itemSource.js"
 import { permitProtocol } from "./permitPool.js"
@@ -189,6 +191,17 @@ export const run = <A, B, E, R, ES, RS>(
     }
     // Registered before the fibers' set, so it runs after they are interrupted.
     const ledger: Ledger = { held: 0 }
+    const metrics = config.metrics === true
+      ? MetricsRecorder.make(config.name ?? "default", yield* FiberRef.get(FiberRef.currentMetricLabels))
+      : undefined
+    if (metrics !== undefined) {
+      // The last flush gives back this batch's share of the gauges (attempts cut short never said they ended).
+      yield* Effect.addFinalizer(() => Effect.sync(() => metrics.flush(collector, { inFlight: 0, limit: 0 })))
+      yield* Effect.forkScoped(Effect.repeat(
+        Effect.sync(() => metrics.flush(collector, { inFlight, limit: collector.currentLimit })),
+        Schedule.spaced(Duration.seconds(1))
+      ))
+    }
     yield* Effect.addFinalizer(() => permits.releaseLedger(ledger))
     const source = yield* ItemSource.make(input, config.priority)
     const checkpoint = config.checkpoint === undefined
@@ -301,6 +314,7 @@ export const run = <A, B, E, R, ES, RS>(
       // From the item's admission (as the result says, or now) back to its first wait for a permit.
       const wallMs = (result._tag === "Skipped" ? elapsed(run) : result.durationMs) + run.admittedAt - run.since
       collector.timeSpent(run, wallMs)
+      if (metrics !== undefined && result._tag !== "Skipped") metrics.itemDuration(result.durationMs)
       const timeSpent = progress.enabled || run.span !== undefined ? timeSpentOf(run, wallMs) : undefined
       if (run.span !== undefined) endItemSpan(run.span, result, timeSpent!)
       const shared = run.shared
@@ -472,6 +486,7 @@ export const run = <A, B, E, R, ES, RS>(
           inFlight--
           const endedAt = now()
           run.inFlightMs += endedAt - startedAt
+          metrics?.attemptDuration(endedAt - startedAt)
           const actual = config.settle?.(value, run.item, run.index) ?? cost
           const actualUsd = actual?.usd ?? usd
           budget.unsafeSettle(usd, actualUsd)
@@ -485,12 +500,15 @@ export const run = <A, B, E, R, ES, RS>(
         },
         onFailure: (cause) => {
           inFlight--
-          run.inFlightMs += now() - startedAt
+          const ranMs = now() - startedAt
+          run.inFlightMs += ranMs
+          metrics?.attemptDuration(ranMs)
           permits.unsafeRelease(run)
           budget.unsafeRelease(usd)
           const failure = Cause.failureOption(cause)
           const error: E | TaskError.TaskError = Option.isSome(failure) ? failure.value : defectAsPermanent(cause)
           const classified = classify(error)
+          collector.attemptFailures[classified._tag]++
           const after = failed(run, error, classified, next)
           // A rejected request (400, no quota) says nothing about capacity: answered at once, it would pass for
           // an unloaded round trip and pull a latency-based limit down to its floor.
