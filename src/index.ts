@@ -33,6 +33,8 @@ export * as ConcurrencyLimiter from "./ConcurrencyLimiter.js"
 export * as Idempotency from "./Idempotency.js"
 /** @since 0.1.0 */
 export * as LimitAlgorithm from "./LimitAlgorithm.js"
+/** @since 0.2.0 */
+export * as PrometheusText from "./PrometheusText.js"
 /** @since 0.1.0 */
 export * as Progress from "./Progress.js"
 /** @since 0.1.0 */

@@ -75,6 +75,8 @@ export interface ServeOptions {
   /** Where other runners reach this one (a PostgreSQL service's processes that run jobs). */
   readonly runnerHost?: string | undefined
   readonly runnerPort?: number | undefined
+  /** Serve `/metrics` without an API key. */
+  readonly publicMetrics?: boolean | undefined
 }
 
 /** Whether `--db` names a PostgreSQL database rather than a SQLite file. */
@@ -223,6 +225,7 @@ export const serve = (options: ServeOptions) =>
       defaultProfile,
       keys,
       limits: { maxItems: options.maxItems, inputDir: options.inputDir },
+      http: { publicMetrics: options.publicMetrics },
       rateLimiter: shared?.rateLimiter,
       concurrencyLimiter: shared?.concurrencyLimiter,
       cluster: postgres ? { role, ...(role === "api" ? {} : { runnerAddress }) } : undefined
@@ -247,6 +250,7 @@ export const serve = (options: ServeOptions) =>
       yield* Console.log(`effect-batch job service on ${url}`)
       yield* Console.log(`  dashboard  ${url}/${generated === undefined ? "" : `#key=${generated}`}`)
       yield* Console.log(`  API        ${url}/jobs   (reference: ${url}/reference, OpenAPI: ${url}/openapi.json)`)
+      yield* Console.log(`  metrics    ${url}/metrics   (Prometheus text; ${options.publicMetrics === true ? "public" : "needs an API key"})`)
       yield* Console.log(`  storage    ${storage}`)
       if (postgres) {
         yield* Console.log(`  role       ${role}${role === "api" ? "" : `; runner on ${runnerAddress.host}:${runnerAddress.port}`}`)
@@ -301,6 +305,9 @@ export const command = Command.make(
       Options.withDescription("Folder of JSONL files jobs may name with `file`.")
     ),
     maxItems: Options.integer("max-items").pipe(Options.withDefault(100_000), Options.withDescription("Items per job at most.")),
+    publicMetrics: Options.boolean("public-metrics").pipe(
+      Options.withDescription("Serve /metrics (Prometheus text) without an API key, for a scraper inside a trusted network.")
+    ),
     redis: Options.text("redis").pipe(
       Options.optional,
       Options.withDescription("Redis URL: share every profile's rate limits, cooldown gate and concurrency limit with other processes through it.")
@@ -317,6 +324,7 @@ export const command = Command.make(
       redis: Option.getOrUndefined(flags.redis),
       role: flags.role,
       runnerHost: Option.getOrUndefined(flags.runnerHost),
-      runnerPort: Option.getOrUndefined(flags.runnerPort)
+      runnerPort: Option.getOrUndefined(flags.runnerPort),
+      publicMetrics: flags.publicMetrics
     })
 ).pipe(Command.withDescription("Serve the job service (HTTP API, SSE, dashboard) until stopped."))

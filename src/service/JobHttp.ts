@@ -2,8 +2,9 @@
  * The job service's HTTP side: the handlers of `JobApi`, bearer-key
  * authentication, the SSE and JSONL streams, the payload size limit, schema
  * errors whose message names each bad field's path, the OpenAPI document
- * (`/openapi.json`), its reference page (`/reference`) and the dashboard
- * (`/`).
+ * (`/openapi.json`), its reference page (`/reference`), the dashboard
+ * (`/`) and Prometheus metrics (`/metrics`, behind a key unless made
+ * public).
  *
  * What it does not promise: CORS (the dashboard is served by the service
  * itself, so it needs none).
@@ -20,6 +21,7 @@ import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
+import * as Redacted from "effect/Redacted"
 import * as Schedule from "effect/Schedule"
 import * as Stream from "effect/Stream"
 import * as ApiKeys from "./ApiKeys.js"
@@ -27,6 +29,9 @@ import * as Dashboard from "./Dashboard.js"
 import * as JobApi from "./JobApi.js"
 import type * as JobEvents from "./JobEvents.js"
 import * as Jobs from "./Jobs.js"
+import * as JobStore from "./JobStore.js"
+import * as ServiceMetrics from "./ServiceMetrics.js"
+import * as PrometheusText from "../PrometheusText.js"
 import * as JsonDepth from "../JsonDepth.js"
 import { issuePath } from "../internal/issuePath.js"
 
@@ -40,6 +45,8 @@ export const keepAliveEvery = "15 seconds"
 export interface Options {
   /** Request bodies larger than this are refused with 413. Default 10 MiB. */
   readonly maxBodyBytes?: number | undefined
+  /** Serve `/metrics` without an API key (for a scraper inside a trusted network). Default `false`. */
+  readonly publicMetrics?: boolean | undefined
 }
 
 const sseFrame = (event: JobEvents.Event) => `id: ${event.seq}\nevent: ${event.type}\ndata: ${event.data}\n\n`
@@ -55,7 +62,7 @@ export const sseResponse = <E>(events: Stream.Stream<JobEvents.Event, E>): HttpS
   HttpServerResponse.stream(
     Stream.concat(
       Stream.make("retry: 2000\n\n"),
-      events.pipe(
+      ServiceMetrics.trackSubscriber(events).pipe(
         Stream.map(sseFrame),
         Stream.merge(Stream.repeatEffectWithSchedule(Effect.succeed(": keep-alive\n\n"), Schedule.spaced(keepAliveEvery)).pipe(Stream.drop(1)), {
           haltStrategy: "left"
@@ -80,7 +87,8 @@ export const layerHandlers = HttpApiBuilder.group(JobApi.Api, "jobs", (handlers)
   Effect.gen(function*() {
     const jobs = yield* Jobs.Jobs
     return handlers
-      .handle("submit", ({ headers, payload }) => Effect.flatMap(tenant, (t) => jobs.submit(t, payload, headers["idempotency-key"])))
+      .handle("submit", ({ headers, payload }) =>
+        ServiceMetrics.trackSubmission(Effect.flatMap(tenant, (t) => jobs.submit(t, payload, headers["idempotency-key"]))))
       .handle("list", ({ urlParams }) => Effect.flatMap(tenant, (t) => jobs.list(t, urlParams)))
       .handle("get", ({ path }) => Effect.flatMap(tenant, (t) => jobs.get(t, path.id)))
       .handle("cancel", ({ path }) => Effect.flatMap(tenant, (t) => jobs.cancel(t, path.id)))
@@ -230,6 +238,42 @@ export const checkBody = (maxBodyBytes: number) => (app: HttpApp.Default): HttpA
 export const layerDashboard = HttpApiBuilder.Router.use((router) =>
   router.get("/", Effect.succeed(HttpServerResponse.html(Dashboard.page))))
 
+const bearer = /^Bearer\s+(.+)$/i
+
+/**
+ * Prometheus text at `/metrics`: every metric in Effect's registry (the
+ * chunks' `BatchMetrics` and `ServiceMetrics`), the store's figures read at
+ * each scrape. Needs a valid API key (any tenant's: the figures are the
+ * service's, not a tenant's) unless `publicMetrics`.
+ *
+ * @since 0.2.0
+ * @category layers
+ */
+export const layerMetrics = (options: Options = {}) =>
+  HttpApiBuilder.Router.use((router) =>
+    Effect.gen(function*() {
+      const keys = yield* ApiKeys.ApiKeys
+      const store = yield* JobStore.JobStore
+      yield* router.get(
+        "/metrics",
+        Effect.gen(function*() {
+          if (options.publicMetrics !== true) {
+            const request = yield* HttpServerRequest.HttpServerRequest
+            const token = bearer.exec(request.headers.authorization ?? "")?.[1]
+            if (token === undefined || keys.tenantOf(Redacted.make(token)) === undefined) {
+              return HttpServerResponse.unsafeJson(
+                { _tag: "Unauthorized", message: "a valid API key is needed for /metrics: Authorization: Bearer <key>" },
+                { status: 401, headers: { "www-authenticate": "Bearer" } }
+              )
+            }
+          }
+          yield* Effect.provideService(ServiceMetrics.refresh, JobStore.JobStore, store)
+          return HttpServerResponse.text(yield* PrometheusText.snapshot, { contentType: PrometheusText.contentType })
+        })
+      )
+    })
+  )
+
 /**
  * The API (handlers and authentication), ready for `HttpApiBuilder.serve`.
  *
@@ -254,5 +298,6 @@ export const layerServer = (options: Options = {}) =>
     Layer.provide(HttpApiScalar.layer({ path: "/reference" })),
     Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: "/openapi.json" })),
     Layer.provide(layerDashboard),
+    Layer.provide(layerMetrics(options)),
     Layer.provide(layerApi)
   )

@@ -328,7 +328,11 @@ const make = Effect.gen(function*() {
         settle: (value, item) => settle!(value, item.input, item.index),
         ...(job.spec.itemTimeoutSeconds === undefined ? {} : { timeout: Duration.seconds(job.spec.itemTimeoutSeconds) }),
         ...(job.spec.itemDeadlineSeconds === undefined ? {} : { deadline: Duration.seconds(job.spec.itemDeadlineSeconds) }),
-        ...(soft === undefined ? {} : { stopWhen: Effect.sleep(Duration.millis(soft)) })
+        ...(soft === undefined ? {} : { stopWhen: Effect.sleep(Duration.millis(soft)) }),
+        // `BatchMetrics` under `batch="job"`, the profile and the model (tagged below): never the job id, which
+        // would make a series per job.
+        metrics: true,
+        name: "job"
       }
       const task = (item: Item) =>
         Effect.provideService(llm.task(item.input, item.index), Idempotency.CurrentItem, {
@@ -354,6 +358,7 @@ const make = Effect.gen(function*() {
       }
       const running = results.pipe(
         Effect.provide(batchContext),
+        Effect.tagMetrics({ profile: job.profile, model: job.model }),
         ConcurrencyLimiter.withPriority(job.priority),
         Effect.as<JobWorkflow.ChunkOutcome>("done")
       )
@@ -365,6 +370,11 @@ const make = Effect.gen(function*() {
       // Activities run uninterruptibly (the engine's choice); the chunk's own race must be able to stop the batch.
       return yield* track(jobId, provider.limiter, Effect.interruptible(guarded))
     }).pipe(
+      Effect.tap((outcome) => Effect.annotateCurrentSpan("effect-batch.chunk_outcome", outcome)),
+      Effect.withSpan("effect-batch.job.chunk", {
+        attributes: { "effect-batch.job": jobId, "effect-batch.chunk": chunk },
+        captureStackTrace: false
+      }),
       Effect.provide(context),
       Effect.catchAllCause(failed(`chunk ${chunk}`)),
       // Logged here, where it happens: the workflow body replays after each durable wait.

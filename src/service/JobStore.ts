@@ -264,7 +264,27 @@ export interface Store {
   readonly lastEvent: (id: string, type: Job.EventType) => Effect.Effect<StoredEvent | undefined, JobStoreError>
   /** Jobs queued or running, oldest first: after a restart, the ones the service looks after again. */
   readonly unfinished: Effect.Effect<ReadonlyArray<JobRow>, JobStoreError>
+  /** Jobs by state, of every tenant, and the items of queued and running jobs still to run (what `/metrics` shows). */
+  readonly census: Effect.Effect<Census, JobStoreError>
 }
+
+/**
+ * @since 0.2.0
+ * @category models
+ */
+export interface Census {
+  readonly jobs: Readonly<Record<Job.JobState, number>>
+  readonly pendingItems: number
+}
+
+/**
+ * No job in any state.
+ *
+ * @since 0.2.0
+ * @category constructors
+ */
+export const emptyCensus = (): Record<Job.JobState, number> =>
+  Object.fromEntries(Job.JobState.literals.map((state) => [state, 0])) as Record<Job.JobState, number>
 
 /**
  * @since 0.1.0
@@ -496,7 +516,16 @@ export const makeMemory: Effect.Effect<Store> = Effect.sync(() => {
       Array.from(jobs.values(), (entry) => entry.job)
         .filter((job) => !Job.isTerminal(job.state))
         .sort((a, b) => a.createdAt - b.createdAt || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
-    )
+    ),
+    census: Effect.sync(() => {
+      const jobsBy = emptyCensus()
+      let pendingItems = 0
+      for (const { items, job } of jobs.values()) {
+        jobsBy[job.state]++
+        if (!Job.isTerminal(job.state)) for (const item of items) if (item.settled === undefined) pendingItems++
+      }
+      return { jobs: jobsBy, pendingItems }
+    })
   }
 })
 

@@ -502,7 +502,19 @@ export const make: Effect.Effect<JobStore.Store, JobStore.JobStoreError, SqlClie
       wrap("unfinished")
     )
 
+  const census: JobStore.Store["census"] = Effect.gen(function*() {
+    const states = yield* sql<{ readonly state: string, readonly n: Num }>`SELECT state, COUNT(*) AS n FROM effect_batch_jobs
+      GROUP BY state`
+    // Through the jobs still to run, so that it reads their items by the primary key, not the whole table.
+    const pending = yield* sql<{ readonly n: Num }>`SELECT COUNT(*) AS n FROM effect_batch_job_items i
+      JOIN effect_batch_jobs j ON j.id = i.job_id WHERE j.state IN ${sql.in(unfinishedStates)} AND i.status IS NULL`
+    const jobs = JobStore.emptyCensus()
+    for (const row of states) if (row.state in jobs) jobs[row.state as Job.JobState] = num(row.n)
+    return { jobs, pendingItems: num(pending[0]?.n ?? 0) }
+  }).pipe(wrap("census"))
+
   return {
+    census,
     insert,
     get,
     list,

@@ -37,5 +37,7 @@ export * as JobWorkflow from "./JobWorkflow.js"
 export * as Jobs from "./Jobs.js"
 /** @since 0.1.0 */
 export * as ProviderProfiles from "./ProviderProfiles.js"
+/** @since 0.2.0 */
+export * as ServiceMetrics from "./ServiceMetrics.js"
 /** @since 0.1.0 */
 export * as SqlJobStore from "./SqlJobStore.js"

@@ -28,6 +28,7 @@ export interface Setup {
   readonly concurrency?: number
   readonly maxItems?: number
   readonly maxBodyBytes?: number
+  readonly publicMetrics?: boolean
   /** Files written to the input folder. */
   readonly files?: Readonly<Record<string, string>>
   /** Where jobs and the workflow journal live. Default: SQLite in a temporary file. */
@@ -57,7 +58,7 @@ export const layer = (setup: Setup = {}) => {
         { tenant: "b", key: Redacted.make(keyB) }
       ]),
       limits: { maxItems: setup.maxItems ?? 1000, inputDir: dir },
-      http: { maxBodyBytes: setup.maxBodyBytes ?? 1024 * 1024 }
+      http: { maxBodyBytes: setup.maxBodyBytes ?? 1024 * 1024, publicMetrics: setup.publicMetrics }
     }).pipe(
       Layer.provide(setup.sql ?? SqliteClient.layer({ filename: join(dir, "service.db") })),
       Layer.provide(NodeHttpClient.layerUndici),

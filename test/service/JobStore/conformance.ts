@@ -115,6 +115,23 @@ export const conformance = (name: string, store: Layer.Layer<JobStore.JobStore, 
         expect(yield* store.reopenFailed("job_a", 5000)).toBe(0)
       }))
 
+    test("census: jobs by state over every tenant, and the items still to run of queued and running jobs only", (store) =>
+      Effect.gen(function*() {
+        expect(yield* store.census).toEqual({ jobs: JobStore.emptyCensus(), pendingItems: 0 })
+        const prompts = (n: number) => Array.from({ length: n }, (_, i): JobStore.NewItem => ({ input: `p${i}` }))
+        yield* store.insert(job("c_queued", 3), prompts(3))
+        yield* store.insert({ ...job("c_running", 5), tenant: "other" }, prompts(5))
+        yield* store.insert(job("c_done", 4), prompts(4))
+        yield* bringTo(store, "c_running", "running")
+        yield* store.record("c_running", [outcome(0, "succeeded"), outcome(1, "failed")], 2000)
+        // An ended job's unsettled items are not waiting for anything.
+        yield* bringTo(store, "c_done", "stopped")
+        expect(yield* store.census).toEqual({
+          jobs: { ...JobStore.emptyCensus(), queued: 1, running: 1, stopped: 1 },
+          pendingItems: 3 + 3
+        })
+      }))
+
     test("an idempotency key names one job per tenant, kept with its payload hash; states move as the table allows", (store) =>
       Effect.gen(function*() {
         const first = yield* store.insert({ ...job("job_b", 1), idempotencyKey: "k", payloadHash: "h1" }, [{ input: "x" }])
