@@ -77,6 +77,7 @@ import * as CheckpointedRun from "./CheckpointedRun.js"
 import * as BatchModeRun from "./BatchModeRun.js"
 import type * as BatchProvider from "../llm/BatchProvider.js"
 import * as StopSignal from "./StopSignal.js"
+import * as OtlpExport from "./OtlpExport.js"
 
 /**
  * What `run` is asked to do; the flags, parsed.
@@ -131,6 +132,12 @@ export interface RunOptions {
   readonly mode?: "realtime" | "batch" | "auto" | undefined
   /** With `mode: "auto"`: `<number>s|m|h` after the run's first start. */
   readonly deadline?: string | undefined
+  /**
+   * An OpenTelemetry collector's OTLP/HTTP base URL: the run's spans (one
+   * `effect-batch.run`, the batch's item and attempt spans, the HTTP calls)
+   * and `BatchMetrics` (`batch="cli"`, `model`) are sent there (`OtlpExport`).
+   */
+  readonly otlp?: string | undefined
   /** With `mode: "batch"`: lines per shard. */
   readonly shardSize?: number | undefined
   /** With `mode: "batch"`: estimated tokens queued at the provider per model at most. */
@@ -279,6 +286,7 @@ export const run = (
 ): Effect.Effect<Outcome, UsageError | PlatformError.PlatformError, FileSystem.FileSystem | HttpClient.HttpClient> =>
   Effect.scoped(Effect.gen(function*() {
     const settings = yield* settingsOf(options)
+    const telemetry = options.otlp === undefined ? undefined : yield* OtlpExport.layer(options.otlp, "effect-batch")
     yield* checkInput(options.input)
     const apiKey = options.simulate === true ? undefined : yield* readApiKey(options.apiKeyEnv ?? defaultApiKeyEnv)
     yield* ResultsWriter.check(options.out, { input: options.input })
@@ -424,7 +432,8 @@ export const run = (
           } satisfies CheckpointedRun.Meta
         }
       }),
-      stopWhen
+      stopWhen,
+      ...(telemetry === undefined ? {} : { spans: true, metrics: true, name: "cli" })
     }
     const task = (entry: JsonlInput.Entry) => llm.task(entry.input, entry.index)
 
@@ -454,11 +463,20 @@ export const run = (
       context = Context.add(context, RetryPolicy.RetryPolicy, RetryPolicy.make({ maxAttempts: options.maxAttempts }))
     }
     // The checkpoint's refusals (an input changed since the check above, an unusable store) end the run with their message.
-    const running = Effect.provide(results, context).pipe(
+    const checked = Effect.provide(results, context).pipe(
       Effect.catchTags({
         CheckpointMismatch: (error) => Effect.fail(usage(`run ${options.runId}: ${error.message}`)),
         CheckpointError: (error) => Effect.fail(usage(`run ${options.runId}: ${error.message}`))
       })
+    )
+    // Traced, the run is one trace: the batch's spans under one span of the whole run. The exporters send what
+    // is left when it ends (the layer's scope closes with it).
+    const running = telemetry === undefined ? checked : checked.pipe(
+      Effect.withSpan("effect-batch.run", {
+        attributes: { "effect-batch.input": options.input, "effect-batch.model": settings.model, "effect-batch.provider": provider }
+      }),
+      Effect.tagMetrics({ model: settings.model }),
+      Effect.provide(telemetry)
     )
     yield* Effect.raceWith(running, hardStop, {
       onSelfDone: (exit, stopper) => Effect.zipRight(Fiber.interrupt(stopper), exit),
@@ -754,6 +772,14 @@ export const command = Command.make(
       Options.withDescription("With --mode batch: estimated tokens queued at the provider per model at most (its enqueued-token limit)."),
       Options.optional
     ),
+    otlp: Options.text("otlp").pipe(
+      Options.withPseudoName("URL"),
+      Options.withDescription(
+        "Send the run's traces (a span per run, item and attempt) and metrics to an OpenTelemetry collector over OTLP/HTTP, " +
+          "e.g. http://127.0.0.1:4318 (needs the package @effect/opentelemetry)."
+      ),
+      Options.optional
+    ),
     poll: Options.float("poll").pipe(
       Options.withPseudoName("SECONDS"),
       Options.withDescription("With --mode batch: seconds between reads of a running batch (default 15, growing ×1.5 to 5 min)."),
@@ -767,6 +793,9 @@ export const command = Command.make(
       const argv = process.argv.slice(2)
       if (flags.mode === "realtime" && flags.deadline._tag === "Some") {
         return yield* usage("--deadline goes with --mode auto")
+      }
+      if (flags.mode !== "realtime" && flags.otlp._tag === "Some") {
+        return yield* usage("--otlp goes with --mode realtime: a provider's Batch API run has no spans or metrics of its own yet")
       }
       const options: RunOptions = {
         input: flags.input,
@@ -793,7 +822,8 @@ export const command = Command.make(
         pollSeconds: some(flags.poll),
         queueTokens: some(flags.queueTokens),
         batchApi: flags.batchApi,
-        deadline: some(flags.deadline)
+        deadline: some(flags.deadline),
+        otlp: some(flags.otlp)
       }
       if (flags.mode === "batch" || flags.mode === "auto") {
         const outcome = yield* runInBatchMode(options)

@@ -1,0 +1,146 @@
+/**
+ * `run --otlp URL`: the run's traces and metrics, as an OpenTelemetry
+ * collector receives them over OTLP/HTTP JSON — read by a stand-in collector
+ * on a loopback port (a real HTTP server that keeps each body it is posted).
+ * One trace per run: the run's span, an item span per prompt under it, the
+ * attempt spans under the items, the HTTP calls under the attempts.
+ */
+import { NodeContext, NodeHttpClient } from "@effect/platform-node"
+import { describe, expect, it } from "@effect/vitest"
+import { ConfigProvider, Effect, Either, Layer } from "effect"
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
+import { createServer } from "node:http"
+import type { AddressInfo } from "node:net"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { afterAll } from "vitest"
+import * as RunCommand from "../../src/cli/RunCommand.js"
+import * as Simulator from "../../src/llm/Simulator.js"
+import * as SimulatorServer from "../../src/llm/SimulatorServer.js"
+
+const dir = mkdtempSync(join(tmpdir(), "effect-batch-otlp-"))
+afterAll(() => rmSync(dir, { recursive: true, force: true }))
+
+interface OtlpValue {
+  readonly stringValue?: string
+  readonly intValue?: number | string
+  readonly doubleValue?: number
+  readonly boolValue?: boolean
+}
+interface OtlpSpan {
+  readonly name: string
+  readonly traceId: string
+  readonly spanId: string
+  readonly parentSpanId?: string
+  readonly attributes: ReadonlyArray<{ readonly key: string, readonly value: OtlpValue }>
+}
+interface OtlpMetric {
+  readonly name: string
+  readonly sum?: { readonly dataPoints: ReadonlyArray<{ readonly asDouble?: number, readonly asInt?: number | string, readonly attributes: OtlpSpan["attributes"] }> }
+}
+
+/** A collector stand-in: every body posted to it, by path. */
+const collector = Effect.acquireRelease(
+  Effect.async<{ readonly url: string, readonly bodies: Map<string, Array<unknown>>, readonly close: () => void }>((resume) => {
+    const bodies = new Map<string, Array<unknown>>()
+    const server = createServer((request, response) => {
+      let text = ""
+      request.on("data", (chunk) => (text += chunk))
+      request.on("end", () => {
+        const list = bodies.get(request.url ?? "") ?? []
+        list.push(JSON.parse(text))
+        bodies.set(request.url ?? "", list)
+        response.writeHead(200, { "content-type": "application/json" }).end("{}")
+      })
+    })
+    server.listen(0, "127.0.0.1", () =>
+      resume(Effect.succeed({
+        url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+        bodies,
+        close: () => server.close()
+      })))
+  }),
+  (c) => Effect.sync(c.close)
+)
+
+const spansOf = (bodies: ReadonlyArray<unknown>): Array<OtlpSpan> =>
+  bodies.flatMap((body) =>
+    (body as { resourceSpans: ReadonlyArray<{ scopeSpans: ReadonlyArray<{ spans: ReadonlyArray<OtlpSpan> }> }> }).resourceSpans
+      .flatMap((r) => r.scopeSpans.flatMap((s) => s.spans)))
+
+const metricsOf = (bodies: ReadonlyArray<unknown>): Array<OtlpMetric> =>
+  bodies.flatMap((body) =>
+    (body as { resourceMetrics: ReadonlyArray<{ scopeMetrics: ReadonlyArray<{ metrics: ReadonlyArray<OtlpMetric> }> }> }).resourceMetrics
+      .flatMap((r) => r.scopeMetrics.flatMap((s) => s.metrics)))
+
+const attribute = (span: Pick<OtlpSpan, "attributes">, key: string) => {
+  const value = span.attributes.find((a) => a.key === key)?.value
+  return value?.stringValue ?? (value?.intValue === undefined ? value?.doubleValue : Number(value.intValue))
+}
+
+const platform = Layer.mergeAll(NodeContext.layer, NodeHttpClient.layerUndici)
+
+describe("run --otlp", () => {
+  it.scopedLive("one trace per run: run → item per prompt → attempts → HTTP calls; the batch's metrics under batch=cli and the model", () =>
+    Effect.gen(function*() {
+      const { bodies, url } = yield* collector
+      const simulator = yield* Simulator.Simulator
+      const input = join(dir, "in.jsonl")
+      writeFileSync(input, Array.from({ length: 12 }, (_, i) => JSON.stringify(`Say ${i}`)).join("\n"))
+      const outcome = yield* RunCommand.run({
+        input,
+        out: join(dir, "out.jsonl"),
+        baseUrl: `${simulator.url}/v1`,
+        model: "sim-chat",
+        apiKeyEnv: "SIM_KEY",
+        progress: "none",
+        concurrency: 4,
+        otlp: url
+      }).pipe(Effect.withConfigProvider(ConfigProvider.fromMap(new Map([["SIM_KEY", "k"]]))))
+      expect(outcome.report.succeeded).toBe(12)
+
+      // Sent when the run ends, before `run` returns.
+      const spans = spansOf(bodies.get("/v1/traces") ?? [])
+      const named = (name: string) => spans.filter((s) => s.name === name)
+      const [run] = named("effect-batch.run")
+      expect(named("effect-batch.run")).toHaveLength(1)
+      expect(attribute(run!, "effect-batch.model")).toBe("sim-chat")
+      const items = named("effect-batch.item")
+      const attempts = named("effect-batch.attempt")
+      expect(items).toHaveLength(12)
+      expect(attempts.length).toBe(outcome.report.attempts)
+      expect(new Set(spans.map((s) => s.traceId))).toEqual(new Set([run!.traceId]))
+      for (const item of items) expect(item.parentSpanId).toBe(run!.spanId)
+      const itemIds = new Set(items.map((s) => s.spanId))
+      for (const attempt of attempts) expect(itemIds.has(attempt.parentSpanId!)).toBe(true)
+      // Where each item's time went rides on its span; a call takes time in flight.
+      for (const item of items) expect(Number(attribute(item, "effect-batch.in_flight_ms"))).toBeGreaterThan(0)
+      expect(new Set(items.map((s) => attribute(s, "effect-batch.index")))).toEqual(new Set(Array.from({ length: 12 }, (_, i) => i)))
+      // The provider calls, under their attempts.
+      const calls = spans.filter((s) => s.name.startsWith("http.client"))
+      expect(calls.length).toBe(outcome.report.attempts)
+      const attemptIds = new Set(attempts.map((s) => s.spanId))
+      for (const call of calls) expect(attemptIds.has(call.parentSpanId!)).toBe(true)
+
+      const metrics = metricsOf(bodies.get("/v1/metrics") ?? [])
+      const itemsTotal = metrics.filter((m) => m.name === "effect_batch_items_total").at(-1)!
+      const point = itemsTotal.sum!.dataPoints.find((p) =>
+        attribute(p, "batch") === "cli" && attribute(p, "model") === "sim-chat" && attribute(p, "outcome") === "succeeded"
+      )!
+      expect(Number(point.asDouble ?? point.asInt)).toBe(12)
+    }).pipe(
+      Effect.provide(SimulatorServer.layer({ latency: { baseMs: 5 }, apiKey: "k" })),
+      Effect.provide(platform)
+    ))
+
+  it.effect("a URL that is not http(s): a usage error naming the flag and what it expected", () =>
+    Effect.gen(function*() {
+      const input = join(dir, "one.jsonl")
+      writeFileSync(input, "\"hi\"\n")
+      for (const [otlp, message] of [["ftp://127.0.0.1:4318", "expected an http or https URL"], ["not a url", "not a URL"]] as const) {
+        const result = yield* Effect.either(RunCommand.run({ input, out: join(dir, "o.jsonl"), simulate: true, progress: "none", otlp }))
+        expect(Either.getLeft(result).pipe((e) => e._tag === "Some" ? e.value.message : "")).toContain(`--otlp ${otlp}: `)
+        expect(Either.getLeft(result).pipe((e) => e._tag === "Some" ? e.value.message : "")).toContain(message)
+      }
+    }).pipe(Effect.provide(platform)))
+})
