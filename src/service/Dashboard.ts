@@ -4,8 +4,10 @@
  * `JobHttp`. It keeps an API key (typed in, or given as `#key=...` in the
  * URL, then kept in `localStorage`), submits jobs of one prompt per line,
  * lists the tenant's jobs with live progress, cost, rate and the provider's
- * concurrency limit, cancels them, replays their dead letters, and charts
- * the throughput and the concurrency limit of the selected job.
+ * concurrency limit, cancels them, replays their dead letters, charts
+ * the throughput and the concurrency limit of the selected job, and shows
+ * where its items' time went (a stacked bar of `timeSpent`: in flight,
+ * queued for a permit, rate limit, gate, backoff), once a chunk has ended.
  *
  * Live updates come from `GET /jobs/:id/events`, read with `fetch` (an
  * `EventSource` cannot send the `Authorization` header) and resumed with
@@ -56,6 +58,8 @@ const style = String.raw`
   svg text { font-size: 11px; fill: currentColor; opacity: .7; }
   .legend span { margin-right: 12px; } .swatch { display: inline-block; width: 10px; height: 3px; vertical-align: middle; margin-right: 4px; }
   .muted { opacity: .6; }
+  .stack { display: flex; width: 100%; max-width: 720px; height: 18px; border-radius: 4px; overflow: hidden; background: #8883; }
+  .stack span { height: 100%; }
 `
 
 const body = String.raw`
@@ -84,6 +88,12 @@ const body = String.raw`
     <div class="legend"><span><i class="swatch" style="background:#2e7dd6"></i>throughput (items settled/s, left)</span>
       <span><i class="swatch" style="background:#e08020"></i>concurrency limit (right)</span></div>
     <svg id="chart" data-testid="chart" viewBox="0 0 720 200" role="img" aria-label="throughput and concurrency limit over time"></svg>
+    <div id="time-section" hidden>
+      <h2>Where the time went</h2>
+      <div id="time-bar" class="stack" data-testid="time-bar" role="img" aria-label="where the items' time went"></div>
+      <div id="time-legend" class="legend" data-testid="time-legend"></div>
+      <p id="time-verdict" data-testid="time-verdict"></p>
+    </div>
     <div id="shards-section" hidden>
       <h2>Provider batches</h2>
       <table><thead><tr><th>Shard</th><th>Model</th><th>Lines</th><th>State</th><th>Batch</th></tr></thead><tbody id="shards" data-testid="shards"></tbody></table>
@@ -225,6 +235,7 @@ function render() {
   $("detail-info").textContent = job.profile + " / " + job.model + ", priority " + job.priority + ", " + job.tokens + " tokens" +
     (job.etaSeconds !== undefined ? ", ETA " + Math.round(job.etaSeconds) + " s" : "") + (job.round > 0 ? ", replayed " + job.round + "×" : "") + (meta ? " — " + meta : "");
   drawChart(feedOf(job.id).series);
+  drawTimeSpent(job);
   const shards = feedOf(job.id).shards || [];
   $("shards-section").hidden = job.mode !== "batch";
   $("shards").replaceChildren(...shards.map((s) => el("tr", { "data-testid": "shard" }, el("td", {}, s.key), el("td", {}, s.model),
@@ -233,6 +244,33 @@ function render() {
   const tbody = $("failures");
   tbody.replaceChildren(...summary(feedOf(job.id).failures).map(([k, v]) => el("tr", { "data-testid": "failure-class" }, el("td", {}, k), el("td", { class: "num" }, String(v.count)), el("td", {}, v.message))));
   if (tbody.children.length === 0) tbody.append(el("tr", {}, el("td", { colspan: "3", class: "muted" }, job.counts.failed > 0 ? job.counts.failed + " failed" : "No failures")));
+}
+
+// The parts of BatchReport.TimeSpent, in the order the bar stacks them; "engine" is what they leave of the wall time.
+const timeParts = [
+  ["inFlight", "in flight", "#2e7dd6", "the provider's own time set the pace: more concurrency goes faster if it allows"],
+  ["queued", "queued for a permit", "#9a6bd6", "the concurrency limit held items back: raise it if the provider allows"],
+  ["rateLimit", "rate limit", "#e08020", "waiting on the rate limit: raise the limit or accept the pace"],
+  ["gate", "cooldown gate", "#d64545", "the provider refused starts (429s): set the rate limit to its real one"],
+  ["backoff", "backoff", "#e0c020", "failures cost the time: see the failures below"],
+  ["other", "engine", "#9aa0a6", "the engine's own work"]
+];
+
+function drawTimeSpent(job) {
+  const spent = job.timeSpent;
+  $("time-section").hidden = !spent || !(spent.wallMs > 0);
+  if ($("time-section").hidden) return;
+  const measured = spent.inFlightMs + spent.queuedMs + spent.rateLimitMs + spent.gateMs + spent.backoffMs;
+  const ms = { inFlight: spent.inFlightMs, queued: spent.queuedMs, rateLimit: spent.rateLimitMs, gate: spent.gateMs,
+    backoff: spent.backoffMs, other: Math.max(0, spent.wallMs - measured) };
+  const shown = timeParts.filter(([part]) => ms[part] > 0).map(([part, name, color, advice]) =>
+    ({ part, name, color, advice, share: ms[part] / Math.max(spent.wallMs, measured) }));
+  const pct = (share) => Math.round(share * 100) + " %";
+  $("time-bar").replaceChildren(...shown.map((p) => el("span", { "data-part": p.part, title: p.name + " " + pct(p.share),
+    style: "width:" + (p.share * 100).toFixed(2) + "%;background:" + p.color })));
+  $("time-legend").replaceChildren(...shown.map((p) => el("span", {}, el("i", { class: "swatch", style: "background:" + p.color }), p.name + " " + pct(p.share))));
+  const top = shown.reduce((a, b) => (b.share > a.share ? b : a), shown[0]);
+  $("time-verdict").textContent = top ? pct(top.share) + " " + top.name + ": " + top.advice + " (" + spent.items + " items)" : "";
 }
 
 function svg(tag, attrs, text) {

@@ -88,6 +88,30 @@ export const sourcesOf = (to: JobState): ReadonlyArray<JobState> => JobState.lit
 export const isTerminal = (state: JobState): boolean => state !== "queued" && state !== "running"
 
 /**
+ * Where a job's items' time went (`BatchReport.TimeSpent`), in ms summed over
+ * the items of its chunks that ended: what held the job back.
+ *
+ * @since 0.2.0
+ * @category schemas
+ */
+export const TimeSpent = Schema.Struct({
+  /** Items that made calls. */
+  items: Schema.Int,
+  /** Waiting for a concurrency permit. */
+  queuedMs: Schema.Number,
+  /** Waiting for the rate limiter. */
+  rateLimitMs: Schema.Number,
+  /** Waiting for the cooldown gate after a 429. */
+  gateMs: Schema.Number,
+  /** Calls in flight at the provider. */
+  inFlightMs: Schema.Number,
+  /** Waiting between attempts. */
+  backoffMs: Schema.Number,
+  /** The items' wall time: the parts above and the engine's own work. */
+  wallMs: Schema.Number
+}).annotations({ identifier: "TimeSpent" })
+
+/**
  * @since 0.1.0
  * @category schemas
  */

@@ -155,6 +155,8 @@ export const Job = Schema.Struct({
   tokens: Schema.Int,
   /** The concurrency limit of the job's provider now (shared by every job on it). */
   concurrencyLimit: Schema.Int,
+  /** Where its items' time went, once a chunk of it has ended (not for a batch-mode job). */
+  timeSpent: Schema.optional(Domain.TimeSpent),
   /** How many times its dead letters were replayed. */
   round: Schema.Int,
   createdAt: Schema.Number,

@@ -332,7 +332,12 @@ const make = Effect.gen(function*() {
         // `BatchMetrics` under `batch="job"`, the profile and the model (tagged below): never the job id, which
         // would make a series per job.
         metrics: true,
-        name: "job"
+        name: "job",
+        // What the chunk's items waited on, for the job's profile (kept even when the chunk is cut short).
+        onReport: (report) =>
+          report.timeSpent.items === 0 ? Effect.void : store.addTimeSpent(jobId, report.timeSpent).pipe(
+            Effect.catchAll((error) => Effect.logWarning(`job ${jobId}: its time spent could not be kept`, error))
+          )
       }
       const task = (item: Item) =>
         Effect.provideService(llm.task(item.input, item.index), Idempotency.CurrentItem, {

@@ -28,6 +28,7 @@ import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Predicate from "effect/Predicate"
+import type * as BatchReport from "../BatchReport.js"
 import * as Job from "./Job.js"
 
 /**
@@ -266,7 +267,17 @@ export interface Store {
   readonly unfinished: Effect.Effect<ReadonlyArray<JobRow>, JobStoreError>
   /** Jobs by state, of every tenant, and the items of queued and running jobs still to run (what `/metrics` shows). */
   readonly census: Effect.Effect<Census, JobStoreError>
+  /** Adds a run's `BatchReport.timeSpent` (one chunk's) to the job's, atomically. */
+  readonly addTimeSpent: (id: string, spent: TimeSpent) => Effect.Effect<void, JobStoreError>
+  /** Where the job's items' time went so far, summed over its chunks; `undefined` before any chunk ended. */
+  readonly timeSpent: (id: string) => Effect.Effect<TimeSpent | undefined, JobStoreError>
 }
+
+/**
+ * @since 0.2.0
+ * @category models
+ */
+export type TimeSpent = BatchReport.BatchReport["timeSpent"]
 
 /**
  * @since 0.2.0
@@ -332,6 +343,7 @@ const newest = (a: JobRow, b: JobRow) => b.createdAt - a.createdAt || (a.id < b.
  */
 export const makeMemory: Effect.Effect<Store> = Effect.sync(() => {
   const jobs = new Map<string, MemoryJob>()
+  const times = new Map<string, TimeSpent>()
   const fail = (operation: string, message: string) => Effect.fail(new JobStoreError({ operation, cause: new Error(message) }))
   const settledOf = (item: MemoryItem, index: number): SettledItem | undefined =>
     item.settled === undefined ? undefined : { ...item.settled, index, input: item.input }
@@ -517,6 +529,20 @@ export const makeMemory: Effect.Effect<Store> = Effect.sync(() => {
         .filter((job) => !Job.isTerminal(job.state))
         .sort((a, b) => a.createdAt - b.createdAt || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
     ),
+    addTimeSpent: (id, spent) =>
+      Effect.sync(() => {
+        const before = times.get(id)
+        times.set(id, before === undefined ? { ...spent } : {
+          items: before.items + spent.items,
+          queuedMs: before.queuedMs + spent.queuedMs,
+          rateLimitMs: before.rateLimitMs + spent.rateLimitMs,
+          gateMs: before.gateMs + spent.gateMs,
+          inFlightMs: before.inFlightMs + spent.inFlightMs,
+          backoffMs: before.backoffMs + spent.backoffMs,
+          wallMs: before.wallMs + spent.wallMs
+        })
+      }),
+    timeSpent: (id) => Effect.sync(() => times.get(id)),
     census: Effect.sync(() => {
       const jobsBy = emptyCensus()
       let pendingItems = 0

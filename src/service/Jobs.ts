@@ -201,6 +201,7 @@ export const make = (limits: Limits) =>
           cost: totals.cost,
           tokens: totals.tokens,
           concurrencyLimit: progress?.concurrencyLimit ?? (provider === undefined ? 0 : yield* provider.limiter.current),
+          ...yield* Effect.map(Effect.orDie(store.timeSpent(job.id)), (timeSpent) => timeSpent === undefined ? {} : { timeSpent }),
           round: job.round,
           createdAt: job.createdAt,
           ...(job.startedAt === undefined ? {} : { startedAt: job.startedAt }),

@@ -10,7 +10,7 @@
  * Building the store runs its own migration. The tables carry a schema
  * version, in `effect_batch_jobs_meta`: a database without one (made before
  * it was kept, with or without the payload hash column) is brought to the
- * current version; a database with a newer or unknown version is refused,
+ * current version (version 2 adds `effect_batch_job_time`); a database with a newer or unknown version is refused,
  * with a `JobStoreError` whose cause (`UnsupportedSchemaVersion`) names the
  * version found and the one supported, and is left as it was.
  *
@@ -18,7 +18,7 @@
  * messages) are separate. Two processes upgrading one database at the same
  * moment may both try to add a column on SQLite; the second then fails to
  * start (start it again). The table names are fixed (`effect_batch_jobs`,
- * `effect_batch_job_items`, `effect_batch_job_events`, `effect_batch_jobs_meta`):
+ * `effect_batch_job_items`, `effect_batch_job_events`, `effect_batch_job_time`, `effect_batch_jobs_meta`):
  * one job store per database.
  *
  * @since 0.1.0
@@ -39,7 +39,7 @@ import * as JobStore from "./JobStore.js"
  * @since 0.1.0
  * @category models
  */
-export const schemaVersion = 1
+export const schemaVersion = 2
 
 /** The advisory lock (two-key form, apart from `@effect/cluster`'s one-key shard locks) held while migrating. */
 const setupLockKey = [0x45424a53, 1] as const
@@ -64,6 +64,18 @@ export class UnsupportedSchemaVersion extends Data.TaggedError("UnsupportedSchem
 
 const metaTable = "effect_batch_jobs_meta"
 const versionKey = "schema_version"
+
+/** Where each job's items' time went, summed over its chunks (`BatchReport.TimeSpent`). */
+const timeTable = `CREATE TABLE IF NOT EXISTS effect_batch_job_time (
+    job_id TEXT PRIMARY KEY,
+    items BIGINT NOT NULL,
+    queued_ms DOUBLE PRECISION NOT NULL,
+    rate_limit_ms DOUBLE PRECISION NOT NULL,
+    gate_ms DOUBLE PRECISION NOT NULL,
+    in_flight_ms DOUBLE PRECISION NOT NULL,
+    backoff_ms DOUBLE PRECISION NOT NULL,
+    wall_ms DOUBLE PRECISION NOT NULL
+  )`
 
 const tables = [
   `CREATE TABLE IF NOT EXISTS ${metaTable} (key TEXT PRIMARY KEY, value TEXT NOT NULL)`,
@@ -102,6 +114,7 @@ const tables = [
     settled_at BIGINT,
     PRIMARY KEY (job_id, idx)
   )`,
+  timeTable,
   `CREATE TABLE IF NOT EXISTS effect_batch_job_events (
     job_id TEXT NOT NULL,
     seq BIGINT NOT NULL,
@@ -244,8 +257,10 @@ export const make: Effect.Effect<JobStore.Store, JobStore.JobStoreError, SqlClie
       if (!(yield* columnsOf(table)).includes(column)) yield* sql.unsafe(`ALTER TABLE ${table} ADD COLUMN ${column} ${type}`)
     }
   })
+  /** Version 1 to 2: the table of time spent. */
+  const toVersion2 = Effect.asVoid(sql.unsafe(timeTable))
   /** `migrations[v]` brings a database from version `v` to `v + 1`. */
-  const migrations: ReadonlyArray<Effect.Effect<void, SqlError>> = [toVersion1]
+  const migrations: ReadonlyArray<Effect.Effect<void, SqlError>> = [toVersion1, toVersion2]
 
   const versionOf = Effect.gen(function*() {
     const found = yield* storedVersion
@@ -513,7 +528,46 @@ export const make: Effect.Effect<JobStore.Store, JobStore.JobStoreError, SqlClie
     return { jobs, pendingItems: num(pending[0]?.n ?? 0) }
   }).pipe(wrap("census"))
 
+  const addTimeSpent: JobStore.Store["addTimeSpent"] = (id, s) =>
+    sql`INSERT INTO effect_batch_job_time (job_id, items, queued_ms, rate_limit_ms, gate_ms, in_flight_ms, backoff_ms, wall_ms)
+      VALUES (${id}, ${s.items}, ${s.queuedMs}, ${s.rateLimitMs}, ${s.gateMs}, ${s.inFlightMs}, ${s.backoffMs}, ${s.wallMs})
+      ON CONFLICT (job_id) DO UPDATE SET items = effect_batch_job_time.items + excluded.items,
+        queued_ms = effect_batch_job_time.queued_ms + excluded.queued_ms,
+        rate_limit_ms = effect_batch_job_time.rate_limit_ms + excluded.rate_limit_ms,
+        gate_ms = effect_batch_job_time.gate_ms + excluded.gate_ms,
+        in_flight_ms = effect_batch_job_time.in_flight_ms + excluded.in_flight_ms,
+        backoff_ms = effect_batch_job_time.backoff_ms + excluded.backoff_ms,
+        wall_ms = effect_batch_job_time.wall_ms + excluded.wall_ms`.pipe(Effect.asVoid, wrap("addTimeSpent"))
+
+  const timeSpent: JobStore.Store["timeSpent"] = (id) =>
+    sql<{
+      readonly items: Num
+      readonly queued_ms: Num
+      readonly rate_limit_ms: Num
+      readonly gate_ms: Num
+      readonly in_flight_ms: Num
+      readonly backoff_ms: Num
+      readonly wall_ms: Num
+    }>`SELECT items, queued_ms, rate_limit_ms, gate_ms, in_flight_ms, backoff_ms, wall_ms FROM effect_batch_job_time
+      WHERE job_id = ${id}`.pipe(
+        Effect.map((rows) => {
+          const row = rows[0]
+          return row === undefined ? undefined : {
+            items: num(row.items),
+            queuedMs: num(row.queued_ms),
+            rateLimitMs: num(row.rate_limit_ms),
+            gateMs: num(row.gate_ms),
+            inFlightMs: num(row.in_flight_ms),
+            backoffMs: num(row.backoff_ms),
+            wallMs: num(row.wall_ms)
+          }
+        }),
+        wrap("timeSpent")
+      )
+
   return {
+    addTimeSpent,
+    timeSpent,
     census,
     insert,
     get,

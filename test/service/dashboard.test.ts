@@ -155,6 +155,11 @@ describe("dashboard", () => {
     await row(second, small).click()
     await second.locator("[data-testid=\"detail\"] code", { hasText: small }).waitFor(wait)
     await expect.poll(() => chartPoints(second, "throughput"), wait).toBeGreaterThanOrEqual(2)
+    // Where its items' time went: a stacked bar whose largest part, for calls that only wait on the simulator, is
+    // the time in flight.
+    await second.locator("[data-testid=\"time-bar\"] span[data-part=\"inFlight\"]").waitFor(wait)
+    expect(await second.getByTestId("time-legend").textContent()).toMatch(/in flight \d+ %/)
+    expect(await second.getByTestId("time-verdict").textContent()).toMatch(/^\d+ % in flight: .* \(\d+ items\)$/)
     await second.context().close()
 
     // A job in batch mode runs through the provider's batches; its detail lists them.

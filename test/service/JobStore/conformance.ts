@@ -53,6 +53,16 @@ export function outcome(index: number, status: "succeeded" | "failed"): JobStore
     : { ...numbers, status, output: { class: "Permanent", message: `bad ${index}` }, errorClass: "Permanent", cost: 0, tokens: 0 }
 }
 
+const spent: JobStore.TimeSpent = {
+  items: 3,
+  queuedMs: 10,
+  rateLimitMs: 300,
+  gateMs: 2,
+  inFlightMs: 1500,
+  backoffMs: 50,
+  wallMs: 2230
+}
+
 /** Moves a queued job to `state` by allowed moves only. */
 const bringTo = (store: JobStore.Store, id: string, state: Job.JobState) =>
   Effect.gen(function*() {
@@ -113,6 +123,24 @@ export const conformance = (name: string, store: Layer.Layer<JobStore.JobStore, 
         // A reopened item keeps its last attempt's numbers in the totals; nothing left to reopen reopens nothing.
         expect(yield* store.totals("job_a")).toMatchObject({ failed: 1, pending: 12, skipped: 100 })
         expect(yield* store.reopenFailed("job_a", 5000)).toBe(0)
+      }))
+
+    test("time spent: none before a chunk ends, then the sum of what each chunk adds, per job", (store) =>
+      Effect.gen(function*() {
+        yield* store.insert(job("t_one", 2), [{ input: "a" }, { input: "b" }])
+        expect(yield* store.timeSpent("t_one")).toBeUndefined()
+        yield* store.addTimeSpent("t_one", spent)
+        yield* store.addTimeSpent("t_one", { ...spent, items: 1, inFlightMs: 0.25 })
+        yield* store.addTimeSpent("t_other", spent)
+        expect(yield* store.timeSpent("t_one")).toEqual({
+          items: 4,
+          queuedMs: 20,
+          rateLimitMs: 600,
+          gateMs: 4,
+          inFlightMs: 1500.25,
+          backoffMs: 100,
+          wallMs: 4460
+        })
       }))
 
     test("census: jobs by state over every tenant, and the items still to run of queued and running jobs only", (store) =>
@@ -345,6 +373,21 @@ export const sqlConformance = (name: string, client: Layer.Layer<SqlClient.SqlCl
         expect(yield* versionIn(sql)).toEqual([{ key: "schema_version", value: String(SqlJobStore.schemaVersion) }])
         expect(yield* upgraded.get("job_kept")).toMatchObject({ id: "job_kept", idempotencyKey: "kept", payloadHash: "h" })
         expect((yield* upgraded.pending("job_kept", 0, 1)).map((p) => p.input)).toEqual(["x"])
+      }).pipe(Effect.provide(client)))
+
+    it.effect("a version 1 database (before time spent was kept) is brought to version 2: the time table made, rows kept", () =>
+      Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        const store = yield* SqlJobStore.make
+        yield* store.insert(job("job_v1", 1), [{ input: "x" }])
+        yield* sql`DROP TABLE effect_batch_job_time`
+        yield* sql`UPDATE effect_batch_jobs_meta SET value = '1' WHERE key = 'schema_version'`
+        const upgraded = yield* SqlJobStore.make
+        expect(yield* versionIn(sql)).toEqual([{ key: "schema_version", value: "2" }])
+        expect(yield* upgraded.timeSpent("job_v1")).toBeUndefined()
+        yield* upgraded.addTimeSpent("job_v1", { ...spent, items: 1 })
+        expect(yield* upgraded.timeSpent("job_v1")).toEqual({ ...spent, items: 1 })
+        expect((yield* upgraded.get("job_v1"))?.id).toBe("job_v1")
       }).pipe(Effect.provide(client)))
 
     it.effect("a database with a newer or unknown schema version is refused, naming the version found and the one supported, and left as it was", () =>
