@@ -8,7 +8,7 @@ import { fileURLToPath } from "node:url"
 
 const sizesArg = process.argv.indexOf("--sizes")
 const sizes = sizesArg > 0 ? process.argv[sizesArg + 1].split(",").map(Number) : [100_000, 1_000_000]
-const runners = ["Effect.forEach", "Batch.run", "Batch.stream", "p-map", "p-limit"]
+const runners = ["Effect.forEach", "Batch.run", "Batch.run+metrics", "Batch.run+spans", "Batch.stream", "p-map", "p-limit"]
 const child = fileURLToPath(new URL("./child.mjs", import.meta.url))
 
 const rows = []
@@ -25,11 +25,11 @@ for (const size of sizes) {
 }
 
 const pad = (text, width) => String(text).padEnd(width)
-console.log(`\n${pad("items", 10)}${pad("runner", 16)}${pad("wall ms", 10)}${pad("× forEach", 11)}${pad("peak RSS MB", 13)}`)
+console.log(`\n${pad("items", 10)}${pad("runner", 20)}${pad("wall ms", 10)}${pad("× forEach", 11)}${pad("peak RSS MB", 13)}`)
 for (const row of rows) {
   const base = rows.find((r) => r.items === row.items && r.runner === "Effect.forEach")
   console.log(
-    `${pad(row.items, 10)}${pad(row.runner, 16)}${pad(Math.round(row.ms), 10)}` +
+    `${pad(row.items, 10)}${pad(row.runner, 20)}${pad(Math.round(row.ms), 10)}` +
     `${pad((row.ms / base.ms).toFixed(2), 11)}${pad(Math.round(row.maxRssMb), 13)}`
   )
 }
@@ -40,7 +40,8 @@ if (base !== undefined) {
   const goals = [
     ["Batch.stream (1M, Stream source) peak RSS < 250 MB", at("Batch.stream").maxRssMb < 250],
     ["Batch.stream (1M) within 2× of Effect.forEach", at("Batch.stream").ms <= 2 * base.ms],
-    ["Batch.run (1M) within 2× of Effect.forEach", at("Batch.run").ms <= 2 * base.ms]
+    ["Batch.run (1M) within 2× of Effect.forEach", at("Batch.run").ms <= 2 * base.ms],
+    ["Batch.run with metrics: true (1M) within 1.2× of Batch.run", at("Batch.run+metrics").ms <= 1.2 * at("Batch.run").ms]
   ]
   console.log("")
   for (const [goal, met] of goals) console.log(`${met ? "PASS" : "MISS"}  ${goal}`)
