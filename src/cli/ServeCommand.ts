@@ -56,6 +56,7 @@ import * as Simulator from "../llm/Simulator.js"
 import { UsageError } from "./CliError.js"
 import * as SimulateCommand from "./SimulateCommand.js"
 import * as StopSignal from "./StopSignal.js"
+import * as OtlpExport from "./OtlpExport.js"
 
 /**
  * @since 0.1.0
@@ -77,6 +78,8 @@ export interface ServeOptions {
   readonly runnerPort?: number | undefined
   /** Serve `/metrics` without an API key. */
   readonly publicMetrics?: boolean | undefined
+  /** An OpenTelemetry collector's OTLP/HTTP base URL: the service's spans and metrics go there (`OtlpExport`). */
+  readonly otlp?: string | undefined
 }
 
 /** Whether `--db` names a PostgreSQL database rather than a SQLite file. */
@@ -211,6 +214,7 @@ export const serve = (options: ServeOptions) =>
           "the address they reach this process at"
       ))
     }
+    const telemetry = options.otlp === undefined ? Layer.empty : yield* OtlpExport.layer(options.otlp, `effect-batch-${role}`)
     const { generated, keys } = yield* keysOf
     const { defaultProfile, note, profiles } = yield* profilesOf(options.profiles)
     const { layer, layerJobs } = yield* loadService
@@ -233,14 +237,15 @@ export const serve = (options: ServeOptions) =>
     const where = postgres ? shown(options.db) : options.db
     const storage = `${where}; ${note}`
     if (role === "runner") {
-      yield* Layer.build(layerJobs(serviceOptions).pipe(Layer.provide(database))).pipe(
+      yield* Layer.build(layerJobs(serviceOptions).pipe(Layer.provide(database), Layer.provide(telemetry))).pipe(
         Effect.catchAllCause((cause) => Effect.fail(usage(`cannot start the runner on ${where}: ${reason(cause)}`)))
       )
       yield* Console.log(`effect-batch runner on ${runnerAddress.host}:${runnerAddress.port}`)
       yield* Console.log(`  storage    ${storage}`)
     } else {
       const httpServer = NodeHttpServer.layer(() => createServer(), { port: options.port, host: options.host })
-      const service = layer(serviceOptions).pipe(Layer.provide(database))
+      // The exporters' tracer, set while the service's layers are built, is the one every fiber they fork keeps.
+      const service = layer(serviceOptions).pipe(Layer.provide(database), Layer.provide(telemetry))
       const built = yield* Layer.build(service.pipe(Layer.provideMerge(httpServer))).pipe(
         Effect.catchAllCause((cause) => Effect.fail(usage(`cannot start the service on ${where}: ${reason(cause)}`)))
       )
@@ -262,6 +267,7 @@ export const serve = (options: ServeOptions) =>
     if (shared !== undefined) {
       yield* Console.log(`  limits     rate and concurrency shared through Redis at ${shown(options.redis!)}`)
     }
+    if (options.otlp !== undefined) yield* Console.log(`  telemetry  traces and metrics to ${shown(options.otlp)} (OTLP/HTTP)`)
     // First stop request: close, letting the chunks running now finish (they are not interruptible);
     // second: leave at once — every job is durable and resumes at the next start.
     const stop = yield* StopSignal.current
@@ -305,6 +311,14 @@ export const command = Command.make(
       Options.withDescription("Folder of JSONL files jobs may name with `file`.")
     ),
     maxItems: Options.integer("max-items").pipe(Options.withDefault(100_000), Options.withDescription("Items per job at most.")),
+    otlp: Options.text("otlp").pipe(
+      Options.withPseudoName("URL"),
+      Options.withDescription(
+        "Send the service's traces (a span per request and per job chunk) and metrics to an OpenTelemetry collector " +
+          "over OTLP/HTTP, e.g. http://127.0.0.1:4318 (needs the package @effect/opentelemetry)."
+      ),
+      Options.optional
+    ),
     publicMetrics: Options.boolean("public-metrics").pipe(
       Options.withDescription("Serve /metrics (Prometheus text) without an API key, for a scraper inside a trusted network.")
     ),
@@ -325,6 +339,7 @@ export const command = Command.make(
       role: flags.role,
       runnerHost: Option.getOrUndefined(flags.runnerHost),
       runnerPort: Option.getOrUndefined(flags.runnerPort),
-      publicMetrics: flags.publicMetrics
+      publicMetrics: flags.publicMetrics,
+      otlp: Option.getOrUndefined(flags.otlp)
     })
 ).pipe(Command.withDescription("Serve the job service (HTTP API, SSE, dashboard) until stopped."))

@@ -9,81 +9,23 @@ import { NodeContext, NodeHttpClient } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
 import { ConfigProvider, Effect, Either, Layer } from "effect"
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
-import { createServer } from "node:http"
-import type { AddressInfo } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll } from "vitest"
 import * as RunCommand from "../../src/cli/RunCommand.js"
 import * as Simulator from "../../src/llm/Simulator.js"
 import * as SimulatorServer from "../../src/llm/SimulatorServer.js"
+import { attribute, collector, metricsOf, spansOf } from "../support/otlpCollector.js"
 
 const dir = mkdtempSync(join(tmpdir(), "effect-batch-otlp-"))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))
-
-interface OtlpValue {
-  readonly stringValue?: string
-  readonly intValue?: number | string
-  readonly doubleValue?: number
-  readonly boolValue?: boolean
-}
-interface OtlpSpan {
-  readonly name: string
-  readonly traceId: string
-  readonly spanId: string
-  readonly parentSpanId?: string
-  readonly attributes: ReadonlyArray<{ readonly key: string, readonly value: OtlpValue }>
-}
-interface OtlpMetric {
-  readonly name: string
-  readonly sum?: { readonly dataPoints: ReadonlyArray<{ readonly asDouble?: number, readonly asInt?: number | string, readonly attributes: OtlpSpan["attributes"] }> }
-}
-
-/** A collector stand-in: every body posted to it, by path. */
-const collector = Effect.acquireRelease(
-  Effect.async<{ readonly url: string, readonly bodies: Map<string, Array<unknown>>, readonly close: () => void }>((resume) => {
-    const bodies = new Map<string, Array<unknown>>()
-    const server = createServer((request, response) => {
-      let text = ""
-      request.on("data", (chunk) => (text += chunk))
-      request.on("end", () => {
-        const list = bodies.get(request.url ?? "") ?? []
-        list.push(JSON.parse(text))
-        bodies.set(request.url ?? "", list)
-        response.writeHead(200, { "content-type": "application/json" }).end("{}")
-      })
-    })
-    server.listen(0, "127.0.0.1", () =>
-      resume(Effect.succeed({
-        url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-        bodies,
-        close: () => server.close()
-      })))
-  }),
-  (c) => Effect.sync(c.close)
-)
-
-const spansOf = (bodies: ReadonlyArray<unknown>): Array<OtlpSpan> =>
-  bodies.flatMap((body) =>
-    (body as { resourceSpans: ReadonlyArray<{ scopeSpans: ReadonlyArray<{ spans: ReadonlyArray<OtlpSpan> }> }> }).resourceSpans
-      .flatMap((r) => r.scopeSpans.flatMap((s) => s.spans)))
-
-const metricsOf = (bodies: ReadonlyArray<unknown>): Array<OtlpMetric> =>
-  bodies.flatMap((body) =>
-    (body as { resourceMetrics: ReadonlyArray<{ scopeMetrics: ReadonlyArray<{ metrics: ReadonlyArray<OtlpMetric> }> }> }).resourceMetrics
-      .flatMap((r) => r.scopeMetrics.flatMap((s) => s.metrics)))
-
-const attribute = (span: Pick<OtlpSpan, "attributes">, key: string) => {
-  const value = span.attributes.find((a) => a.key === key)?.value
-  return value?.stringValue ?? (value?.intValue === undefined ? value?.doubleValue : Number(value.intValue))
-}
 
 const platform = Layer.mergeAll(NodeContext.layer, NodeHttpClient.layerUndici)
 
 describe("run --otlp", () => {
   it.scopedLive("one trace per run: run → item per prompt → attempts → HTTP calls; the batch's metrics under batch=cli and the model", () =>
     Effect.gen(function*() {
-      const { bodies, url } = yield* collector
+      const otel = yield* collector
       const simulator = yield* Simulator.Simulator
       const input = join(dir, "in.jsonl")
       writeFileSync(input, Array.from({ length: 12 }, (_, i) => JSON.stringify(`Say ${i}`)).join("\n"))
@@ -95,12 +37,12 @@ describe("run --otlp", () => {
         apiKeyEnv: "SIM_KEY",
         progress: "none",
         concurrency: 4,
-        otlp: url
+        otlp: otel.url
       }).pipe(Effect.withConfigProvider(ConfigProvider.fromMap(new Map([["SIM_KEY", "k"]]))))
       expect(outcome.report.succeeded).toBe(12)
 
       // Sent when the run ends, before `run` returns.
-      const spans = spansOf(bodies.get("/v1/traces") ?? [])
+      const spans = spansOf(otel)
       const named = (name: string) => spans.filter((s) => s.name === name)
       const [run] = named("effect-batch.run")
       expect(named("effect-batch.run")).toHaveLength(1)
@@ -122,7 +64,7 @@ describe("run --otlp", () => {
       const attemptIds = new Set(attempts.map((s) => s.spanId))
       for (const call of calls) expect(attemptIds.has(call.parentSpanId!)).toBe(true)
 
-      const metrics = metricsOf(bodies.get("/v1/metrics") ?? [])
+      const metrics = metricsOf(otel)
       const itemsTotal = metrics.filter((m) => m.name === "effect_batch_items_total").at(-1)!
       const point = itemsTotal.sum!.dataPoints.find((p) =>
         attribute(p, "batch") === "cli" && attribute(p, "model") === "sim-chat" && attribute(p, "outcome") === "succeeded"

@@ -1,0 +1,75 @@
+/**
+ * `serve --otlp URL`, as a real process: the service's spans (one per HTTP
+ * request, one per job chunk, the provider calls under the chunks) and its
+ * metrics reach a stand-in collector on loopback while it runs.
+ */
+import { HttpApiClient, HttpClient, HttpClientRequest } from "@effect/platform"
+import { NodeHttpClient } from "@effect/platform-node"
+import { describe, expect, it } from "@effect/vitest"
+import { Effect, Layer, Schedule } from "effect"
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { afterAll } from "vitest"
+import * as Simulator from "../../src/llm/Simulator.js"
+import * as SimulatorServer from "../../src/llm/SimulatorServer.js"
+import * as JobApi from "../../src/service/JobApi.js"
+import { attribute, collector, metricsOf, spansOf } from "../support/otlpCollector.js"
+import * as ServiceProcess from "../support/serviceProcess.js"
+
+const dir = mkdtempSync(join(tmpdir(), "effect-batch-serve-otlp-"))
+afterAll(() => {
+  ServiceProcess.killAll()
+  rmSync(dir, { recursive: true, force: true })
+})
+
+const key = "otlp-test-key-0123456789"
+
+describe("serve --otlp", () => {
+  it.live("a job's requests and chunks are spans at the collector, its batch metrics under batch=job", () =>
+    Effect.gen(function*() {
+      const otel = yield* collector
+      const simulator = yield* Simulator.Simulator
+      const profiles = join(dir, "profiles.json")
+      writeFileSync(profiles, JSON.stringify({ profiles: [{ name: "sim", baseUrl: `${simulator.url}/v1`, models: ["sim-chat"], concurrency: 8 }] }))
+      const service = yield* ServiceProcess.start({
+        db: join(dir, "service.db"),
+        profiles,
+        env: { EFFECT_BATCH_API_KEYS: `t=${key}` },
+        args: ["--otlp", otel.url]
+      })
+      expect(service.output()).toContain(`telemetry  traces and metrics to ${otel.url}/ (OTLP/HTTP)`)
+      const api = yield* HttpApiClient.make(JobApi.Api, {
+        baseUrl: service.url,
+        transformClient: HttpClient.mapRequest(HttpClientRequest.bearerToken(key))
+      })
+      // 250 items: three chunks of 100 at most.
+      const job = yield* api.jobs.submit({ payload: { items: Array.from({ length: 250 }, (_, i) => `otlp ${i}`) }, headers: {} })
+      yield* Effect.repeat(api.jobs.get({ path: { id: job.id } }), {
+        schedule: Schedule.spaced("100 millis"),
+        until: (j) => j.state === "finished"
+      })
+      // The exporters send every few seconds while the process runs.
+      const chunksOf = () => spansOf(otel).filter((s) => s.name === "effect-batch.job.chunk" && attribute(s, "effect-batch.job") === job.id)
+      yield* Effect.repeat(Effect.sync(chunksOf), { schedule: Schedule.spaced("200 millis"), until: (chunks) => chunks.length >= 3 })
+      const chunks = chunksOf()
+      expect(chunks.map((s) => attribute(s, "effect-batch.chunk")).sort()).toEqual([0, 1, 2])
+      expect(chunks.every((s) => attribute(s, "effect-batch.chunk_outcome") === "done")).toBe(true)
+      const spans = spansOf(otel)
+      expect(spans.some((s) => s.name === "http.server POST")).toBe(true)
+      // The provider calls, under the chunks that made them.
+      const chunkIds = new Set(chunks.map((s) => s.spanId))
+      const calls = spans.filter((s) => s.name.startsWith("http.client") && chunkIds.has(s.parentSpanId!))
+      expect(calls.length).toBeGreaterThanOrEqual(250)
+
+      const itemsTotal = () =>
+        metricsOf(otel).filter((m) => m.name === "effect_batch_items_total").flatMap((m) => m.sum?.dataPoints ?? [])
+          .filter((p) => attribute(p, "batch") === "job" && attribute(p, "profile") === "sim" && attribute(p, "outcome") === "succeeded")
+          .map((p) => Number(p.asDouble ?? p.asInt))
+      yield* Effect.repeat(Effect.sync(itemsTotal), { schedule: Schedule.spaced("200 millis"), until: (values) => values.includes(250) })
+      expect(Math.max(...itemsTotal())).toBe(250)
+    }).pipe(
+      Effect.provide(Layer.mergeAll(SimulatorServer.layer({ latency: { baseMs: 5 } }), NodeHttpClient.layerUndici)),
+      Effect.scoped
+    ), 120_000)
+})
