@@ -61,6 +61,16 @@ const expectConsistent = (report: BatchReport.BatchReport, spent: ReadonlyArray<
 
 const zero = { queuedMs: 0, rateLimitMs: 0, gateMs: 0, inFlightMs: 0, backoffMs: 0 }
 const takes = (ms: number) => Effect.as(Effect.sleep(Duration.millis(ms)), 0)
+/** Item 0's first call fails with `error` after `ms`; every other call takes 100 ms. */
+const firstCallFails = (ms: number, error: TaskError.TaskError) => {
+  let failed = false
+  return (item: number) =>
+    Effect.suspend(() => {
+      if (item !== 0 || failed) return takes(100)
+      failed = true
+      return Effect.zipRight(Effect.sleep(Duration.millis(ms)), Effect.fail(error))
+    })
+}
 const noJitter = RetryPolicy.layer({ base: "50 millis", jitter: 0 })
 
 describe("BatchReport.timeSpent", () => {
@@ -84,15 +94,7 @@ describe("BatchReport.timeSpent", () => {
 
   it.effect("a retry: its backoff, then the wait for a permit the next item holds", () =>
     Effect.gen(function*() {
-      const calls = new Map<number, number>()
-      const task = (item: number) =>
-        Effect.suspend(() => {
-          const n = (calls.get(item) ?? 0) + 1
-          calls.set(item, n)
-          return item === 0 && n === 1
-            ? Effect.zipRight(Effect.sleep("100 millis"), Effect.fail(new TaskError.Transient({ message: "503" })))
-            : takes(100)
-        })
+      const task = firstCallFails(100, new TaskError.Transient({ message: "503" }))
       const { report, results, spent } = yield* profiled([0, 1], task, { concurrency: 1 }, noJitter)
       expect(results.map((r) => r._tag)).toEqual(["Succeeded", "Succeeded"])
       expectConsistent(report, spent)
@@ -111,18 +113,7 @@ describe("BatchReport.timeSpent", () => {
 
   it.effect("a 429 closes the gate: the item admitted next waits on it; the retry waits out its Retry-After as backoff", () =>
     Effect.gen(function*() {
-      const calls = new Map<number, number>()
-      const task = (item: number) =>
-        Effect.suspend(() => {
-          const n = (calls.get(item) ?? 0) + 1
-          calls.set(item, n)
-          return item === 0 && n === 1
-            ? Effect.zipRight(
-                Effect.sleep("10 millis"),
-                Effect.fail(new TaskError.RateLimited({ message: "429", retryAfter: Duration.seconds(1) }))
-              )
-            : takes(100)
-        })
+      const task = firstCallFails(10, new TaskError.RateLimited({ message: "429", retryAfter: Duration.seconds(1) }))
       const { report, spent } = yield* profiled([0, 1, 2], task, { concurrency: 2 }, noJitter)
       expectConsistent(report, spent)
       // Item 2 takes item 0's permit at 10 and waits for the gate until 1 010.
