@@ -170,7 +170,9 @@ export interface Options<A, B, E, RunId extends string = never> {
    * Spans on Effect's tracer, under the caller's span: `effect-batch.item`
    * per item that makes a call (attributes `effect-batch.index`, and at its
    * end `effect-batch.outcome`, `effect-batch.attempts`,
-   * `effect-batch.failure_class`; an event `retry` per retry with
+   * `effect-batch.failure_class`, and where its time went:
+   * `effect-batch.queued_ms`, `rate_limit_ms`, `gate_ms`, `in_flight_ms`,
+   * `backoff_ms` (`BatchReport.TimeSpent`); an event `retry` per retry with
    * `effect-batch.failure_class` and `effect-batch.delay_ms`), and under it
    * `effect-batch.attempt` per attempt (`effect-batch.index`,
    * `effect-batch.attempt`, `effect-batch.rate_wait_ms`,
