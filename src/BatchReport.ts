@@ -209,7 +209,7 @@ export const format = (report: BatchReport): string => {
   if (held !== undefined) {
     const shares = timeShares(report.timeSpent).filter((s) => s.ms > 0)
     rows.push(["time spent", shares.map((s) => `${partNames[s.part]} ${percent(s.share)}`).join(", ")])
-    rows.push(["held back by", held])
+    rows.push(["held back", held])
   }
   const width = Math.max(...rows.map(([k]) => k.length))
   return rows.map(([k, v]) => `${k.padEnd(width)}  ${v}`).join("\n")

@@ -89,7 +89,7 @@ describe("BatchReport.timeSpent", () => {
         { ...zero, rateLimitMs: 900, inFlightMs: 100, wallMs: 1000 }
       ])
       expect(BatchReport.verdict(report)).toBe("86 % waiting on the rate limit: raise the limit or accept the pace")
-      expect(BatchReport.format(report)).toContain("time spent    rate limit 86 %, in flight 14 %")
+      expect(BatchReport.format(report)).toContain("time spent   rate limit 86 %, in flight 14 %")
     }))
 
   it.effect("a retry: its backoff, then the wait for a permit the next item holds", () =>
