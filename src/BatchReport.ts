@@ -135,15 +135,38 @@ const partNames: Record<TimePart, string> = {
 const percent = (share: number) => `${Math.round(share * 100)} %`
 
 /**
- * One line on what held the batch back: the largest part of its items' time
- * and what to do about it; `undefined` when no item made a call.
+ * The parts of `spent` by what caused them, largest first: the time items
+ * waited for a permit is charged to what the permits' holders were doing
+ * meanwhile (the rate limit, the gate, the call in flight), in proportion,
+ * since a permit is held through all three. Items queued behind permits that
+ * wait on the rate limiter wait on the rate limiter too. `queued` remains
+ * only when no permit was ever held.
+ *
+ * @since 0.2.0
+ * @category formatting
+ */
+export const causes = (spent: TimeSpent): ReadonlyArray<TimeShare> => {
+  const held = spent.rateLimitMs + spent.gateMs + spent.inFlightMs
+  const charged = (ms: number) => (held > 0 ? ms + (spent.queuedMs * ms) / held : ms)
+  return timeShares({
+    ...spent,
+    queuedMs: held > 0 ? 0 : spent.queuedMs,
+    rateLimitMs: charged(spent.rateLimitMs),
+    gateMs: charged(spent.gateMs),
+    inFlightMs: charged(spent.inFlightMs)
+  })
+}
+
+/**
+ * One line on what held the batch back: its largest cause (`causes`) and
+ * what to do about it; `undefined` when no item made a call.
  *
  * @since 0.2.0
  * @category formatting
  */
 export const verdict = (report: BatchReport): string | undefined => {
   if (report.timeSpent.items === 0 || report.timeSpent.wallMs <= 0) return undefined
-  const top = timeShares(report.timeSpent)[0]!
+  const top = causes(report.timeSpent)[0]!
   const limit = report.concurrency.length === 0 ? undefined : report.concurrency[report.concurrency.length - 1]![1]
   const at = limit === undefined ? "" : ` (${limit} at the end)`
   const share = percent(top.share)

@@ -269,8 +269,16 @@ function drawTimeSpent(job) {
   $("time-bar").replaceChildren(...shown.map((p) => el("span", { "data-part": p.part, title: p.name + " " + pct(p.share),
     style: "width:" + (p.share * 100).toFixed(2) + "%;background:" + p.color })));
   $("time-legend").replaceChildren(...shown.map((p) => el("span", {}, el("i", { class: "swatch", style: "background:" + p.color }), p.name + " " + pct(p.share))));
-  const top = shown.reduce((a, b) => (b.share > a.share ? b : a), shown[0]);
-  $("time-verdict").textContent = top ? pct(top.share) + " " + top.name + ": " + top.advice + " (" + spent.items + " items)" : "";
+  // As BatchReport.causes: the time queued for a permit is charged to what the permits' holders were doing.
+  const held = ms.inFlight + ms.rateLimit + ms.gate;
+  const cause = { ...ms };
+  if (held > 0) {
+    for (const part of ["inFlight", "rateLimit", "gate"]) cause[part] += ms.queued * ms[part] / held;
+    cause.queued = 0;
+  }
+  const top = timeParts.map(([part, name, , advice]) => ({ name, advice, share: cause[part] / Math.max(spent.wallMs, measured) }))
+    .reduce((a, b) => (b.share > a.share ? b : a));
+  $("time-verdict").textContent = top.share > 0 ? pct(top.share) + " " + top.name + ": " + top.advice + " (" + spent.items + " items)" : "";
 }
 
 function svg(tag, attrs, text) {

@@ -137,6 +137,32 @@ describe("BatchReport.timeSpent", () => {
       expectConsistent(report, spent)
     }))
 
+  it.effect("the verdict charges the time queued for a permit to what the permits' holders were doing", () =>
+    Effect.gen(function*() {
+      const { report } = yield* profiled([0], () => takes(10), { concurrency: 1 }, Layer.empty)
+      const at = (spent: Partial<BatchReport.TimeSpent>) => ({
+        ...report,
+        timeSpent: { items: 10, queuedMs: 0, rateLimitMs: 0, gateMs: 0, inFlightMs: 0, backoffMs: 0, wallMs: 100, ...spent }
+      })
+      // 84 queued behind permits held 15 on the rate limiter and 1 in flight: 15 + 84 × 15/16 on the rate limit.
+      const paced = at({ queuedMs: 84, rateLimitMs: 15, inFlightMs: 1 })
+      expect(BatchReport.causes(paced.timeSpent).map((c) => [c.part, c.share])).toEqual([
+        ["rateLimit", 0.9375],
+        ["inFlight", 0.0625],
+        ["queued", 0],
+        ["gate", 0],
+        ["backoff", 0],
+        ["other", 0]
+      ])
+      expect(BatchReport.verdict(paced)).toBe("94 % waiting on the rate limit: raise the limit or accept the pace")
+      // Queued behind calls in flight: the provider's time, at this concurrency.
+      expect(BatchReport.verdict(at({ queuedMs: 60, inFlightMs: 30, rateLimitMs: 10 }))).toMatch(/^75 % in flight: /)
+      // Backoff is no permit's: it stays as it is.
+      expect(BatchReport.verdict(at({ queuedMs: 10, inFlightMs: 10, backoffMs: 80 }))).toMatch(/^80 % backing off between retries/)
+      // No permit was ever held (every item waited and was then skipped): the queue itself.
+      expect(BatchReport.verdict(at({ queuedMs: 100 }))).toMatch(/^100 % queued for a concurrency permit: /)
+    }))
+
   it.effect("cached, shared and skipped-before-admission items take no part; an item that never called is still counted", () =>
     Effect.gen(function*() {
       const { report } = yield* profiled([7, 7, 7], () => takes(100), { concurrency: 3, key: (x) => x }, Layer.empty)
