@@ -134,8 +134,9 @@ export interface RunOptions {
   readonly deadline?: string | undefined
   /**
    * An OpenTelemetry collector's OTLP/HTTP base URL: the run's spans (one
-   * `effect-batch.run`, the batch's item and attempt spans, the HTTP calls)
-   * and `BatchMetrics` (`batch="cli"`, `model`) are sent there (`OtlpExport`).
+   * `effect-batch.run`, the batch's item and attempt spans, the HTTP calls;
+   * in batch mode a span per shard) and `BatchMetrics` (`batch="cli"`,
+   * `model`; live runs) are sent there (`OtlpExport`).
    */
   readonly otlp?: string | undefined
   /** With `mode: "batch"`: lines per shard. */
@@ -591,13 +592,14 @@ export const runInBatchMode = (
     yield* positive("--poll", options.pollSeconds)
     yield* positive("--queue-tokens", options.queueTokens, true)
     const settings = yield* settingsOf(options)
+    const telemetry = options.otlp === undefined ? undefined : yield* OtlpExport.layer(options.otlp, "effect-batch")
     yield* checkInput(options.input)
     const apiKey = options.simulate === true ? undefined : yield* readApiKey(options.apiKeyEnv ?? defaultApiKeyEnv)
     yield* ResultsWriter.check(options.out, { input: options.input })
     const store = options.runId === undefined
       ? undefined
       : Context.get(yield* Layer.build(checkpointLayer(options.db ?? defaultDb)), CheckpointStore.CheckpointStore)
-    return yield* BatchModeRun.run({
+    const running = BatchModeRun.run({
       input: options.input,
       out: options.out,
       model: settings.model,
@@ -621,6 +623,13 @@ export const runInBatchMode = (
         ...attachable(options)
       } satisfies BatchRunMeta
     })
+    // Traced, the run is one trace: a span per shard (BatchApi) under the run's.
+    return yield* (telemetry === undefined ? running : running.pipe(
+      Effect.withSpan("effect-batch.run", {
+        attributes: { "effect-batch.input": options.input, "effect-batch.model": settings.model, "effect-batch.mode": options.mode ?? "batch" }
+      }),
+      Effect.provide(telemetry)
+    ))
   }))
 
 /**
@@ -793,9 +802,6 @@ export const command = Command.make(
       const argv = process.argv.slice(2)
       if (flags.mode === "realtime" && flags.deadline._tag === "Some") {
         return yield* usage("--deadline goes with --mode auto")
-      }
-      if (flags.mode !== "realtime" && flags.otlp._tag === "Some") {
-        return yield* usage("--otlp goes with --mode realtime: a provider's Batch API run has no spans or metrics of its own yet")
       }
       const options: RunOptions = {
         input: flags.input,

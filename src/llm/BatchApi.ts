@@ -507,6 +507,12 @@ export const run = <A, B, E = never, R = never>(
       return budget.unsafeReserve(usd) ? usd : undefined
     }
 
+    /** An event on the shard's span (see `advance`), at the clock's time. */
+    const mark = (name: string, attributes?: Record<string, unknown>) =>
+      Effect.flatMap(Effect.currentSpan, (span) => Effect.map(Clock.currentTimeNanos, (at) => span.event(name, at, attributes))).pipe(
+        Effect.ignore
+      )
+
     const advance = (initial: ShardRecord): Effect.Effect<void, BatchProvider.BatchApiError | CheckpointStore.CheckpointError | E> =>
       Effect.gen(function*() {
         touched++
@@ -519,6 +525,7 @@ export const run = <A, B, E = never, R = never>(
           const skipped = initial.indices.map((index) => TaskResult.skipped(index, "budget", initial.round))
           for (const result of skipped) results[result.index] = result
           for (const result of skipped) yield* emit(result)
+          yield* Effect.annotateCurrentSpan("effect-batch.skip_reason", "budget")
           return
         }
         // Its place in the model's queue, from before its batch is created until it is ingested.
@@ -533,21 +540,26 @@ export const run = <A, B, E = never, R = never>(
               const file = yield* provider.upload(`${runKey}-${shard.key.replace("/", "-")}.jsonl`, linesOf(shard))
               shard = { ...shard, state: "uploaded", file }
               yield* save(shard)
+              yield* mark("uploaded", { "effect-batch.file": file })
               break
             }
             case "uploaded":
               shard = yield* submitting.withPermits(1)(create(shard))
+              if (shard.state === "submitted") yield* mark("submitted", { "effect-batch.batch": shard.batch })
               break
             case "submitting":
               shard = yield* submitting.withPermits(1)(findOrCreate(shard))
+              if (shard.state === "submitted") yield* mark("submitted", { "effect-batch.batch": shard.batch })
               break
             case "submitted": {
               if (initial.state === "submitted" && shard === initial) attached++
               const status = yield* waitForEnd(shard.batch!)
+              yield* mark("ended", { "effect-batch.batch": shard.batch, "effect-batch.batch_status": status.ended })
               const limit = status.ended === "failed" ? status.failures.find((f) => f.code === "token_limit_exceeded") : undefined
               if (limit !== undefined) {
                 // Refused for the model's queue, not for its lines: the same file goes again once the wait passes.
                 yield* Effect.logWarning(`shard ${shard.key}: ${limit.message}; it is created again after a wait`)
+                yield* mark("token_limit_wait", { "effect-batch.batch": shard.batch })
                 yield* Effect.sleep(limitWait)
                 shard = { ...shard, state: "uploaded", batch: undefined, intentAt: undefined }
                 yield* save(shard)
@@ -555,11 +567,26 @@ export const run = <A, B, E = never, R = never>(
               }
               yield* ingest(shard, status)
               shard = shards.get(shard.key)!
+              yield* mark("ingested", { "effect-batch.again": shard.again?.length ?? 0 })
               break
             }
           }
         }
-      }).pipe(Effect.scoped)
+      }).pipe(
+        Effect.scoped,
+        // A span per shard, from where this run took it up to its ingest: a provider's batch can take hours, and
+        // its events say where it stood (uploaded, submitted with its batch id, ended, ingested).
+        Effect.withSpan("effect-batch.shard", {
+          attributes: {
+            "effect-batch.shard": initial.key,
+            "effect-batch.model": initial.model,
+            "effect-batch.round": initial.round,
+            "effect-batch.lines": initial.indices.length,
+            "effect-batch.resumed_from": initial.state
+          },
+          captureStackTrace: false
+        })
+      )
 
     // --- waves: plan what is pending, take every open shard to ingested --------
 

@@ -7,21 +7,8 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect, Option, Tracer } from "effect"
 import * as Batch from "../../src/Batch.js"
 import * as TaskError from "../../src/TaskError.js"
+import { eventsOf, recording } from "../support/recordingTracer.js"
 import { runOnTestClock } from "../support/TestTime.js"
-
-/** A tracer that keeps every span the native tracer makes. */
-const recording = Effect.map(Effect.tracer, (native) => {
-  const spans: Array<Tracer.Span> = []
-  const tracer = Tracer.make({
-    span: (...args) => {
-      const span = native.span(...args)
-      spans.push(span)
-      return span
-    },
-    context: native.context
-  })
-  return { spans, tracer }
-})
 
 /** Item 0 succeeds; item 1 fails once (transient), then succeeds; item 2 fails for good. */
 const task = (calls: Map<number, number>) => (item: number) =>
@@ -67,7 +54,7 @@ describe("Batch spans", () => {
         "effect-batch.in_flight_ms": 0,
         "effect-batch.backoff_ms": backoff
       })
-      const events = (items[1] as unknown as { events: ReadonlyArray<readonly [string, bigint, Record<string, unknown>]> }).events
+      const events = eventsOf(items[1]!)
       const delay = events[0]![2]["effect-batch.delay_ms"] as number
       expect(attrs(items[0]!)).toEqual({
         "effect-batch.index": 0,

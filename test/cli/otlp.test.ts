@@ -75,6 +75,29 @@ describe("run --otlp", () => {
       Effect.provide(platform)
     ))
 
+  it.scopedLive("with --mode batch: the run's span, and a span per shard under it with its batch's events", () =>
+    Effect.gen(function*() {
+      const otel = yield* collector
+      const input = join(dir, "batch.jsonl")
+      writeFileSync(input, Array.from({ length: 30 }, (_, i) => JSON.stringify(`Say ${i}`)).join("\n"))
+      const outcome = yield* RunCommand.runInBatchMode({
+        input,
+        out: join(dir, "batch-out.jsonl"),
+        simulate: true,
+        mode: "batch",
+        shardSize: 20,
+        progress: "none",
+        otlp: otel.url
+      })
+      expect(outcome.report).toMatchObject({ succeeded: 30, shards: 2 })
+      const spans = spansOf(otel)
+      const [run] = spans.filter((s) => s.name === "effect-batch.run")
+      const shards = spans.filter((s) => s.name === "effect-batch.shard")
+      expect([run === undefined, shards.length]).toEqual([false, 2])
+      for (const shard of shards) expect(shard.parentSpanId).toBe(run!.spanId)
+      expect(shards.map((s) => attribute(s, "effect-batch.lines")).sort()).toEqual([10, 20])
+    }).pipe(Effect.provide(platform)))
+
   it.effect("a URL that is not http(s): a usage error naming the flag and what it expected", () =>
     Effect.gen(function*() {
       const input = join(dir, "one.jsonl")

@@ -21,6 +21,7 @@ import * as OpenAiCompat from "../../src/llm/OpenAiCompat.js"
 import * as Simulator from "../../src/llm/Simulator.js"
 import * as SimulatorServer from "../../src/llm/SimulatorServer.js"
 import type * as TaskResult from "../../src/TaskResult.js"
+import { eventsOf, recording } from "../support/recordingTracer.js"
 import { runOnTestClock } from "../support/TestTime.js"
 
 const prompts = (n: number, invalidEvery = 0) =>
@@ -93,6 +94,36 @@ describe("BatchApi.run against the simulator", () => {
         expect(report.cost).toBeGreaterThan(0)
         const metrics = (yield* sim.metrics).batches
         expect(metrics).toEqual({ uploads: 3, created: 3, linesBilled: 245, billedTwice: {} })
+      })))
+
+  it.effect("a span per shard under the caller's, its events saying where it stood: uploaded, submitted, ended, ingested", () =>
+    withSim({ batches: { validateMs: 1_000, linesPerSecond: 50 } }, (sim) =>
+      Effect.gen(function*() {
+        const { spans, tracer } = yield* recording
+        yield* runOnTestClock(
+          chatRun(sim, prompts(250), { shard: { maxRequests: 100 } }).pipe(Effect.withSpan("caller"), Effect.withTracer(tracer)),
+          "10 seconds",
+          200
+        )
+        const shards = spans.filter((s) => s.name === "effect-batch.shard")
+          .sort((a, b) => String(a.attributes.get("effect-batch.shard")).localeCompare(String(b.attributes.get("effect-batch.shard"))))
+        expect(shards.map((s) => [s.attributes.get("effect-batch.shard"), s.attributes.get("effect-batch.lines")])).toEqual([
+          ["0/0", 100],
+          ["0/1", 100],
+          ["0/2", 50]
+        ])
+        const caller = spans.find((s) => s.name === "caller")!
+        for (const shard of shards) {
+          expect(Option.getOrUndefined(shard.parent)).toBe(caller)
+          expect(shard.attributes.get("effect-batch.model")).toBe("sim-chat")
+          expect(shard.status._tag).toBe("Ended")
+          const events = eventsOf(shard)
+          expect(events.map(([name]) => name)).toEqual(["uploaded", "submitted", "ended", "ingested"])
+          expect(events[1]![2]["effect-batch.batch"]).toMatch(/^batch_/)
+          expect(events[2]![2]).toMatchObject({ "effect-batch.batch_status": "completed" })
+          // Events in the clock's order: the batch took time to run.
+          expect(events[2]![1]).toBeGreaterThan(events[1]![1])
+        }
       })))
 
   it.effect("lines a batch did not run before it expired go into the next round; every item ends answered, none paid twice", () =>
