@@ -11,6 +11,7 @@ import * as Batch from "../../src/Batch.js"
 import * as BatchReport from "../../src/BatchReport.js"
 import * as Progress from "../../src/Progress.js"
 import * as RateLimiter from "../../src/RateLimiter.js"
+import * as ResultCache from "../../src/ResultCache.js"
 import * as RetryPolicy from "../../src/RetryPolicy.js"
 import * as TaskError from "../../src/TaskError.js"
 import { runOnTestClock } from "../support/TestTime.js"
@@ -163,13 +164,22 @@ describe("BatchReport.timeSpent", () => {
       expect(BatchReport.verdict(at({ queuedMs: 100 }))).toMatch(/^100 % queued for a concurrency permit: /)
     }))
 
-  it.effect("cached, shared and skipped-before-admission items take no part; an item that never called is still counted", () =>
+  it.effect("shared and cached items take no part: only the calls' time is counted; a batch answered from the cache has no verdict", () =>
     Effect.gen(function*() {
-      const { report } = yield* profiled([7, 7, 7], () => takes(100), { concurrency: 3, key: (x) => x }, Layer.empty)
+      const store = yield* ResultCache.makeMemory()
+      const cached = Layer.succeed(ResultCache.ResultCache, store)
+      const options = { concurrency: 3, key: (x: number) => x, cache: { key: (x: number) => String(x) } }
+      const { report } = yield* profiled([7, 7, 7], () => takes(100), options, cached)
       expect(report.sources).toMatchObject({ call: 1, shared: 2 })
       expect(report.timeSpent).toMatchObject({ items: 1, inFlightMs: 100, wallMs: 100 })
       expect(BatchReport.verdict(report)).toBe(
         "100 % in flight: the provider's own time set the pace; more concurrency (3 at the end) goes faster if the provider allows it"
       )
+      // Again, over the same cache: every item from it, no call, nothing to say.
+      const again = yield* profiled([7, 7, 7], () => takes(100), options, cached)
+      expect(again.report.sources).toMatchObject({ call: 0, cache: 3 })
+      expect(again.report.timeSpent).toEqual({ items: 0, queuedMs: 0, rateLimitMs: 0, gateMs: 0, inFlightMs: 0, backoffMs: 0, wallMs: 0 })
+      expect(again.spent.every((s) => s === undefined)).toBe(true)
+      expect(BatchReport.verdict(again.report)).toBeUndefined()
     }))
 })
