@@ -41,13 +41,15 @@ export class Collector {
   budgetExceeded: Budget.BudgetExceeded | undefined = undefined
   readonly spent = { items: 0, queuedMs: 0, rateLimitMs: 0, gateMs: 0, inFlightMs: 0, backoffMs: 0, wallMs: 0 }
   private readonly concurrency: Array<readonly [number, number]> = []
-  /** The concurrency limit now. */
-  currentLimit = 0
 
   constructor(readonly startedAt: number) {}
 
+  /** The concurrency limit now: the last one recorded. */
+  get currentLimit(): number {
+    return this.concurrency.at(-1)?.[1] ?? 0
+  }
+
   limit(at: number, limit: number): void {
-    this.currentLimit = limit
     this.concurrency.push([at - this.startedAt, limit])
   }
 
