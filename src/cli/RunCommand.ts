@@ -470,15 +470,7 @@ export const run = (
         CheckpointError: (error) => Effect.fail(usage(`run ${options.runId}: ${error.message}`))
       })
     )
-    // Traced, the run is one trace: the batch's spans under one span of the whole run. The exporters send what
-    // is left when it ends (the layer's scope closes with it).
-    const running = telemetry === undefined ? checked : checked.pipe(
-      Effect.withSpan("effect-batch.run", {
-        attributes: { "effect-batch.input": options.input, "effect-batch.model": settings.model, "effect-batch.provider": provider }
-      }),
-      Effect.tagMetrics({ model: settings.model }),
-      Effect.provide(telemetry)
-    )
+    const running = oneTrace(telemetry, { input: options.input, model: settings.model, provider })(checked)
     yield* Effect.raceWith(running, hardStop, {
       onSelfDone: (exit, stopper) => Effect.zipRight(Fiber.interrupt(stopper), exit),
       onOtherDone: (_, runner) => Effect.zipRight(Fiber.interrupt(runner), Effect.interrupt)
@@ -506,6 +498,24 @@ export const run = (
       stopped
     }
   }))
+
+/**
+ * With `--otlp` (`telemetry` given), the run as one trace: an `effect-batch.run` span (with `attributes`, prefixed)
+ * over the batch's or the shards' spans, and its metrics labelled with the model. The exporters send what is left
+ * when it ends: the layer's scope closes with the run.
+ */
+const oneTrace = (
+  telemetry: Layer.Layer<never, never, HttpClient.HttpClient> | undefined,
+  attributes: { readonly model: string } & Record<string, string>
+) =>
+  <A, E, R>(run: Effect.Effect<A, E, R>): Effect.Effect<A, E, R | HttpClient.HttpClient> =>
+    telemetry === undefined ? run : run.pipe(
+      Effect.withSpan("effect-batch.run", {
+        attributes: Object.fromEntries(Object.entries(attributes).map(([key, value]) => [`effect-batch.${key}`, value]))
+      }),
+      Effect.tagMetrics({ model: attributes.model }),
+      Effect.provide(telemetry)
+    )
 
 /**
  * What a checkpointed batch-mode run keeps of its command: `batches attach`
@@ -623,13 +633,7 @@ export const runInBatchMode = (
         ...attachable(options)
       } satisfies BatchRunMeta
     })
-    // Traced, the run is one trace: a span per shard (BatchApi) under the run's.
-    return yield* (telemetry === undefined ? running : running.pipe(
-      Effect.withSpan("effect-batch.run", {
-        attributes: { "effect-batch.input": options.input, "effect-batch.model": settings.model, "effect-batch.mode": options.mode ?? "batch" }
-      }),
-      Effect.provide(telemetry)
-    ))
+    return yield* oneTrace(telemetry, { input: options.input, model: settings.model, mode: options.mode ?? "batch" })(running)
   }))
 
 /**
