@@ -7,8 +7,8 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect, Metric, TestClock } from "effect"
 import type { MetricPair } from "effect"
 import * as Batch from "../../src/Batch.js"
-import * as TaskError from "../../src/TaskError.js"
 import { joinOnTestClock, runOnTestClock } from "../support/TestTime.js"
+import { threeFates } from "../support/threeFates.js"
 
 /** The series of `name` whose labels include `labels` (any order); one at most. */
 const series = (name: string, labels: Record<string, string>): MetricPair.MetricPair.Untyped | undefined => {
@@ -27,20 +27,13 @@ const valueOf = (name: string, labels: Record<string, string>): number | undefin
 }
 
 /** Item 1 fails once (transient); item 2 fails for good; the others take 100 ms. */
-const task = (calls: Map<number, number>) => (item: number) =>
-  Effect.suspend((): Effect.Effect<number, TaskError.TaskError> => {
-    const n = (calls.get(item) ?? 0) + 1
-    calls.set(item, n)
-    if (item === 1 && n === 1) return Effect.fail(new TaskError.Transient({ message: "503" }))
-    if (item === 2) return Effect.fail(new TaskError.Permanent({ message: "400" }))
-    return Effect.as(Effect.sleep("100 millis"), item)
-  })
+const task = () => threeFates((item) => Effect.as(Effect.sleep("100 millis"), item))
 
 describe("Batch metrics", () => {
   it.effect("counters by outcome and class, histograms, waits and time spent, under the batch's name and the caller's labels", () =>
     Effect.gen(function*() {
       const batch = "metrics-counters"
-      const run = Batch.run([0, 1, 2, 3, 4, 5], task(new Map()), {
+      const run = Batch.run([0, 1, 2, 3, 4, 5], task(), {
         concurrency: 2,
         metrics: true,
         name: batch,
@@ -98,7 +91,7 @@ describe("Batch metrics", () => {
 
   it.effect("off (the default): no series of its own", () =>
     Effect.gen(function*() {
-      yield* runOnTestClock(Batch.run([0, 1], task(new Map()), { concurrency: 2, name: "metrics-off" }), "1 days", 20)
+      yield* runOnTestClock(Batch.run([0, 1], task(), { concurrency: 2, name: "metrics-off" }), "1 days", 20)
       expect(Metric.unsafeSnapshot().filter((p) => p.metricKey.tags.some((t) => t.value === "metrics-off"))).toEqual([])
     }))
 })

@@ -6,19 +6,12 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Option, Tracer } from "effect"
 import * as Batch from "../../src/Batch.js"
-import * as TaskError from "../../src/TaskError.js"
 import { eventsOf, recording } from "../support/recordingTracer.js"
+import { threeFates } from "../support/threeFates.js"
 import { runOnTestClock } from "../support/TestTime.js"
 
 /** Item 0 succeeds; item 1 fails once (transient), then succeeds; item 2 fails for good. */
-const task = (calls: Map<number, number>) => (item: number) =>
-  Effect.suspend((): Effect.Effect<number, TaskError.TaskError> => {
-    const n = (calls.get(item) ?? 0) + 1
-    calls.set(item, n)
-    if (item === 1 && n === 1) return Effect.fail(new TaskError.Transient({ message: "503" }))
-    if (item === 2) return Effect.fail(new TaskError.Permanent({ message: "400" }))
-    return Effect.withSpan(Effect.succeed(item * 10), "the task's own")
-  })
+const task = () => threeFates((item) => Effect.withSpan(Effect.succeed(item * 10), "the task's own"))
 
 const parentOf = (span: Tracer.Span) => Option.getOrUndefined(span.parent) as Tracer.Span | undefined
 
@@ -26,7 +19,7 @@ describe("Batch spans", () => {
   it.effect("an item span per item that calls, under the caller's; an attempt span per attempt under it, with the task's inside", () =>
     Effect.gen(function*() {
       const { spans, tracer } = yield* recording
-      const run = Batch.run([0, 1, 2], task(new Map()), { concurrency: 2, spans: true }).pipe(
+      const run = Batch.run([0, 1, 2], task(), { concurrency: 2, spans: true }).pipe(
         Effect.withSpan("caller"),
         Effect.withTracer(tracer)
       )
@@ -96,7 +89,7 @@ describe("Batch spans", () => {
     Effect.gen(function*() {
       const { spans, tracer } = yield* recording
       yield* runOnTestClock(
-        Batch.run([0, 1, 2], task(new Map()), { concurrency: 2 }).pipe(Effect.withSpan("caller"), Effect.withTracer(tracer)),
+        Batch.run([0, 1, 2], task(), { concurrency: 2 }).pipe(Effect.withSpan("caller"), Effect.withTracer(tracer)),
         "1 second",
         100
       )
