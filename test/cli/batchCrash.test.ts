@@ -14,7 +14,7 @@ import { join } from "node:path"
 import { afterAll } from "vitest"
 import * as Simulator from "../../src/llm/Simulator.js"
 import * as SimulatorServer from "../../src/llm/SimulatorServer.js"
-import { runCli as cli } from "../support/cliProcess.js"
+import { runAgainst, runCli as cli } from "../support/cliProcess.js"
 
 const dir = mkdtempSync(join(tmpdir(), "effect-batch-batch-crash-"))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))
@@ -29,16 +29,7 @@ const resultLines = (path: string) =>
 
 /** `run --mode batch` with the test's flags. */
 const runArgs = (url: string, db: string, out: string) => [
-  "run",
-  input,
-  "--out",
-  out,
-  "--base-url",
-  `${url}/v1`,
-  "--api-key-env",
-  "BATCH_CRASH_KEY",
-  "--model",
-  "sim-chat",
+  ...runAgainst(url, input, out, "BATCH_CRASH_KEY"),
   "--mode",
   "batch",
   "--run-id",

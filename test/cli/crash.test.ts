@@ -17,7 +17,7 @@ import * as StopSignal from "../../src/cli/StopSignal.js"
 import * as Simulator from "../../src/llm/Simulator.js"
 import * as SimulatorServer from "../../src/llm/SimulatorServer.js"
 import * as SqlCheckpointStore from "../../src/sql/SqlCheckpointStore.js"
-import { runCli } from "../support/cliProcess.js"
+import { runAgainst, runCli } from "../support/cliProcess.js"
 
 const dir = mkdtempSync(join(tmpdir(), "effect-batch-crash-"))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))
@@ -31,16 +31,7 @@ const lineCount = (path: string) => (existsSync(path) ? readFileSync(path, "utf8
 /** Starts the CLI in a child process and SIGKILLs it once its results file has `killAfter` lines. */
 const runAndKill = (url: string, db: string, out: string, killAfter: number) =>
   runCli([
-    "run",
-    input,
-    "--out",
-    out,
-    "--base-url",
-    `${url}/v1`,
-    "--api-key-env",
-    "CRASH_KEY",
-    "--model",
-    "sim-chat",
+    ...runAgainst(url, input, out, "CRASH_KEY"),
     "--concurrency",
     "8",
     "--run-id",

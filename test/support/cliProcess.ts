@@ -28,3 +28,17 @@ export const runCli = (args: ReadonlyArray<string>, env: Readonly<Record<string,
       resume(Effect.succeed({ killed, code }))
     })
   })
+
+/** `run INPUT --out OUT` against a simulator at `url`, its key in `keyEnv`, model `sim-chat`: what the kill tests add flags to. */
+export const runAgainst = (url: string, input: string, out: string, keyEnv: string): ReadonlyArray<string> => [
+  "run",
+  input,
+  "--out",
+  out,
+  "--base-url",
+  `${url}/v1`,
+  "--api-key-env",
+  keyEnv,
+  "--model",
+  "sim-chat"
+]
