@@ -160,17 +160,32 @@ export const make = (limits: Limits) =>
     const owned = (tenant: string, id: string) =>
       Effect.flatMap(Effect.orDie(store.get(id, tenant)), (job) => job === undefined ? Effect.fail(notFound(id)) : Effect.succeed(job))
 
-    /** An ended job's totals, by id, once nothing is pending, while it stays ended (`finishedAt` unchanged): they no longer move. */
-    const endedTotals = new Map<string, { readonly finishedAt: number, readonly totals: JobStore.Totals }>()
-    /** The job's totals from the store, an ended job's kept (a list of 50 jobs read every 200 ms re-read them all). */
-    const storedTotals = (job: JobStore.JobRow): Effect.Effect<JobStore.Totals> => {
-      const ended = Job.isTerminal(job.state) && job.finishedAt !== undefined ? endedTotals.get(job.id) : undefined
-      if (ended !== undefined && ended.finishedAt === job.finishedAt) return Effect.succeed(ended.totals)
-      return Effect.tap(Effect.orDie(store.totals(job.id)), (totals) => {
+    interface Stored {
+      readonly totals: JobStore.Totals
+      readonly timeSpent: JobStore.TimeSpent | undefined
+    }
+    /**
+     * An ended job's totals and time spent, by id, once nothing is pending, while it stays ended (`finishedAt`
+     * unchanged): they no longer move. A cancelled job's time spent is read again each time: its interrupted
+     * chunks may add theirs after it ended.
+     */
+    const ended = new Map<string, { readonly finishedAt: number } & Stored>()
+    const timeSpentOf = (id: string) => Effect.orDie(store.timeSpent(id))
+    /**
+     * The job's totals (unless `totals`, a running job's fresh ones, are given) and time spent from the store, an
+     * ended job's kept (a list of 50 jobs read every 200 ms re-read them all).
+     */
+    const stored = (job: JobStore.JobRow, totals: JobStore.Totals | undefined): Effect.Effect<Stored> => {
+      if (totals !== undefined) return Effect.map(timeSpentOf(job.id), (timeSpent) => ({ totals, timeSpent }))
+      const kept = Job.isTerminal(job.state) && job.finishedAt !== undefined ? ended.get(job.id) : undefined
+      if (kept !== undefined && kept.finishedAt === job.finishedAt) {
+        return job.state === "cancelled" ? Effect.map(timeSpentOf(job.id), (timeSpent) => ({ ...kept, timeSpent })) : Effect.succeed(kept)
+      }
+      return Effect.tap(Effect.orDie(Effect.all({ totals: store.totals(job.id), timeSpent: store.timeSpent(job.id) })), (read) => {
         // A job cancelled by request ends before its runner skips what was pending: kept once nothing is.
-        if (!Job.isTerminal(job.state) || job.finishedAt === undefined || totals.pending > 0) return
-        if (endedTotals.size >= 10_000) endedTotals.clear()
-        endedTotals.set(job.id, { finishedAt: job.finishedAt, totals })
+        if (!Job.isTerminal(job.state) || job.finishedAt === undefined || read.totals.pending > 0) return
+        if (ended.size >= 10_000) ended.clear()
+        ended.set(job.id, { finishedAt: job.finishedAt, ...read })
       })
     }
 
@@ -179,7 +194,8 @@ export const make = (limits: Limits) =>
         const provider = profiles.get(job.profile)
         // Published by the worker running the job, in whichever process; a running job's totals too, when fresh.
         const progress = job.state === "running" ? yield* Effect.orDie(runner.progress(job.id)) : undefined
-        const totals = progress?.totals ?? (yield* storedTotals(job))
+        const fromStore = yield* stored(job, progress?.totals)
+        const totals = fromStore.totals
         const rate = progress?.rate ?? 0
         return {
           id: job.id,
@@ -201,7 +217,7 @@ export const make = (limits: Limits) =>
           cost: totals.cost,
           tokens: totals.tokens,
           concurrencyLimit: progress?.concurrencyLimit ?? (provider === undefined ? 0 : yield* provider.limiter.current),
-          ...yield* Effect.map(Effect.orDie(store.timeSpent(job.id)), (timeSpent) => timeSpent === undefined ? {} : { timeSpent }),
+          ...(fromStore.timeSpent === undefined ? {} : { timeSpent: fromStore.timeSpent }),
           round: job.round,
           createdAt: job.createdAt,
           ...(job.startedAt === undefined ? {} : { startedAt: job.startedAt }),
