@@ -216,6 +216,15 @@ export interface Options<A, B, E, RunId extends string = never> {
    * including results not yet taken from the stream. Default: none.
    */
   readonly onReport?: ((report: BatchReport, ending: Ending) => Effect.Effect<void>) | undefined
+  /**
+   * Called with each result as it settles, on the fiber that settled it:
+   * where a consumer per result costs less than a stream step (hundreds of
+   * small batches at once, each result written as it comes). Return
+   * `undefined` when it is handled at once, or an effect the item's worker
+   * waits for before it goes on (backpressure); its failures are defects, so
+   * handle them inside. Default: none.
+   */
+  readonly onResult?: ((result: Result<B, E>) => Effect.Effect<void> | undefined) | undefined
   /** `stream` only: settled results buffered ahead of a slow consumer. Default `256`. */
   readonly bufferSize?: number | undefined
 }

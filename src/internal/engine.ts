@@ -300,6 +300,8 @@ export const run = <A, B, E, R, ES, RS>(
       }
       const emitted = emit(result)
       if (emitted !== undefined) effect = Effect.zipRight(emitted, effect)
+      const observed = config.onResult?.(result)
+      if (observed !== undefined) effect = Effect.zipRight(observed, effect)
       return progress.enabled ? Effect.zipRight(progress.emit(progressEvent(result, timeSpent)), effect) : effect
     }
 

@@ -268,6 +268,27 @@ describe("Batch.run", () => {
       expect(String(timeout)).toMatch(/timeout must be > 0/)
     }))
 
+  it.effect("onResult sees each result as it settles, in settling order, and its effect holds the worker back", () =>
+    Effect.gen(function*() {
+      const seen: Array<[index: number, tag: string, at: number]> = []
+      const task = (ms: number) => ms < 0 ? Effect.fail(new TaskError.Permanent({})) : Effect.as(Effect.sleep(Duration.millis(ms)), ms)
+      const { results } = yield* settle(Batch.run([30, 10, -1, 20], task, {
+        concurrency: 1,
+        onResult: (result) => {
+          seen.push([result.index, result._tag, 0])
+          // The first result's effect takes 100 ms: the single worker starts nothing before it ends.
+          return result.index === 0
+            ? Effect.flatMap(
+                Effect.zipRight(Effect.sleep(Duration.millis(100)), Clock.currentTimeMillis),
+                (at) => Effect.sync(() => void (seen[0]![2] = at))
+              )
+            : Effect.flatMap(Clock.currentTimeMillis, (at) => Effect.sync(() => void (seen[seen.length - 1]![2] = at)))
+        }
+      }))
+      expect(seen).toEqual([[0, "Succeeded", 130], [1, "Succeeded", 140], [2, "Failed", 140], [3, "Succeeded", 160]])
+      expect(results.map((r) => r._tag)).toEqual(["Succeeded", "Succeeded", "Failed", "Succeeded"])
+    }))
+
   it.effect("an empty input settles at once", () =>
     Effect.gen(function*() {
       const { report, results } = yield* Batch.run([], Effect.succeed)
