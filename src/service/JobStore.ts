@@ -112,6 +112,17 @@ export type Outcome =
   )
 
 /**
+ * Outcomes of one job's items, as `recordAll` takes them.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface OutcomeGroup {
+  readonly jobId: string
+  readonly outcomes: ReadonlyArray<Outcome>
+}
+
+/**
  * An item as submitted: its input, or, for an input line that could not be
  * read, the line's text and why.
  *
@@ -232,6 +243,11 @@ export interface Store {
   ) => Effect.Effect<ReadonlyArray<{ readonly index: number, readonly input: Job.ItemInput, readonly pending: boolean }>, JobStoreError>
   /** Records outcomes (of items of the job; others are ignored) in one atomic step. */
   readonly record: (id: string, outcomes: ReadonlyArray<Outcome>, now: number) => Effect.Effect<void, JobStoreError>
+  /**
+   * Records the outcomes of several jobs in one atomic step: a group commit
+   * of what every job running in a process settled meanwhile (`OutcomeWriter`).
+   */
+  readonly recordAll: (groups: ReadonlyArray<OutcomeGroup>, now: number) => Effect.Effect<void, JobStoreError>
   /** Counts by status, and cost and tokens summed over every item (a reopened item keeps its last attempt's). */
   readonly totals: (id: string) => Effect.Effect<Totals, JobStoreError>
   /** Settled items with index > `after`, in order, at most `limit`. */
@@ -397,20 +413,23 @@ export const makeMemory: Effect.Effect<Store> = Effect.sync(() => {
       return true
     })
 
-  const record: Store["record"] = (id, outcomes) =>
+  const recordAll: Store["recordAll"] = (groups) =>
     Effect.sync(() => {
-      const items = jobs.get(id)?.items
-      if (items === undefined) return
-      for (const outcome of outcomes) {
-        const item = items[outcome.index]
-        if (item === undefined) continue
-        item.settled = outcome
-        item.attempts = outcome.attempts
-        item.durationMs = outcome.durationMs
-        item.cost = outcome.cost
-        item.tokens = outcome.tokens
+      for (const { jobId, outcomes } of groups) {
+        const items = jobs.get(jobId)?.items
+        if (items === undefined) continue
+        for (const outcome of outcomes) {
+          const item = items[outcome.index]
+          if (item === undefined) continue
+          item.settled = outcome
+          item.attempts = outcome.attempts
+          item.durationMs = outcome.durationMs
+          item.cost = outcome.cost
+          item.tokens = outcome.tokens
+        }
       }
     })
+  const record: Store["record"] = (id, outcomes, now) => recordAll([{ jobId: id, outcomes }], now)
 
   const totals: Store["totals"] = (id) =>
     Effect.sync(() => {
@@ -500,6 +519,7 @@ export const makeMemory: Effect.Effect<Store> = Effect.sync(() => {
         }))
       ),
     record,
+    recordAll,
     totals,
     settled: (id, after, limit) =>
       Effect.sync(() => {

@@ -385,26 +385,29 @@ export const make: Effect.Effect<JobStore.Store, JobStore.JobStoreError, SqlClie
         wrap("inputs")
       )
 
-  // One UPDATE … FROM (VALUES …) per group (SQLite ≥ 3.33 and PostgreSQL both read it, with the VALUES
-  // columns named column1…; the casts give PostgreSQL their types): a statement per outcome cost 2-3× more.
-  const updateGroup = (id: string, outcomes: ReadonlyArray<JobStore.Outcome>, now: number) =>
+  // One UPDATE … FROM (VALUES …) per `rowsPerStatement` outcomes, of any jobs (SQLite ≥ 3.33 and PostgreSQL
+  // both read it, with the VALUES columns named column1…; the casts give PostgreSQL their types): a statement
+  // per outcome cost 2-3× more.
+  const updateRows = (rows: ReadonlyArray<readonly [jobId: string, outcome: JobStore.Outcome]>, now: number) =>
     sql`UPDATE effect_batch_job_items SET status = v.column2, output = v.column3, error_class = v.column4,
       attempts = v.column5, duration_ms = v.column6, cost = v.column7, tokens = v.column8, settled_at = ${now}
       FROM (VALUES ${
-        sql.csv(outcomes.map((o) =>
+        sql.csv(rows.map(([jobId, o]) =>
           sql`(CAST(${o.index} AS BIGINT), ${o.status}, ${JSON.stringify(o.output)}, ${o.status === "failed" ? o.errorClass : null},
           CAST(${o.attempts} AS INTEGER), CAST(${o.durationMs} AS DOUBLE PRECISION), CAST(${o.cost} AS DOUBLE PRECISION),
-          CAST(${o.tokens} AS BIGINT))`
+          CAST(${o.tokens} AS BIGINT), CAST(${jobId} AS TEXT))`
         ))
-      }) AS v WHERE effect_batch_job_items.job_id = ${id} AND effect_batch_job_items.idx = v.column1`
+      }) AS v WHERE effect_batch_job_items.job_id = v.column9 AND effect_batch_job_items.idx = v.column1`
 
-  const record: JobStore.Store["record"] = (id, outcomes, now) => {
-    if (outcomes.length === 0) return Effect.void
-    if (outcomes.length <= rowsPerStatement) return Effect.asVoid(updateGroup(id, outcomes, now)).pipe(wrap("record"))
-    const groups: Array<ReadonlyArray<JobStore.Outcome>> = []
-    for (let from = 0; from < outcomes.length; from += rowsPerStatement) groups.push(outcomes.slice(from, from + rowsPerStatement))
-    return sql.withTransaction(Effect.forEach(groups, (group) => updateGroup(id, group, now), { discard: true })).pipe(wrap("record"))
+  const recordAll: JobStore.Store["recordAll"] = (groups, now) => {
+    const rows = groups.flatMap(({ jobId, outcomes }) => outcomes.map((outcome) => [jobId, outcome] as const))
+    if (rows.length === 0) return Effect.void
+    if (rows.length <= rowsPerStatement) return Effect.asVoid(updateRows(rows, now)).pipe(wrap("record"))
+    const statements: Array<typeof rows> = []
+    for (let from = 0; from < rows.length; from += rowsPerStatement) statements.push(rows.slice(from, from + rowsPerStatement))
+    return sql.withTransaction(Effect.forEach(statements, (part) => updateRows(part, now), { discard: true })).pipe(wrap("record"))
   }
+  const record: JobStore.Store["record"] = (id, outcomes, now) => recordAll([{ jobId: id, outcomes }], now)
 
   const totals: JobStore.Store["totals"] = (id) =>
     sql<{ readonly status: JobStore.OutcomeStatus | null, readonly n: Num, readonly cost: Num, readonly tokens: Num }>`
@@ -576,6 +579,7 @@ export const make: Effect.Effect<JobStore.Store, JobStore.JobStoreError, SqlClie
     pending,
     inputs,
     record,
+    recordAll,
     totals,
     settled,
     deadLetters,

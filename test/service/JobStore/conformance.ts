@@ -125,6 +125,24 @@ export const conformance = (name: string, store: Layer.Layer<JobStore.JobStore, 
         expect(yield* store.reopenFailed("job_a", 5000)).toBe(0)
       }))
 
+    test("recordAll: several jobs' outcomes in one step (600 rows: two SQL statements), each job's to its own items", (store) =>
+      Effect.gen(function*() {
+        yield* store.insert(job("job_x", 400), Array.from({ length: 400 }, (_, i) => ({ input: `x ${i}` })))
+        yield* store.insert(job("job_y", 300), Array.from({ length: 300 }, (_, i) => ({ input: `y ${i}` })))
+        yield* store.recordAll([
+          { jobId: "job_x", outcomes: Array.from({ length: 350 }, (_, i) => outcome(i, "succeeded")) },
+          { jobId: "job_y", outcomes: [outcome(0, "failed"), outcome(2, "succeeded")] },
+          { jobId: "job_gone", outcomes: [outcome(0, "succeeded")] },
+          { jobId: "job_y", outcomes: Array.from({ length: 250 }, (_, i) => outcome(i + 10, "succeeded")) }
+        ], 3000)
+        expect(yield* store.totals("job_x")).toMatchObject({ succeeded: 350, failed: 0, pending: 50 })
+        expect(yield* store.totals("job_y")).toMatchObject({ succeeded: 251, failed: 1, pending: 48 })
+        expect((yield* store.pending("job_y", 0, 12)).map((p) => p.index)).toEqual([1, 3, 4, 5, 6, 7, 8, 9])
+        const settled = yield* store.settled("job_y", -1, 3)
+        expect(settled.map((s) => [s.index, s.status, s.input])).toEqual([[0, "failed", "y 0"], [2, "succeeded", "y 2"], [10, "succeeded", "y 10"]])
+        yield* store.recordAll([], 3000)
+      }))
+
     test("time spent: none before a chunk ends, then the sum of what each chunk adds, per job", (store) =>
       Effect.gen(function*() {
         yield* store.insert(job("t_one", 2), [{ input: "a" }, { input: "b" }])
