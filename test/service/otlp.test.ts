@@ -38,7 +38,7 @@ describe("serve --otlp", () => {
         env: { EFFECT_BATCH_API_KEYS: `t=${key}` },
         args: ["--otlp", otel.url]
       })
-      expect(service.output()).toContain(`telemetry  traces and metrics to ${otel.url}/ (OTLP/HTTP)`)
+      yield* service.printed(`telemetry  traces and metrics to ${otel.url}/ (OTLP/HTTP)`)
       const api = yield* HttpApiClient.make(JobApi.Api, {
         baseUrl: service.url,
         transformClient: HttpClient.mapRequest(HttpClientRequest.bearerToken(key))
