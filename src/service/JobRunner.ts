@@ -359,7 +359,8 @@ const make = Effect.gen(function*() {
           const outcome = outcomeOf(job, items, result)
           const waited = writer.add(jobId, outcome)
           const event = failedEvent(job, outcome)
-          return event === undefined ? waited : waited === undefined ? event : Effect.zipRight(waited, event)
+          if (event === undefined) return waited
+          return waited === undefined ? event : Effect.zipRight(waited, event)
         }
       }).pipe(Effect.zipRight(writer.flushed(jobId, since)))
       let batchContext = Context.make(ConcurrencyLimiter.ConcurrencyLimiter, provider.limiter).pipe(

@@ -56,12 +56,12 @@ export interface OutcomeWriter {
   readonly forget: (jobId: string) => void
 }
 
-/** The outcomes gathered for one write, by job, and how the write ended. */
+/** The outcomes gathered for one write, by job; `written` once it ended (how: `lostIn`). */
 interface Round {
   readonly seq: number
   readonly groups: Map<string, Array<JobStore.Outcome>>
   size: number
-  readonly written: Deferred.Deferred<void, JobStore.JobStoreError>
+  readonly written: Deferred.Deferred<void>
 }
 
 /** Until the event loop's next turn: the answers that arrived meanwhile settle their items first. */
@@ -97,18 +97,18 @@ export const make = (store: JobStore.Store, now: () => number): Effect.Effect<Ou
       Effect.suspend(() => {
         writing = round
         return store.recordAll(Array.from(round.groups, ([jobId, outcomes]) => ({ jobId, outcomes })), now()).pipe(
-          Effect.catchAllDefect((defect) => Effect.fail(new JobStore.JobStoreError({ operation: "record", cause: defect }))),
           Effect.exit,
           Effect.flatMap((exit) => {
             writing = undefined
             if (Exit.isFailure(exit)) {
+              // A defect too: the chunks waiting must fail (and be retried), not die.
               const error = Option.getOrElse(
                 Cause.failureOption(exit.cause),
                 () => new JobStore.JobStoreError({ operation: "record", cause: Cause.squash(exit.cause) })
               )
               for (const jobId of round.groups.keys()) lostIn.set(jobId, { seq: round.seq, error })
             }
-            return Deferred.done(round.written, exit)
+            return Deferred.done(round.written, Exit.void)
           }),
           Effect.uninterruptible
         )
@@ -122,7 +122,7 @@ export const make = (store: JobStore.Store, now: () => number): Effect.Effect<Ou
       Effect.forkScoped
     )
 
-    const lost = (jobId: string, since: number) => {
+    const lostSince = (jobId: string, since: number) => {
       const lost = lostIn.get(jobId)
       return lost !== undefined && lost.seq >= since ? Effect.fail(lost.error) : Effect.void
     }
@@ -134,15 +134,15 @@ export const make = (store: JobStore.Store, now: () => number): Effect.Effect<Ou
         if (outcomes === undefined) round.groups.set(jobId, outcomes = [])
         outcomes.push(outcome)
         if (round.size++ === 0) Deferred.unsafeDone(wake, Exit.void)
-        return round.size >= maxWaiting ? Effect.asVoid(Effect.exit(Deferred.await(round.written))) : undefined
+        return round.size >= maxWaiting ? Deferred.await(round.written) : undefined
       },
       current: () => gathering.seq,
       flushed: (jobId, since) =>
         Effect.suspend(() => {
           const round = gathering.groups.has(jobId) ? gathering : writing?.groups.has(jobId) ? writing : undefined
           return round === undefined
-            ? lost(jobId, since)
-            : Effect.zipRight(Effect.exit(Deferred.await(round.written)), Effect.suspend(() => lost(jobId, since)))
+            ? lostSince(jobId, since)
+            : Effect.zipRight(Deferred.await(round.written), Effect.suspend(() => lostSince(jobId, since)))
         }),
       forget: (jobId) => {
         lostIn.delete(jobId)
