@@ -25,6 +25,7 @@
  */
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
+import * as Arr from "effect/Array"
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
@@ -403,9 +404,8 @@ export const make: Effect.Effect<JobStore.Store, JobStore.JobStoreError, SqlClie
     const rows = groups.flatMap(({ jobId, outcomes }) => outcomes.map((outcome) => [jobId, outcome] as const))
     if (rows.length === 0) return Effect.void
     if (rows.length <= rowsPerStatement) return Effect.asVoid(updateRows(rows, now)).pipe(wrap("record"))
-    const statements: Array<typeof rows> = []
-    for (let from = 0; from < rows.length; from += rowsPerStatement) statements.push(rows.slice(from, from + rowsPerStatement))
-    return sql.withTransaction(Effect.forEach(statements, (part) => updateRows(part, now), { discard: true })).pipe(wrap("record"))
+    return sql.withTransaction(Effect.forEach(Arr.chunksOf(rows, rowsPerStatement), (part) => updateRows(part, now), { discard: true }))
+      .pipe(wrap("record"))
   }
   const record: JobStore.Store["record"] = (id, outcomes, now) => recordAll([{ jobId: id, outcomes }], now)
 
