@@ -90,6 +90,8 @@ describe("OutcomeWriter", () => {
       for (let i = 1; i < OutcomeWriter.maxWaiting; i++) expect(writer.add("job_a", outcome(i % 10, "succeeded"))).toBeUndefined()
       const wait = writer.add("job_a", outcome(0, "succeeded"))
       expect(wait).toBeDefined()
+      // Not written yet: the wait is for the write.
+      expect(yield* pendingOf(store, "job_a")).toHaveLength(10)
       const fiber = yield* Effect.fork(wait!)
       yield* Fiber.join(fiber)
       expect(yield* pendingOf(store, "job_a")).toEqual([])

@@ -15,6 +15,7 @@ import * as Simulator from "../../src/llm/Simulator.js"
 import * as SimulatorServer from "../../src/llm/SimulatorServer.js"
 import * as JobApi from "../../src/service/JobApi.js"
 import { attribute, collector, metricsOf, spansOf } from "../support/otlpCollector.js"
+import { waitFor } from "../support/JobServiceTest.js"
 import * as ServiceProcess from "../support/serviceProcess.js"
 
 const dir = mkdtempSync(join(tmpdir(), "effect-batch-serve-otlp-"))
@@ -38,7 +39,8 @@ describe("serve --otlp", () => {
         env: { EFFECT_BATCH_API_KEYS: `t=${key}` },
         args: ["--otlp", otel.url]
       })
-      yield* service.printed(`telemetry  traces and metrics to ${otel.url}/ (OTLP/HTTP)`)
+      // Printed after the URL, sometimes in a later chunk of output.
+      yield* waitFor(Effect.sync(service.output), (output) => output.includes(`telemetry  traces and metrics to ${otel.url}/ (OTLP/HTTP)`))
       const api = yield* HttpApiClient.make(JobApi.Api, {
         baseUrl: service.url,
         transformClient: HttpClient.mapRequest(HttpClientRequest.bearerToken(key))

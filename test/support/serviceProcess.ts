@@ -8,7 +8,7 @@
  * `killAll` is the backstop for an `afterAll`: it SIGKILLs every child
  * started here that is still alive.
  */
-import { Data, Effect, Exit, Schedule } from "effect"
+import { Data, Effect, Exit } from "effect"
 import type { Scope } from "effect"
 import { type ChildProcess, spawn } from "node:child_process"
 
@@ -45,8 +45,6 @@ export interface ServiceProcess {
   readonly pid: number
   /** What it printed so far (stdout and stderr, the last 64 KiB). */
   readonly output: () => string
-  /** Waits (up to 10 s, polling) until its output holds `text`: lines after the URL may come in a later chunk. */
-  readonly printed: (text: string) => Effect.Effect<void>
   /** SIGKILL, then wait until it is gone. */
   readonly kill: Effect.Effect<void>
   /** SIGTERM (a graceful stop), then wait until it is gone. */
@@ -120,10 +118,5 @@ export const start = (options: Options): Effect.Effect<ServiceProcess, ServiceEx
       if (isGone(child)) exited(child.exitCode, child.signalCode)
       return Effect.sync(stop)
     })
-    const printed = (text: string) =>
-      Effect.suspend(() => output.includes(text) ? Effect.void : Effect.fail("not yet" as const)).pipe(
-        Effect.retry(Schedule.spaced("20 millis").pipe(Schedule.upTo("10 seconds"))),
-        Effect.orElse(() => Effect.dieMessage(`the service did not print ${JSON.stringify(text)}; it printed:\n${output}`))
-      )
-    return { url, pid: child.pid!, output: () => output, printed, kill: killAndWait(child), stop: signalAndWait(child, "SIGTERM") }
+    return { url, pid: child.pid!, output: () => output, kill: killAndWait(child), stop: signalAndWait(child, "SIGTERM") }
   })
