@@ -433,9 +433,18 @@ export const make = (limits: Limits) =>
       event.type === "state" && Option.exists(decodeStateEvent(event.data), (data) => Job.isTerminal(data.state))
 
     /** Whether the job has ended and `seq` is its last event: nothing more will come. */
+    /**
+     * Whether nothing after `seq` is worth waiting for: the job has ended, and no state event follows (a replay's
+     * would). A progress or limit event that crossed the job's end (published by a tick that began before it) is
+     * not: waiting for a final state after it would wait forever.
+     */
     const endsAt = (id: string, seq: number) =>
-      Effect.orDie(Effect.zipWith(store.get(id), store.lastSeq(id), (job, last) =>
-        job !== undefined && Job.isTerminal(job.state) && seq >= last))
+      Effect.orDie(Effect.gen(function*() {
+        const job = yield* store.get(id)
+        if (job === undefined || !Job.isTerminal(job.state)) return false
+        if (seq >= (yield* store.lastSeq(id))) return true
+        return !(yield* store.events(id, seq)).some((event) => event.type === "state")
+      }))
 
     const followEvents: Service["events"] = (tenant, id, lastEventId) =>
       Effect.gen(function*() {

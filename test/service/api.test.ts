@@ -7,6 +7,7 @@ import { HttpClient, HttpClientRequest } from "@effect/platform"
 import { describe, expect, layer } from "@effect/vitest"
 import { Effect, Stream } from "effect"
 import * as Job from "../../src/service/Job.js"
+import * as JobEvents from "../../src/service/JobEvents.js"
 import { client, keyA, layer as serviceLayer, Sim, waitFor } from "../support/JobServiceTest.js"
 
 const auth = HttpClientRequest.bearerToken(keyA)
@@ -163,6 +164,26 @@ describe("job API", () => {
         // Resuming after the third event gives exactly the rest.
         const rest = yield* framesOf(id, 3)
         expect(rest.map((f) => f.id)).toEqual(ids.slice(3))
+      }))
+
+    it.effect("SSE ends at the final state when a progress event crossed the job's end (a tick begun before it)", () =>
+      Effect.gen(function*() {
+        const api = yield* client(keyA)
+        const { id } = yield* api.jobs.submit({ payload: { items: prompts(5, "late") }, headers: {} })
+        yield* waitFor(api.jobs.get({ path: { id } }), (j) => Job.isTerminal(j.state), "the job to end")
+        const ended = yield* framesOf(id)
+        expect(ended[ended.length - 1]).toMatchObject({ event: "state", data: { state: "finished" } })
+        // What a runner's progress tick that read the totals as the job ended publishes (another runner's, say).
+        const events = yield* JobEvents.JobEvents
+        yield* events.publish(id, "progress", { total: 5, succeeded: 5, failed: 0, skipped: 0, pending: 0, cost: 0, tokens: 0, rate: 0 })
+        yield* events.flush
+        const bounded = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+          Effect.timeoutFail(effect, { duration: "10 seconds", onTimeout: () => new Error("the SSE stream did not end") })
+        // From the start: the same events, ending at the final state; the late one is not worth waiting behind.
+        expect((yield* bounded(framesOf(id))).map((f) => f.id)).toEqual(ended.map((f) => f.id))
+        // Resuming after the final state, or after the late event, ends at once.
+        expect(yield* bounded(framesOf(id, ended[ended.length - 1]!.id))).toEqual([])
+        expect(yield* bounded(framesOf(id, ended[ended.length - 1]!.id + 1))).toEqual([])
       }))
 
     it.effect("the list is newest first, filtered by state, paginated with a cursor", () =>
