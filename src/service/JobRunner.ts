@@ -458,8 +458,11 @@ const make = Effect.gen(function*() {
         const recorded = rates.get(jobId)?.settled ?? 0
         const last = published.get(jobId)
         if (last !== undefined && last.recorded === recorded && last.limit === limit) return
-        if (last === undefined || last.recorded !== recorded) {
-          const totals = yield* store.totals(jobId)
+        const totals = last === undefined || last.recorded !== recorded ? yield* store.totals(jobId) : undefined
+        // Its last chunk may have ended while this tick waited, and the job's final state been published: nothing
+        // follows that (a subscriber would wait for a final state after it).
+        if (!running.has(jobId)) return
+        if (totals !== undefined) {
           const rate = rates.get(jobId)?.rate(now()) ?? 0
           yield* events.publish(jobId, "progress", {
             ...totals,
