@@ -250,6 +250,8 @@ export interface Store {
   readonly recordAll: (groups: ReadonlyArray<OutcomeGroup>, now: number) => Effect.Effect<void, JobStoreError>
   /** Counts by status, and cost and tokens summed over every item (a reopened item keeps its last attempt's). */
   readonly totals: (id: string) => Effect.Effect<Totals, JobStoreError>
+  /** `totals` of several jobs in one read, by id (a job not in the store has none): what a list of jobs shows. */
+  readonly totalsOf: (ids: ReadonlyArray<string>) => Effect.Effect<ReadonlyMap<string, Totals>, JobStoreError>
   /** Settled items with index > `after`, in order, at most `limit`. */
   readonly settled: (id: string, after: number, limit: number) => Effect.Effect<ReadonlyArray<SettledItem>, JobStoreError>
   /** Failed items, in order. */
@@ -287,6 +289,8 @@ export interface Store {
   readonly addTimeSpent: (id: string, spent: TimeSpent) => Effect.Effect<void, JobStoreError>
   /** Where the job's items' time went so far, summed over its chunks; `undefined` before any chunk ended. */
   readonly timeSpent: (id: string) => Effect.Effect<TimeSpent | undefined, JobStoreError>
+  /** `timeSpent` of several jobs in one read, by id (a job with none kept is absent). */
+  readonly timeSpentOf: (ids: ReadonlyArray<string>) => Effect.Effect<ReadonlyMap<string, TimeSpent>, JobStoreError>
 }
 
 /**
@@ -431,17 +435,26 @@ export const makeMemory: Effect.Effect<Store> = Effect.sync(() => {
     })
   const record: Store["record"] = (id, outcomes, now) => recordAll([{ jobId: id, outcomes }], now)
 
-  const totals: Store["totals"] = (id) =>
+  const totalsNow = (items: ReadonlyArray<MemoryItem>): Totals => {
+    const by = { succeeded: 0, failed: 0, skipped: 0, pending: 0 }
+    let cost = 0
+    let tokens = 0
+    for (const item of items) {
+      by[item.settled?.status ?? "pending"]++
+      cost += item.cost
+      tokens += item.tokens
+    }
+    return { ...by, total: by.succeeded + by.failed + by.skipped + by.pending, cost, tokens }
+  }
+  const totals: Store["totals"] = (id) => Effect.sync(() => totalsNow(jobs.get(id)?.items ?? []))
+  const totalsOf: Store["totalsOf"] = (ids) =>
     Effect.sync(() => {
-      const by = { succeeded: 0, failed: 0, skipped: 0, pending: 0 }
-      let cost = 0
-      let tokens = 0
-      for (const item of jobs.get(id)?.items ?? []) {
-        by[item.settled?.status ?? "pending"]++
-        cost += item.cost
-        tokens += item.tokens
+      const found = new Map<string, Totals>()
+      for (const id of ids) {
+        const job = jobs.get(id)
+        if (job !== undefined) found.set(id, totalsNow(job.items))
       }
-      return { ...by, total: by.succeeded + by.failed + by.skipped + by.pending, cost, tokens }
+      return found
     })
 
   const skipPending: Store["skipPending"] = (id, reason) =>
@@ -521,6 +534,7 @@ export const makeMemory: Effect.Effect<Store> = Effect.sync(() => {
     record,
     recordAll,
     totals,
+    totalsOf,
     settled: (id, after, limit) =>
       Effect.sync(() => {
         const found: Array<SettledItem> = []
@@ -563,6 +577,15 @@ export const makeMemory: Effect.Effect<Store> = Effect.sync(() => {
         })
       }),
     timeSpent: (id) => Effect.sync(() => times.get(id)),
+    timeSpentOf: (ids) =>
+      Effect.sync(() => {
+        const found = new Map<string, TimeSpent>()
+        for (const id of ids) {
+          const spent = times.get(id)
+          if (spent !== undefined) found.set(id, spent)
+        }
+        return found
+      }),
     census: Effect.sync(() => {
       const jobsBy = emptyCensus()
       let pendingItems = 0

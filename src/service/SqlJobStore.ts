@@ -30,6 +30,7 @@ import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Schema from "effect/Schema"
+import type { Mutable } from "effect/Types"
 import * as Job from "./Job.js"
 import * as JobStore from "./JobStore.js"
 
@@ -222,6 +223,10 @@ const settledOf = (row: ItemRecord): JobStore.SettledItem => {
 
 // 500 rows of up to 8 values: far within SQLite's and PostgreSQL's parameter limits.
 const rowsPerStatement = 500
+/** Jobs read by one statement of a read over several (`totalsOf`, `timeSpentOf`). */
+const idsPerStatement = 500
+
+const noTotals = (): Mutable<JobStore.Totals> => ({ succeeded: 0, failed: 0, skipped: 0, pending: 0, total: 0, cost: 0, tokens: 0 })
 
 /**
  * The store on the `SqlClient` in context; creates or upgrades its tables
@@ -409,23 +414,42 @@ export const make: Effect.Effect<JobStore.Store, JobStore.JobStoreError, SqlClie
   }
   const record: JobStore.Store["record"] = (id, outcomes, now) => recordAll([{ jobId: id, outcomes }], now)
 
-  const totals: JobStore.Store["totals"] = (id) =>
-    sql<{ readonly status: JobStore.OutcomeStatus | null, readonly n: Num, readonly cost: Num, readonly tokens: Num }>`
-      SELECT status, COUNT(*) AS n, SUM(cost) AS cost, SUM(tokens) AS tokens FROM effect_batch_job_items
-      WHERE job_id = ${id} GROUP BY status`.pipe(
-        Effect.map((rows) => {
-          const by = { succeeded: 0, failed: 0, skipped: 0, pending: 0 }
-          let cost = 0
-          let tokens = 0
+  /** Reads of several jobs, `idsPerStatement` at a time, merged into one map. */
+  const byIds = <A>(ids: ReadonlyArray<string>, read: (part: ReadonlyArray<string>) => Effect.Effect<Map<string, A>, SqlError>) =>
+    Effect.map(
+      Effect.forEach(Arr.chunksOf(Arr.dedupe(ids), idsPerStatement), read),
+      (parts): ReadonlyMap<string, A> => parts.length === 1 ? parts[0]! : new Map(parts.flatMap((part) => Array.from(part)))
+    )
+
+  const readTotals = (ids: ReadonlyArray<string>) =>
+    byIds(ids, (part) =>
+      Effect.map(
+        sql<{
+          readonly job_id: string
+          readonly status: JobStore.OutcomeStatus | null
+          readonly n: Num
+          readonly cost: Num
+          readonly tokens: Num
+        }>`
+          SELECT job_id, status, COUNT(*) AS n, SUM(cost) AS cost, SUM(tokens) AS tokens FROM effect_batch_job_items
+          WHERE ${sql.in("job_id", part)} GROUP BY job_id, status`,
+        (rows) => {
+          const found = new Map<string, Mutable<JobStore.Totals>>()
           for (const row of rows) {
-            by[row.status ?? "pending"] += num(row.n)
-            cost += num(row.cost)
-            tokens += num(row.tokens)
+            let totals = found.get(row.job_id)
+            if (totals === undefined) found.set(row.job_id, totals = noTotals())
+            const n = num(row.n)
+            totals[row.status ?? "pending"] += n
+            totals.total += n
+            totals.cost += num(row.cost)
+            totals.tokens += num(row.tokens)
           }
-          return { ...by, total: by.succeeded + by.failed + by.skipped + by.pending, cost, tokens }
-        }),
-        wrap("totals")
-      )
+          return found
+        }
+      ))
+  const totalsOf: JobStore.Store["totalsOf"] = (ids) => wrap("totalsOf")(readTotals(ids))
+  const totals: JobStore.Store["totals"] = (id) =>
+    Effect.map(readTotals([id]), (found) => found.get(id) ?? noTotals()).pipe(wrap("totals"))
 
   const settled: JobStore.Store["settled"] = (id, after, limit) =>
     sql<ItemRecord>`SELECT idx, input, status, output, error_class, attempts, duration_ms, cost, tokens
@@ -542,20 +566,22 @@ export const make: Effect.Effect<JobStore.Store, JobStore.JobStoreError, SqlClie
         backoff_ms = effect_batch_job_time.backoff_ms + excluded.backoff_ms,
         wall_ms = effect_batch_job_time.wall_ms + excluded.wall_ms`.pipe(Effect.asVoid, wrap("addTimeSpent"))
 
-  const timeSpent: JobStore.Store["timeSpent"] = (id) =>
-    sql<{
-      readonly items: Num
-      readonly queued_ms: Num
-      readonly rate_limit_ms: Num
-      readonly gate_ms: Num
-      readonly in_flight_ms: Num
-      readonly backoff_ms: Num
-      readonly wall_ms: Num
-    }>`SELECT items, queued_ms, rate_limit_ms, gate_ms, in_flight_ms, backoff_ms, wall_ms FROM effect_batch_job_time
-      WHERE job_id = ${id}`.pipe(
-        Effect.map((rows) => {
-          const row = rows[0]
-          return row === undefined ? undefined : {
+  const readTimeSpent = (ids: ReadonlyArray<string>) =>
+    byIds(ids, (part) =>
+      Effect.map(
+        sql<{
+          readonly job_id: string
+          readonly items: Num
+          readonly queued_ms: Num
+          readonly rate_limit_ms: Num
+          readonly gate_ms: Num
+          readonly in_flight_ms: Num
+          readonly backoff_ms: Num
+          readonly wall_ms: Num
+        }>`SELECT job_id, items, queued_ms, rate_limit_ms, gate_ms, in_flight_ms, backoff_ms, wall_ms FROM effect_batch_job_time
+          WHERE ${sql.in("job_id", part)}`,
+        (rows) =>
+          new Map(rows.map((row): [string, JobStore.TimeSpent] => [row.job_id, {
             items: num(row.items),
             queuedMs: num(row.queued_ms),
             rateLimitMs: num(row.rate_limit_ms),
@@ -563,14 +589,15 @@ export const make: Effect.Effect<JobStore.Store, JobStore.JobStoreError, SqlClie
             inFlightMs: num(row.in_flight_ms),
             backoffMs: num(row.backoff_ms),
             wallMs: num(row.wall_ms)
-          }
-        }),
-        wrap("timeSpent")
-      )
+          }]))
+      ))
+  const timeSpentOf: JobStore.Store["timeSpentOf"] = (ids) => wrap("timeSpentOf")(readTimeSpent(ids))
+  const timeSpent: JobStore.Store["timeSpent"] = (id) => Effect.map(readTimeSpent([id]), (found) => found.get(id)).pipe(wrap("timeSpent"))
 
   return {
     addTimeSpent,
     timeSpent,
+    timeSpentOf,
     census,
     insert,
     get,
@@ -581,6 +608,7 @@ export const make: Effect.Effect<JobStore.Store, JobStore.JobStoreError, SqlClie
     record,
     recordAll,
     totals,
+    totalsOf,
     settled,
     deadLetters,
     skipPending,

@@ -161,6 +161,32 @@ export const conformance = (name: string, store: Layer.Layer<JobStore.JobStore, 
         })
       }))
 
+    test("totalsOf, timeSpentOf: several jobs in one read (over 500 ids: two statements), each as totals and timeSpent give it", (store) =>
+      Effect.gen(function*() {
+        yield* store.insert(job("many_a", 3), [{ input: "a" }, { input: "b" }, { input: "c" }])
+        yield* store.insert(job("many_b", 2), [{ input: "a" }, { input: "b" }])
+        yield* store.insert(job("many_c", 1), [{ input: "a" }])
+        yield* store.recordAll([
+          { jobId: "many_a", outcomes: [outcome(0, "succeeded"), outcome(2, "failed")] },
+          { jobId: "many_b", outcomes: [outcome(1, "succeeded")] }
+        ], 3000)
+        yield* store.addTimeSpent("many_a", spent)
+        yield* store.addTimeSpent("many_c", { ...spent, items: 1 })
+        // Unknown ids (and a repeated one) around the known, past one statement's worth.
+        const ids = [...Array.from({ length: 300 }, (_, i) => `gone_${i}`), "many_a", "many_b", "many_c", "many_a", ...Array.from({ length: 300 }, (_, i) => `lost_${i}`)]
+        const totals = yield* store.totalsOf(ids)
+        expect(new Map(totals)).toEqual(new Map([
+          ["many_a", yield* store.totals("many_a")],
+          ["many_b", yield* store.totals("many_b")],
+          ["many_c", yield* store.totals("many_c")]
+        ]))
+        expect(totals.get("many_a")).toMatchObject({ total: 3, succeeded: 1, failed: 1, pending: 1 })
+        const times = yield* store.timeSpentOf(ids)
+        expect(new Map(times)).toEqual(new Map([["many_a", yield* store.timeSpent("many_a")], ["many_c", yield* store.timeSpent("many_c")]]))
+        expect((yield* store.totalsOf([])).size).toBe(0)
+        expect((yield* store.timeSpentOf([])).size).toBe(0)
+      }))
+
     test("census: jobs by state over every tenant, and the items still to run of queued and running jobs only", (store) =>
       Effect.gen(function*() {
         expect(yield* store.census).toEqual({ jobs: JobStore.emptyCensus(), pendingItems: 0 })
