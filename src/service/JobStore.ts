@@ -85,6 +85,14 @@ export interface Totals extends Job.Counts {
 }
 
 /**
+ * A job without items: nothing counted.
+ *
+ * @since 0.2.0
+ * @category constants
+ */
+export const noTotals: Totals = { succeeded: 0, failed: 0, skipped: 0, pending: 0, total: 0, cost: 0, tokens: 0 }
+
+/**
  * @since 0.1.0
  * @category models
  */

@@ -170,31 +170,53 @@ export const make = (limits: Limits) =>
      * chunks may add theirs after it ended.
      */
     const ended = new Map<string, { readonly finishedAt: number } & Stored>()
-    const timeSpentOf = (id: string) => Effect.orDie(store.timeSpent(id))
     /**
-     * The job's totals (unless `totals`, a running job's fresh ones, are given) and time spent from the store, an
-     * ended job's kept (a list of 50 jobs read every 200 ms re-read them all).
+     * The jobs' totals (but a running job's fresh ones, `known`) and time spent from the store, in two reads for all
+     * of them (a list of 70 jobs read every 200 ms made two queries per job); an ended job's kept.
      */
-    const stored = (job: JobStore.JobRow, totals: JobStore.Totals | undefined): Effect.Effect<Stored> => {
-      if (totals !== undefined) return Effect.map(timeSpentOf(job.id), (timeSpent) => ({ totals, timeSpent }))
-      const kept = Job.isTerminal(job.state) && job.finishedAt !== undefined ? ended.get(job.id) : undefined
-      if (kept !== undefined && kept.finishedAt === job.finishedAt) {
-        return job.state === "cancelled" ? Effect.map(timeSpentOf(job.id), (timeSpent) => ({ ...kept, timeSpent })) : Effect.succeed(kept)
-      }
-      return Effect.tap(Effect.orDie(Effect.all({ totals: store.totals(job.id), timeSpent: store.timeSpent(job.id) })), (read) => {
-        // A job cancelled by request ends before its runner skips what was pending: kept once nothing is.
-        if (!Job.isTerminal(job.state) || job.finishedAt === undefined || read.totals.pending > 0) return
-        if (ended.size >= 10_000) ended.clear()
-        ended.set(job.id, { finishedAt: job.finishedAt, ...read })
+    const storedOf = (
+      jobs: ReadonlyArray<JobStore.JobRow>,
+      known: ReadonlyArray<JobStore.Totals | undefined>
+    ): Effect.Effect<ReadonlyArray<Stored>> =>
+      Effect.gen(function*() {
+        const kept = jobs.map((job, i) => {
+          if (known[i] !== undefined || !Job.isTerminal(job.state) || job.finishedAt === undefined) return undefined
+          const entry = ended.get(job.id)
+          return entry?.finishedAt === job.finishedAt ? entry : undefined
+        })
+        // A cancelled job's time spent is read again even when kept.
+        const timeIds = jobs.filter((job, i) => kept[i] === undefined || job.state === "cancelled").map((job) => job.id)
+        const totalsIds = jobs.filter((_, i) => known[i] === undefined && kept[i] === undefined).map((job) => job.id)
+        const [times, totals] = yield* Effect.orDie(Effect.all([
+          timeIds.length === 0 ? Effect.succeed(new Map<string, JobStore.TimeSpent>()) : store.timeSpentOf(timeIds),
+          totalsIds.length === 0 ? Effect.succeed(new Map<string, JobStore.Totals>()) : store.totalsOf(totalsIds)
+        ], { concurrency: 2 }))
+        return jobs.map((job, i): Stored => {
+          const entry = kept[i]
+          if (entry !== undefined) return job.state === "cancelled" ? { ...entry, timeSpent: times.get(job.id) } : entry
+          const read = { totals: known[i] ?? totals.get(job.id) ?? JobStore.noTotals, timeSpent: times.get(job.id) }
+          // A job cancelled by request ends before its runner skips what was pending: kept once nothing is.
+          if (known[i] === undefined && Job.isTerminal(job.state) && job.finishedAt !== undefined && read.totals.pending === 0) {
+            if (ended.size >= 10_000) ended.clear()
+            ended.set(job.id, { finishedAt: job.finishedAt, ...read })
+          }
+          return read
+        })
       })
-    }
 
-    const view = (job: JobStore.JobRow): Effect.Effect<JobApi.Job> =>
+    /** The jobs as the API shows them. */
+    const views = (jobs: ReadonlyArray<JobStore.JobRow>): Effect.Effect<ReadonlyArray<JobApi.Job>> =>
+      Effect.gen(function*() {
+        // Published by the worker running the job, in whichever process; a running job's totals too, when fresh.
+        const progress = yield* Effect.forEach(jobs, (job) => job.state === "running" ? Effect.orDie(runner.progress(job.id)) : Effect.succeed(undefined))
+        const stored = yield* storedOf(jobs, progress.map((p) => p?.totals))
+        return yield* Effect.forEach(jobs, (job, i) => viewOf(job, progress[i], stored[i]!))
+      })
+    const view = (job: JobStore.JobRow) => Effect.map(views([job]), (shown) => shown[0]!)
+
+    const viewOf = (job: JobStore.JobRow, progress: JobRunner.Progress | undefined, fromStore: Stored): Effect.Effect<JobApi.Job> =>
       Effect.gen(function*() {
         const provider = profiles.get(job.profile)
-        // Published by the worker running the job, in whichever process; a running job's totals too, when fresh.
-        const progress = job.state === "running" ? yield* Effect.orDie(runner.progress(job.id)) : undefined
-        const fromStore = yield* stored(job, progress?.totals)
         const totals = fromStore.totals
         const rate = progress?.rate ?? 0
         return {
@@ -339,7 +361,7 @@ export const make = (limits: Limits) =>
         const limit = query.limit ?? 50
         const rows = yield* Effect.orDie(store.list({ tenant, state: query.state, limit: limit + 1, before }))
         const page = rows.slice(0, limit)
-        const jobs = yield* Effect.forEach(page, view)
+        const jobs = yield* views(page)
         return rows.length > limit ? { jobs, next: cursorOf(page[page.length - 1]!) } : { jobs }
       })
 

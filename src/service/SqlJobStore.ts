@@ -226,8 +226,6 @@ const rowsPerStatement = 500
 /** Jobs read by one statement of a read over several (`totalsOf`, `timeSpentOf`). */
 const idsPerStatement = 500
 
-const noTotals = (): Mutable<JobStore.Totals> => ({ succeeded: 0, failed: 0, skipped: 0, pending: 0, total: 0, cost: 0, tokens: 0 })
-
 /**
  * The store on the `SqlClient` in context; creates or upgrades its tables
  * (see the module's description).
@@ -437,7 +435,7 @@ export const make: Effect.Effect<JobStore.Store, JobStore.JobStoreError, SqlClie
           const found = new Map<string, Mutable<JobStore.Totals>>()
           for (const row of rows) {
             let totals = found.get(row.job_id)
-            if (totals === undefined) found.set(row.job_id, totals = noTotals())
+            if (totals === undefined) found.set(row.job_id, totals = { ...JobStore.noTotals })
             const n = num(row.n)
             totals[row.status ?? "pending"] += n
             totals.total += n
@@ -449,7 +447,7 @@ export const make: Effect.Effect<JobStore.Store, JobStore.JobStoreError, SqlClie
       ))
   const totalsOf: JobStore.Store["totalsOf"] = (ids) => wrap("totalsOf")(readTotals(ids))
   const totals: JobStore.Store["totals"] = (id) =>
-    Effect.map(readTotals([id]), (found) => found.get(id) ?? noTotals()).pipe(wrap("totals"))
+    Effect.map(readTotals([id]), (found) => found.get(id) ?? JobStore.noTotals).pipe(wrap("totals"))
 
   const settled: JobStore.Store["settled"] = (id, after, limit) =>
     sql<ItemRecord>`SELECT idx, input, status, output, error_class, attempts, duration_ms, cost, tokens

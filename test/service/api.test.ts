@@ -186,6 +186,24 @@ describe("job API", () => {
         expect(yield* bounded(framesOf(id, ended[ended.length - 1]!.id + 1))).toEqual([])
       }))
 
+    it.effect("a job in the list is shown as GET /jobs/:id shows it: counts, cost and where its items' time went", () =>
+      Effect.gen(function*() {
+        const api = yield* client(keyA)
+        const ids: Array<string> = []
+        for (const n of [12, 3]) ids.push((yield* api.jobs.submit({ payload: { items: prompts(n, `shown${n}`) }, headers: {} })).id)
+        for (const id of ids) yield* waitFor(api.jobs.get({ path: { id } }), (j) => Job.isTerminal(j.state), "the job to end")
+        const listed = (yield* api.jobs.list({ urlParams: { limit: 200 } })).jobs
+        for (const [id, n] of [[ids[0]!, 12], [ids[1]!, 3]] as const) {
+          const one = yield* api.jobs.get({ path: { id } })
+          expect(one.counts).toEqual({ total: n, succeeded: n, failed: 0, skipped: 0, pending: 0 })
+          // Every item made one call; its time, summed over the job's chunks, is split into parts of its wall time.
+          expect(one.timeSpent?.items).toBe(n)
+          expect(one.timeSpent!.inFlightMs).toBeGreaterThan(0)
+          expect(one.timeSpent!.wallMs).toBeGreaterThanOrEqual(one.timeSpent!.inFlightMs)
+          expect(listed.find((j) => j.id === id)).toEqual(one)
+        }
+      }))
+
     it.effect("the list is newest first, filtered by state, paginated with a cursor", () =>
       Effect.gen(function*() {
         const api = yield* client(keyA)
