@@ -5,7 +5,7 @@
  * - the control (`JobRunner`, `layerControl`), what the API calls:
  *   `execute` starts (or finds) a job's durable execution on the workflow
  *   engine, wherever the cluster runs it; `cancel` sends a `JobSignals`
- *   notice to every process; `progress` is the job's last published
+ *   notice to every process; `progressOf` is each job's last published
  *   progress (as `JobEvents` saw it, else from the store); `resumeUnfinished` starts again every job left
  *   queued or running.
  * - the worker (`layerWorker`): what the steps of the durable workflow
@@ -125,8 +125,8 @@ export interface Runner {
   readonly execute: (jobId: string, round: number) => Effect.Effect<void>
   /** Tells every process to interrupt the job's chunks it runs. */
   readonly cancel: (jobId: string) => Effect.Effect<void>
-  /** The job's last published progress, if it published any. */
-  readonly progress: (jobId: string) => Effect.Effect<Progress | undefined, JobStore.JobStoreError>
+  /** Each job's last published progress, if it published any (in the order of `jobIds`). */
+  readonly progressOf: (jobIds: ReadonlyArray<string>) => Effect.Effect<ReadonlyArray<Progress | undefined>, JobStore.JobStoreError>
   /** Starts again every job left queued or running (after a restart; executions are idempotent); how many. */
   readonly resumeUnfinished: Effect.Effect<number, JobStore.JobStoreError>
 }
@@ -566,27 +566,33 @@ const makeControl = Effect.gen(function*() {
   const resumeUnfinished = Effect.flatMap(store.unfinished, (jobs) =>
     Effect.as(Effect.forEach(jobs, (job) => execute(job.id, job.round), { discard: true }), jobs.length))
 
-  // Seen here as it was published (by this process or, through a notice, another); else read back.
-  const progress: Runner["progress"] = (jobId) =>
+  /** A progress event as the API shows it; its totals only when `live` (seen here) and fresh. */
+  const progressFrom = (event: JobEvents.Event | JobStore.StoredEvent | undefined, live: boolean): Progress | undefined => {
+    const data = event === undefined ? Option.none() : decodeProgress(event.data)
+    if (Option.isNone(data)) return undefined
+    const fresh = clock.unsafeCurrentTimeMillis() - data.value.at <= Duration.toMillis(staleAfter)
+    const { concurrencyLimit, cost, failed, pending, rate, skipped, succeeded, tokens, total } = data.value
+    return {
+      rate: fresh ? rate : 0,
+      concurrencyLimit,
+      totals: fresh && live ? { cost, failed, pending, skipped, succeeded, tokens, total } : undefined
+    }
+  }
+  // Seen here as it was published (by this process or, through a notice, another); else read back, for all the
+  // jobs not seen in one read.
+  const progressOf: Runner["progressOf"] = (jobIds) =>
     Effect.suspend(() => {
-      const seen = events.latest(jobId, "progress")
-      return Effect.map(seen === undefined ? store.lastEvent(jobId, "progress") : Effect.succeed(seen), (event): Progress | undefined => {
-        const data = event === undefined ? Option.none() : decodeProgress(event.data)
-        if (Option.isNone(data)) return undefined
-        const fresh = clock.unsafeCurrentTimeMillis() - data.value.at <= Duration.toMillis(staleAfter)
-        const { concurrencyLimit, cost, failed, pending, rate, skipped, succeeded, tokens, total } = data.value
-        return {
-          rate: fresh ? rate : 0,
-          concurrencyLimit,
-          totals: fresh && seen !== undefined ? { cost, failed, pending, skipped, succeeded, tokens, total } : undefined
-        }
-      })
+      const seen = jobIds.map((jobId) => events.latest(jobId, "progress"))
+      const unseen = jobIds.filter((_, i) => seen[i] === undefined)
+      if (unseen.length === 0) return Effect.succeed(seen.map((event) => progressFrom(event, true)))
+      return Effect.map(store.lastEventOf(unseen, "progress"), (stored) =>
+        jobIds.map((jobId, i) => seen[i] === undefined ? progressFrom(stored.get(jobId), false) : progressFrom(seen[i], true)))
     })
 
   return {
     execute,
     cancel: (jobId) => signals.send("cancel", jobId),
-    progress,
+    progressOf,
     resumeUnfinished
   } satisfies Runner
 })

@@ -287,8 +287,11 @@ export interface Store {
   readonly events: (id: string, after: number) => Effect.Effect<ReadonlyArray<StoredEvent>, JobStoreError>
   /** The highest `seq` of the job's events, 0 if none. */
   readonly lastSeq: (id: string) => Effect.Effect<number, JobStoreError>
-  /** The job's last event of `type`, if any. */
-  readonly lastEvent: (id: string, type: Job.EventType) => Effect.Effect<StoredEvent | undefined, JobStoreError>
+  /** Each job's last event of `type`, in one read, by id (a job with none is absent). */
+  readonly lastEventOf: (
+    ids: ReadonlyArray<string>,
+    type: Job.EventType
+  ) => Effect.Effect<ReadonlyMap<string, StoredEvent>, JobStoreError>
   /** Jobs queued or running, oldest first: after a restart, the ones the service looks after again. */
   readonly unfinished: Effect.Effect<ReadonlyArray<JobRow>, JobStoreError>
   /** Jobs by state, of every tenant, and the items of queued and running jobs still to run (what `/metrics` shows). */
@@ -565,7 +568,15 @@ export const makeMemory: Effect.Effect<Store> = Effect.sync(() => {
     appendEvents,
     events: (id, after) => Effect.sync(() => (jobs.get(id)?.events ?? []).filter((e) => e.seq > after)),
     lastSeq: (id) => Effect.sync(() => (jobs.get(id)?.events ?? []).reduce((max, e) => Math.max(max, e.seq), 0)),
-    lastEvent: (id, type) => Effect.sync(() => (jobs.get(id)?.events ?? []).filter((e) => e.type === type).at(-1)),
+    lastEventOf: (ids, type) =>
+      Effect.sync(() => {
+        const found = new Map<string, StoredEvent>()
+        for (const id of ids) {
+          const last = (jobs.get(id)?.events ?? []).filter((e) => e.type === type).at(-1)
+          if (last !== undefined) found.set(id, last)
+        }
+        return found
+      }),
     unfinished: Effect.sync(() =>
       Array.from(jobs.values(), (entry) => entry.job)
         .filter((job) => !Job.isTerminal(job.state))

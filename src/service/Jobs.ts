@@ -208,7 +208,10 @@ export const make = (limits: Limits) =>
     const views = (jobs: ReadonlyArray<JobStore.JobRow>): Effect.Effect<ReadonlyArray<JobApi.Job>> =>
       Effect.gen(function*() {
         // Published by the worker running the job, in whichever process; a running job's totals too, when fresh.
-        const progress = yield* Effect.forEach(jobs, (job) => job.state === "running" ? Effect.orDie(runner.progress(job.id)) : Effect.succeed(undefined))
+        const running = jobs.filter((job) => job.state === "running").map((job) => job.id)
+        const published = running.length === 0 ? [] : yield* Effect.orDie(runner.progressOf(running))
+        const progressById = new Map(running.map((id, i) => [id, published[i]]))
+        const progress = jobs.map((job) => progressById.get(job.id))
         const stored = yield* storedOf(jobs, progress.map((p) => p?.totals))
         return yield* Effect.forEach(jobs, (job, i) => viewOf(job, progress[i], stored[i]!))
       })

@@ -413,7 +413,7 @@ export const make: Effect.Effect<JobStore.Store, JobStore.JobStoreError, SqlClie
   const record: JobStore.Store["record"] = (id, outcomes, now) => recordAll([{ jobId: id, outcomes }], now)
 
   /** Reads of several jobs, `idsPerStatement` at a time, merged into one map. */
-  const byIds = <A>(ids: ReadonlyArray<string>, read: (part: ReadonlyArray<string>) => Effect.Effect<Map<string, A>, SqlError>) =>
+  const byIds = <A, E>(ids: ReadonlyArray<string>, read: (part: ReadonlyArray<string>) => Effect.Effect<Map<string, A>, E>) =>
     Effect.map(
       Effect.forEach(Arr.chunksOf(Arr.dedupe(ids), idsPerStatement), read),
       (parts): ReadonlyMap<string, A> => parts.length === 1 ? parts[0]! : new Map(parts.flatMap((part) => Array.from(part)))
@@ -528,13 +528,20 @@ export const make: Effect.Effect<JobStore.Store, JobStore.JobStoreError, SqlClie
         wrap("events")
       )
 
-  const lastEvent: JobStore.Store["lastEvent"] = (id, type) =>
-    sql<{ readonly seq: Num, readonly type: string, readonly data: string }>`SELECT seq, type, data
-      FROM effect_batch_job_events WHERE job_id = ${id} AND type = ${type} ORDER BY seq DESC LIMIT 1`.pipe(
-        Effect.flatMap((rows) => decoded(rows, (row) => ({ seq: num(row.seq), type: decodeEventType(row.type), data: row.data }))),
-        Effect.map((events) => events[0]),
-        wrap("lastEvent")
-      )
+  const lastEventOf: JobStore.Store["lastEventOf"] = (ids, type) =>
+    byIds(ids, (part) =>
+      sql<{ readonly job_id: string, readonly seq: Num, readonly type: string, readonly data: string }>`
+        SELECT e.job_id, e.seq, e.type, e.data FROM effect_batch_job_events e JOIN (
+          SELECT job_id, MAX(seq) AS seq FROM effect_batch_job_events WHERE ${sql.in("job_id", part)} AND type = ${type} GROUP BY job_id
+        ) last ON e.job_id = last.job_id AND e.seq = last.seq`.pipe(
+              Effect.flatMap((rows) =>
+                decoded(rows, (row): [string, JobStore.StoredEvent] => [
+                  row.job_id,
+                  { seq: num(row.seq), type: decodeEventType(row.type), data: row.data }
+                ])
+              ),
+              Effect.map((entries) => new Map(entries))
+            )).pipe(wrap("lastEventOf"))
 
   const unfinished: JobStore.Store["unfinished"] = sql<JobRecord>`SELECT * FROM effect_batch_jobs
     WHERE state IN ${sql.in(unfinishedStates)} ORDER BY created_at, id`.pipe(
@@ -614,7 +621,7 @@ export const make: Effect.Effect<JobStore.Store, JobStore.JobStoreError, SqlClie
     appendEvents,
     events,
     lastSeq,
-    lastEvent,
+    lastEventOf,
     unfinished
   } satisfies JobStore.Store
 })
