@@ -12,9 +12,11 @@
  * a subscriber sees live is already stored. `subscribe` first listens, then
  * reads the stored events after the subscriber's last id, then goes on
  * live: an event is sent as it comes if it is the next one; otherwise (a
- * gap, a notice without its events, and every `pollEvery` when notices
- * cross processes) what is stored after the last one sent is read. Nothing
- * falls in between, and every subscriber gets every event once, in order.
+ * gap, a notice without its events, or a subscriber found behind the store
+ * when notices cross processes: one read of every subscribed job's last
+ * seq, every `pollEvery`) what is stored after the last one sent is read.
+ * Nothing falls in between, and every subscriber gets every event once, in
+ * order.
  * `latest` keeps each running job's last event of each type seen here, so
  * the API can show a job's progress without reading the store.
  *
@@ -24,7 +26,6 @@
  * @since 0.1.0
  */
 import * as Context from "effect/Context"
-import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Queue from "effect/Queue"
@@ -275,6 +276,23 @@ export const make = Effect.gen(function*() {
     )
   }
 
+  // Notices can be lost between processes: every `pollEvery`, one read of the last seq of every job with
+  // subscribers here wakes them, and those behind it read what they missed (one read for all of them: a poll
+  // per subscriber cost the API a store read per subscriber every 2 s).
+  if (signals.shared) {
+    yield* Effect.suspend(() =>
+      hubs.size === 0
+        ? Effect.void
+        : Effect.flatMap(store.lastSeqOf(Array.from(hubs.keys())), (lasts) =>
+            handOver(Array.from(lasts, ([jobId, last]): Wake => ({ jobId, last }))))
+    ).pipe(
+      Effect.tapErrorCause(Effect.logWarning),
+      Effect.ignore,
+      Effect.repeat(Schedule.spaced(pollEvery)),
+      Effect.forkScoped
+    )
+  }
+
   const subscribe = (jobId: string, after: number): Stream.Stream<Event, JobStore.JobStoreError> =>
     Stream.unwrapScoped(Effect.gen(function*() {
       const live = yield* PubSub.subscribe(yield* hubOf(jobId))
@@ -285,18 +303,8 @@ export const make = Effect.gen(function*() {
         if (fresh.length > 0) sent = fresh[fresh.length - 1]!.seq
         return fresh
       })
-      const ours: Stream.Stream<Wake | "poll"> = Stream.fromQueue(live)
-      // Notices can be lost between processes: the store is read now and then too.
-      const wakes = signals.shared
-        ? Stream.merge(ours, Stream.as(Stream.fromSchedule(Schedule.spaced(pollEvery)), "poll" as const))
-        : ours
-      let heardAt = clock.unsafeCurrentTimeMillis()
-      const rest = wakes.pipe(
+      const rest = Stream.fromQueue(live).pipe(
         Stream.mapEffect((wake): Effect.Effect<ReadonlyArray<Event>, JobStore.JobStoreError> => {
-          const now = clock.unsafeCurrentTimeMillis()
-          // Read on a poll only when nothing came for a while: a live job's notices make it needless.
-          if (wake === "poll") return now - heardAt < Duration.toMillis(pollEvery) ? Effect.succeed([]) : stored
-          heardAt = now
           if (!("seq" in wake)) return wake.last > sent ? stored : Effect.succeed([])
           if (wake.seq <= sent) return Effect.succeed([])
           if (wake.seq === sent + 1) {

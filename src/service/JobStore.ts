@@ -287,6 +287,8 @@ export interface Store {
   readonly events: (id: string, after: number) => Effect.Effect<ReadonlyArray<StoredEvent>, JobStoreError>
   /** The highest `seq` of the job's events, 0 if none. */
   readonly lastSeq: (id: string) => Effect.Effect<number, JobStoreError>
+  /** `lastSeq` of several jobs in one read, by id (a job without events is absent). */
+  readonly lastSeqOf: (ids: ReadonlyArray<string>) => Effect.Effect<ReadonlyMap<string, number>, JobStoreError>
   /** Each job's last event of `type`, in one read, by id (a job with none is absent). */
   readonly lastEventOf: (
     ids: ReadonlyArray<string>,
@@ -568,6 +570,15 @@ export const makeMemory: Effect.Effect<Store> = Effect.sync(() => {
     appendEvents,
     events: (id, after) => Effect.sync(() => (jobs.get(id)?.events ?? []).filter((e) => e.seq > after)),
     lastSeq: (id) => Effect.sync(() => (jobs.get(id)?.events ?? []).reduce((max, e) => Math.max(max, e.seq), 0)),
+    lastSeqOf: (ids) =>
+      Effect.sync(() => {
+        const found = new Map<string, number>()
+        for (const id of ids) {
+          const last = jobs.get(id)?.events.at(-1)
+          if (last !== undefined) found.set(id, last.seq)
+        }
+        return found
+      }),
     lastEventOf: (ids, type) =>
       Effect.sync(() => {
         const found = new Map<string, StoredEvent>()

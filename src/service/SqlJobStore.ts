@@ -495,6 +495,13 @@ export const make: Effect.Effect<JobStore.Store, JobStore.JobStoreError, SqlClie
       (rows) => num(rows[0]?.seq ?? null)
     )
   const lastSeq: JobStore.Store["lastSeq"] = (id) => wrap("lastSeq")(maxSeq(id))
+  const lastSeqOf: JobStore.Store["lastSeqOf"] = (ids) =>
+    byIds(ids, (part) =>
+      Effect.map(
+        sql<{ readonly job_id: string, readonly seq: Num }>`SELECT job_id, MAX(seq) AS seq
+          FROM effect_batch_job_events WHERE ${sql.in("job_id", part)} GROUP BY job_id`,
+        (rows) => new Map(rows.map((row) => [row.job_id, num(row.seq)]))
+      )).pipe(wrap("lastSeqOf"))
 
   // Numbered here, not by the publisher: several service processes publish events of one job (the API its
   // `queued`, a runner the rest). One transaction for every job of a flush (round trips, not rows, are what
@@ -621,6 +628,7 @@ export const make: Effect.Effect<JobStore.Store, JobStore.JobStoreError, SqlClie
     appendEvents,
     events,
     lastSeq,
+    lastSeqOf,
     lastEventOf,
     unfinished
   } satisfies JobStore.Store

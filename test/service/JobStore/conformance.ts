@@ -337,7 +337,7 @@ export const conformance = (name: string, store: Layer.Layer<JobStore.JobStore, 
         expect((yield* store.unfinished).map((j) => j.id)).toEqual(["job_l0", "job_l2", "job_l1", "job_l3", "job_other"])
       }))
 
-    test("events: numbered by the store per job, several jobs in one step; read after a given one; lastSeq, lastEventOf", (store) =>
+    test("events: numbered by the store per job, several jobs in one step; read after a given one; lastSeq(Of), lastEventOf", (store) =>
       Effect.gen(function*() {
         yield* store.insert(job("job_ev", 1), [{ input: "x" }])
         yield* store.insert(job("job_ev2", 1), [{ input: "y" }])
@@ -359,6 +359,7 @@ export const conformance = (name: string, store: Layer.Layer<JobStore.JobStore, 
         expect(Object.fromEntries(lasts)).toEqual({ job_ev2: 1, job_ev: 3 })
         expect(yield* store.events("job_none", 0)).toEqual([])
         expect(yield* store.lastSeq("job_ev")).toBe(3)
+        expect(Object.fromEntries(yield* store.lastSeqOf(["job_ev", "job_ev2", "job_none", "job_ev"]))).toEqual({ job_ev: 3, job_ev2: 1 })
         yield* append("job_ev2", [{ type: "progress", data: "{\"total\":1,\"at\":4}", at: 4 }, { type: "state", data: "{}", at: 5 }])
         expect(Object.fromEntries(yield* store.lastEventOf(["job_ev", "job_ev2", "job_none"], "progress"))).toEqual({
           job_ev: { seq: 2, type: "progress", data: "{\"total\":1,\"at\":2}" },
