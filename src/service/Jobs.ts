@@ -457,7 +457,6 @@ export const make = (limits: Limits) =>
     const isFinalEvent = (event: JobEvents.Event) =>
       event.type === "state" && Option.exists(decodeStateEvent(event.data), (data) => Job.isTerminal(data.state))
 
-    /** Whether the job has ended and `seq` is its last event: nothing more will come. */
     /**
      * Whether nothing after `seq` is worth waiting for: the job has ended, and no state event follows (a replay's
      * would). A progress or limit event that crossed the job's end (published by a tick that began before it) is
