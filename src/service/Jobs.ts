@@ -460,11 +460,11 @@ export const make = (limits: Limits) =>
     /**
      * Whether nothing after `seq` is worth waiting for: the job has ended, and no state event follows (a replay's
      * would). A progress or limit event that crossed the job's end (published by a tick that began before it) is
-     * not: waiting for a final state after it would wait forever.
+     * not: waiting for a final state after it would wait forever. `known`: the job as just read.
      */
-    const endsAt = (id: string, seq: number) =>
+    const endsAt = (id: string, seq: number, known?: JobStore.JobRow) =>
       Effect.orDie(Effect.gen(function*() {
-        const job = yield* store.get(id)
+        const job = known ?? (yield* store.get(id))
         if (job === undefined || !Job.isTerminal(job.state)) return false
         if (seq >= (yield* store.lastSeq(id))) return true
         return !(yield* store.events(id, seq)).some((event) => event.type === "state")
@@ -472,10 +472,10 @@ export const make = (limits: Limits) =>
 
     const followEvents: Service["events"] = (tenant, id, lastEventId) =>
       Effect.gen(function*() {
-        yield* owned(tenant, id)
+        const job = yield* owned(tenant, id)
         yield* Effect.orDie(events.flush)
         // Resuming after the last event of an ended job: there is nothing to wait for.
-        if (yield* endsAt(id, lastEventId)) return Stream.empty
+        if (yield* endsAt(id, lastEventId, job)) return Stream.empty
         return events.subscribe(id, lastEventId).pipe(
           Stream.orDie,
           // A final state ends the stream if it is the job's last event (after a replay, more follow).
