@@ -3,6 +3,7 @@
 // The simulator, the service (`node dist/bin.js serve`, SQLite in a temp dir, one profile at a fixed
 // concurrency of 128) and Batch.run each run in a process of their own; this process is the client.
 //   node test/bench/jobs.mjs              (everything, 1.5–3 minutes; writes .bench-out/jobs.json)
+//   node test/bench/jobs.mjs --only B,S1  (those service runs only, and the baseline: quicker, to compare builds)
 //   node test/bench/jobs.mjs batch-run <simulator url>   (the Batch.run baseline alone, a JSON line)
 // Two service runs, each on a fresh process and database: (A) with 100 SSE subscribers (2 per job),
 // for submission latency (the burst of 50, and 20 small submissions one at a time while they run),
@@ -64,6 +65,20 @@ if (process.argv[2] === "batch-run") {
   }))
   process.exit(0)
 }
+
+/** The service runs asked for (`--only A,B,S1,S2`); every one by default. */
+const only = (() => {
+  const at = process.argv.indexOf("--only")
+  if (at < 0) return undefined
+  const labels = (process.argv[at + 1] ?? "").split(",").filter((label) => label !== "")
+  const unknown = labels.filter((label) => !["A", "B", "S1", "S2"].includes(label))
+  if (labels.length === 0 || unknown.length > 0) {
+    console.error(`--only takes a comma-separated list of A, B, S1 and S2, got ${JSON.stringify(process.argv[at + 1] ?? "")}`)
+    process.exit(2)
+  }
+  return new Set(labels)
+})()
+const wanted = (label) => only === undefined || only.has(label)
 
 // --- child processes, always killed on the way out ------------------------------------------------
 
@@ -392,19 +407,26 @@ const batchRun = async () => {
 // --- run and report -------------------------------------------------------------------------------
 
 const began = performance.now()
-process.stderr.write(`run A: ${JOBS} jobs × ${ITEMS_PER_JOB} items, ${JOBS * SUBSCRIBERS_PER_JOB} SSE subscribers\n`)
-const withSse = await serviceRun("A", SUBSCRIBERS_PER_JOB)
-process.stderr.write(`run B: ${JOBS} jobs × ${ITEMS_PER_JOB} items, no subscribers\n`)
-const noSse = await serviceRun("B", 0)
+let withSse
+if (wanted("A")) {
+  process.stderr.write(`run A: ${JOBS} jobs × ${ITEMS_PER_JOB} items, ${JOBS * SUBSCRIBERS_PER_JOB} SSE subscribers\n`)
+  withSse = await serviceRun("A", SUBSCRIBERS_PER_JOB)
+}
+let noSse
+if (wanted("B")) {
+  process.stderr.write(`run B: ${JOBS} jobs × ${ITEMS_PER_JOB} items, no subscribers\n`)
+  noSse = await serviceRun("B", 0)
+}
 const split = []
 if (DATABASE_URL !== undefined) {
-  for (const runners of [1, 2]) {
+  for (const runners of [1, 2].filter((n) => wanted(`S${n}`))) {
     process.stderr.write(`run S${runners}: the API and ${runners} runner(s) on PostgreSQL, ${JOBS * SUBSCRIBERS_PER_JOB} SSE subscribers\n`)
     split.push(await serviceRun(`S${runners}`, SUBSCRIBERS_PER_JOB, runners))
   }
-} else {
+} else if (wanted("S1") || wanted("S2")) {
   process.stderr.write("no DATABASE_URL: the split runs (an API and runners on PostgreSQL) are left out\n")
 }
+const runs = [withSse, noSse, ...split].filter((run) => run !== undefined)
 process.stderr.write(`Batch.run: ${ITEMS} items\n`)
 const baseline = await batchRun()
 await stop(simulatorProcess)
@@ -416,7 +438,7 @@ const perItemUs = (cpuMs) => (cpuMs * 1000) / ITEMS
 
 console.log(`\njob service: ${JOBS} jobs × ${ITEMS_PER_JOB} items, simulator ${LATENCY_MS} ms / 256 slots, profile concurrency ${CONCURRENCY}`)
 console.log(`lower bound ${ms(boundMs)} = items × ${LATENCY_MS} ms / ${CONCURRENCY}`)
-for (const run of [withSse, noSse, ...split]) {
+for (const run of runs) {
   const shape = run.runners === 0 ? "one process, SQLite" : `the API and ${run.runners} runner(s), PostgreSQL${REDIS_URL === undefined ? "" : ", limits in Redis"}`
   console.log(`\nrun ${run.label} (${shape}; ${run.sse === undefined ? "no SSE subscribers" : `${run.sse.subscribers} SSE subscribers`})`)
   console.log(`  submission (${JOBS} concurrent POST /jobs)  ${stats(run.submission)}; all answered after ${ms(run.submittedMs)}`)
@@ -441,12 +463,11 @@ console.log(`\nBatch.run, same ${ITEMS} items, concurrency ${CONCURRENCY}, one p
 console.log(`  makespan                 ${ms(baseline.wallMs)}  (${(baseline.wallMs / boundMs).toFixed(2)}× bound), ` +
   `${achieved(baseline.wallMs)} calls in flight on average (peak ${baseline.provider.peakInFlight})`)
 console.log(`  CPU                      ${ms(baseline.cpuMs)}, ${perItemUs(baseline.cpuMs).toFixed(0)} µs per item; peak RSS ${baseline.peakRssMb.toFixed(0)} MB`)
-console.log("\nservice (run B) against Batch.run")
-console.log(`  makespan ratio           ${(noSse.makespanMs / baseline.wallMs).toFixed(2)}×  (run A: ${(withSse.makespanMs / baseline.wallMs).toFixed(2)}×)`)
-console.log(`  CPU overhead per item    ${perItemUs(noSse.cpuMs - baseline.cpuMs).toFixed(0)} µs  ` +
-  `(run A, with SSE: ${perItemUs(withSse.cpuMs - baseline.cpuMs).toFixed(0)} µs)`)
-console.log(`  CPU ratio                ${(noSse.cpuMs / baseline.cpuMs).toFixed(2)}×  (run A: ${(withSse.cpuMs / baseline.cpuMs).toFixed(2)}×` +
-  `${split.map((run) => `, ${run.label}: ${(run.cpuMs / baseline.cpuMs).toFixed(2)}×`).join("")})`)
+console.log("\nagainst Batch.run")
+for (const run of runs) {
+  console.log(`  run ${run.label.padEnd(3)} makespan ${(run.makespanMs / baseline.wallMs).toFixed(2)}×, CPU ${(run.cpuMs / baseline.cpuMs).toFixed(2)}× ` +
+    `(${perItemUs(run.cpuMs - baseline.cpuMs).toFixed(0)} µs more per item)`)
+}
 
 const output = {
   jobs: JOBS,
@@ -454,7 +475,7 @@ const output = {
   concurrency: CONCURRENCY,
   latencyMs: LATENCY_MS,
   boundMs,
-  runs: [withSse, noSse, ...split],
+  runs,
   baseline,
   errors
 }
