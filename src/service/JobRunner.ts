@@ -20,7 +20,9 @@
  *   (`OutcomeWriter`), and a chunk ends once its outcomes are stored. Items
  *   in flight at a crash, and items settled but not yet committed (the write
  *   being gathered), are called again, with the same idempotency key (job
- *   id + index) sent to the provider.
+ *   id + index) sent to the provider. A batch-mode job's outcomes go through
+ *   the same writer; one lost in a crash is handed over again from the
+ *   batch run's checkpoint when the run is attached again.
  * - Shared limits: a chunk runs under its provider profile's limiters, at the
  *   job's priority (`ConcurrencyLimiter.withPriority`).
  * - Time limits: soft (stop admitting, in-flight items finish, the rest are
@@ -297,16 +299,21 @@ const make = Effect.gen(function*() {
           attempts: outcome.attempts
         })
       : undefined
-  /** Records one result at once (a provider batch's, which come a few at a time). */
-  const record = (
+  /**
+   * Hands a result to the process's writer (and a final failure to the job's events); `undefined` when that was
+   * all, at once. Whoever hands results over waits for `writer.flushed` before saying they are done.
+   */
+  const hand = (
     job: JobStore.JobRow,
     items: ReadonlyArray<Item>,
     result: Batch.Result<OpenAiCompat.ChatCompletion, TaskError.TaskError>
-  ) =>
-    Effect.suspend(() => {
-      const outcome = outcomeOf(job, items, result)
-      return Effect.zipRight(store.record(job.id, [outcome], now()), failedEvent(job, outcome) ?? Effect.void)
-    })
+  ): Effect.Effect<void> | undefined => {
+    const outcome = outcomeOf(job, items, result)
+    const waited = writer.add(job.id, outcome)
+    const event = failedEvent(job, outcome)
+    if (event === undefined) return waited
+    return waited === undefined ? event : Effect.zipRight(waited, event)
+  }
 
   const runChunk: JobWorkflow.Steps["runChunk"] = (jobId, chunk) =>
     Effect.gen(function*() {
@@ -356,11 +363,7 @@ const make = Effect.gen(function*() {
         ...options,
         onResult: (result) => {
           if (result._tag === "Skipped") stopped = true
-          const outcome = outcomeOf(job, items, result)
-          const waited = writer.add(jobId, outcome)
-          const event = failedEvent(job, outcome)
-          if (event === undefined) return waited
-          return waited === undefined ? event : Effect.zipRight(waited, event)
+          return hand(job, items, result)
         }
       }).pipe(Effect.zipRight(writer.flushed(jobId, since)))
       let batchContext = Context.make(ConcurrencyLimiter.ConcurrencyLimiter, provider.limiter).pipe(
@@ -502,6 +505,7 @@ const make = Effect.gen(function*() {
       const spec = BatchApi.chat({ baseUrl, apiKey, model: job.model })
       const batchProvider = yield* OpenAiBatch.make({ baseUrl, apiKey })
       const runId = batchRunId(jobId)
+      const since = writer.current()
       const running = BatchApi.run(items, {
         endpoint: spec.endpoint,
         toRequest: (item, i) => spec.toRequest(item.input, i),
@@ -512,9 +516,12 @@ const make = Effect.gen(function*() {
         checkpoint: { runId },
         exclude: new Set(all.flatMap((item, position) => item.pending ? [] : [position])),
         poll: batchPoll,
-        // Items settled before (a rejected line, an earlier attempt's) are in the job already.
-        onResult: (result) => pending.has(items[result.index]!.index) ? record(job, items, result) : Effect.void
+        // Items settled before (a rejected line, an earlier attempt's) are in the job already. The rest go to the
+        // process's writer, a shard's ingested lines in one write: one lost in a crash is handed over again, since
+        // a run attached again hands over every outcome its checkpoint holds.
+        onResult: (result) => pending.has(items[result.index]!.index) ? hand(job, items, result) ?? Effect.void : Effect.void
       }).pipe(
+        Effect.zipLeft(writer.flushed(jobId, since)),
         Effect.provideService(BatchProvider.BatchProvider, batchProvider),
         Effect.provideService(CheckpointStore.CheckpointStore, checkpoints),
         Effect.provideService(Budget.Budget, yield* budgetOf(job)),

@@ -1,6 +1,7 @@
 /**
- * Group commit of item outcomes. The chunks running in a process hand each
- * outcome over as it settles (a push, no effect), and one writer stores
+ * Group commit of item outcomes. The chunks (and provider batch runs)
+ * running in a process hand each outcome over as it settles (a push, no
+ * effect), and one writer stores
  * everything handed over meanwhile in one `JobStore.recordAll` transaction:
  * it wakes on the first outcome, waits for the event loop's next turn (what
  * settles in this one joins the write), then writes. With a hundred chunks
