@@ -460,14 +460,20 @@ export const makeMemory: Effect.Effect<Store> = Effect.sync(() => {
     return { ...by, total: by.succeeded + by.failed + by.skipped + by.pending, cost, tokens }
   }
   const totals: Store["totals"] = (id) => Effect.sync(() => totalsNow(jobs.get(id)?.items ?? []))
-  const totalsOf: Store["totalsOf"] = (ids) =>
+  /** What `f` finds for each id, by id (an id it finds nothing for is absent). */
+  const byIds = <A>(ids: ReadonlyArray<string>, f: (id: string) => A | undefined) =>
     Effect.sync(() => {
-      const found = new Map<string, Totals>()
+      const found = new Map<string, A>()
       for (const id of ids) {
-        const job = jobs.get(id)
-        if (job !== undefined) found.set(id, totalsNow(job.items))
+        const value = f(id)
+        if (value !== undefined) found.set(id, value)
       }
       return found
+    })
+  const totalsOf: Store["totalsOf"] = (ids) =>
+    byIds(ids, (id) => {
+      const job = jobs.get(id)
+      return job === undefined ? undefined : totalsNow(job.items)
     })
 
   const skipPending: Store["skipPending"] = (id, reason) =>
@@ -570,24 +576,8 @@ export const makeMemory: Effect.Effect<Store> = Effect.sync(() => {
     appendEvents,
     events: (id, after) => Effect.sync(() => (jobs.get(id)?.events ?? []).filter((e) => e.seq > after)),
     lastSeq: (id) => Effect.sync(() => (jobs.get(id)?.events ?? []).reduce((max, e) => Math.max(max, e.seq), 0)),
-    lastSeqOf: (ids) =>
-      Effect.sync(() => {
-        const found = new Map<string, number>()
-        for (const id of ids) {
-          const last = jobs.get(id)?.events.at(-1)
-          if (last !== undefined) found.set(id, last.seq)
-        }
-        return found
-      }),
-    lastEventOf: (ids, type) =>
-      Effect.sync(() => {
-        const found = new Map<string, StoredEvent>()
-        for (const id of ids) {
-          const last = (jobs.get(id)?.events ?? []).filter((e) => e.type === type).at(-1)
-          if (last !== undefined) found.set(id, last)
-        }
-        return found
-      }),
+    lastSeqOf: (ids) => byIds(ids, (id) => jobs.get(id)?.events.at(-1)?.seq),
+    lastEventOf: (ids, type) => byIds(ids, (id) => (jobs.get(id)?.events ?? []).filter((e) => e.type === type).at(-1)),
     unfinished: Effect.sync(() =>
       Array.from(jobs.values(), (entry) => entry.job)
         .filter((job) => !Job.isTerminal(job.state))
@@ -607,15 +597,7 @@ export const makeMemory: Effect.Effect<Store> = Effect.sync(() => {
         })
       }),
     timeSpent: (id) => Effect.sync(() => times.get(id)),
-    timeSpentOf: (ids) =>
-      Effect.sync(() => {
-        const found = new Map<string, TimeSpent>()
-        for (const id of ids) {
-          const spent = times.get(id)
-          if (spent !== undefined) found.set(id, spent)
-        }
-        return found
-      }),
+    timeSpentOf: (ids) => byIds(ids, (id) => times.get(id)),
     census: Effect.sync(() => {
       const jobsBy = emptyCensus()
       let pendingItems = 0

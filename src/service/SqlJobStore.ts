@@ -489,19 +489,16 @@ export const make: Effect.Effect<JobStore.Store, JobStore.JobStoreError, SqlClie
       return reopened.length
     })).pipe(wrap("reopenFailed"))
 
-  const maxSeq = (id: string) =>
-    Effect.map(
-      sql<{ readonly seq: Num }>`SELECT MAX(seq) AS seq FROM effect_batch_job_events WHERE job_id = ${id}`,
-      (rows) => num(rows[0]?.seq ?? null)
-    )
-  const lastSeq: JobStore.Store["lastSeq"] = (id) => wrap("lastSeq")(maxSeq(id))
-  const lastSeqOf: JobStore.Store["lastSeqOf"] = (ids) =>
+  /** Each job's highest event seq (a job without events is absent). */
+  const readLastSeqs = (ids: ReadonlyArray<string>) =>
     byIds(ids, (part) =>
       Effect.map(
         sql<{ readonly job_id: string, readonly seq: Num }>`SELECT job_id, MAX(seq) AS seq
           FROM effect_batch_job_events WHERE ${sql.in("job_id", part)} GROUP BY job_id`,
         (rows) => new Map(rows.map((row) => [row.job_id, num(row.seq)]))
-      )).pipe(wrap("lastSeqOf"))
+      ))
+  const lastSeq: JobStore.Store["lastSeq"] = (id) => Effect.map(readLastSeqs([id]), (found) => found.get(id) ?? 0).pipe(wrap("lastSeq"))
+  const lastSeqOf: JobStore.Store["lastSeqOf"] = (ids) => wrap("lastSeqOf")(readLastSeqs(ids))
 
   // Numbered here, not by the publisher: several service processes publish events of one job (the API its
   // `queued`, a runner the rest). One transaction for every job of a flush (round trips, not rows, are what
@@ -514,9 +511,7 @@ export const make: Effect.Effect<JobStore.Store, JobStore.JobStoreError, SqlClie
         pg: () => sql<{ readonly id: string }>`SELECT id FROM effect_batch_jobs WHERE id IN ${sql.in(ids)} ORDER BY id FOR UPDATE`,
         orElse: () => sql<{ readonly id: string }>`SELECT id FROM effect_batch_jobs WHERE id IN ${sql.in(ids)}`
       })
-      const maxes = yield* sql<{ readonly job_id: string, readonly seq: Num }>`SELECT job_id, MAX(seq) AS seq
-        FROM effect_batch_job_events WHERE job_id IN ${sql.in(ids)} GROUP BY job_id`
-      const lastOf = new Map(maxes.map((row) => [row.job_id, num(row.seq)]))
+      const lastOf = yield* readLastSeqs(ids)
       const lasts = new Map<string, number>()
       const rows: Array<{ job_id: string, seq: number, type: string, data: string, at: number }> = []
       for (const { id } of known) {
