@@ -53,6 +53,7 @@ import * as Redacted from "effect/Redacted"
 import * as Stream from "effect/Stream"
 import { resolve } from "node:path"
 import * as Batch from "../Batch.js"
+import * as BatchMetrics from "../BatchMetrics.js"
 import * as BatchReport from "../BatchReport.js"
 import * as Budget from "../Budget.js"
 import * as CheckpointStore from "../CheckpointStore.js"
@@ -513,7 +514,7 @@ const oneTrace = (
       Effect.withSpan("effect-batch.run", {
         attributes: Object.fromEntries(Object.entries(attributes).map(([key, value]) => [`effect-batch.${key}`, value]))
       }),
-      Effect.tagMetrics({ model: attributes.model }),
+      BatchMetrics.withLabels({ model: attributes.model }),
       Effect.provide(telemetry)
     )
 

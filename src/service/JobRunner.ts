@@ -60,6 +60,7 @@ import * as Queue from "effect/Queue"
 import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
 import * as Batch from "../Batch.js"
+import * as BatchMetrics from "../BatchMetrics.js"
 import * as CheckpointStore from "../CheckpointStore.js"
 import * as BatchApi from "../llm/BatchApi.js"
 import * as BatchProvider from "../llm/BatchProvider.js"
@@ -375,7 +376,7 @@ const make = Effect.gen(function*() {
       }
       const running = results.pipe(
         Effect.provide(batchContext),
-        Effect.tagMetrics({ profile: job.profile, model: job.model }),
+        BatchMetrics.withLabels({ profile: job.profile, model: job.model }),
         ConcurrencyLimiter.withPriority(job.priority),
         Effect.as<JobWorkflow.ChunkOutcome>("done")
       )
