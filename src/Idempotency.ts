@@ -47,7 +47,8 @@ export class CurrentItem extends Context.Tag("effect-batch/Idempotency/CurrentIt
  * @category keys
  */
 export const keyOf = (item: Item): string =>
-  hashing.hashOf({ runId: item.runId, itemKey: item.itemKey }, "Idempotency.keyOf").slice(0, 40)
+  // `hashOf({ runId, itemKey })`'s canonical JSON, written out: this runs at every attempt of a job's item.
+  hashing.sha256Hex(`{"itemKey":${JSON.stringify(item.itemKey)},"runId":${JSON.stringify(item.runId)}}`).slice(0, 40)
 
 /**
  * The key of the item the current attempt belongs to, if any.

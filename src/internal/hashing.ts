@@ -73,6 +73,8 @@ const canonical = (who: string, value: unknown, name: string, path: string, ance
 export const canonicalJson = (parts: unknown, who: string): string =>
   canonical(who, parts, "", "$", new Set()) ?? unhashable(who, "undefined", "$", "there is nothing to hash")
 
+/** The SHA-256 of `text` (UTF-8), in lowercase hex. */
+export const sha256Hex = (text: string): string => createHash("sha256").update(text, "utf8").digest("hex")
+
 /** The SHA-256, in lowercase hex, of `canonicalJson(parts, who)`. */
-export const hashOf = (parts: unknown, who: string): string =>
-  createHash("sha256").update(canonicalJson(parts, who), "utf8").digest("hex")
+export const hashOf = (parts: unknown, who: string): string => sha256Hex(canonicalJson(parts, who))
