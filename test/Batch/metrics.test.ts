@@ -7,6 +7,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect, Metric, TestClock } from "effect"
 import type { MetricPair } from "effect"
 import * as Batch from "../../src/Batch.js"
+import * as BatchMetrics from "../../src/BatchMetrics.js"
 import { joinOnTestClock, runOnTestClock } from "../support/TestTime.js"
 import { threeFates } from "../support/threeFates.js"
 
@@ -87,6 +88,22 @@ describe("Batch metrics", () => {
       expect(report.succeeded).toBe(40)
       expect(valueOf("effect_batch_items_total", { batch, outcome: "succeeded" })).toBe(40)
       expect(valueOf("effect_batch_in_flight", { batch })).toBe(0)
+    }))
+
+  it.effect("BatchMetrics.withLabels labels the batch's series as tagMetrics does, and leaves Effect's fiber counters out", () =>
+    Effect.gen(function*() {
+      const batch = "metrics-labelled"
+      const tagged = { profile: "with-labels-test" }
+      const untagged = { profile: "tag-metrics-test" }
+      const run = (name: string) => Batch.run([0, 1, 2], (n: number) => Effect.as(Effect.sleep("10 millis"), n), { metrics: true, name })
+      yield* runOnTestClock(run(batch).pipe(BatchMetrics.withLabels(tagged)), "1 days", 5)
+      yield* runOnTestClock(run(`${batch}-2`).pipe(Effect.tagMetrics(untagged)), "1 days", 5)
+      expect(valueOf("effect_batch_items_total", { batch, ...tagged, outcome: "succeeded" })).toBe(3)
+      // Under tagMetrics every fiber's end is counted under the labels; under withLabels none is.
+      expect(valueOf("effect_fiber_successes", untagged)).toBeGreaterThan(0)
+      expect(series("effect_fiber_successes", tagged)).toBeUndefined()
+      expect(Metric.unsafeSnapshot().filter((pair) =>
+        pair.metricKey.name.startsWith("effect_fiber_") && pair.metricKey.tags.some((t) => t.value === tagged.profile))).toEqual([])
     }))
 
   it.effect("off (the default): no series of its own", () =>
