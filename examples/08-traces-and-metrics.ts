@@ -21,7 +21,7 @@ import * as OtlpMetrics from "@effect/opentelemetry/OtlpMetrics"
 import * as OtlpSerialization from "@effect/opentelemetry/OtlpSerialization"
 import * as OtlpTracer from "@effect/opentelemetry/OtlpTracer"
 import { Console, Effect, Layer, Tracer } from "effect"
-import { Batch, BatchReport, PrometheusText, RateLimiter, TaskError } from "effect-batch"
+import { Batch, BatchMetrics, BatchReport, PrometheusText, RateLimiter, TaskError } from "effect-batch"
 
 // A provider: 50 ms a call, every tenth call fails once with a 503.
 const failedOnce = new Set<number>()
@@ -64,7 +64,7 @@ const program = Effect.gen(function*() {
     name: "example"
   }).pipe(
     Effect.provide(RateLimiter.layer({ requestsPerSecond: 20 })),
-    Effect.tagMetrics("profile", "demo"),
+    BatchMetrics.withLabels({ profile: "demo" }),
     Effect.withSpan("example.run")
   )
 
