@@ -18,9 +18,7 @@
  * Effect's `Semaphore` (same `resize` semantics) because a free `Semaphore`
  * permit costs ≈3.5 µs per take and release, more than everything else an
  * item costs the engine (see `internal/permitPool.ts`). A limiter provided as a layer is shared by every batch that
- * uses it; one made by a batch from its `concurrency` option is its own. Batches sharing a limit take turns:
- * each keeps one request for a permit in the queue (and its retrying items theirs), and asks again at the back
- * once served, so a batch that came first does not run all its items before the next one starts.
+ * uses it; one made by a batch from its `concurrency` option is its own.
  *
  * @since 0.1.0
  */
@@ -199,7 +197,6 @@ const limiterOn = <S>(
     const protocol: PermitProtocol = {
       take,
       tryTake: pool.tryTake,
-      canTake: pool.canTake,
       release: pool.release,
       unsafeRelease: pool.releaseNow,
       releaseLedger: pool.releaseLedger,

@@ -4,7 +4,7 @@
  * at once whatever the priority; and batches run at a priority share it.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Clock, Deferred, type Duration, Effect, Fiber, Option, Supervisor, TestClock } from "effect"
+import { Clock, Deferred, type Duration, Effect, Fiber, Option, TestClock } from "effect"
 import * as Batch from "../src/Batch.js"
 import * as ConcurrencyLimiter from "../src/ConcurrencyLimiter.js"
 import * as LimitAlgorithm from "../src/LimitAlgorithm.js"
@@ -136,36 +136,6 @@ describe("batches sharing one limiter", () => {
       yield* Fiber.join(busy)
       expect(lastItemAt).toBeGreaterThan(0)
       expect(endedAt).toBe(lastItemAt)
-    }))
-
-  it.effect("each batch keeps one worker waiting for the shared limit, not one for every permit it might use", () =>
-    Effect.gen(function*() {
-      // A limit of 4 that may grow to 64: each batch of 50 could use a worker per item, all but a few only waiting.
-      const limiter = yield* ConcurrencyLimiter.make(recordingAlgorithm({ min: 4, max: 64, initial: 4 }).algorithm)
-      const supervisor = yield* Supervisor.track
-      const started: Array<number> = []
-      const batches = yield* Effect.fork(Effect.all(
-        Array.from({ length: 20 }, (_, b) =>
-          Batch.run(Array.from({ length: 50 }, (_, i) => b * 50 + i), (n) => Effect.zipRight(Effect.sync(() => started.push(n)), Effect.sleep("100 millis")))),
-        { concurrency: "unbounded" }
-      ).pipe(Effect.provideService(ConcurrencyLimiter.ConcurrencyLimiter, limiter), Effect.supervised(supervisor)))
-      let most = 0
-      for (let i = 0; i < 260; i++) {
-        yield* TestClock.adjust("100 millis")
-        yield* Effect.yieldNow()
-        most = Math.max(most, (yield* supervisor.value).length)
-      }
-      const ran = yield* Fiber.join(batches)
-      expect(ran.flatMap((r) => r.results.filter((x) => x._tag === "Succeeded")).length).toBe(1000)
-      // Each batch's items still start in their order, and the batches take turns.
-      for (let b = 0; b < 20; b++) {
-        const own = started.filter((n) => Math.floor(n / 50) === b)
-        expect(own).toEqual([...own].sort((x, y) => x - y))
-      }
-      expect(new Set(started.slice(0, 40).map((n) => Math.floor(n / 50))).size).toBeGreaterThanOrEqual(10)
-      // The batches' fibers, 4 items running and a waiting worker per batch: not the 1 000 of a worker per item.
-      expect(most).toBeGreaterThan(20)
-      expect(most).toBeLessThan(100)
     }))
 })
 

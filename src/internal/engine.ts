@@ -1,10 +1,9 @@
 /**
  * The engine behind `Batch.run`, `Batch.stream` and `Batch.forEach`.
  *
- * Workers (up to the limiter's maximum) each loop: take a concurrency
+ * Workers (as many as the limiter's maximum) each loop: take a concurrency
  * permit, pull the next item (so the input is read only as permits free up),
- * run it. At most one worker of a batch waits in the limiter's queue (see
- * `worker`). Per attempt the item waits on the rate limiter holding its permit
+ * run it. Per attempt the item waits on the rate limiter holding its permit
  * (so starts stay paced), runs, reports a sample to the limiter and gives the
  * permit back. An item that must wait to retry leaves its worker: it goes on
  * in a fiber of its own, sleeping without a permit and taking a new one before
@@ -691,77 +690,36 @@ export const run = <A, B, E, R, ES, RS>(
       )
     }
 
-    const workerCount = Math.max(1, Math.min(limiter.max, source.total ?? limiter.max))
-    /** The batch's workers running, and the one waiting in the limiter's queue for a permit (if any). */
-    let workers = 0
-    let waiting: Holder | undefined
-    /** A worker's failure (reading the input, restoring from a checkpoint): the batch's. */
-    const crashed = Deferred.unsafeMake<never, ES | Checkpointing.Failure>(FiberId.none)
-
-    /**
-     * Takes a permit, pulls an item, runs it; until the input is exhausted or the batch stops.
-     *
-     * Only one worker of a batch waits for a permit: where it would queue behind its own batch's waiter, a worker
-     * ends instead, and the waiter, once granted, starts a worker to wait in its place (`spare`). A worker per
-     * permit, each queued, cost a limit shared by many batches (the job service's chunks) a fiber per batch per
-     * permit: 100 batches of 100 items on a limit of 128 kept 10 000 fibers waiting, and took about a quarter
-     * more CPU per item than one batch of all the items, most of it the garbage collector's. One batch alone
-     * keeps its workers: a worker that gives its permit back takes it again at once.
-     */
+    /** Takes a permit, pulls an item, runs it; until the input is exhausted or the batch stops. */
     const worker: Effect.Effect<void, ES | Checkpointing.Failure, R | RS> = Effect.suspend(() => {
       if (stopReason !== undefined || inputDone) return Effect.void
       const holder: Holder = { holding: false, ledger, idle: true }
-      if (permits.tryTake(holder)) {
-        if (permits.canTake()) spare() // more free: the batch may not have a worker for each yet
-        return pull(holder, 0)
-      }
-      if (waiting !== undefined && !waiting.holding) return Effect.void
-      // A limiter that never grants at once (leases) still has a permit here for the next worker.
-      if (permits.canTake()) spare()
-      waiting = holder
+      if (permits.tryTake(holder)) return pull(holder, 0)
       const queuedFrom = now()
-      return Effect.flatMap(permits.take(holder), () => {
-        if (waiting === holder) waiting = undefined
-        // Resumed without a permit: dismissed, the batch has nothing more to run.
-        if (!holder.holding) return Effect.void
-        spare()
-        return pull(holder, now() - queuedFrom)
-      })
+      // Resumed without a permit: dismissed, the batch has nothing more to run.
+      return Effect.flatMap(permits.take(holder), () => (holder.holding ? pull(holder, now() - queuedFrom) : Effect.void))
     })
-
-    /** Starts one more worker, unless the batch has a worker waiting, or one for every permit it may use. */
-    const spare = (): void => {
-      if (workers >= workerCount || stopReason !== undefined || inputDone) return
-      if (waiting !== undefined && !waiting.holding) return
-      workers++
-      runFiber(worker.pipe(
-        Effect.ensuring(Effect.sync(() => workers--)),
-        Effect.catchAllCause((cause) => Deferred.failCause(crashed, cause))
-      ))
-    }
 
     const skipRest: Effect.Effect<void, ES, RS> = Effect.suspend(() =>
       Effect.flatMap(source.next, (next) =>
         next === undefined ? Effect.void : finish(TaskResult.skipped(next.index, stopReason!), skipRest))
     )
 
-    // The first worker starts the others, as many as permits are free.
-    const all = Effect.raceFirst(
-      Effect.suspend(() => {
-        spare()
-        return FiberSet.awaitEmpty(fibers).pipe(
-          // A worker that failed as the last one ended may not have won the race yet.
-          Effect.zipRight(Effect.flatMap(Deferred.poll(crashed), Option.getOrElse(() => Effect.void))),
-          Effect.zipRight(Effect.suspend(() => (stopReason !== undefined && stopReason !== "failFast" ? skipRest : Effect.void)))
-        )
-      }),
-      Deferred.await(crashed)
+    const workerCount = Math.max(1, Math.min(limiter.max, source.total ?? limiter.max))
+    const workers = Effect.all(Array.from({ length: workerCount }, () => worker), {
+      concurrency: "unbounded",
+      discard: true
+    })
+    const all = Effect.zipRight(
+      workers,
+      Effect.zipRight(
+        FiberSet.awaitEmpty(fibers),
+        Effect.suspend(() => (stopReason !== undefined && stopReason !== "failFast" ? skipRest : Effect.void))
+      )
     )
     const halting = failFast ? Effect.raceFirst(all, Deferred.await(halted)) : all
     const guarded = checkpoint === undefined ? halting : Effect.raceFirst(halting, Deferred.await(checkpoint.failed))
     yield* Effect.provideService(guarded, RateLimiter.RateLimiter, rate)
-    // Halted (or a worker failed): the workers stop before the checkpoint is closed, as when they were the race's.
-    yield* FiberSet.clear(fibers)
     yield* closeCheckpoint(stopReason === "failFast" ? undefined : stopReason)
     ended.report = collector.finish(now())
     return { report: ended.report, failure: firstFailure }

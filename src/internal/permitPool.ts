@@ -31,11 +31,6 @@ export interface PermitProtocol {
   readonly take: (holder: Holder) => Effect.Effect<void>
   /** Takes a permit for `holder` if one is free now, without waiting; whether it holds one. */
   readonly tryTake: (holder: Holder) => boolean
-  /**
-   * Whether a permit is free now with nobody waiting (`take` would not queue). True of a lease-based limiter
-   * whose every start waits for a round trip, though its `tryTake` never succeeds, while it has local permits.
-   */
-  readonly canTake: () => boolean
   /** Gives `holder`'s permit back (no-op if it holds none). */
   readonly release: (holder: Holder) => Effect.Effect<void>
   /** `release`, done at once (for callers already inside an effect). */
@@ -106,13 +101,10 @@ abstract class Permits {
     holder.ledger.held++
   }
 
-  /** Whether a permit is free and nobody waits. */
-  readonly canTake = (): boolean => this.taken < this.limit && !this.hasWaiters()
-
   /** Takes a permit now if one is free and nobody waits; whether `holder` holds one. */
   readonly tryTake = (holder: Holder): boolean => {
     if (holder.holding) return true
-    if (this.canTake()) {
+    if (this.taken < this.limit && !this.hasWaiters()) {
       this.grant(holder)
       return true
     }

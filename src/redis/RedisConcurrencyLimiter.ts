@@ -227,8 +227,6 @@ export const make = (options: Options): Effect.Effect<ConcurrencyLimiter.Limiter
       take,
       // A lease cannot be had without a round trip: every start takes the waiting path.
       tryTake: () => false,
-      // Though every start waits for a lease: a free local permit is one more call that may ask for one now.
-      canTake: inner.canTake,
       release: (holder) => Effect.suspend(() => {
         unlease(holder)
         return inner.release(holder)
