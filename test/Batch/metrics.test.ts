@@ -93,17 +93,17 @@ describe("Batch metrics", () => {
   it.effect("BatchMetrics.withLabels labels the batch's series as tagMetrics does, and leaves Effect's fiber counters out", () =>
     Effect.gen(function*() {
       const batch = "metrics-labelled"
-      const tagged = { profile: "with-labels-test" }
-      const untagged = { profile: "tag-metrics-test" }
+      const viaWithLabels = { profile: "with-labels-test" }
+      const viaTagMetrics = { profile: "tag-metrics-test" }
       const run = (name: string) => Batch.run([0, 1, 2], (n: number) => Effect.as(Effect.sleep("10 millis"), n), { metrics: true, name })
-      yield* runOnTestClock(run(batch).pipe(BatchMetrics.withLabels(tagged)), "1 days", 5)
-      yield* runOnTestClock(run(`${batch}-2`).pipe(Effect.tagMetrics(untagged)), "1 days", 5)
-      expect(valueOf("effect_batch_items_total", { batch, ...tagged, outcome: "succeeded" })).toBe(3)
+      yield* runOnTestClock(run(batch).pipe(BatchMetrics.withLabels(viaWithLabels)), "1 days", 5)
+      yield* runOnTestClock(run(`${batch}-2`).pipe(Effect.tagMetrics(viaTagMetrics)), "1 days", 5)
+      expect(valueOf("effect_batch_items_total", { batch, ...viaWithLabels, outcome: "succeeded" })).toBe(3)
       // Under tagMetrics every fiber's end is counted under the labels; under withLabels none is.
-      expect(valueOf("effect_fiber_successes", untagged)).toBeGreaterThan(0)
-      expect(series("effect_fiber_successes", tagged)).toBeUndefined()
+      expect(valueOf("effect_fiber_successes", viaTagMetrics)).toBeGreaterThan(0)
+      expect(series("effect_fiber_successes", viaWithLabels)).toBeUndefined()
       expect(Metric.unsafeSnapshot().filter((pair) =>
-        pair.metricKey.name.startsWith("effect_fiber_") && pair.metricKey.tags.some((t) => t.value === tagged.profile))).toEqual([])
+        pair.metricKey.name.startsWith("effect_fiber_") && pair.metricKey.tags.some((t) => t.value === viaWithLabels.profile))).toEqual([])
     }))
 
   it.effect("off (the default): no series of its own", () =>
