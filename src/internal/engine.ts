@@ -706,9 +706,22 @@ export const run = <A, B, E, R, ES, RS>(
     )
 
     const workerCount = Math.max(1, Math.min(limiter.max, source.total ?? limiter.max))
-    const workers = Effect.all(Array.from({ length: workerCount }, () => worker), {
-      concurrency: "unbounded",
-      discard: true
+    /**
+     * The workers, forked on the batch's fiber set rather than by `Effect.all`: a batch smaller than its limit (the
+     * job service's chunks) has a worker per item, and `Effect.all` costs each child a fork and a join of every
+     * fiber ref (≈35 µs on effect 3.22.4, against ≈3 µs for a fork from a runtime). The first worker to fail ends
+     * them all, as in `Effect.all`.
+     */
+    const workers = Effect.suspend(() => {
+      const done = Deferred.unsafeMake<void, ES | Checkpointing.Failure>(FiberId.none)
+      let running = workerCount
+      const failed = (cause: Cause.Cause<ES | Checkpointing.Failure>) => Effect.sync(() => Deferred.unsafeDone(done, Exit.failCause(cause)))
+      const ended = (exit: Exit.Exit<void>) => {
+        if (Exit.isFailure(exit)) Deferred.unsafeDone(done, exit) // interrupted
+        else if (--running === 0) Deferred.unsafeDone(done, Exit.void)
+      }
+      for (let i = 0; i < workerCount; i++) runFiber(Effect.catchAllCause(worker, failed)).addObserver(ended)
+      return Deferred.await(done)
     })
     const all = Effect.zipRight(
       workers,
@@ -720,6 +733,8 @@ export const run = <A, B, E, R, ES, RS>(
     const halting = failFast ? Effect.raceFirst(all, Deferred.await(halted)) : all
     const guarded = checkpoint === undefined ? halting : Effect.raceFirst(halting, Deferred.await(checkpoint.failed))
     yield* Effect.provideService(guarded, RateLimiter.RateLimiter, rate)
+    // Halted, or a worker failed: the other fibers stop before the checkpoint is closed.
+    yield* FiberSet.clear(fibers)
     yield* closeCheckpoint(stopReason === "failFast" ? undefined : stopReason)
     ended.report = collector.finish(now())
     return { report: ended.report, failure: firstFailure }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Chunk, Duration, Effect, Fiber, Stream, TestClock } from "effect"
+import { Chunk, Duration, Effect, Exit, Fiber, Option, Stream, TestClock } from "effect"
 import * as Batch from "../../src/Batch.js"
 import type * as BatchReport from "../../src/BatchReport.js"
 import * as TaskError from "../../src/TaskError.js"
@@ -57,6 +57,23 @@ describe("Batch.stream", () => {
         Effect.flip
       )
       expect(error).toBe("source broke")
+    }))
+
+  it.effect("a source failing while items are in flight fails the batch at once and interrupts them", () =>
+    Effect.gen(function*() {
+      let interrupted = 0
+      const source = Stream.concat(Stream.make(1, 2, 3), Stream.fromEffect(Effect.sleep("1 second")).pipe(Stream.drain))
+        .pipe(Stream.concat(Stream.fail("source broke")), Stream.rechunk(1))
+      const fiber = yield* Batch.run(source, () =>
+        Effect.onInterrupt(Effect.sleep("1 hour"), () => Effect.sync(() => interrupted++)), { concurrency: 8 }).pipe(
+        Effect.flip,
+        Effect.fork
+      )
+      yield* TestClock.adjust("2 seconds")
+      // Settled within the two seconds: the batch did not wait for its items' hour.
+      const error = Option.getOrThrow(yield* Fiber.poll(fiber))
+      expect(error).toEqual(Exit.succeed("source broke"))
+      expect(interrupted).toBe(3)
     }))
 
   it.effect("1 000 items from a Stream all come out, each index once", () =>
