@@ -4,6 +4,8 @@
 // concurrency of 128) and Batch.run each run in a process of their own; this process is the client.
 //   node test/bench/jobs.mjs              (everything, 1.5–3 minutes; writes .bench-out/jobs.json)
 //   node test/bench/jobs.mjs --only B,S1  (those service runs only, and the baseline: quicker, to compare builds)
+//   node test/bench/jobs.mjs --only B --repeat 3  (each run and the baseline 3 times, taking turns: medians of
+//     the ratios to the baseline of the same round, which a noisy machine moves far less than the figures themselves)
 //   node test/bench/jobs.mjs batch-run <simulator url>   (the Batch.run baseline alone, a JSON line)
 // Two service runs, each on a fresh process and database: (A) with 100 SSE subscribers (2 per job),
 // for submission latency (the burst of 50, and 20 small submissions one at a time while they run),
@@ -79,6 +81,17 @@ const only = (() => {
   return new Set(labels)
 })()
 const wanted = (label) => only === undefined || only.has(label)
+/** Rounds of every run asked for and the baseline, in turn (`--repeat N`); 1 by default. */
+const repeat = (() => {
+  const at = process.argv.indexOf("--repeat")
+  if (at < 0) return 1
+  const n = Number(process.argv[at + 1])
+  if (!Number.isInteger(n) || n < 1 || n > 20) {
+    console.error(`--repeat takes a whole number of rounds from 1 to 20, got ${JSON.stringify(process.argv[at + 1] ?? "")}`)
+    process.exit(2)
+  }
+  return n
+})()
 
 // --- child processes, always killed on the way out ------------------------------------------------
 
@@ -407,29 +420,37 @@ const batchRun = async () => {
 // --- run and report -------------------------------------------------------------------------------
 
 const began = performance.now()
-let withSse
-if (wanted("A")) {
-  process.stderr.write(`run A: ${JOBS} jobs × ${ITEMS_PER_JOB} items, ${JOBS * SUBSCRIBERS_PER_JOB} SSE subscribers\n`)
-  withSse = await serviceRun("A", SUBSCRIBERS_PER_JOB)
-}
-let noSse
-if (wanted("B")) {
-  process.stderr.write(`run B: ${JOBS} jobs × ${ITEMS_PER_JOB} items, no subscribers\n`)
-  noSse = await serviceRun("B", 0)
-}
-const split = []
-if (DATABASE_URL !== undefined) {
-  for (const runners of [1, 2].filter((n) => wanted(`S${n}`))) {
-    process.stderr.write(`run S${runners}: the API and ${runners} runner(s) on PostgreSQL, ${JOBS * SUBSCRIBERS_PER_JOB} SSE subscribers\n`)
-    split.push(await serviceRun(`S${runners}`, SUBSCRIBERS_PER_JOB, runners))
+/** One round: every run asked for, then the baseline. */
+const round = async (n) => {
+  const of = repeat === 1 ? "" : ` (round ${n} of ${repeat})`
+  let withSse
+  if (wanted("A")) {
+    process.stderr.write(`run A${of}: ${JOBS} jobs × ${ITEMS_PER_JOB} items, ${JOBS * SUBSCRIBERS_PER_JOB} SSE subscribers\n`)
+    withSse = await serviceRun("A", SUBSCRIBERS_PER_JOB)
   }
-} else if (wanted("S1") || wanted("S2")) {
-  process.stderr.write("no DATABASE_URL: the split runs (an API and runners on PostgreSQL) are left out\n")
+  let noSse
+  if (wanted("B")) {
+    process.stderr.write(`run B${of}: ${JOBS} jobs × ${ITEMS_PER_JOB} items, no subscribers\n`)
+    noSse = await serviceRun("B", 0)
+  }
+  const split = []
+  if (DATABASE_URL !== undefined) {
+    for (const runners of [1, 2].filter((n) => wanted(`S${n}`))) {
+      process.stderr.write(`run S${runners}${of}: the API and ${runners} runner(s) on PostgreSQL, ${JOBS * SUBSCRIBERS_PER_JOB} SSE subscribers\n`)
+      split.push(await serviceRun(`S${runners}`, SUBSCRIBERS_PER_JOB, runners))
+    }
+  } else if (n === 1 && (wanted("S1") || wanted("S2"))) {
+    process.stderr.write("no DATABASE_URL: the split runs (an API and runners on PostgreSQL) are left out\n")
+  }
+  process.stderr.write(`Batch.run${of}: ${ITEMS} items\n`)
+  const baseline = await batchRun()
+  return { runs: [withSse, noSse, ...split].filter((run) => run !== undefined), baseline }
 }
-const runs = [withSse, noSse, ...split].filter((run) => run !== undefined)
-process.stderr.write(`Batch.run: ${ITEMS} items\n`)
-const baseline = await batchRun()
+const rounds = []
+for (let n = 1; n <= repeat; n++) rounds.push(await round(n))
 await stop(simulatorProcess)
+// The details are the last round's; with `--repeat`, the medians over the rounds follow them.
+const { runs, baseline } = rounds.at(-1)
 
 const boundMs = (ITEMS * LATENCY_MS) / CONCURRENCY
 const achieved = (makespan) => ((ITEMS * LATENCY_MS) / makespan).toFixed(0)
@@ -469,6 +490,23 @@ for (const run of runs) {
     `(${perItemUs(run.cpuMs - baseline.cpuMs).toFixed(0)} µs more per item)`)
 }
 
+if (repeat > 1) {
+  const median = (values) => {
+    const sorted = [...values].sort((a, b) => a - b)
+    const mid = sorted.length >> 1
+    return sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2
+  }
+  const spread = (values, digits) => `${median(values).toFixed(digits)} (${Math.min(...values).toFixed(digits)}–${Math.max(...values).toFixed(digits)})`
+  console.log(`\nover ${repeat} rounds: median (lowest–highest); each ratio is to the Batch.run of its own round`)
+  console.log(`  Batch.run   CPU ${spread(rounds.map((r) => perItemUs(r.baseline.cpuMs)), 0)} µs per item`)
+  for (const { label } of runs) {
+    const pairs = rounds.map((r) => [r.runs.find((run) => run.label === label), r.baseline])
+    console.log(`  ${`run ${label}`.padEnd(9)}   CPU ${spread(pairs.map(([run]) => perItemUs(run.cpuMs)), 0)} µs per item, ` +
+      `${spread(pairs.map(([run, base]) => run.cpuMs / base.cpuMs), 2)}× Batch.run; ` +
+      `makespan ${spread(pairs.map(([run, base]) => run.makespanMs / base.wallMs), 2)}×`)
+  }
+}
+
 const output = {
   jobs: JOBS,
   itemsPerJob: ITEMS_PER_JOB,
@@ -477,6 +515,7 @@ const output = {
   boundMs,
   runs,
   baseline,
+  ...(repeat === 1 ? {} : { rounds }),
   errors
 }
 const outDir = file("../../.bench-out")
