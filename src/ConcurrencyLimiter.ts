@@ -31,7 +31,7 @@ import * as Layer from "effect/Layer"
 import type * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
 import * as SynchronizedRef from "effect/SynchronizedRef"
-import { PermitPool, permitProtocol, PrioritizedPermitPool } from "./internal/permitPool.js"
+import { makeLedger, PermitPool, permitProtocol, PrioritizedPermitPool } from "./internal/permitPool.js"
 import type { Holder, PermitProtocol } from "./internal/permitPool.js"
 import * as LimitAlgorithm from "./LimitAlgorithm.js"
 
@@ -197,6 +197,7 @@ const limiterOn = <S>(
     const protocol: PermitProtocol = {
       take,
       tryTake: pool.tryTake,
+      enqueue: pool.enqueue,
       release: pool.release,
       unsafeRelease: pool.releaseNow,
       releaseLedger: pool.releaseLedger,
@@ -207,7 +208,7 @@ const limiterOn = <S>(
     const clock = yield* Effect.clock
     const withPermit = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
       Effect.suspend(() => {
-        const holder: Holder = { holding: false, ledger: { held: 0 } }
+        const holder: Holder = { holding: false, ledger: makeLedger() }
         return take(holder).pipe(
           Effect.zipRight(Effect.suspend(() => {
             if (!adaptive) return effect

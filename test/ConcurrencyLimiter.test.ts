@@ -4,10 +4,12 @@
  * at once whatever the priority; and batches run at a priority share it.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Clock, Deferred, type Duration, Effect, Fiber, Option, TestClock } from "effect"
+import { Clock, Deferred, type Duration, Effect, Exit, Fiber, Option, Supervisor, TestClock } from "effect"
 import * as Batch from "../src/Batch.js"
 import * as ConcurrencyLimiter from "../src/ConcurrencyLimiter.js"
 import * as LimitAlgorithm from "../src/LimitAlgorithm.js"
+import { permitProtocol } from "../src/internal/permitPool.js"
+import * as TaskError from "../src/TaskError.js"
 import { recordingAlgorithm } from "./support/recordingAlgorithm.js"
 
 /** Holds one permit of `limiter` until the returned effect is run. */
@@ -137,6 +139,67 @@ describe("batches sharing one limiter", () => {
       expect(lastItemAt).toBeGreaterThan(0)
       expect(endedAt).toBe(lastItemAt)
     }))
+  it.effect("a batch that ends while its workers wait in the queue (interrupted, or failing fast) leaves no permit taken", () =>
+    Effect.gen(function*() {
+      const limiter = yield* ConcurrencyLimiter.makeFixed(2)
+      const shared = Effect.provideService(ConcurrencyLimiter.ConcurrencyLimiter, limiter)
+      const busy = yield* Effect.fork(shared(Batch.run([1, 2], () => Effect.sleep("1 second"))))
+      yield* Effect.yieldNow()
+      // Both wait behind the busy batch: one is interrupted; the other fails fast on its first item, the rest queued.
+      const interrupted = yield* Effect.fork(shared(Batch.run(Array.from({ length: 10 }, (_, i) => i), () => Effect.sleep("1 second"))))
+      const failing = yield* Effect.fork(shared(Batch.forEach(
+        Array.from({ length: 10 }, (_, i) => i),
+        (i) => i === 0 ? Effect.fail(new TaskError.Permanent({ message: "no" })) : Effect.sleep("1 second")
+      )))
+      yield* Effect.yieldNow()
+      yield* Fiber.interrupt(interrupted)
+      yield* TestClock.adjust("1 second")
+      yield* Fiber.join(busy)
+      yield* TestClock.adjust("1 second")
+      const failed = yield* Fiber.poll(failing)
+      expect(Option.isSome(failed) && Exit.isFailure(failed.value)).toBe(true)
+      expect(limiter[permitProtocol].inUse()).toBe(0)
+      // The whole limit is free for the next batch.
+      const next = yield* Effect.fork(shared(Batch.run([1, 2], () => Effect.sleep("1 second"))))
+      yield* Effect.yieldNow()
+      expect(limiter[permitProtocol].inUse()).toBe(2)
+      yield* TestClock.adjust("1 second")
+      expect((yield* Fiber.join(next)).report.succeeded).toBe(2)
+    }))
+
+  for (const [name, make] of [
+    ["make", (algorithm: LimitAlgorithm.LimitAlgorithm<unknown>) => ConcurrencyLimiter.make(algorithm)],
+    ["makePrioritized", (algorithm: LimitAlgorithm.LimitAlgorithm<unknown>) => ConcurrencyLimiter.makePrioritized(algorithm)]
+  ] as const) {
+    it.effect(`${name}: batches waiting for a shared limit keep their place in its queue without a fiber per place, first come first served`, () =>
+      Effect.gen(function*() {
+        // A limit of 4 that may grow to 64: each batch of 50 has a worker for each item, all but a few only waiting.
+        const limiter = yield* make(recordingAlgorithm({ min: 4, max: 64, initial: 4 }).algorithm as LimitAlgorithm.LimitAlgorithm<unknown>)
+        const supervisor = yield* Supervisor.track
+        const started: Array<number> = []
+        const batches = yield* Effect.fork(Effect.all(
+          Array.from({ length: 20 }, (_, b) =>
+            Batch.run(
+              Array.from({ length: 50 }, (_, i) => b * 50 + i),
+              (n) => Effect.zipRight(Effect.sync(() => started.push(n)), Effect.sleep("100 millis"))
+            )),
+          { concurrency: "unbounded" }
+        ).pipe(Effect.provideService(ConcurrencyLimiter.ConcurrencyLimiter, limiter), Effect.supervised(supervisor)))
+        let most = 0
+        for (let i = 0; i < 260; i++) {
+          yield* TestClock.adjust("100 millis")
+          yield* Effect.yieldNow()
+          most = Math.max(most, (yield* supervisor.value).length)
+        }
+        const ran = yield* Fiber.join(batches)
+        expect(ran.flatMap((r) => r.results.filter((x) => x._tag === "Succeeded")).length).toBe(1000)
+        // The batches in the order they queued, each batch's items in theirs.
+        expect(started).toEqual(Array.from({ length: 1000 }, (_, i) => i))
+        // The batches' own fibers and the 4 items running: not the 1 000 of a fiber per place in the queue.
+        expect(most).toBeGreaterThanOrEqual(20)
+        expect(most).toBeLessThan(100)
+      }))
+  }
 })
 
 describe("ConcurrencyLimiter.withPermit", () => {

@@ -42,7 +42,7 @@ import * as Checkpointing from "./checkpointing.js"
 import * as MetricsRecorder from "./metricsRecorder.js"
 import { Collector } from "./collector.js"
 import * as ItemSource from "./itemSource.js"
-import { permitProtocol } from "./permitPool.js"
+import { makeLedger, permitProtocol } from "./permitPool.js"
 import type { Holder, Ledger } from "./permitPool.js"
 
 /** The engine reads `Batch.Options` (documented there); `bufferSize` is the stream's business. */
@@ -190,7 +190,7 @@ export const run = <A, B, E, R, ES, RS>(
         ))
     }
     // Registered before the fibers' set, so it runs after they are interrupted.
-    const ledger: Ledger = { held: 0 }
+    const ledger: Ledger = makeLedger()
     const metrics = config.metrics === true
       ? MetricsRecorder.make(config.name ?? "default", yield* FiberRef.get(FiberRef.currentMetricLabels))
       : undefined
@@ -690,12 +690,57 @@ export const run = <A, B, E, R, ES, RS>(
       )
     }
 
-    /** Takes a permit, pulls an item, runs it; until the input is exhausted or the batch stops. */
+    /**
+     * The workers are forked on the batch's fiber set rather than by `Effect.all`: a batch smaller than its limit (the
+     * job service's chunks) has a worker per item, and `Effect.all` costs each child a fork and a join of every
+     * fiber ref (≈35 µs on effect 3.22.4, against ≈3 µs for a fork from a runtime). `working` counts them and their
+     * tickets (see `worker`); `workersDone` completes when it falls to 0, or fails with the first worker that fails,
+     * as `Effect.all` did.
+     */
+    const workersDone = Deferred.unsafeMake<void, ES | Checkpointing.Failure>(FiberId.none)
+    let working = 0
+    /** The workers were stopped (halted): a ticket granted from now on gives its permit back. */
+    let workersStopped = false
+    const workerFailed = (cause: Cause.Cause<ES | Checkpointing.Failure>) =>
+      Effect.sync(() => Deferred.unsafeDone(workersDone, Exit.failCause(cause)))
+    const workerGone = () => {
+      if (--working === 0) Deferred.unsafeDone(workersDone, Exit.void)
+    }
+    const workerEnded = (exit: Exit.Exit<void>) => {
+      if (Exit.isFailure(exit)) Deferred.unsafeDone(workersDone, exit) // interrupted
+      else workerGone()
+    }
+    const spawn = (effect: Effect.Effect<void, ES | Checkpointing.Failure, R | RS>, immediate: boolean) => {
+      working++
+      runFiber(Effect.catchAllCause(effect, workerFailed), { immediate }).addObserver(workerEnded)
+    }
+    const enqueue = permits.enqueue
+    const priority = yield* FiberRef.get(ConcurrencyLimiter.CurrentPriority)
+
+    /**
+     * Takes a permit, pulls an item, runs it; until the input is exhausted or the batch stops.
+     *
+     * A worker that must wait for a permit waits as a ticket in the limiter's queue, where the limiter has them,
+     * and its fiber ends: the ticket, once granted, starts a worker (a ticket is a small object; a fiber parked in
+     * the queue is kilobytes, and a limit shared by many batches queues one per permit each batch may use).
+     */
     const worker: Effect.Effect<void, ES | Checkpointing.Failure, R | RS> = Effect.suspend(() => {
       if (stopReason !== undefined || inputDone) return Effect.void
       const holder: Holder = { holding: false, ledger, idle: true }
       if (permits.tryTake(holder)) return pull(holder, 0)
       const queuedFrom = now()
+      if (enqueue !== undefined) {
+        working++
+        enqueue(holder, priority, (granted) => {
+          if (granted) {
+            if (workersStopped) permits.unsafeRelease(holder)
+            // Started later, not inside the grant: the pool is in the middle of handing out permits.
+            else spawn(pull(holder, now() - queuedFrom), false)
+          }
+          workerGone()
+        })
+        return Effect.void
+      }
       // Resumed without a permit: dismissed, the batch has nothing more to run.
       return Effect.flatMap(permits.take(holder), () => (holder.holding ? pull(holder, now() - queuedFrom) : Effect.void))
     })
@@ -706,22 +751,12 @@ export const run = <A, B, E, R, ES, RS>(
     )
 
     const workerCount = Math.max(1, Math.min(limiter.max, source.total ?? limiter.max))
-    /**
-     * The workers, forked on the batch's fiber set rather than by `Effect.all`: a batch smaller than its limit (the
-     * job service's chunks) has a worker per item, and `Effect.all` costs each child a fork and a join of every
-     * fiber ref (≈35 µs on effect 3.22.4, against ≈3 µs for a fork from a runtime). The first worker to fail ends
-     * them all, as in `Effect.all`.
-     */
     const workers = Effect.suspend(() => {
-      const done = Deferred.unsafeMake<void, ES | Checkpointing.Failure>(FiberId.none)
-      let running = workerCount
-      const failed = (cause: Cause.Cause<ES | Checkpointing.Failure>) => Effect.sync(() => Deferred.unsafeDone(done, Exit.failCause(cause)))
-      const ended = (exit: Exit.Exit<void>) => {
-        if (Exit.isFailure(exit)) Deferred.unsafeDone(done, exit) // interrupted
-        else if (--running === 0) Deferred.unsafeDone(done, Exit.void)
-      }
-      for (let i = 0; i < workerCount; i++) runFiber(Effect.catchAllCause(worker, failed)).addObserver(ended)
-      return Deferred.await(done)
+      // Counted as one until all are started, so that none ending at once can complete the count.
+      working++
+      for (let i = 0; i < workerCount; i++) spawn(worker, true)
+      workerGone()
+      return Deferred.await(workersDone)
     })
     const all = Effect.zipRight(
       workers,
@@ -734,6 +769,8 @@ export const run = <A, B, E, R, ES, RS>(
     const guarded = checkpoint === undefined ? halting : Effect.raceFirst(halting, Deferred.await(checkpoint.failed))
     yield* Effect.provideService(guarded, RateLimiter.RateLimiter, rate)
     // Halted, or a worker failed: the other fibers stop before the checkpoint is closed.
+    workersStopped = true
+    permits.dismissIdle(ledger)
     yield* FiberSet.clear(fibers)
     yield* closeCheckpoint(stopReason === "failFast" ? undefined : stopReason)
     ended.report = collector.finish(now())

@@ -13,13 +13,27 @@
  * is interrupted can give back exactly what its items still held, and a
  * waiter interrupted after its grant gives the permit back itself.
  * Waiters are served first-in, first-out.
+ *
+ * A waiter is a fiber (`take`) or a ticket (`enqueue`): a callback the pool
+ * calls once the ticket holds a permit. A batch's workers wait as tickets, so
+ * a limit shared by many batches keeps a small object per place in its queue
+ * rather than a parked fiber. 200 batches of 100 items on a limit of 128 kept
+ * 20 000 fibers waiting; as tickets, they took about a fifth less CPU per item
+ * and 60 MB less memory (engine only, setImmediate as the task).
  */
 import * as Effect from "effect/Effect"
 import type * as LimitAlgorithm from "../LimitAlgorithm.js"
 
 export interface Ledger {
   held: number
+  /** Its tickets still waiting. */
+  tickets: number
+  /** Given back (`releaseLedger`): its tickets still queued are dropped unanswered. */
+  closed: boolean
 }
+
+/** A batch's ledger, holding nothing yet. */
+export const makeLedger = (): Ledger => ({ held: 0, tickets: 0, closed: false })
 
 /**
  * What the engine asks of a `ConcurrencyLimiter`: the permits of its items,
@@ -31,13 +45,19 @@ export interface PermitProtocol {
   readonly take: (holder: Holder) => Effect.Effect<void>
   /** Takes a permit for `holder` if one is free now, without waiting; whether it holds one. */
   readonly tryTake: (holder: Holder) => boolean
+  /**
+   * Queues a ticket for `holder` in place of a waiting fiber: `wake(true)` once it holds a permit, `wake(false)`
+   * when dismissed (`dismissIdle`). A ticket of a ledger given back is dropped without a call. Absent where a
+   * permit needs more than the pool's grant (a lease from Redis): the caller then waits with `take`.
+   */
+  readonly enqueue?: ((holder: Holder, priority: number, wake: (granted: boolean) => void) => void) | undefined
   /** Gives `holder`'s permit back (no-op if it holds none). */
   readonly release: (holder: Holder) => Effect.Effect<void>
   /** `release`, done at once (for callers already inside an effect). */
   readonly unsafeRelease: (holder: Holder) => void
   /** Resumes without a permit the idle workers of `ledger` still waiting (its batch has nothing more to run). */
   readonly dismissIdle: (ledger: Ledger) => void
-  /** Gives back every permit still recorded on `ledger` (for a batch that was interrupted). */
+  /** Gives back every permit still recorded on `ledger`, and drops its tickets (for a batch that ended). */
   readonly releaseLedger: (ledger: Ledger) => Effect.Effect<void>
   /** Feeds one finished attempt to the algorithm; the new limit when it moved. */
   readonly record: (sample: LimitAlgorithm.Sample) => Effect.Effect<number | undefined>
@@ -65,18 +85,32 @@ const dismiss = (waiters: ReadonlyArray<Waiter>, from: number, ledger: Ledger): 
   let dismissed = 0
   for (let i = from; i < waiters.length; i++) {
     const waiter = waiters[i]!
-    if (waiter.resume === undefined || waiter.holder.ledger !== ledger || waiter.holder.idle !== true) continue
-    const resume = waiter.resume
-    waiter.resume = undefined
+    if (!live(waiter) || waiter.holder.ledger !== ledger || waiter.holder.idle !== true) continue
+    const wake = waiter.wake!
+    waiter.wake = undefined
+    if (waiter.ticket) ledger.tickets--
     dismissed++
-    resume(Effect.void)
+    wake(false)
   }
   return dismissed
 }
 
 interface Waiter {
   readonly holder: Holder
-  resume: ((effect: Effect.Effect<void>) => void) | undefined
+  /** Called once, with whether the waiter holds a permit; `undefined` once called or given up. */
+  wake: ((granted: boolean) => void) | undefined
+  readonly ticket: boolean
+}
+
+/** Whether a queued waiter still waits (it was not interrupted, dismissed, or dropped with its ledger). */
+const live = (waiter: Waiter): boolean => waiter.wake !== undefined && !(waiter.ticket && waiter.holder.ledger.closed)
+
+/** Grants `waiter`'s permit (already counted) and wakes it. */
+const wakeGranted = (waiter: Waiter): void => {
+  const wake = waiter.wake!
+  waiter.wake = undefined
+  if (waiter.ticket) waiter.holder.ledger.tickets--
+  wake(true)
 }
 
 /**
@@ -121,13 +155,19 @@ abstract class Permits {
 
   readonly release = (holder: Holder): Effect.Effect<void> => Effect.sync(() => this.releaseNow(holder))
 
-  /** Gives back permits a ledger still holds (its holders are gone). */
+  /** Gives back permits a ledger still holds (its holders are gone), and drops its tickets. */
   readonly releaseLedger = (ledger: Ledger): Effect.Effect<void> =>
     Effect.sync(() => {
+      this.dropTickets(ledger)
+      ledger.closed = true
+      ledger.tickets = 0
       this.taken -= ledger.held
       ledger.held = 0
       this.freed()
     })
+
+  /** Forgets `ledger`'s tickets still queued (they stay in the queue, skipped when reached). */
+  protected dropTickets(_ledger: Ledger): void {}
 
   readonly resize = (limit: number): Effect.Effect<void> =>
     Effect.sync(() => {
@@ -147,11 +187,9 @@ export class PermitPool extends Permits {
   protected freed(): void {
     while (this.taken < this.limit && this.head < this.waiters.length) {
       const waiter = this.waiters[this.head++]!
-      if (waiter.resume === undefined) continue // interrupted while waiting
+      if (!live(waiter)) continue // interrupted while waiting, or its batch ended
       this.grant(waiter.holder)
-      const resume = waiter.resume
-      waiter.resume = undefined
-      resume(Effect.void)
+      wakeGranted(waiter)
     }
     if (this.head > 1024 && this.head * 2 > this.waiters.length) {
       this.waiters = this.waiters.slice(this.head)
@@ -163,14 +201,19 @@ export class PermitPool extends Permits {
     Effect.suspend(() => {
       if (this.tryTake(holder)) return Effect.void
       return Effect.async<void>((resume) => {
-        const waiter: Waiter = { holder, resume }
+        const waiter: Waiter = { holder, wake: () => resume(Effect.void), ticket: false }
         this.waiters.push(waiter)
         return Effect.sync(() => {
-          if (waiter.resume !== undefined) waiter.resume = undefined
+          if (waiter.wake !== undefined) waiter.wake = undefined
           else this.releaseNow(holder) // granted, but the waiter was interrupted before it resumed
         })
       })
     })
+
+  readonly enqueue = (holder: Holder, _priority: number, wake: (granted: boolean) => void): void => {
+    holder.ledger.tickets++
+    this.waiters.push({ holder, wake, ticket: true })
+  }
 
   /** See `dismiss`. */
   readonly dismissIdle = (ledger: Ledger): void => {
@@ -223,12 +266,16 @@ export class PrioritizedPermitPool extends Permits {
     })
   }
 
+  protected override dropTickets(ledger: Ledger): void {
+    this.waiting -= ledger.tickets
+  }
+
   private best(): PrioritizedWaiter | undefined {
     const now = this.now()
     let chosen: Bucket | undefined
     let chosenStanding = -Infinity
     for (const [priority, bucket] of this.buckets) {
-      while (bucket.head < bucket.waiters.length && bucket.waiters[bucket.head]!.resume === undefined) bucket.head++
+      while (bucket.head < bucket.waiters.length && !live(bucket.waiters[bucket.head]!)) bucket.head++
       if (bucket.head === bucket.waiters.length) {
         this.buckets.delete(priority)
         continue
@@ -257,27 +304,29 @@ export class PrioritizedPermitPool extends Permits {
       }
       this.waiting--
       this.grant(waiter.holder)
-      const resume = waiter.resume!
-      waiter.resume = undefined
-      resume(Effect.void)
+      wakeGranted(waiter)
     }
+  }
+
+  private queue(waiter: PrioritizedWaiter, priority: number): void {
+    let bucket = this.buckets.get(priority)
+    if (bucket === undefined) {
+      bucket = { waiters: [], head: 0 }
+      this.buckets.set(priority, bucket)
+    }
+    bucket.waiters.push(waiter)
+    this.waiting++
   }
 
   readonly take = (holder: Holder, priority: number): Effect.Effect<void> =>
     Effect.suspend(() => {
       if (this.tryTake(holder)) return Effect.void
       return Effect.async<void>((resume) => {
-        const waiter: PrioritizedWaiter = { holder, resume, since: this.now() }
-        let bucket = this.buckets.get(priority)
-        if (bucket === undefined) {
-          bucket = { waiters: [], head: 0 }
-          this.buckets.set(priority, bucket)
-        }
-        bucket.waiters.push(waiter)
-        this.waiting++
+        const waiter: PrioritizedWaiter = { holder, wake: () => resume(Effect.void), ticket: false, since: this.now() }
+        this.queue(waiter, priority)
         return Effect.sync(() => {
-          if (waiter.resume !== undefined) {
-            waiter.resume = undefined
+          if (waiter.wake !== undefined) {
+            waiter.wake = undefined
             this.waiting--
           } else {
             this.releaseNow(holder)
@@ -285,6 +334,11 @@ export class PrioritizedPermitPool extends Permits {
         })
       })
     })
+
+  readonly enqueue = (holder: Holder, priority: number, wake: (granted: boolean) => void): void => {
+    holder.ledger.tickets++
+    this.queue({ holder, wake, ticket: true, since: this.now() }, priority)
+  }
 
   /** See `dismiss`. */
   readonly dismissIdle = (ledger: Ledger): void => {

@@ -39,7 +39,7 @@ import * as LuaScript from "./LuaScript.js"
 import { randomBytes } from "node:crypto"
 import * as ConcurrencyLimiter from "../ConcurrencyLimiter.js"
 import * as LimitAlgorithm from "../LimitAlgorithm.js"
-import { type Holder, type Ledger, permitProtocol, type PermitProtocol } from "../internal/permitPool.js"
+import { type Holder, type Ledger, makeLedger, permitProtocol, type PermitProtocol } from "../internal/permitPool.js"
 
 /**
  * @since 0.1.0
@@ -255,7 +255,7 @@ export const make = (options: Options): Effect.Effect<ConcurrencyLimiter.Limiter
       withPermit: <A, E, R>(effect: Effect.Effect<A, E, R>) =>
         local.withPermit(Effect.suspend(() => {
           // `local` holds the permit (and samples the call); this holder stands for its lease.
-          const holder: Holder = { holding: true, ledger: { held: 0 } }
+          const holder: Holder = { holding: true, ledger: makeLedger() }
           let leased = false
           return lease(holder).pipe(
             Effect.zipRight(Effect.suspend(() => {
