@@ -716,6 +716,19 @@ export const run = <A, B, E, R, ES, RS>(
     }
     const enqueue = permits.enqueue
     const priority = yield* FiberRef.get(ConcurrencyLimiter.CurrentPriority)
+    /** Waits for a permit for `holder` as a ticket: granted, it starts a worker with it. */
+    const queueTicket = (holder: Holder) => {
+      working++
+      const queuedFrom = now()
+      enqueue!(holder, priority, (granted) => {
+        if (granted) {
+          if (workersStopped) permits.unsafeRelease(holder)
+          // Started later, not inside the grant: the pool is in the middle of handing out permits.
+          else spawn(pull(holder, now() - queuedFrom), false)
+        }
+        workerGone()
+      })
+    }
 
     /**
      * Takes a permit, pulls an item, runs it; until the input is exhausted or the batch stops.
@@ -728,19 +741,11 @@ export const run = <A, B, E, R, ES, RS>(
       if (stopReason !== undefined || inputDone) return Effect.void
       const holder: Holder = { holding: false, ledger, idle: true }
       if (permits.tryTake(holder)) return pull(holder, 0)
-      const queuedFrom = now()
       if (enqueue !== undefined) {
-        working++
-        enqueue(holder, priority, (granted) => {
-          if (granted) {
-            if (workersStopped) permits.unsafeRelease(holder)
-            // Started later, not inside the grant: the pool is in the middle of handing out permits.
-            else spawn(pull(holder, now() - queuedFrom), false)
-          }
-          workerGone()
-        })
+        queueTicket(holder)
         return Effect.void
       }
+      const queuedFrom = now()
       // Resumed without a permit: dismissed, the batch has nothing more to run.
       return Effect.flatMap(permits.take(holder), () => (holder.holding ? pull(holder, now() - queuedFrom) : Effect.void))
     })
@@ -754,7 +759,17 @@ export const run = <A, B, E, R, ES, RS>(
     const workers = Effect.suspend(() => {
       // Counted as one until all are started, so that none ending at once can complete the count.
       working++
-      for (let i = 0; i < workerCount; i++) spawn(worker, true)
+      for (let i = 0; i < workerCount; i++) {
+        if (enqueue === undefined) {
+          spawn(worker, true)
+          continue
+        }
+        // A worker only for a permit free now: one that would wait starts as a ticket, without a fiber.
+        if (stopReason !== undefined || inputDone) break
+        const holder: Holder = { holding: false, ledger, idle: true }
+        if (permits.tryTake(holder)) spawn(pull(holder, 0), true)
+        else queueTicket(holder)
+      }
       workerGone()
       return Deferred.await(workersDone)
     })
