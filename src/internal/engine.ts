@@ -3,7 +3,8 @@
  *
  * Workers (as many as the limiter's maximum) each loop: take a concurrency
  * permit, pull the next item (so the input is read only as permits free up),
- * run it. Per attempt the item waits on the rate limiter holding its permit
+ * run it. A worker waiting for a permit is a ticket in the limiter's queue,
+ * not a fiber, where the limiter offers tickets (see `worker`). Per attempt the item waits on the rate limiter holding its permit
  * (so starts stay paced), runs, reports a sample to the limiter and gives the
  * permit back. An item that must wait to retry leaves its worker: it goes on
  * in a fiber of its own, sleeping without a permit and taking a new one before
