@@ -370,8 +370,8 @@ const make = Effect.gen(function*() {
       }).pipe(Effect.zipRight(writer.flushed(jobId, since)))
       // The items see only what they use: the HTTP client, the chunk's span and the batch's services. The process's
       // context holds some forty services (the cluster's, SQL, the HTTP server…), and every step that adds to an
-      // item's context (its idempotency key, the HTTP client's own services, each span) copied all of them: a
-      // quarter of the service's allocations in run B of the jobs bench, and most of its garbage collector's work.
+      // item's context (its idempotency key, the HTTP client's own services, each span) copied all of them: with
+      // this, run B of the jobs bench allocated about 12 % less in all (sampled allocations).
       const outer = (yield* Effect.context<never>()) as Context.Context<HttpClient.HttpClient | Tracer.ParentSpan>
       let batchContext = Context.make(ConcurrencyLimiter.ConcurrencyLimiter, provider.limiter).pipe(
         Context.merge(Context.pick(HttpClient.HttpClient, Tracer.ParentSpan)(outer)),
