@@ -4,9 +4,9 @@
  * Workers (as many as the limiter's maximum) each loop: take a concurrency
  * permit, pull the next item (so the input is read only as permits free up),
  * run it. A worker waiting for a permit is a ticket in the limiter's queue,
- * not a fiber, where the limiter offers tickets (see `worker`). Per attempt the item waits on the rate limiter holding its permit
- * (so starts stay paced), runs, reports a sample to the limiter and gives the
- * permit back. An item that must wait to retry leaves its worker: it goes on
+ * not a fiber, where the limiter offers tickets (see `worker`). Per attempt
+ * the item waits on the rate limiter holding its permit (so starts stay
+ * paced), runs, reports a sample to the limiter and gives the permit back. An item that must wait to retry leaves its worker: it goes on
  * in a fiber of its own, sleeping without a permit and taking a new one before
  * its next attempt, while the worker moves on to the next item. Every item
  * settles as exactly one `TaskResult`.
@@ -717,6 +717,9 @@ export const run = <A, B, E, R, ES, RS>(
     }
     const enqueue = permits.enqueue
     const priority = yield* FiberRef.get(ConcurrencyLimiter.CurrentPriority)
+    /** A worker's holder before it takes a permit; `undefined` once the batch has nothing more to start. */
+    const idleHolder = (): Holder | undefined =>
+      stopReason !== undefined || inputDone ? undefined : { holding: false, ledger, idle: true }
     /** Waits for a permit for `holder` as a ticket: granted, it starts a worker with it. */
     const queueTicket = (holder: Holder) => {
       working++
@@ -739,8 +742,8 @@ export const run = <A, B, E, R, ES, RS>(
      * the queue is kilobytes, and a limit shared by many batches queues one per permit each batch may use).
      */
     const worker: Effect.Effect<void, ES | Checkpointing.Failure, R | RS> = Effect.suspend(() => {
-      if (stopReason !== undefined || inputDone) return Effect.void
-      const holder: Holder = { holding: false, ledger, idle: true }
+      const holder = idleHolder()
+      if (holder === undefined) return Effect.void
       if (permits.tryTake(holder)) return pull(holder, 0)
       if (enqueue !== undefined) {
         queueTicket(holder)
@@ -766,8 +769,8 @@ export const run = <A, B, E, R, ES, RS>(
           continue
         }
         // A worker only for a permit free now: one that would wait starts as a ticket, without a fiber.
-        if (stopReason !== undefined || inputDone) break
-        const holder: Holder = { holding: false, ledger, idle: true }
+        const holder = idleHolder()
+        if (holder === undefined) break
         if (permits.tryTake(holder)) spawn(pull(holder, 0), true)
         else queueTicket(holder)
       }
