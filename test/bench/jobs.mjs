@@ -261,9 +261,12 @@ const serveProcess = async (args, ready, what, logged) => {
  * The service as `runners` says: 0, one process on SQLite; n, an API and n runners on a fresh
  * PostgreSQL database (limits shared through Redis). Its URL, its processes.
  */
+let deployments = 0
 const deploy = async (label, runners, logged) => {
+  deployments++
   if (runners === 0) {
-    const [service, [, base]] = await serveProcess(["--port", "0", "--db", join(dir, `${label}.db`)],
+    // A file of its own per deployment: with `--repeat`, a round must not find the jobs of the one before.
+    const [service, [, base]] = await serveProcess(["--port", "0", "--db", join(dir, `${label}-${deployments}.db`)],
       /effect-batch job service on (http\S+)/, "the service", logged)
     return { base, processes: [service] }
   }
