@@ -42,4 +42,16 @@ describe("Idempotency", () => {
       expect(resumed.results.map((r) => r._tag === "Succeeded" && r.source)).toEqual(["checkpoint", "call"])
       expect(seen).toEqual([expected[1]])
     }).pipe(Effect.provide(CheckpointStore.layerMemory)))
+
+  it.effect("keyAt: CurrentItem's key where one is provided, else the CurrentRun's item at the index, else None", () =>
+    Effect.gen(function*() {
+      expect(yield* Idempotency.keyAt(3)).toEqual(Option.none())
+      const run = yield* Idempotency.keyAt(3).pipe(Effect.provideService(Idempotency.CurrentRun, { runId: "job_x" }))
+      expect(run).toEqual(Option.some(Idempotency.keyOf({ runId: "job_x", itemKey: "3" })))
+      const item = yield* Idempotency.keyAt(3).pipe(
+        Effect.provideService(Idempotency.CurrentItem, { runId: "run", itemKey: "k" }),
+        Effect.provideService(Idempotency.CurrentRun, { runId: "job_x" })
+      )
+      expect(item).toEqual(Option.some(Idempotency.keyOf({ runId: "run", itemKey: "k" })))
+    }))
 })

@@ -270,12 +270,12 @@ const baseHeaders = (config: Config): Record<string, string> => ({
 })
 
 /**
- * In a checkpointed run, derived from the run id and the item's key (the same
- * across retries, crashes and resumes); otherwise from the request and the
- * item's index (the same across retries and re-runs of the same input).
+ * In a checkpointed run or a job, derived from the run id and the item's key
+ * (the same across retries, crashes and resumes); otherwise from the request
+ * and the item's index (the same across retries and re-runs of the same input).
  */
-const idempotencyKey = (otherwise: () => string): Effect.Effect<string> =>
-  Effect.map(Idempotency.key, Option.getOrElse(otherwise))
+const idempotencyKey = (index: number, otherwise: () => string): Effect.Effect<string> =>
+  Effect.map(Idempotency.keyAt(index), Option.getOrElse(otherwise))
 
 const endpoint = (config: Config, path: string) => `${config.baseUrl.replace(/\/+$/, "")}${path}`
 
@@ -320,7 +320,7 @@ export const chat = (config: Config): Chat => {
 
   const task = (input: ChatInput, index: number) => {
     const request = body(input)
-    return Effect.flatMap(idempotencyKey(() => `${ResultCache.key(request).slice(0, 32)}-${index}`), (key) =>
+    return Effect.flatMap(idempotencyKey(index, () => `${ResultCache.key(request).slice(0, 32)}-${index}`), (key) =>
       post(url, request, { ...headers, "idempotency-key": key }, observe)).pipe(Effect.flatMap(completionOf))
   }
 

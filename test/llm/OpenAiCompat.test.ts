@@ -10,6 +10,7 @@ import * as Batch from "../../src/Batch.js"
 import * as Budget from "../../src/Budget.js"
 import * as CheckpointStore from "../../src/CheckpointStore.js"
 import * as ConcurrencyLimiter from "../../src/ConcurrencyLimiter.js"
+import * as Idempotency from "../../src/Idempotency.js"
 import * as OpenAiCompat from "../../src/llm/OpenAiCompat.js"
 import * as RateLimiter from "../../src/RateLimiter.js"
 import * as ResultCache from "../../src/ResultCache.js"
@@ -89,6 +90,20 @@ describe("OpenAiCompat.chat", () => {
           ResultCache.key({ runId: "nightly", itemKey: CheckpointStore.itemKeyOf(index, input) }).slice(0, 40))
         expect(sentHeaders.map((h) => h["idempotency-key"])).toEqual(expected)
       }).pipe(Effect.provide(CheckpointStore.layerMemory))))
+
+  it.live("under a CurrentRun (a job) the Idempotency-Key derives from the run id and the index the task is called with", () =>
+    withSimulator(quick, (sim) =>
+      Effect.gen(function*() {
+        sentHeaders.length = 0
+        const llm = OpenAiCompat.chat({ baseUrl: `${sim.url}/v1`, model: "sim-chat" })
+        // As the job service calls it: the item's index in the job, not in the chunk's batch.
+        const items = [{ input: "first", index: 200 }, { input: "second", index: 201 }]
+        yield* Batch.run(items, (item) => llm.task(item.input, item.index), { concurrency: 1 }).pipe(
+          Effect.provideService(Idempotency.CurrentRun, { runId: "job_1" })
+        )
+        const expected = ["200", "201"].map((itemKey) => ResultCache.key({ runId: "job_1", itemKey }).slice(0, 40))
+        expect(sentHeaders.map((h) => h["idempotency-key"])).toEqual(expected)
+      })))
 
   it.live("failures are classified: INVALID is Permanent after one call, quota stops the batch", () =>
     withSimulator({ ...quick, quotaTokens: 600 }, (sim) =>

@@ -6,9 +6,11 @@
 import { HttpClient, HttpClientRequest } from "@effect/platform"
 import { describe, expect, layer } from "@effect/vitest"
 import { Effect, Stream } from "effect"
+import * as Idempotency from "../../src/Idempotency.js"
 import * as Job from "../../src/service/Job.js"
 import * as JobEvents from "../../src/service/JobEvents.js"
-import { client, keyA, layer as serviceLayer, Sim, waitFor } from "../support/JobServiceTest.js"
+import * as JobWorkflow from "../../src/service/JobWorkflow.js"
+import { client, keyA, layer as serviceLayer, ProviderRequests, Sim, waitFor } from "../support/JobServiceTest.js"
 
 const auth = HttpClientRequest.bearerToken(keyA)
 
@@ -80,6 +82,21 @@ describe("job API", () => {
         for (const r of results) expect(r.output?.content).toContain(`prompt ${r.index}:`)
         const sim = yield* Sim
         expect((yield* sim.metrics).received).toBe(250)
+      }))
+
+    it.effect("each provider call carries the Idempotency-Key of its job and item, the same whichever chunk runs it", () =>
+      Effect.gen(function*() {
+        const api = yield* client(keyA)
+        const sent = yield* ProviderRequests
+        const before = sent.length
+        // Over two chunks, so that the key follows the item's index in the job, not in its chunk.
+        const n = JobWorkflow.chunkSize + 3
+        const { id } = yield* api.jobs.submit({ payload: { items: prompts(n, "keyed") }, headers: {} })
+        yield* waitFor(api.jobs.get({ path: { id } }), (j) => Job.isTerminal(j.state), "the job to end")
+        const keys = sent.slice(before).filter((r) => r.url.endsWith("/chat/completions")).map((r) => r.headers["idempotency-key"])
+        const expected = Array.from({ length: n }, (_, index) => Idempotency.keyOf({ runId: id, itemKey: String(index) }))
+        expect(keys.length).toBe(n)
+        expect(new Set(keys)).toEqual(new Set(expected))
       }))
 
     it.effect("results?follow=true, asked at once, streams every item in input order until the job ends", () =>

@@ -37,6 +37,12 @@ export interface Setup {
 
 export class Sim extends Context.Tag("test/Sim")<Sim, Simulator.Service>() {}
 
+/** Every request the service sent the provider, in order: its URL and headers. */
+export class ProviderRequests extends Context.Tag("test/ProviderRequests")<
+  ProviderRequests,
+  ReadonlyArray<{ readonly url: string, readonly headers: Readonly<Record<string, string>> }>
+>() {}
+
 /** The service's input folder (where `files` were written). */
 export class InputDir extends Context.Tag("test/InputDir")<InputDir, string>() {}
 
@@ -47,6 +53,14 @@ export const layer = (setup: Setup = {}) => {
   const simulator = Layer.effect(Sim, Simulator.Simulator).pipe(
     Layer.provideMerge(SimulatorServer.layer({ latency: { baseMs: 20, jitter: 0 }, ...setup.simulator }))
   )
+  const sent: Array<{ readonly url: string, readonly headers: Readonly<Record<string, string>> }> = []
+  const recordingClient = Layer.effect(
+    HttpClient.HttpClient,
+    Effect.map(
+      HttpClient.HttpClient,
+      HttpClient.tapRequest((request) => Effect.sync(() => sent.push({ url: request.url, headers: request.headers })))
+    )
+  ).pipe(Layer.provide(NodeHttpClient.layerUndici))
   const service = Layer.unwrapEffect(Effect.map(Sim, (sim) =>
     JobService.layer({
       profiles: [
@@ -61,7 +75,7 @@ export const layer = (setup: Setup = {}) => {
       http: { maxBodyBytes: setup.maxBodyBytes ?? 1024 * 1024, publicMetrics: setup.publicMetrics }
     }).pipe(
       Layer.provide(setup.sql ?? SqliteClient.layer({ filename: join(dir, "service.db") })),
-      Layer.provide(NodeHttpClient.layerUndici),
+      Layer.provide(recordingClient),
       Layer.provide(NodeContext.layer),
       // Batch-mode jobs read the simulator's batches often: they end in about a second.
       Layer.provide(Layer.succeed(JobRunner.BatchPoll, Schedule.spaced("200 millis")))
@@ -69,7 +83,8 @@ export const layer = (setup: Setup = {}) => {
   return service.pipe(
     Layer.provideMerge(simulator),
     Layer.provideMerge(NodeHttpServer.layerTest),
-    Layer.merge(Layer.succeed(InputDir, dir))
+    Layer.merge(Layer.succeed(InputDir, dir)),
+    Layer.merge(Layer.succeed(ProviderRequests, sent))
   )
 }
 
