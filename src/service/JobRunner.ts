@@ -52,7 +52,10 @@ import * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Equal from "effect/Equal"
 import * as FiberId from "effect/FiberId"
+import type * as FiberRef from "effect/FiberRef"
+import * as FiberRefs from "effect/FiberRefs"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Predicate from "effect/Predicate"
@@ -170,6 +173,28 @@ export const batchRunId = (jobId: string): string => `job/${jobId}`
 
 /** A pending item, as the task, `estimate` and `settle` take it. */
 type Item = { readonly index: number, readonly input: Job.ItemInput }
+
+/**
+ * Runs `effect` with the fiber refs that differ from their initial value, each one level deep, and gives the
+ * fiber its own back after. An activity's fiber carries about nine fiber refs that the workflow engine and the
+ * cluster set (log annotations, tracer and error-level flags…), each a stack that grows a level per fork; a
+ * chunk's every item forks them and copies the whole map at each step that sets one (its context, each span).
+ */
+const noFiberRefs = FiberRefs.empty()
+const withLeanFiberRefs = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.flatMap(Effect.getFiberRefs, (saved) =>
+    Effect.updateFiberRefs((fiberId, refs) => {
+      const kept = new Map<FiberRef.FiberRef<unknown>, readonly [readonly [FiberId.Single, unknown]]>()
+      for (const ref of FiberRefs.fiberRefs(refs)) {
+        const value = FiberRefs.getOrDefault(refs, ref)
+        // A ref left out reads as its initial value (what it reads in no fiber's refs).
+        if (!Equal.equals(value, FiberRefs.getOrDefault(noFiberRefs, ref))) kept.set(ref, [[fiberId, value]])
+      }
+      return FiberRefs.unsafeMake(kept)
+    }).pipe(
+      Effect.zipRight(effect),
+      Effect.ensuring(Effect.updateFiberRefs(() => saved))
+    ))
 
 const failureOf = (error: TaskError.TaskError): Job.Failure => ({
   class: error._tag,
@@ -382,6 +407,7 @@ const make = Effect.gen(function*() {
       const running = results.pipe(
         // In place of the process's context, not merged into it.
         Effect.mapInputContext((_: Context.Context<never>) => batchContext),
+        withLeanFiberRefs,
         BatchMetrics.withLabels({ profile: job.profile, model: job.model }),
         ConcurrencyLimiter.withPriority(job.priority),
         Effect.as<JobWorkflow.ChunkOutcome>("done")
