@@ -7,10 +7,11 @@
 //   node test/bench/jobs.mjs --only B --repeat 3  (each run and the baseline 3 times, taking turns: medians of
 //     the ratios to the baseline of the same round, which a noisy machine moves far less than the figures themselves)
 //   node test/bench/jobs.mjs batch-run <simulator url>   (the Batch.run baseline alone, a JSON line)
-// Two service runs, each on a fresh process and database: (A) with 100 SSE subscribers (2 per job),
+// Three service runs, each on a fresh process and database: (A) with 100 SSE subscribers (2 per job),
 // for submission latency (the burst of 50, and 20 small submissions one at a time while they run),
 // makespan and SSE delivery; (B) without subscribers, for the engine's CPU
-// per item, compared with the same 10 000 items through Batch.run. With DATABASE_URL (and REDIS_URL)
+// per item, compared with the same 10 000 items through Batch.run; (L) the same items as one job, which
+// tells what an item costs apart from what each job costs (its workflow, start, chunks, finish). With DATABASE_URL (and REDIS_URL)
 // set, two more, the service split over processes on a fresh PostgreSQL database: an API
 // (`--role api`) and one (S1) or two (S2) runners (`--role runner`, the profile's 128 shared through
 // Redis), with the subscribers of run A; CPU is summed over the API and the runners.
@@ -68,14 +69,14 @@ if (process.argv[2] === "batch-run") {
   process.exit(0)
 }
 
-/** The service runs asked for (`--only A,B,S1,S2`); every one by default. */
+/** The service runs asked for (`--only A,B,L,S1,S2`); every one by default. */
 const only = (() => {
   const at = process.argv.indexOf("--only")
   if (at < 0) return undefined
   const labels = (process.argv[at + 1] ?? "").split(",").filter((label) => label !== "")
-  const unknown = labels.filter((label) => !["A", "B", "S1", "S2"].includes(label))
+  const unknown = labels.filter((label) => !["A", "B", "L", "S1", "S2"].includes(label))
   if (labels.length === 0 || unknown.length > 0) {
-    console.error(`--only takes a comma-separated list of A, B, S1 and S2, got ${JSON.stringify(process.argv[at + 1] ?? "")}`)
+    console.error(`--only takes a comma-separated list of A, B, L, S1 and S2, got ${JSON.stringify(process.argv[at + 1] ?? "")}`)
     process.exit(2)
   }
   return new Set(labels)
@@ -191,9 +192,9 @@ writeFileSync(profilesFile, JSON.stringify({
 }))
 
 /** What the provider saw since the last reset; checks that every item was called exactly once. */
-const providerCheck = async (label) => {
+const providerCheck = async (label, probes = 0) => {
   const metrics = await getJson(`${simulatorUrl}/metrics`)
-  const expected = label === "Batch.run" ? ITEMS : ITEMS + PROBES * PROBE_ITEMS
+  const expected = ITEMS + probes * PROBE_ITEMS
   if (metrics.received !== expected) fail(`${label}: the provider received ${metrics.received} calls for ${expected} items`)
   return { calls: metrics.received, peakInFlight: metrics.peakInFlight, byStatus: metrics.byStatus }
 }
@@ -287,7 +288,9 @@ const deploy = async (label, runners, logged) => {
   return { base, processes: [api, ...processes] }
 }
 
-const serviceRun = async (label, subscribersPerJob, runners = 0) => {
+/** One run of the service: `jobs` jobs sharing the ITEMS prompts, with `probes` small submissions while they run. */
+const serviceRun = async (label, subscribersPerJob, runners = 0, { jobs: jobCount, probes } = { jobs: JOBS, probes: PROBES }) => {
+  const itemsPerJob = ITEMS / jobCount
   const logged = { warnings: 0, lines: [] }
   const { base, processes } = await deploy(label, runners, logged)
   const cpuOfAll = () => processes.reduce((sum, child) => sum + cpuMsOf(child.pid), 0)
@@ -299,8 +302,8 @@ const serviceRun = async (label, subscribersPerJob, runners = 0) => {
   const cpuBefore = cpuOfAll()
   const startedAt = Date.now()
   const started = performance.now()
-  const submissions = await Promise.all(Array.from({ length: JOBS }, async (_, j) => {
-    const body = JSON.stringify({ items: prompts.slice(j * ITEMS_PER_JOB, (j + 1) * ITEMS_PER_JOB), metadata: { bench: String(j) } })
+  const submissions = await Promise.all(Array.from({ length: jobCount }, async (_, j) => {
+    const body = JSON.stringify({ items: prompts.slice(j * itemsPerJob, (j + 1) * itemsPerJob), metadata: { bench: String(j) } })
     const t0 = performance.now()
     const response = await fetch(`${base}/jobs`, { method: "POST", headers: { ...headers, "content-type": "application/json" }, body })
     const text = await response.text()
@@ -314,7 +317,7 @@ const serviceRun = async (label, subscribersPerJob, runners = 0) => {
   // One submission at a time while the jobs run: what a client submitting now waits.
   const probing = (async () => {
     const latencies = []
-    for (let p = 0; p < PROBES; p++) {
+    for (let p = 0; p < probes; p++) {
       await sleep(PROBE_EVERY_MS)
       const items = Array.from({ length: PROBE_ITEMS }, (_, i) => `Probe ${p}, item ${i}: one short sentence.`)
       const t0 = performance.now()
@@ -334,9 +337,9 @@ const serviceRun = async (label, subscribersPerJob, runners = 0) => {
   let jobs = []
   for (;;) {
     jobs = (await getJson(`${base}/jobs?limit=200`, { headers })).jobs
-    if (jobs.length === JOBS + PROBES && jobs.every((job) => !["queued", "running"].includes(job.state))) break
+    if (jobs.length === jobCount + probes && jobs.every((job) => !["queued", "running"].includes(job.state))) break
     if (Date.now() > deadline) {
-      fail(`${label}: ${jobs.filter((job) => job.state === "finished").length} of ${JOBS} jobs finished within ${RUN_TIMEOUT_MS / 1000} s`)
+      fail(`${label}: ${jobs.filter((job) => job.state === "finished").length} of ${jobCount + probes} jobs finished within ${RUN_TIMEOUT_MS / 1000} s`)
       break
     }
     await sleep(POLL_EVERY_MS)
@@ -345,11 +348,11 @@ const serviceRun = async (label, subscribersPerJob, runners = 0) => {
   const cpuMs = cpuOfAll() - cpuBefore
   const apiCpuMs = runners === 0 ? undefined : cpuMsOf(processes[0].pid)
   const peakRssMb = Math.max(...processes.map((child) => peakRssMbOf(child.pid)))
-  const provider = await providerCheck(label)
+  const provider = await providerCheck(label, probes)
   const makespanMs = Math.max(...jobs.map((job) => job.finishedAt ?? Infinity)) - startedAt
   for (const job of jobs) {
-    if (job.state !== "finished" || job.counts.succeeded !== (job.counts.total === PROBE_ITEMS ? PROBE_ITEMS : ITEMS_PER_JOB)) {
-      fail(`${label}: job ${job.id} is ${job.state} with ${job.counts.succeeded} of ${ITEMS_PER_JOB} items succeeded`)
+    if (job.state !== "finished" || job.counts.succeeded !== (job.counts.total === PROBE_ITEMS ? PROBE_ITEMS : itemsPerJob)) {
+      fail(`${label}: job ${job.id} is ${job.state} with ${job.counts.succeeded} of ${job.counts.total} items succeeded`)
     }
   }
 
@@ -367,8 +370,8 @@ const serviceRun = async (label, subscribersPerJob, runners = 0) => {
   for (const { id } of submissions) {
     const response = await fetch(`${base}/jobs/${id}/results`, { headers })
     const lines = (await response.text()).trim().split("\n").filter((line) => line !== "").map((line) => JSON.parse(line))
-    const ok = lines.length === ITEMS_PER_JOB && lines.every((line, i) => line.index === i && line.status === "succeeded")
-    if (!ok) fail(`${label}: job ${id}: ${lines.length} result lines, not ${ITEMS_PER_JOB} succeeded in order`)
+    const ok = lines.length === itemsPerJob && lines.every((line, i) => line.index === i && line.status === "succeeded")
+    if (!ok) fail(`${label}: job ${id}: ${lines.length} result lines, not ${itemsPerJob} succeeded in order`)
   }
   for (const child of processes) await stop(child)
   if (logged.warnings > 0) console.log(`${label}: the service logged ${logged.warnings} warning(s), e.g. ${logged.lines.find((l) => /WARN|ERROR/.test(l))}`)
@@ -381,6 +384,8 @@ const serviceRun = async (label, subscribersPerJob, runners = 0) => {
   return {
     label,
     runners,
+    jobs: jobCount,
+    probes,
     apiCpuMs,
     submission: summary(submissions.map((s) => s.latencyMs)),
     probe: summary(probeLatencies),
@@ -436,6 +441,11 @@ const round = async (n) => {
     process.stderr.write(`run B${of}: ${JOBS} jobs × ${ITEMS_PER_JOB} items, no subscribers\n`)
     noSse = await serviceRun("B", 0)
   }
+  let large
+  if (wanted("L")) {
+    process.stderr.write(`run L${of}: one job of ${ITEMS} items, no subscribers\n`)
+    large = await serviceRun("L", 0, 0, { jobs: 1, probes: 0 })
+  }
   const split = []
   if (DATABASE_URL !== undefined) {
     for (const runners of [1, 2].filter((n) => wanted(`S${n}`))) {
@@ -447,7 +457,7 @@ const round = async (n) => {
   }
   process.stderr.write(`Batch.run${of}: ${ITEMS} items\n`)
   const baseline = await batchRun()
-  return { runs: [withSse, noSse, ...split].filter((run) => run !== undefined), baseline }
+  return { runs: [withSse, noSse, large, ...split].filter((run) => run !== undefined), baseline }
 }
 const rounds = []
 for (let n = 1; n <= repeat; n++) rounds.push(await round(n))
@@ -465,8 +475,9 @@ console.log(`lower bound ${ms(boundMs)} = items × ${LATENCY_MS} ms / ${CONCURRE
 for (const run of runs) {
   const shape = run.runners === 0 ? "one process, SQLite" : `the API and ${run.runners} runner(s), PostgreSQL${REDIS_URL === undefined ? "" : ", limits in Redis"}`
   console.log(`\nrun ${run.label} (${shape}; ${run.sse === undefined ? "no SSE subscribers" : `${run.sse.subscribers} SSE subscribers`})`)
-  console.log(`  submission (${JOBS} concurrent POST /jobs)  ${stats(run.submission)}; all answered after ${ms(run.submittedMs)}`)
-  console.log(`  submission while they run (${PROBES} × ${PROBE_ITEMS} items, one at a time)  ${stats(run.probe)}`)
+  if (run.jobs === 1) console.log(`  one job of ${ITEMS} items: what an item costs the service without the cost of each job`)
+  else console.log(`  submission (${run.jobs} concurrent POST /jobs)  ${stats(run.submission)}; all answered after ${ms(run.submittedMs)}`)
+  if (run.probes > 0) console.log(`  submission while they run (${run.probes} × ${PROBE_ITEMS} items, one at a time)  ${stats(run.probe)}`)
   console.log(`  makespan                 ${ms(run.makespanMs)}  (${(run.makespanMs / boundMs).toFixed(2)}× bound), ${run.itemsPerSecond.toFixed(0)} items/s, ` +
     `${achieved(run.makespanMs)} calls in flight on average (peak ${run.provider.peakInFlight})`)
   console.log(`  submitted → running      ${stats(run.queueWait)}`)
