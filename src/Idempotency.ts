@@ -13,8 +13,9 @@
  * or the item itself.
  *
  * What it does not promise: that the provider honours the key, nor anything
- * outside a checkpointed run or a job — there, `key` is `None` and a task
- * derives its own (e.g. from the request and the item's index).
+ * outside a checkpointed run or a job — there, `keyAt` is `None` and a task
+ * derives its own (e.g. from the request and the item's index). `key`, which
+ * knows no index, reads `CurrentItem` only: in a job it is `None` too.
  *
  * @since 0.1.0
  */
@@ -65,7 +66,8 @@ export const keyOf = (item: Item): string =>
   hashing.sha256Hex(`{"itemKey":${JSON.stringify(item.itemKey)},"runId":${JSON.stringify(item.runId)}}`).slice(0, 40)
 
 /**
- * The key of the item the current attempt belongs to, if any.
+ * The key of the item the current attempt belongs to, if a `CurrentItem` is
+ * provided (a checkpointed run); `keyAt` also reads a `CurrentRun`.
  *
  * @since 0.1.0
  * @category keys

@@ -174,13 +174,14 @@ export const batchRunId = (jobId: string): string => `job/${jobId}`
 /** A pending item, as the task, `estimate` and `settle` take it. */
 type Item = { readonly index: number, readonly input: Job.ItemInput }
 
+const noFiberRefs = FiberRefs.empty()
+
 /**
  * Runs `effect` with the fiber refs that differ from their initial value, each one level deep, and gives the
  * fiber its own back after. An activity's fiber carries about nine fiber refs that the workflow engine and the
  * cluster set (log annotations, tracer and error-level flags…), each a stack that grows a level per fork; a
  * chunk's every item forks them and copies the whole map at each step that sets one (its context, each span).
  */
-const noFiberRefs = FiberRefs.empty()
 const withLeanFiberRefs = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
   Effect.flatMap(Effect.getFiberRefs, (saved) =>
     Effect.updateFiberRefs((fiberId, refs) => {
