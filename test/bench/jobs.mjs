@@ -6,6 +6,8 @@
 //   node test/bench/jobs.mjs --only B,S1  (those service runs only, and the baseline: quicker, to compare builds)
 //   node test/bench/jobs.mjs --only B --repeat 3  (each run and the baseline 3 times, taking turns: medians of
 //     the ratios to the baseline of the same round, which a noisy machine moves far less than the figures themselves)
+//   node test/bench/jobs.mjs --only L --count  (each process counts its fiber steps and scavenges, which repeat
+//     where CPU does not: see fiber-steps.mjs)
 //   node test/bench/jobs.mjs batch-run <simulator url>   (the Batch.run baseline alone, a JSON line)
 // Three service runs, each on a fresh process and database: (A) with 100 SSE subscribers (2 per job),
 // for submission latency (the burst of 50, and 20 small submissions one at a time while they run),
@@ -55,6 +57,7 @@ if (process.argv[2] === "batch-run") {
   const url = process.argv[3]
   const llm = OpenAiCompat.chat({ baseUrl: `${url}/v1`, model: "sim-chat" })
   const run = Batch.run(prompts, llm.task, { ...llm.options, concurrency: CONCURRENCY }).pipe(Effect.provide(NodeHttpClient.layerUndici))
+  globalThis.effectBatchBenchSteps?.reset()
   const cpu = process.cpuUsage()
   const start = performance.now()
   const { results } = await Effect.runPromise(run)
@@ -64,6 +67,7 @@ if (process.argv[2] === "batch-run") {
     wallMs,
     cpuMs: (used.user + used.system) / 1000,
     succeeded: results.filter((r) => r._tag === "Succeeded").length,
+    counts: globalThis.effectBatchBenchSteps?.counts(),
     peakRssMb: process.resourceUsage().maxRSS / 1024
   }))
   process.exit(0)
@@ -94,7 +98,30 @@ const repeat = (() => {
   return n
 })()
 
+/**
+ * `--count`: every process under test counts its fiber steps and scavenges (`fiber-steps.mjs`), figures that
+ * repeat where CPU time does not; the counting slows the processes, so their CPU figures are not comparable.
+ */
+const counting = process.argv.includes("--count")
+
 // --- child processes, always killed on the way out ------------------------------------------------
+
+let stepFiles = 0
+/** The node arguments and environment that make a child count its steps (`--count`), and where they go. */
+const countedBy = () => {
+  if (!counting) return { execArgv: [], env: {}, stepsFile: undefined }
+  const stepsFile = join(dir, `steps-${++stepFiles}.json`)
+  return { execArgv: ["--import", file("fiber-steps.mjs")], env: { EFFECT_BATCH_BENCH_STEPS: stepsFile }, stepsFile }
+}
+/** A counted child's counts so far (it writes them on SIGUSR1). */
+const countsOf = async (children) => {
+  const counted = children.filter((child) => child.stepsFile !== undefined)
+  if (counted.length === 0) return undefined
+  for (const child of counted) child.kill("SIGUSR1")
+  await sleep(300)
+  const all = counted.map((child) => JSON.parse(readFileSync(child.stepsFile, "utf8")))
+  return { steps: all.reduce((n, c) => n + c.steps, 0), scavenges: all.reduce((n, c) => n + c.scavenges, 0) }
+}
 
 const children = new Set()
 const dir = mkdtempSync(join(tmpdir(), "effect-batch-jobs-bench-"))
@@ -240,10 +267,12 @@ const subscribe = async (base, jobId, headers) => {
 
 /** One `serve` process, ready once it prints `ready`; its warnings counted into `logged`. */
 const serveProcess = async (args, ready, what, logged) => {
-  const child = track(spawn(process.execPath, [file("../../dist/bin.js"), "serve", "--profiles", profilesFile, ...args], {
-    env: { ...process.env, EFFECT_BATCH_API_KEYS: `bench=${API_KEY}` },
+  const { execArgv, env, stepsFile } = countedBy()
+  const child = track(spawn(process.execPath, [...execArgv, file("../../dist/bin.js"), "serve", "--profiles", profilesFile, ...args], {
+    env: { ...process.env, ...env, EFFECT_BATCH_API_KEYS: `bench=${API_KEY}` },
     stdio: ["ignore", "pipe", "pipe"]
   }))
+  child.stepsFile = stepsFile
   const started = waitForLine(child, ready, what)
   createInterface({ input: child.stderr }).on("line", (line) => {
     logged.lines.push(line)
@@ -299,6 +328,7 @@ const serviceRun = async (label, subscribersPerJob, runners = 0, { jobs: jobCoun
   const deadline = Date.now() + RUN_TIMEOUT_MS
 
   // 1. Every submission at once.
+  for (const child of processes) if (child.stepsFile !== undefined) child.kill("SIGUSR2")
   const cpuBefore = cpuOfAll()
   const startedAt = Date.now()
   const started = performance.now()
@@ -346,6 +376,7 @@ const serviceRun = async (label, subscribersPerJob, runners = 0, { jobs: jobCoun
   }
   const probeLatencies = await probing
   const cpuMs = cpuOfAll() - cpuBefore
+  const counts = await countsOf(processes)
   const apiCpuMs = runners === 0 ? undefined : cpuMsOf(processes[0].pid)
   const peakRssMb = Math.max(...processes.map((child) => peakRssMbOf(child.pid)))
   const provider = await providerCheck(label, probes)
@@ -396,6 +427,7 @@ const serviceRun = async (label, subscribersPerJob, runners = 0, { jobs: jobCoun
     queueWait: summary(queueWait),
     jobSpan: summary(jobSpan),
     cpuMs,
+    counts,
     peakRssMb,
     provider,
     sse: subscribersPerJob === 0 ? undefined : {
@@ -413,7 +445,11 @@ const serviceRun = async (label, subscribersPerJob, runners = 0, { jobs: jobCoun
 
 const batchRun = async () => {
   await getJson(`${simulatorUrl}/reset`, { method: "POST" })
-  const child = track(spawn(process.execPath, [fileURLToPath(import.meta.url), "batch-run", simulatorUrl], { stdio: ["ignore", "pipe", "inherit"] }))
+  const { execArgv, env } = countedBy()
+  const child = track(spawn(process.execPath, [...execArgv, fileURLToPath(import.meta.url), "batch-run", simulatorUrl], {
+    env: { ...process.env, ...env },
+    stdio: ["ignore", "pipe", "inherit"]
+  }))
   let out = ""
   child.stdout.on("data", (chunk) => (out += chunk))
   const timer = setTimeout(() => child.kill("SIGKILL"), RUN_TIMEOUT_MS)
@@ -469,6 +505,8 @@ const boundMs = (ITEMS * LATENCY_MS) / CONCURRENCY
 const achieved = (makespan) => ((ITEMS * LATENCY_MS) / makespan).toFixed(0)
 const stats = (s) => `p50 ${ms(s.p50)}, p99 ${ms(s.p99)}, max ${ms(s.max)}`
 const perItemUs = (cpuMs) => (cpuMs * 1000) / ITEMS
+/** `--count`'s figures: fiber steps per item and scavenges. */
+const countsLine = (counts) => `${(counts.steps / ITEMS).toFixed(0)} fiber steps per item, ${counts.scavenges} scavenges`
 
 console.log(`\njob service: ${JOBS} jobs × ${ITEMS_PER_JOB} items, simulator ${LATENCY_MS} ms / 256 slots, profile concurrency ${CONCURRENCY}`)
 console.log(`lower bound ${ms(boundMs)} = items × ${LATENCY_MS} ms / ${CONCURRENCY}`)
@@ -484,6 +522,7 @@ for (const run of runs) {
   console.log(`  running → finished       ${stats(run.jobSpan)} per job`)
   console.log(`  service CPU              ${ms(run.cpuMs)}, ${perItemUs(run.cpuMs).toFixed(0)} µs per item` +
     `${run.apiCpuMs === undefined ? "" : ` (the API ${ms(run.apiCpuMs)})`}; peak RSS ${run.peakRssMb.toFixed(0)} MB (the largest process)`)
+  if (run.counts !== undefined) console.log(`  counted (--count)        ${countsLine(run.counts)}`)
   if (run.sse !== undefined) {
     console.log(`  SSE delivery (receive − at)  ${stats(run.sse.latency)} over ${run.sse.latency.n} live events ` +
       `(${run.sse.events} received, ${run.sse.backlog} from the backlog not counted)`)
@@ -498,10 +537,14 @@ console.log(`\nBatch.run, same ${ITEMS} items, concurrency ${CONCURRENCY}, one p
 console.log(`  makespan                 ${ms(baseline.wallMs)}  (${(baseline.wallMs / boundMs).toFixed(2)}× bound), ` +
   `${achieved(baseline.wallMs)} calls in flight on average (peak ${baseline.provider.peakInFlight})`)
 console.log(`  CPU                      ${ms(baseline.cpuMs)}, ${perItemUs(baseline.cpuMs).toFixed(0)} µs per item; peak RSS ${baseline.peakRssMb.toFixed(0)} MB`)
+if (baseline.counts !== undefined) console.log(`  counted (--count)        ${countsLine(baseline.counts)}`)
+if (counting) console.log("  (--count: the processes counted their steps, which slows them: CPU figures are not comparable with a run without)")
 console.log("\nagainst Batch.run")
 for (const run of runs) {
   console.log(`  run ${run.label.padEnd(3)} makespan ${(run.makespanMs / baseline.wallMs).toFixed(2)}×, CPU ${(run.cpuMs / baseline.cpuMs).toFixed(2)}× ` +
-    `(${perItemUs(run.cpuMs - baseline.cpuMs).toFixed(0)} µs more per item)`)
+    `(${perItemUs(run.cpuMs - baseline.cpuMs).toFixed(0)} µs more per item)` +
+    (run.counts === undefined || baseline.counts === undefined ? "" : `, fiber steps ${(run.counts.steps / baseline.counts.steps).toFixed(2)}×, ` +
+      `scavenges ${(run.counts.scavenges / baseline.counts.scavenges).toFixed(2)}×`))
 }
 
 if (repeat > 1) {
