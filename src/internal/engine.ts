@@ -6,10 +6,11 @@
  * run it. A worker waiting for a permit is a ticket in the limiter's queue,
  * not a fiber, where the limiter offers tickets (see `worker`). Per attempt
  * the item waits on the rate limiter holding its permit (so starts stay
- * paced), runs, reports a sample to the limiter and gives the permit back. An item that must wait to retry leaves its worker: it goes on
- * in a fiber of its own, sleeping without a permit and taking a new one before
- * its next attempt, while the worker moves on to the next item. Every item
- * settles as exactly one `TaskResult`.
+ * paced), runs, reports a sample to the limiter and gives the permit back.
+ * An item that must wait to retry leaves its worker: it goes on in a fiber of
+ * its own, sleeping without a permit and taking a new one before its next
+ * attempt, while the worker moves on to the next item. Every item settles as
+ * exactly one `TaskResult`.
  *
  * Not built on `Stream.mapEffect` (≈100 µs per item with concurrency; see
  * EFFECT-NOTES pitfall 21), and the per-item path is written with plain
