@@ -7,10 +7,16 @@
  * input and output) is decoded with the Schemas of `Job` when read back: a
  * value that does not decode fails the read with a `JobStoreError`.
  *
+ * Each job's counts by status, cost and tokens (`totals`) are kept in
+ * `effect_batch_job_totals` by triggers on the items, so a read costs the
+ * same at ten items as at a million, and stays exact whoever writes the
+ * items (another version's process, an operator's SQL).
+ *
  * Building the store runs its own migration. The tables carry a schema
  * version, in `effect_batch_jobs_meta`: a database without one (made before
  * it was kept, with or without the payload hash column) is brought to the
- * current version (version 2 adds `effect_batch_job_time`); a database with a newer or unknown version is refused,
+ * current version (version 2 adds `effect_batch_job_time`, version 3 the
+ * counts and their triggers, counting each job's items once); a database with a newer or unknown version is refused,
  * with a `JobStoreError` whose cause (`UnsupportedSchemaVersion`) names the
  * version found and the one supported, and is left as it was.
  *
@@ -18,8 +24,9 @@
  * messages) are separate. Two processes upgrading one database at the same
  * moment may both try to add a column on SQLite; the second then fails to
  * start (start it again). The table names are fixed (`effect_batch_jobs`,
- * `effect_batch_job_items`, `effect_batch_job_events`, `effect_batch_job_time`, `effect_batch_jobs_meta`):
- * one job store per database.
+ * `effect_batch_job_items`, `effect_batch_job_events`, `effect_batch_job_time`, `effect_batch_job_totals`,
+ * `effect_batch_jobs_meta`), as are the triggers' and, on PostgreSQL (10 or later), their functions'
+ * (`effect_batch_jobs_counted`, `effect_batch_job_items_counted`): one job store per database.
  *
  * @since 0.1.0
  */
@@ -30,7 +37,6 @@ import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Schema from "effect/Schema"
-import type { Mutable } from "effect/Types"
 import * as Job from "./Job.js"
 import * as JobStore from "./JobStore.js"
 
@@ -41,7 +47,7 @@ import * as JobStore from "./JobStore.js"
  * @since 0.1.0
  * @category models
  */
-export const schemaVersion = 2
+export const schemaVersion = 3
 
 /** The advisory lock (two-key form, apart from `@effect/cluster`'s one-key shard locks) held while migrating. */
 const setupLockKey = [0x45424a53, 1] as const
@@ -78,6 +84,114 @@ const timeTable = `CREATE TABLE IF NOT EXISTS effect_batch_job_time (
     backoff_ms DOUBLE PRECISION NOT NULL,
     wall_ms DOUBLE PRECISION NOT NULL
   )`
+
+/**
+ * Each job's counts by status, and cost and tokens summed over its items: kept by triggers on the items (version
+ * 3), so that reading them does not scan a job's items (7 ms per read at 10 000 items on SQLite, read at every
+ * progress tick and by every list of jobs).
+ */
+const totalsTable = `CREATE TABLE IF NOT EXISTS effect_batch_job_totals (
+    job_id TEXT PRIMARY KEY,
+    total BIGINT NOT NULL DEFAULT 0,
+    succeeded BIGINT NOT NULL DEFAULT 0,
+    failed BIGINT NOT NULL DEFAULT 0,
+    skipped BIGINT NOT NULL DEFAULT 0,
+    cost DOUBLE PRECISION NOT NULL DEFAULT 0,
+    tokens BIGINT NOT NULL DEFAULT 0
+  )`
+
+const statuses = ["succeeded", "failed", "skipped"] as const
+/** `f` of each status, joined with commas (one column or expression per status). */
+const perStatus = (f: (status: string) => string) => statuses.map(f).join(", ")
+
+/**
+ * SQLite's triggers, row by row. `IS` compares with NULL (a pending item) as a value, and a cost that does not
+ * change adds nothing (no rounding creeps in).
+ */
+const sqliteTotalsTriggers = (() => {
+  const counted = (row: "NEW" | "OLD", sign: "+" | "-") =>
+    `${perStatus((status) => `${status} = ${status} ${sign} (${row}.status IS '${status}')`)}, ` +
+    `cost = cost ${sign} ${row}.cost, tokens = tokens ${sign} ${row}.tokens`
+  const changed = `${perStatus((status) => `${status} = ${status} - (OLD.status IS '${status}') + (NEW.status IS '${status}')`)}, ` +
+    "cost = cost + (NEW.cost - OLD.cost), tokens = tokens + (NEW.tokens - OLD.tokens)"
+  return [
+    `CREATE TRIGGER IF NOT EXISTS effect_batch_jobs_counted AFTER INSERT ON effect_batch_jobs
+      BEGIN INSERT OR IGNORE INTO effect_batch_job_totals (job_id) VALUES (NEW.id); END`,
+    `CREATE TRIGGER IF NOT EXISTS effect_batch_jobs_uncounted AFTER DELETE ON effect_batch_jobs
+      BEGIN DELETE FROM effect_batch_job_totals WHERE job_id = OLD.id; END`,
+    `CREATE TRIGGER IF NOT EXISTS effect_batch_job_items_counted AFTER INSERT ON effect_batch_job_items
+      BEGIN UPDATE effect_batch_job_totals SET total = total + 1, ${counted("NEW", "+")} WHERE job_id = NEW.job_id; END`,
+    `CREATE TRIGGER IF NOT EXISTS effect_batch_job_items_recounted AFTER UPDATE OF status, cost, tokens ON effect_batch_job_items
+      BEGIN UPDATE effect_batch_job_totals SET ${changed} WHERE job_id = NEW.job_id; END`,
+    `CREATE TRIGGER IF NOT EXISTS effect_batch_job_items_uncounted AFTER DELETE ON effect_batch_job_items
+      BEGIN UPDATE effect_batch_job_totals SET total = total - 1, ${counted("OLD", "-")} WHERE job_id = OLD.job_id; END`
+  ]
+})()
+
+/**
+ * PostgreSQL's triggers, statement by statement (through transition tables): one update of each job's counts per
+ * statement, not one per item (a flush of 500 outcomes would leave 500 dead versions of the job's row). Needs
+ * PostgreSQL 10 or later.
+ */
+const pgTotalsTriggers = (() => {
+  const is = (column: string, status: string) => `CASE WHEN ${column} = '${status}' THEN 1 ELSE 0 END`
+  const sums = `SUM(total) AS total, ${perStatus((status) => `SUM(${status}) AS ${status}`)}, SUM(cost) AS cost, SUM(tokens) AS tokens`
+  const added = `total = t.total + d.total, ${perStatus((status) => `${status} = t.${status} + d.${status}`)}, ` +
+    "cost = t.cost + d.cost, tokens = t.tokens + d.tokens"
+  /** Adds to each job's counts the changes `rows` gives (job_id, total, one column per status, cost, tokens). */
+  const add = (rows: string) =>
+    `UPDATE effect_batch_job_totals t SET ${added}
+      FROM (SELECT job_id, ${sums} FROM (${rows}) r GROUP BY job_id) d WHERE t.job_id = d.job_id;`
+  const each = (table: string, sign: 1 | -1) =>
+    `SELECT job_id, ${sign} AS total, ${perStatus((status) => `${sign} * ${is("status", status)} AS ${status}`)}, ` +
+    `${sign} * cost AS cost, ${sign} * tokens AS tokens FROM ${table}`
+  // An update's change, item by item: a cost that does not change adds nothing (no rounding creeps in).
+  const changed = `SELECT n.job_id, 0 AS total, ${perStatus((status) => `${is("n.status", status)} - ${is("o.status", status)} AS ${status}`)}, ` +
+    "n.cost - o.cost AS cost, n.tokens - o.tokens AS tokens FROM new_items n JOIN old_items o ON o.job_id = n.job_id AND o.idx = n.idx"
+  const triggers = [
+    ["effect_batch_jobs_counted", "INSERT", "effect_batch_jobs", "NEW TABLE AS new_jobs", "effect_batch_jobs_counted"],
+    ["effect_batch_jobs_uncounted", "DELETE", "effect_batch_jobs", "OLD TABLE AS old_jobs", "effect_batch_jobs_counted"],
+    ["effect_batch_job_items_counted", "INSERT", "effect_batch_job_items", "NEW TABLE AS new_items", "effect_batch_job_items_counted"],
+    ["effect_batch_job_items_recounted", "UPDATE", "effect_batch_job_items", "OLD TABLE AS old_items NEW TABLE AS new_items", "effect_batch_job_items_counted"],
+    ["effect_batch_job_items_uncounted", "DELETE", "effect_batch_job_items", "OLD TABLE AS old_items", "effect_batch_job_items_counted"]
+  ] as const
+  return [
+    `CREATE OR REPLACE FUNCTION effect_batch_jobs_counted() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+      IF TG_OP = 'INSERT' THEN
+        INSERT INTO effect_batch_job_totals (job_id) SELECT id FROM new_jobs ON CONFLICT (job_id) DO NOTHING;
+      ELSE
+        DELETE FROM effect_batch_job_totals t USING old_jobs o WHERE t.job_id = o.id;
+      END IF;
+      RETURN NULL;
+    END $$`,
+    `CREATE OR REPLACE FUNCTION effect_batch_job_items_counted() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+      IF TG_OP = 'INSERT' THEN
+        ${add(each("new_items", 1))}
+      ELSIF TG_OP = 'UPDATE' THEN
+        ${add(changed)}
+      ELSE
+        ${add(each("old_items", -1))}
+      END IF;
+      RETURN NULL;
+    END $$`,
+    // PostgreSQL before 14 has no CREATE OR REPLACE TRIGGER.
+    ...triggers.flatMap(([name, event, table, transition, fn]) => [
+      `DROP TRIGGER IF EXISTS ${name} ON ${table}`,
+      `CREATE TRIGGER ${name} AFTER ${event} ON ${table} REFERENCING ${transition} FOR EACH STATEMENT EXECUTE FUNCTION ${fn}()`
+    ])
+  ]
+})()
+
+/** The counts of the jobs already in the database, once, when the triggers start keeping them (any found are recounted). */
+const countOnce = [
+  "DELETE FROM effect_batch_job_totals",
+  `INSERT INTO effect_batch_job_totals (job_id, total, ${statuses.join(", ")}, cost, tokens)
+    SELECT j.id, COUNT(i.job_id), ${perStatus((status) => `SUM(CASE WHEN i.status = '${status}' THEN 1 ELSE 0 END)`)},
+    COALESCE(SUM(i.cost), 0), COALESCE(SUM(i.tokens), 0)
+    FROM effect_batch_jobs j LEFT JOIN effect_batch_job_items i ON i.job_id = j.id GROUP BY j.id`
+]
 
 const tables = [
   `CREATE TABLE IF NOT EXISTS ${metaTable} (key TEXT PRIMARY KEY, value TEXT NOT NULL)`,
@@ -263,8 +377,18 @@ export const make: Effect.Effect<JobStore.Store, JobStore.JobStoreError, SqlClie
   })
   /** Version 1 to 2: the table of time spent. */
   const toVersion2 = Effect.asVoid(sql.unsafe(timeTable))
+  /**
+   * Version 2 to 3: each job's counts, kept by triggers and counted once from the items. The triggers come before
+   * the count: on PostgreSQL making them locks the items against writes until this transaction commits, so no
+   * outcome slips between the count and the triggers.
+   */
+  const toVersion3 = Effect.gen(function*() {
+    yield* sql.unsafe(totalsTable)
+    const triggers = sql.onDialectOrElse({ pg: () => pgTotalsTriggers, orElse: () => sqliteTotalsTriggers })
+    for (const statement of [...triggers, ...countOnce]) yield* sql.unsafe(statement)
+  })
   /** `migrations[v]` brings a database from version `v` to `v + 1`. */
-  const migrations: ReadonlyArray<Effect.Effect<void, SqlError>> = [toVersion1, toVersion2]
+  const migrations: ReadonlyArray<Effect.Effect<void, SqlError>> = [toVersion1, toVersion2, toVersion3]
 
   const versionOf = Effect.gen(function*() {
     const found = yield* storedVersion
@@ -424,26 +548,20 @@ export const make: Effect.Effect<JobStore.Store, JobStore.JobStoreError, SqlClie
       Effect.map(
         sql<{
           readonly job_id: string
-          readonly status: JobStore.OutcomeStatus | null
-          readonly n: Num
+          readonly total: Num
+          readonly succeeded: Num
+          readonly failed: Num
+          readonly skipped: Num
           readonly cost: Num
           readonly tokens: Num
-        }>`
-          SELECT job_id, status, COUNT(*) AS n, SUM(cost) AS cost, SUM(tokens) AS tokens FROM effect_batch_job_items
-          WHERE ${sql.in("job_id", part)} GROUP BY job_id, status`,
-        (rows) => {
-          const found = new Map<string, Mutable<JobStore.Totals>>()
-          for (const row of rows) {
-            let totals = found.get(row.job_id)
-            if (totals === undefined) found.set(row.job_id, totals = { ...JobStore.noTotals })
-            const n = num(row.n)
-            totals[row.status ?? "pending"] += n
-            totals.total += n
-            totals.cost += num(row.cost)
-            totals.tokens += num(row.tokens)
-          }
-          return found
-        }
+        }>`SELECT job_id, total, succeeded, failed, skipped, cost, tokens FROM effect_batch_job_totals
+          WHERE ${sql.in("job_id", part)}`,
+        (rows) =>
+          new Map(rows.map((row): [string, JobStore.Totals] => {
+            const [total, succeeded, failed, skipped] = [num(row.total), num(row.succeeded), num(row.failed), num(row.skipped)]
+            const counts = { total, succeeded, failed, skipped, pending: total - succeeded - failed - skipped }
+            return [row.job_id, { ...counts, cost: num(row.cost), tokens: num(row.tokens) }]
+          }))
       ))
   const totalsOf: JobStore.Store["totalsOf"] = (ids) => wrap("totalsOf")(readTotals(ids))
   const totals: JobStore.Store["totals"] = (id) =>
@@ -554,9 +672,8 @@ export const make: Effect.Effect<JobStore.Store, JobStore.JobStoreError, SqlClie
   const census: JobStore.Store["census"] = Effect.gen(function*() {
     const states = yield* sql<{ readonly state: string, readonly n: Num }>`SELECT state, COUNT(*) AS n FROM effect_batch_jobs
       GROUP BY state`
-    // Through the jobs still to run, so that it reads their items by the primary key, not the whole table.
-    const pending = yield* sql<{ readonly n: Num }>`SELECT COUNT(*) AS n FROM effect_batch_job_items i
-      JOIN effect_batch_jobs j ON j.id = i.job_id WHERE j.state IN ${sql.in(unfinishedStates)} AND i.status IS NULL`
+    const pending = yield* sql<{ readonly n: Num }>`SELECT SUM(t.total - t.succeeded - t.failed - t.skipped) AS n
+      FROM effect_batch_job_totals t JOIN effect_batch_jobs j ON j.id = t.job_id WHERE j.state IN ${sql.in(unfinishedStates)}`
     const jobs = JobStore.emptyCensus()
     for (const row of states) if (row.state in jobs) jobs[row.state as Job.JobState] = num(row.n)
     return { jobs, pendingItems: num(pending[0]?.n ?? 0) }

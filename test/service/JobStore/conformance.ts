@@ -143,6 +143,27 @@ export const conformance = (name: string, store: Layer.Layer<JobStore.JobStore, 
         yield* store.recordAll([], 3000)
       }))
 
+    test("totals follow every write: an outcome over a skipped item, a second outcome for one item, a replay's reopened items", (store) =>
+      Effect.gen(function*() {
+        yield* store.insert(job("job_t", 4), [{ input: "a" }, { input: "b" }, { input: "{", rejected: "in.jsonl:3: invalid JSON" }, { input: "d" }])
+        expect(yield* store.totals("job_t")).toEqual({ total: 4, succeeded: 0, failed: 1, skipped: 0, pending: 3, cost: 0, tokens: 0 })
+        yield* store.record("job_t", [outcome(0, "failed")], 2000)
+        expect(yield* store.skipPending("job_t", "cancelled", 2500)).toBe(2)
+        expect(yield* store.totals("job_t")).toEqual({ total: 4, succeeded: 0, failed: 2, skipped: 2, pending: 0, cost: 0, tokens: 0 })
+        // An item that finished after its job's cancel skipped it: its outcome replaces the skip, and counts once.
+        yield* store.record("job_t", [outcome(1, "succeeded")], 3000)
+        yield* store.record("job_t", [outcome(1, "succeeded")], 3100)
+        expect(yield* store.totals("job_t")).toEqual({ total: 4, succeeded: 1, failed: 2, skipped: 1, pending: 0, cost: 0.001, tokens: 10 })
+        yield* bringTo(store, "job_t", "cancelled")
+        expect(yield* store.reopenFailed("job_t", 4000)).toBe(1)
+        expect(yield* store.totals("job_t")).toEqual({ total: 4, succeeded: 1, failed: 1, skipped: 1, pending: 1, cost: 0.001, tokens: 10 })
+        yield* store.record("job_t", [outcome(0, "succeeded")], 5000)
+        const totals = yield* store.totals("job_t")
+        expect(totals).toMatchObject({ total: 4, succeeded: 2, failed: 1, skipped: 1, pending: 0, tokens: 20 })
+        expect(totals.cost).toBeCloseTo(0.002, 12)
+        expect((yield* store.totalsOf(["job_t", "job_none"])).get("job_t")).toEqual(totals)
+      }))
+
     test("time spent: none before a chunk ends, then the sum of what each chunk adds, per job", (store) =>
       Effect.gen(function*() {
         yield* store.insert(job("t_one", 2), [{ input: "a" }, { input: "b" }])
@@ -424,7 +445,7 @@ export const sqlConformance = (name: string, client: Layer.Layer<SqlClient.SqlCl
         expect((yield* upgraded.pending("job_kept", 0, 1)).map((p) => p.input)).toEqual(["x"])
       }).pipe(Effect.provide(client)))
 
-    it.effect("a version 1 database (before time spent was kept) is brought to version 2: the time table made, rows kept", () =>
+    it.effect("a version 1 database (before time spent was kept) is brought to the current version: the time table made, rows kept", () =>
       Effect.gen(function*() {
         const sql = yield* SqlClient.SqlClient
         const store = yield* SqlJobStore.make
@@ -432,11 +453,39 @@ export const sqlConformance = (name: string, client: Layer.Layer<SqlClient.SqlCl
         yield* sql`DROP TABLE effect_batch_job_time`
         yield* sql`UPDATE effect_batch_jobs_meta SET value = '1' WHERE key = 'schema_version'`
         const upgraded = yield* SqlJobStore.make
-        expect(yield* versionIn(sql)).toEqual([{ key: "schema_version", value: "2" }])
+        expect(yield* versionIn(sql)).toEqual([{ key: "schema_version", value: String(SqlJobStore.schemaVersion) }])
         expect(yield* upgraded.timeSpent("job_v1")).toBeUndefined()
         yield* upgraded.addTimeSpent("job_v1", { ...spent, items: 1 })
         expect(yield* upgraded.timeSpent("job_v1")).toEqual({ ...spent, items: 1 })
         expect((yield* upgraded.get("job_v1"))?.id).toBe("job_v1")
+      }).pipe(Effect.provide(client)))
+
+    it.effect("a version 2 database (before counts were kept) gets them: each job's items counted once, then kept by the triggers", () =>
+      Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        const store = yield* SqlJobStore.make
+        yield* store.insert(job("job_v2", 3), [{ input: "x" }, { input: "y" }, { input: "{", rejected: "in.jsonl:3: invalid JSON" }])
+        yield* store.insert(job("job_v2_empty", 0), [])
+        yield* store.record("job_v2", [outcome(0, "succeeded")], 2000)
+        // What version 2 left: no counts, no triggers.
+        for (const name of ["effect_batch_jobs_counted", "effect_batch_jobs_uncounted"]) yield* dropTrigger(sql, name, "effect_batch_jobs")
+        for (const name of ["effect_batch_job_items_counted", "effect_batch_job_items_recounted", "effect_batch_job_items_uncounted"]) {
+          yield* dropTrigger(sql, name, "effect_batch_job_items")
+        }
+        yield* sql`DROP TABLE effect_batch_job_totals`
+        yield* sql`UPDATE effect_batch_jobs_meta SET value = '2' WHERE key = 'schema_version'`
+        // Written while no trigger counted it: the count at the upgrade sees it.
+        yield* store.record("job_v2", [outcome(1, "failed")], 2500)
+        const upgraded = yield* SqlJobStore.make
+        expect(yield* versionIn(sql)).toEqual([{ key: "schema_version", value: String(SqlJobStore.schemaVersion) }])
+        const counted = yield* upgraded.totalsOf(["job_v2", "job_v2_empty"])
+        expect(counted.get("job_v2")).toEqual({ total: 3, succeeded: 1, failed: 2, skipped: 0, pending: 0, cost: 0.001, tokens: 10 })
+        expect(counted.get("job_v2_empty")).toEqual(JobStore.noTotals)
+        yield* upgraded.record("job_v2", [outcome(1, "succeeded")], 3000)
+        expect(yield* upgraded.totals("job_v2")).toMatchObject({ succeeded: 2, failed: 1, tokens: 20 })
+        // Starting again on the upgraded database counts nothing twice.
+        yield* SqlJobStore.make
+        expect(yield* upgraded.totals("job_v2")).toMatchObject({ total: 3, succeeded: 2, failed: 1, tokens: 20 })
       }).pipe(Effect.provide(client)))
 
     it.effect("a database with a newer or unknown schema version is refused, naming the version found and the one supported, and left as it was", () =>
@@ -476,6 +525,12 @@ export const sqlConformance = (name: string, client: Layer.Layer<SqlClient.SqlCl
 }
 
 const versionIn = (sql: SqlClient.SqlClient) => sql`SELECT key, value FROM effect_batch_jobs_meta`
+
+const dropTrigger = (sql: SqlClient.SqlClient, name: string, table: string) =>
+  sql.onDialectOrElse({
+    pg: () => sql.unsafe(`DROP TRIGGER IF EXISTS ${name} ON ${table}`),
+    orElse: () => sql.unsafe(`DROP TRIGGER IF EXISTS ${name}`)
+  })
 
 /** The jobs table as the version before payload hashes made it. */
 const tableWithoutPayloadHash = `CREATE TABLE effect_batch_jobs (
