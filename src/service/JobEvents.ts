@@ -25,12 +25,15 @@
  *
  * @since 0.1.0
  */
+import * as Chunk from "effect/Chunk"
 import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Queue from "effect/Queue"
 import * as PubSub from "effect/PubSub"
 import * as Schedule from "effect/Schedule"
+import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import { randomBytes } from "node:crypto"
 import * as Job from "./Job.js"
@@ -64,6 +67,11 @@ export interface Events {
   readonly publish: <T extends EventType>(jobId: string, type: T, data: Job.EventData[T]) => Effect.Effect<void>
   /** The job's events after `after` (stored ones first), then live ones, without end. */
   readonly subscribe: (jobId: string, after: number) => Stream.Stream<Event, JobStore.JobStoreError>
+  /**
+   * What `subscribe` gives, read in batches: a follower of the job's events
+   * after `after`, listening from when the scope opens it until it closes.
+   */
+  readonly follow: (jobId: string, after: number) => Effect.Effect<Follower, never, Scope.Scope>
   /** Stores what is buffered now. */
   readonly flush: Effect.Effect<void, JobStore.JobStoreError>
   /**
@@ -72,6 +80,34 @@ export interface Events {
    * without reading the store.
    */
   readonly latest: (jobId: string, type: EventType) => Event | undefined
+}
+
+/**
+ * A job's events in batches: what an SSE response needs with one pull per
+ * batch, where a stream of single events took several fiber steps per event
+ * at each of its stages (100 subscribers' streams were most of the API's CPU
+ * while 50 jobs started).
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface Follower {
+  /**
+   * The next events in order: every one there is now, at least one, waiting
+   * for them up to `within`; none if none came within it. `ended` once there
+   * will be no more (a follower of `JobEvents` never ends; one of `Jobs` ends
+   * at the job's end).
+   */
+  readonly next: (within: Duration.Duration) => Effect.Effect<Batch, JobStore.JobStoreError>
+}
+
+/**
+ * @since 0.2.0
+ * @category models
+ */
+export interface Batch {
+  readonly events: ReadonlyArray<Event>
+  readonly ended: boolean
 }
 
 /**
@@ -293,35 +329,63 @@ export const make = Effect.gen(function*() {
     )
   }
 
-  const subscribe = (jobId: string, after: number): Stream.Stream<Event, JobStore.JobStoreError> =>
-    Stream.unwrapScoped(Effect.gen(function*() {
+  const follow = (jobId: string, after: number): Effect.Effect<Follower, never, Scope.Scope> =>
+    Effect.gen(function*() {
       const live = yield* PubSub.subscribe(yield* hubOf(jobId))
       let sent = after
+      let backlogRead = false
       /** What is stored after the last event sent. */
       const stored = Effect.map(store.events(jobId, sent), (events) => {
         const fresh = events.filter((e) => e.seq > sent).map((e): Event => ({ ...e, jobId }))
         if (fresh.length > 0) sent = fresh[fresh.length - 1]!.seq
         return fresh
       })
-      const rest = Stream.fromQueue(live).pipe(
-        Stream.mapEffect((wake): Effect.Effect<ReadonlyArray<Event>, JobStore.JobStoreError> => {
-          if (!("seq" in wake)) return wake.last > sent ? stored : Effect.succeed([])
-          if (wake.seq <= sent) return Effect.succeed([])
-          if (wake.seq === sent + 1) {
+      /** The wakes' events: each sent as it comes if it is the next one; a gap, or a notice without its events, reads the store. */
+      const eventsOf = (wakes: Iterable<Wake>): Effect.Effect<ReadonlyArray<Event>, JobStore.JobStoreError> => {
+        const found: Array<Event> = []
+        for (const wake of wakes) {
+          if (!("seq" in wake)) {
+            if (wake.last > sent) return Effect.map(stored, (more) => found.concat(more))
+          } else if (wake.seq === sent + 1) {
             sent = wake.seq
-            return Effect.succeed([wake])
+            found.push(wake)
+          } else if (wake.seq > sent) {
+            // Stored before it was handed over, as is every later wake taken with it: one read covers them all.
+            return Effect.map(stored, (more) => found.concat(more))
           }
-          // Events stored in between (another process's, or a notice lost): read them, this one with them.
-          return stored
-        }),
-        Stream.flattenIterables
-      )
-      return Stream.concat(Stream.flattenIterables(Stream.fromEffect(stored)), rest)
-    }))
+        }
+        return Effect.succeed(found)
+      }
+      const some = (events: ReadonlyArray<Event>): Batch => ({ events, ended: false })
+      const next = (within: Duration.Duration): Effect.Effect<Batch, JobStore.JobStoreError> =>
+        Effect.suspend(() => {
+          if (!backlogRead) {
+            backlogRead = true
+            return Effect.flatMap(stored, (events) => events.length > 0 ? Effect.succeed(some(events)) : next(within))
+          }
+          const first: Effect.Effect<Wake | undefined> = Duration.isFinite(within)
+            ? Effect.timeoutTo(Queue.take(live), { duration: within, onTimeout: () => undefined, onSuccess: (wake) => wake })
+            : Queue.take(live)
+          // Whatever is there already, without a timer; otherwise wait for the first, then take the rest with it.
+          const wakes = Effect.flatMap(Queue.takeAll(live), (ready) =>
+            Chunk.isNonEmpty(ready) ? Effect.succeed(ready) : Effect.flatMap(first, (wake) =>
+              wake === undefined ? Effect.succeed(Chunk.empty<Wake>()) : Effect.map(Queue.takeAll(live), Chunk.prepend(wake))))
+          return Effect.flatMap(wakes, (taken) =>
+            Chunk.isEmpty(taken)
+              ? Effect.succeed(some([]))
+              : Effect.flatMap(eventsOf(taken), (events) => events.length > 0 ? Effect.succeed(some(events)) : next(within)))
+        })
+      return { next }
+    })
+
+  const subscribe = (jobId: string, after: number): Stream.Stream<Event, JobStore.JobStoreError> =>
+    Stream.unwrapScoped(Effect.map(follow(jobId, after), (follower) =>
+      Stream.repeatEffectChunk(Effect.map(follower.next(Duration.infinity), (batch) => Chunk.unsafeFromArray(batch.events)))))
 
   return {
     publish,
     subscribe,
+    follow,
     flush,
     latest: (jobId, type) => latestSeen.get(jobId)?.get(type)
   } satisfies Events

@@ -30,10 +30,12 @@ import * as FileSystem from "@effect/platform/FileSystem"
 import * as Path from "@effect/platform/Path"
 import * as Chunk from "effect/Chunk"
 import * as Context from "effect/Context"
+import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
+import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import { randomBytes } from "node:crypto"
 import * as CheckpointStore from "../CheckpointStore.js"
@@ -88,12 +90,15 @@ export interface Service {
     id: string,
     options?: { readonly follow?: boolean | undefined }
   ) => Effect.Effect<Stream.Stream<string>, JobApi.JobNotFound>
-  /** Events after `lastEventId`; ends after the job reaches a final state. */
+  /**
+   * A follower of the job's events after `lastEventId`, opened in its scope;
+   * it ends after the job reaches a final state.
+   */
   readonly events: (
     tenant: string,
     id: string,
     lastEventId: number
-  ) => Effect.Effect<Stream.Stream<JobEvents.Event>, JobApi.JobNotFound>
+  ) => Effect.Effect<Effect.Effect<JobEvents.Follower, never, Scope.Scope>, JobApi.JobNotFound>
   readonly profiles: ReadonlyArray<typeof JobApi.Profile.Type>
 }
 
@@ -470,17 +475,30 @@ export const make = (limits: Limits) =>
         return !(yield* store.events(id, seq)).some((event) => event.type === "state")
       }))
 
+    const noMoreEvents: JobEvents.Follower = { next: () => Effect.succeed({ events: [], ended: true }) }
     const followEvents: Service["events"] = (tenant, id, lastEventId) =>
       Effect.gen(function*() {
         const job = yield* owned(tenant, id)
         yield* Effect.orDie(events.flush)
         // Resuming after the last event of an ended job: there is nothing to wait for.
-        if (yield* endsAt(id, lastEventId, job)) return Stream.empty
-        return events.subscribe(id, lastEventId).pipe(
-          Stream.orDie,
-          // A final state ends the stream if it is the job's last event (after a replay, more follow).
-          Stream.takeUntilEffect((event) => isFinalEvent(event) ? endsAt(id, event.seq) : Effect.succeed(false))
-        )
+        if (yield* endsAt(id, lastEventId, job)) return Effect.succeed(noMoreEvents)
+        return Effect.map(events.follow(id, lastEventId), (follower): JobEvents.Follower => {
+          let done = false
+          // A final state ends the follower if it is the job's last event (after a replay, more follow).
+          const upToEnd = (batch: JobEvents.Batch) =>
+            Effect.gen(function*() {
+              for (const [i, event] of batch.events.entries()) {
+                if (isFinalEvent(event) && (yield* endsAt(id, event.seq))) {
+                  done = true
+                  return { events: batch.events.slice(0, i + 1), ended: true }
+                }
+              }
+              return batch
+            })
+          const next = (within: Duration.Duration) =>
+            Effect.suspend(() => done ? noMoreEvents.next(within) : Effect.flatMap(follower.next(within), upToEnd))
+          return { next }
+        })
       })
 
     return {

@@ -13,7 +13,7 @@
  */
 import * as Effect from "effect/Effect"
 import * as Metric from "effect/Metric"
-import * as Stream from "effect/Stream"
+import type * as Scope from "effect/Scope"
 import * as Job from "./Job.js"
 import * as JobStore from "./JobStore.js"
 
@@ -59,16 +59,15 @@ export const trackSubmission = <A, E, R>(self: Effect.Effect<A, E, R>): Effect.E
   })
 
 /**
- * Counts `events` as an open subscription while it is consumed.
+ * Counts an open SSE subscription until the scope closes.
  *
  * @since 0.2.0
  * @category recording
  */
-export const trackSubscriber = <A, E, R>(events: Stream.Stream<A, E, R>): Stream.Stream<A, E, R> =>
-  Stream.unwrapScoped(Effect.as(
-    Effect.acquireRelease(Metric.increment(sseSubscribers), () => Metric.incrementBy(sseSubscribers, -1)),
-    events
-  ))
+export const trackSubscriber: Effect.Effect<void, never, Scope.Scope> = Effect.acquireRelease(
+  Metric.increment(sseSubscribers),
+  () => Metric.incrementBy(sseSubscribers, -1)
+)
 
 /**
  * Sets the gauges read from the store. A store that cannot answer leaves them
