@@ -9,7 +9,8 @@
  * (100 ms) in one statement per job and only then hands the events to live
  * subscribers in this process, and sends them to the others in a
  * `JobSignals` notice (only their last seq if they do not fit), so an event
- * a subscriber sees live is already stored. `subscribe` first listens, then
+ * a subscriber sees live is already stored. `subscribe` (and `follow`, the
+ * same in batches, for SSE) first listens, then
  * reads the stored events after the subscriber's last id, then goes on
  * live: an event is sent as it comes if it is the next one; otherwise (a
  * gap, a notice without its events, or a subscriber found behind the store
