@@ -30,7 +30,7 @@
  * moment may both try to add a column on SQLite; the second then fails to
  * start (start it again). The table names are fixed (`effect_batch_jobs`,
  * `effect_batch_job_items`, `effect_batch_job_events`, `effect_batch_job_time`, `effect_batch_job_totals`,
- * `effect_batch_jobs_meta`), as are the triggers' and, on PostgreSQL (10 or later), their functions'
+ * `effect_batch_jobs_meta`), as are the triggers' and, on PostgreSQL (11 or later), their functions'
  * (`effect_batch_jobs_counted`, `effect_batch_job_items_counted`): one job store per database.
  *
  * @since 0.1.0
@@ -136,7 +136,7 @@ const sqliteTotalsTriggers = (() => {
 /**
  * PostgreSQL's triggers, statement by statement (through transition tables): one update of each job's counts per
  * statement, not one per item (a flush of 500 outcomes would leave 500 dead versions of the job's row). Needs
- * PostgreSQL 10 or later.
+ * PostgreSQL 11 or later (`EXECUTE FUNCTION`).
  */
 const pgTotalsTriggers = (() => {
   const is = (column: string, status: string) => `CASE WHEN ${column} = '${status}' THEN 1 ELSE 0 END`
