@@ -129,7 +129,7 @@ export interface Runner {
    * before the start, so they come first in the job's log. (A job stored but
    * not started when the process dies is started by `resumeUnfinished`.)
    */
-  readonly execute: (jobId: string, round: number) => Effect.Effect<void>
+  readonly execute: (job: Pick<JobStore.JobRow, "id" | "total" | "spec">, round: number) => Effect.Effect<void>
   /** Tells every process to interrupt the job's chunks it runs. */
   readonly cancel: (jobId: string) => Effect.Effect<void>
   /** Each job's last published progress, if it published any (in the order of `jobIds`). */
@@ -345,7 +345,7 @@ const make = Effect.gen(function*() {
 
   const runChunk: JobWorkflow.Steps["runChunk"] = (jobId, chunk) =>
     Effect.gen(function*() {
-      const job = yield* jobOf(jobId)
+      const job = yield* begun(jobId)
       if (job.state === "cancelled") return "cancelled" as const
       const provider = profiles.get(job.profile)
       if (provider === undefined) return yield* Effect.dieMessage(`the profile ${job.profile} is no longer configured`)
@@ -431,6 +431,20 @@ const make = Effect.gen(function*() {
       // Logged here, where it happens: the workflow body replays after each durable wait.
       Effect.tapError((error) => Effect.logWarning(`job ${jobId}: ${error.message}; a chunk is retried after a backoff, ${JobWorkflow.chunkAttempts} attempts in all`))
     )
+
+  /**
+   * The job, moved to running first if it is queued (the first step of a round to begin does it; the transition
+   * table refuses the others, and a job cancelled meanwhile), with the `running` event published once.
+   */
+  const begun = (jobId: string) =>
+    Effect.gen(function*() {
+      const job = yield* jobOf(jobId)
+      if (job.state !== "queued") return job
+      const at = now()
+      if (!(yield* store.setState(jobId, "running", { now: at }))) return yield* jobOf(jobId)
+      yield* events.publish(jobId, "state", { state: "running" })
+      return { ...job, state: "running" as const, startedAt: job.startedAt ?? at }
+    })
 
   const start: JobWorkflow.Steps["start"] = (jobId) =>
     Effect.gen(function*() {
@@ -526,7 +540,7 @@ const make = Effect.gen(function*() {
 
   const runBatch: JobWorkflow.Steps["runBatch"] = (jobId) =>
     Effect.gen(function*() {
-      const job = yield* jobOf(jobId)
+      const job = yield* begun(jobId)
       if (job.state === "cancelled") return "cancelled" as const
       const provider = profiles.get(job.profile)
       if (provider === undefined) return yield* Effect.dieMessage(`the profile ${job.profile} is no longer configured`)
@@ -588,12 +602,12 @@ const makeControl = Effect.gen(function*() {
   const clock = yield* Effect.clock
   const engine = yield* WorkflowEngine.WorkflowEngine
 
-  const toStart = yield* Queue.unbounded<{ readonly jobId: string, readonly round: number }>()
+  const toStart = yield* Queue.unbounded<typeof JobWorkflow.BatchJob.payloadSchema.Type>()
   const starter = Queue.take(toStart).pipe(
     // The `queued` event the caller published is stored first: a runner in another process publishes the job's
     // next events, which would otherwise be numbered before it when they flush sooner.
     Effect.tap(() => events.flush),
-    Effect.flatMap(({ jobId, round }) => JobWorkflow.BatchJob.execute({ jobId, round }, { discard: true })),
+    Effect.flatMap((payload) => JobWorkflow.BatchJob.execute(payload, { discard: true })),
     Effect.provideService(WorkflowEngine.WorkflowEngine, engine),
     Effect.tapErrorCause(Effect.logError),
     Effect.ignore,
@@ -602,10 +616,19 @@ const makeControl = Effect.gen(function*() {
   // Several starts at once: each is a few round trips to the engine's storage, and one at a time put the
   // 50th of a burst of submissions seconds behind the first.
   for (let i = 0; i < startsAtOnce; i++) yield* Effect.forkScoped(starter)
-  const execute = (jobId: string, round: number) => Queue.offer(toStart, { jobId, round }).pipe(Effect.asVoid)
+  // With the round's total and mode the workflow has no start step (see JobWorkflow). An execution that exists
+  // already (a resumed one) keeps the payload it was started with: its id is the job's and the round's.
+  const execute: Runner["execute"] = (job, round) =>
+    Queue.offer(toStart, {
+      jobId: job.id,
+      round,
+      total: job.total,
+      // A replay of dead letters (round > 0) runs live: a batch run's record is of the whole job, once.
+      ...(job.spec.mode === "batch" && round === 0 ? { mode: "batch" as const } : {})
+    }).pipe(Effect.asVoid)
 
   const resumeUnfinished = Effect.flatMap(store.unfinished, (jobs) =>
-    Effect.as(Effect.forEach(jobs, (job) => execute(job.id, job.round), { discard: true }), jobs.length))
+    Effect.as(Effect.forEach(jobs, (job) => execute(job, job.round), { discard: true }), jobs.length))
 
   /** A progress event as the API shows it; its totals only when `live` (seen here) and fresh. */
   const progressFrom = (event: JobEvents.Event | JobStore.StoredEvent | undefined, live: boolean): Progress | undefined => {

@@ -15,9 +15,13 @@
  * - Job-level retry: a chunk that fails as a whole (storage error, defect) is
  *   retried up to `chunkAttempts` times, waiting with `DurableClock` (so the
  *   backoff survives a restart), and then counts as `failed`.
- * - A start that fails (a storage error) fails the round: it goes straight to
- *   finish with `failed`; a job cancelled before it started goes straight to
- *   finish with `cancelled`.
+ * - Started with the round's `total` (and `mode`), as the runner starts every
+ *   execution now, the body has no start step: each chunk (or the batch step)
+ *   moves the job to running as it begins, and finds a job cancelled before
+ *   it started. An execution started without them (journaled by an older
+ *   effect-batch) runs the start step: one that fails (a storage error)
+ *   fails the round, going straight to finish with `failed`, and a job
+ *   cancelled before it started goes straight to finish with `cancelled`.
  *
  * What it does not promise: activities are not interruptible by the engine
  * (a cancel is the runner's signal), and nothing here reads or writes the
@@ -111,7 +115,9 @@ export class ChunkFailed extends Schema.TaggedError<ChunkFailed>()("ChunkFailed"
  */
 export const BatchJob = Workflow.make({
   name: "effect-batch/BatchJob",
-  payload: { jobId: Schema.String, round: Schema.Int },
+  // `total` and `mode`, fixed for a round, let the body skip the start step (each step begins the job itself);
+  // an execution started without them (journaled before they were sent) runs its start step as it always did.
+  payload: { jobId: Schema.String, round: Schema.Int, total: Schema.optional(Schema.Int), mode: Schema.optional(Schema.Literal("batch")) },
   success: Schema.String,
   idempotencyKey: ({ jobId, round }) => `${jobId}/${round}`
 })
@@ -123,11 +129,14 @@ export const BatchJob = Workflow.make({
  * @category models
  */
 export interface Steps {
-  /** Moves the job to running. */
+  /** Moves the job to running (the step of an execution started without `total`). */
   readonly start: (jobId: string) => Effect.Effect<Started, ChunkFailed>
-  /** Runs the items of chunk `chunk` still pending. */
+  /** Runs the items of chunk `chunk` still pending, moving the job to running first if it is queued; `cancelled` if it is. */
   readonly runChunk: (jobId: string, chunk: number) => Effect.Effect<ChunkOutcome, ChunkFailed>
-  /** Runs every item still pending through the provider's batch API, re-attaching to the batches a crashed attempt left. */
+  /**
+   * Runs every item still pending through the provider's batch API, re-attaching to the batches a crashed attempt
+   * left; moves the job to running first as `runChunk` does.
+   */
   readonly runBatch: (jobId: string) => Effect.Effect<ChunkOutcome, ChunkFailed>
   /** Decides and records the final state. */
   readonly finish: (jobId: string, outcomes: ReadonlyArray<ChunkOutcome>) => Effect.Effect<Job.JobState, ChunkFailed>
@@ -162,14 +171,16 @@ const withRetry = (name: string, step: Effect.Effect<ChunkOutcome, ChunkFailed>)
  * @since 0.1.0
  * @category layers
  */
-export const layer: Layer.Layer<never, never, WorkflowEngine.WorkflowEngine | JobSteps> = BatchJob.toLayer(({ jobId }) =>
+export const layer: Layer.Layer<never, never, WorkflowEngine.WorkflowEngine | JobSteps> = BatchJob.toLayer(({ jobId, mode, total }) =>
   Effect.gen(function*() {
     const steps = yield* JobSteps
+    // Given total and mode, the steps begin the job themselves: one activity fewer per job (each is a durable
+    // round trip to the workflow's entity, about 900 fiber steps and two transactions).
     // Named start/2: its result was a number (−1 for cancelled) before it was a tagged value, and an
     // execution journaled then must run this step again rather than misread that number.
-    const started = yield* Activity.make({ name: "start/2", success: Started, error: ChunkFailed, execute: steps.start(jobId) }).pipe(
-      Effect.either
-    )
+    const started = total !== undefined
+      ? Either.right<Started>(mode === "batch" ? { _tag: "Started", total, mode } : { _tag: "Started", total })
+      : yield* Activity.make({ name: "start/2", success: Started, error: ChunkFailed, execute: steps.start(jobId) }).pipe(Effect.either)
     const outcomes: ReadonlyArray<ChunkOutcome> = Either.isLeft(started)
       ? ["failed"]
       : started.right._tag === "Cancelled"

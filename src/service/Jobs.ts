@@ -352,7 +352,7 @@ export const make = (limits: Limits) =>
         }
         if (created) {
           yield* events.publish(job.id, "state", { state: "queued" })
-          yield* runner.execute(job.id, 0)
+          yield* runner.execute(job, 0)
         }
         return { id: job.id, state: job.state, created, ...(created && rejected > 0 ? { rejected } : {}) }
       })
@@ -423,7 +423,7 @@ export const make = (limits: Limits) =>
         const reopened = yield* Effect.orDie(store.reopenFailed(id, now()))
         if (reopened > 0) {
           yield* events.publish(id, "state", { state: "queued", replaying: reopened })
-          yield* runner.execute(id, job.round + 1)
+          yield* runner.execute(job, job.round + 1)
         }
         return yield* view(yield* owned(tenant, id))
       })

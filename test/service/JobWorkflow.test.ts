@@ -1,6 +1,7 @@
 /**
  * The workflow alone, on the in-memory engine with steps that record what
- * they were asked: the order of the steps, what a start that finds the job
+ * they were asked: the order of the steps (without a start step when the
+ * payload gives the round's total), what a start that finds the job
  * cancelled or that fails leads to, and a chunk retried after a durable
  * backoff (on the TestClock).
  */
@@ -54,7 +55,26 @@ const recording = (
 const run = (jobId: string) => JobWorkflow.BatchJob.execute({ jobId, round: 0 })
 
 describe("JobWorkflow.BatchJob", () => {
-  it.effect("start, then one chunk per chunkSize items, then finish with their outcomes", () => {
+  it.effect("given the round's total (as the runner starts executions), no start step: the chunks, then finish", () => {
+    const { layer, recorded } = recording(Effect.dieMessage("no start step was expected"))
+    return Effect.gen(function*() {
+      const total = 2 * JobWorkflow.chunkSize + 1
+      expect(yield* JobWorkflow.BatchJob.execute({ jobId: "job_g", round: 0, total })).toBe("finished")
+      expect([...recorded.calls].sort()).toEqual(["chunk 0 at 0", "chunk 1 at 0", "chunk 2 at 0"])
+      expect(recorded.finished).toEqual(["done", "done", "done"])
+    }).pipe(Effect.provide(layer))
+  })
+
+  it.effect("given the total and batch mode, no start step: one batch step for the whole job", () => {
+    const { layer, recorded } = recording(Effect.dieMessage("no start step was expected"))
+    return Effect.gen(function*() {
+      expect(yield* JobWorkflow.BatchJob.execute({ jobId: "job_h", round: 0, total: 3, mode: "batch" })).toBe("finished")
+      expect(recorded.calls).toEqual(["batch at 0"])
+      expect(recorded.finished).toEqual(["done"])
+    }).pipe(Effect.provide(layer))
+  })
+
+  it.effect("started without a total (journaled by an older effect-batch): start, then one chunk per chunkSize items, then finish", () => {
     const { layer, recorded } = recording(Effect.succeed({ _tag: "Started", total: 2 * JobWorkflow.chunkSize + 1 }))
     return Effect.gen(function*() {
       expect(yield* run("job_a")).toBe("finished")
