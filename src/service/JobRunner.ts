@@ -174,6 +174,9 @@ export const batchRunId = (jobId: string): string => `job/${jobId}`
 /** A pending item, as the task, `estimate` and `settle` take it. */
 type Item = { readonly index: number, readonly input: Job.ItemInput }
 
+/** Whether a round runs through the provider's batch API: a replay of dead letters (round > 0) runs live, as a batch run's record is of the whole job, once. */
+const runsInBatchMode = (spec: Job.Spec, round: number) => spec.mode === "batch" && round === 0
+
 const noFiberRefs = FiberRefs.empty()
 
 /**
@@ -345,7 +348,7 @@ const make = Effect.gen(function*() {
 
   const runChunk: JobWorkflow.Steps["runChunk"] = (jobId, chunk) =>
     Effect.gen(function*() {
-      const job = yield* begun(jobId)
+      const job = yield* Effect.flatMap(jobOf(jobId), begin)
       if (job.state === "cancelled") return "cancelled" as const
       const provider = profiles.get(job.profile)
       if (provider === undefined) return yield* Effect.dieMessage(`the profile ${job.profile} is no longer configured`)
@@ -436,13 +439,12 @@ const make = Effect.gen(function*() {
    * The job, moved to running first if it is queued (the first step of a round to begin does it; the transition
    * table refuses the others, and a job cancelled meanwhile), with the `running` event published once.
    */
-  const begun = (jobId: string) =>
+  const begin = (job: JobStore.JobRow) =>
     Effect.gen(function*() {
-      const job = yield* jobOf(jobId)
       if (job.state !== "queued") return job
       const at = now()
-      if (!(yield* store.setState(jobId, "running", { now: at }))) return yield* jobOf(jobId)
-      yield* events.publish(jobId, "state", { state: "running" })
+      if (!(yield* store.setState(job.id, "running", { now: at }))) return yield* jobOf(job.id)
+      yield* events.publish(job.id, "state", { state: "running" })
       return { ...job, state: "running" as const, startedAt: job.startedAt ?? at }
     })
 
@@ -450,12 +452,8 @@ const make = Effect.gen(function*() {
     Effect.gen(function*() {
       const job = yield* jobOf(jobId)
       if (job.state === "cancelled") return { _tag: "Cancelled" } as const
-      // Refused for a job cancelled meanwhile (and for one already running: a start run again after a crash).
-      if (yield* store.setState(jobId, "running", { now: now() })) {
-        if (job.state !== "running") yield* events.publish(jobId, "state", { state: "running" })
-      }
-      // A replay of dead letters (round > 0) runs live: a batch run's record is of the whole job, once.
-      return job.spec.mode === "batch" && job.round === 0
+      yield* begin(job)
+      return runsInBatchMode(job.spec, job.round)
         ? { _tag: "Started", total: job.total, mode: "batch" } as const
         : { _tag: "Started", total: job.total } as const
     }).pipe(Effect.catchAllCause(failed("start")))
@@ -540,7 +538,7 @@ const make = Effect.gen(function*() {
 
   const runBatch: JobWorkflow.Steps["runBatch"] = (jobId) =>
     Effect.gen(function*() {
-      const job = yield* begun(jobId)
+      const job = yield* Effect.flatMap(jobOf(jobId), begin)
       if (job.state === "cancelled") return "cancelled" as const
       const provider = profiles.get(job.profile)
       if (provider === undefined) return yield* Effect.dieMessage(`the profile ${job.profile} is no longer configured`)
@@ -623,8 +621,7 @@ const makeControl = Effect.gen(function*() {
       jobId: job.id,
       round,
       total: job.total,
-      // A replay of dead letters (round > 0) runs live: a batch run's record is of the whole job, once.
-      ...(job.spec.mode === "batch" && round === 0 ? { mode: "batch" as const } : {})
+      ...(runsInBatchMode(job.spec, round) ? { mode: "batch" as const } : {})
     }).pipe(Effect.asVoid)
 
   const resumeUnfinished = Effect.flatMap(store.unfinished, (jobs) =>
