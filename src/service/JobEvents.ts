@@ -358,18 +358,20 @@ export const make = Effect.gen(function*() {
         return Effect.succeed(found)
       }
       const some = (events: ReadonlyArray<Event>): Batch => ({ events, ended: false })
+      /** The next wake, or `undefined` if none comes within `within`. */
+      const firstWithin = (within: Duration.Duration): Effect.Effect<Wake | undefined> =>
+        Duration.isFinite(within)
+          ? Effect.timeoutTo(Queue.take(live), { duration: within, onTimeout: () => undefined, onSuccess: (wake) => wake })
+          : Queue.take(live)
       const next = (within: Duration.Duration): Effect.Effect<Batch, JobStore.JobStoreError> =>
         Effect.suspend(() => {
           if (!backlogRead) {
             backlogRead = true
             return Effect.flatMap(stored, (events) => events.length > 0 ? Effect.succeed(some(events)) : next(within))
           }
-          const first: Effect.Effect<Wake | undefined> = Duration.isFinite(within)
-            ? Effect.timeoutTo(Queue.take(live), { duration: within, onTimeout: () => undefined, onSuccess: (wake) => wake })
-            : Queue.take(live)
           // Whatever is there already, without a timer; otherwise wait for the first, then take the rest with it.
           const wakes = Effect.flatMap(Queue.takeAll(live), (ready) =>
-            Chunk.isNonEmpty(ready) ? Effect.succeed(ready) : Effect.flatMap(first, (wake) =>
+            Chunk.isNonEmpty(ready) ? Effect.succeed(ready) : Effect.flatMap(firstWithin(within), (wake) =>
               wake === undefined ? Effect.succeed(Chunk.empty<Wake>()) : Effect.map(Queue.takeAll(live), Chunk.prepend(wake))))
           return Effect.flatMap(wakes, (taken) =>
             Chunk.isEmpty(taken)

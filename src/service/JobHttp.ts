@@ -55,6 +55,8 @@ const sseFrame = (event: JobEvents.Event) => `id: ${event.seq}\nevent: ${event.t
 const encoder = new TextEncoder()
 const retryHint = encoder.encode("retry: 2000\n\n")
 const keepAlive = encoder.encode(": keep-alive\n\n")
+/** How long a follower may stay quiet before a keep-alive comment. */
+const quietFor = Duration.decode(keepAliveEvery)
 
 /**
  * The follower's events as an SSE response: a `retry` hint first, each
@@ -72,7 +74,6 @@ const keepAlive = encoder.encode(": keep-alive\n\n")
 export const sseResponse = (follow: Effect.Effect<JobEvents.Follower, never, Scope.Scope>): HttpServerResponse.HttpServerResponse =>
   HttpServerResponse.stream(
     Stream.unwrapScoped(Effect.map(Effect.zipRight(ServiceMetrics.trackSubscriber, follow), (follower) => {
-      const within = Duration.decode(keepAliveEvery)
       let started = false
       let ended = false
       const pull = Effect.suspend((): Effect.Effect<Chunk.Chunk<Uint8Array>, Option.Option<never>> => {
@@ -81,7 +82,7 @@ export const sseResponse = (follow: Effect.Effect<JobEvents.Follower, never, Sco
           return Effect.succeed(Chunk.of(retryHint))
         }
         if (ended) return Effect.fail(Option.none())
-        return Effect.map(Effect.orDie(follower.next(within)), (batch) => {
+        return Effect.map(Effect.orDie(follower.next(quietFor)), (batch) => {
           ended = batch.ended
           if (batch.events.length > 0) return Chunk.of(encoder.encode(batch.events.map(sseFrame).join("")))
           return ended ? Chunk.empty() : Chunk.of(keepAlive)
