@@ -488,6 +488,20 @@ export const sqlConformance = (name: string, client: Layer.Layer<SqlClient.SqlCl
         expect(yield* upgraded.totals("job_v2")).toMatchObject({ total: 3, succeeded: 2, failed: 1, tokens: 20 })
       }).pipe(Effect.provide(client)))
 
+    it.effect("counts follow rows deleted by hand (an operator's SQL): an item's leave its job's totals, a job's row its counts", () =>
+      Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        const store = yield* SqlJobStore.make
+        yield* store.insert(job("job_del", 3), [{ input: "x" }, { input: "y" }, { input: "z" }])
+        yield* store.record("job_del", [outcome(0, "succeeded"), outcome(1, "failed")], 2000)
+        yield* sql`DELETE FROM effect_batch_job_items WHERE job_id = 'job_del' AND idx IN (0, 2)`
+        expect(yield* store.totals("job_del")).toEqual({ total: 1, succeeded: 0, failed: 1, skipped: 0, pending: 0, cost: 0, tokens: 0 })
+        yield* sql`DELETE FROM effect_batch_job_items WHERE job_id = 'job_del'`
+        yield* sql`DELETE FROM effect_batch_jobs WHERE id = 'job_del'`
+        expect(yield* sql`SELECT job_id FROM effect_batch_job_totals WHERE job_id = 'job_del'`).toEqual([])
+        expect((yield* store.totalsOf(["job_del"])).size).toBe(0)
+      }).pipe(Effect.provide(client)))
+
     it.effect("a database with a newer or unknown schema version is refused, naming the version found and the one supported, and left as it was", () =>
       Effect.gen(function*() {
         const sql = yield* SqlClient.SqlClient
