@@ -9,6 +9,9 @@ import { Effect, Stream } from "effect"
 import * as Idempotency from "../../src/Idempotency.js"
 import * as Job from "../../src/service/Job.js"
 import * as JobEvents from "../../src/service/JobEvents.js"
+import * as JobRunner from "../../src/service/JobRunner.js"
+import * as Jobs from "../../src/service/Jobs.js"
+import * as JobStore from "../../src/service/JobStore.js"
 import * as JobWorkflow from "../../src/service/JobWorkflow.js"
 import { client, keyA, layer as serviceLayer, ProviderRequests, Sim, waitFor } from "../support/JobServiceTest.js"
 
@@ -307,6 +310,47 @@ describe("job API", () => {
         expect((yield* api.jobs.cancel({ path: { id } })).state).toBe("cancelled")
         const frames = yield* framesOf(id)
         expect(frames[frames.length - 1]).toMatchObject({ event: "state", data: { state: "cancelled" } })
+      }))
+
+    // The runner starts an execution with the round's total, so the workflow has no start step: its chunks are
+    // what find the job cancelled. A submit's execution starts from a queue, which makes the moment racy through
+    // the API; here the job is stored as a submit stores it, cancelled, and only then its execution started.
+    it.effect("a job cancelled before its execution began ends cancelled: no call, no running state, every item skipped", () =>
+      Effect.gen(function*() {
+        const api = yield* client(keyA)
+        const store = yield* JobStore.JobStore
+        const runner = yield* JobRunner.JobRunner
+        const sent = yield* ProviderRequests
+        const before = sent.length
+        const now = Date.now()
+        const { job } = yield* store.insert({
+          id: Jobs.newId(),
+          tenant: "a",
+          idempotencyKey: undefined,
+          payloadHash: undefined,
+          profile: "sim",
+          model: "sim-chat",
+          priority: 0,
+          spec: {},
+          metadata: {},
+          total: 150,
+          createdAt: now
+        }, prompts(150, "queued").map((input) => ({ input })))
+        const cancelled = yield* api.jobs.cancel({ path: { id: job.id } })
+        expect(cancelled.state).toBe("cancelled")
+        yield* runner.execute(job, 0)
+        // Two chunks (150 items): each finds the job cancelled; the finish skips every item.
+        const ended = yield* waitFor(api.jobs.get({ path: { id: job.id } }), (j) => j.counts.pending === 0, "the items to be skipped")
+        expect(ended.state).toBe("cancelled")
+        expect(ended.reason).toBe("cancelled by request")
+        expect(ended.startedAt).toBeUndefined()
+        expect(ended.counts).toMatchObject({ total: 150, succeeded: 0, failed: 0, skipped: 150 })
+        const results = yield* resultsOf(job.id)
+        expect(results.map((r) => r.status)).toEqual(Array.from({ length: 150 }, () => "skipped"))
+        const keys = new Set(Array.from({ length: 150 }, (_, index) => Idempotency.keyOf({ runId: job.id, itemKey: String(index) })))
+        expect(sent.slice(before).filter((r) => keys.has(r.headers["idempotency-key"] ?? ""))).toEqual([])
+        const states = (yield* framesOf(job.id)).filter((f) => f.event === "state").map((f) => f.data.state)
+        expect(states).toEqual(["cancelled"])
       }))
   })
 
