@@ -21,6 +21,7 @@
 // not finished, results missing, an SSE gap, calls lost or repeated).
 import { execFileSync, spawn } from "node:child_process"
 import { once } from "node:events"
+import { createServer } from "node:net"
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
@@ -287,6 +288,16 @@ const serveProcess = async (args, ready, what, logged) => {
   return [child, await started]
 }
 
+/** A port free on loopback now: a fixed one could still be held by the runner of the round before. */
+const freePort = async () => {
+  const server = createServer().listen(0, "127.0.0.1")
+  await once(server, "listening")
+  const { port } = server.address()
+  server.close()
+  await once(server, "close")
+  return port
+}
+
 /**
  * The service as `runners` says: 0, one process on SQLite; n, an API and n runners on a fresh
  * PostgreSQL database (limits shared through Redis). Its URL, its processes.
@@ -308,7 +319,7 @@ const deploy = async (label, runners, logged) => {
   const shared = REDIS_URL === undefined ? [] : ["--redis", REDIS_URL]
   const processes = []
   for (let i = 0; i < runners; i++) {
-    const [runner] = await serveProcess(["--db", url.toString(), "--role", "runner", "--runner-port", String(36_400 + i), ...shared],
+    const [runner] = await serveProcess(["--db", url.toString(), "--role", "runner", "--runner-port", String(await freePort()), ...shared],
       /effect-batch runner on/, `runner ${i}`, logged)
     processes.push(runner)
   }
