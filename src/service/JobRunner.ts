@@ -11,7 +11,7 @@
  * - the worker (`layerWorker`): what the steps of the durable workflow
  *   (`JobWorkflow`) do. Each job (and each replay of its dead letters) is
  *   one execution of `JobWorkflow.BatchJob`, whose items go through `Batch`
- *   in chunks of `JobWorkflow.chunkSize`.
+ *   in chunks of `JobWorkflow.chunkSize` (the size its execution was started with).
  *
  * The worker:
  * - A chunk re-executed after a crash asks the `JobStore` for the items still
@@ -346,13 +346,13 @@ const make = Effect.gen(function*() {
     return waited === undefined ? event : Effect.zipRight(waited, event)
   }
 
-  const runChunk: JobWorkflow.Steps["runChunk"] = (jobId, chunk) =>
+  const runChunk: JobWorkflow.Steps["runChunk"] = (jobId, chunk, size) =>
     Effect.gen(function*() {
       const job = yield* Effect.flatMap(jobOf(jobId), begin)
       if (job.state === "cancelled") return "cancelled" as const
       const provider = profiles.get(job.profile)
       if (provider === undefined) return yield* Effect.dieMessage(`the profile ${job.profile} is no longer configured`)
-      const pending = yield* store.pending(jobId, chunk * JobWorkflow.chunkSize, (chunk + 1) * JobWorkflow.chunkSize)
+      const pending = yield* store.pending(jobId, chunk * size, (chunk + 1) * size)
       if (pending.length === 0) return "done" as const
       // Where a job's chunks run is worth a line only when there are several runners to tell apart.
       if (signals.shared) yield* Effect.logInfo(`job ${jobId}: chunk ${chunk} runs here (${pending.length} items pending)`)
@@ -614,13 +614,15 @@ const makeControl = Effect.gen(function*() {
   // Several starts at once: each is a few round trips to the engine's storage, and one at a time put the
   // 50th of a burst of submissions seconds behind the first.
   for (let i = 0; i < startsAtOnce; i++) yield* Effect.forkScoped(starter)
-  // With the round's total and mode the workflow has no start step (see JobWorkflow). An execution that exists
-  // already (a resumed one) keeps the payload it was started with: its id is the job's and the round's.
+  // With the round's total and mode the workflow has no start step (see JobWorkflow), and its chunks are of the
+  // size sent. An execution that exists already (a resumed one) keeps the payload it was started with: its id is
+  // the job's and the round's.
   const execute: Runner["execute"] = (job, round) =>
     Queue.offer(toStart, {
       jobId: job.id,
       round,
       total: job.total,
+      chunkSize: JobWorkflow.chunkSize,
       ...(runsInBatchMode(job.spec, round) ? { mode: "batch" as const } : {})
     }).pipe(Effect.asVoid)
 

@@ -22,6 +22,9 @@
  *   effect-batch) runs the start step: one that fails (a storage error)
  *   fails the round, going straight to finish with `failed`, and a job
  *   cancelled before it started goes straight to finish with `cancelled`.
+ * - The chunk size is the payload's too: an execution started without one
+ *   (journaled by an older effect-batch) keeps chunks of `legacyChunkSize`,
+ *   so that the chunks its journal holds cover the items they covered.
  *
  * What it does not promise: activities are not interruptible by the engine
  * (a cancel is the runner's signal), and nothing here reads or writes the
@@ -42,12 +45,26 @@ import * as Schema from "effect/Schema"
 import type * as Job from "./Job.js"
 
 /**
- * Items per chunk activity.
+ * Items per chunk activity of an execution the runner starts (it sends the
+ * size in the payload). Each activity costs about 1 100 fiber steps, a
+ * handful of statements and two transactions whatever its size, so fewer,
+ * larger chunks cost less; a chunk holds the inputs of its pending items in
+ * memory while it runs (`chunksInFlight` per job).
  *
  * @since 0.1.0
  * @category constants
  */
-export const chunkSize = 100
+export const chunkSize = 250
+
+/**
+ * The items of a chunk of an execution started without a size in its
+ * payload (journaled by an older effect-batch): its chunks' names mean
+ * ranges of this many items.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const legacyChunkSize = 100
 
 /**
  * Chunks of one job in flight at once: the next starts while the previous
@@ -117,7 +134,14 @@ export const BatchJob = Workflow.make({
   name: "effect-batch/BatchJob",
   // `total` and `mode`, fixed for a round, let the body skip the start step (each step begins the job itself);
   // an execution started without them (journaled before they were sent) runs its start step as it always did.
-  payload: { jobId: Schema.String, round: Schema.Int, total: Schema.optional(Schema.Int), mode: Schema.optional(Schema.Literal("batch")) },
+  // `chunkSize` likewise: without it (journaled before it was sent), chunk n is the n-th range of legacyChunkSize.
+  payload: {
+    jobId: Schema.String,
+    round: Schema.Int,
+    total: Schema.optional(Schema.Int),
+    mode: Schema.optional(Schema.Literal("batch")),
+    chunkSize: Schema.optional(Schema.Int.pipe(Schema.positive()))
+  },
   success: Schema.String,
   idempotencyKey: ({ jobId, round }) => `${jobId}/${round}`
 })
@@ -131,8 +155,11 @@ export const BatchJob = Workflow.make({
 export interface Steps {
   /** Moves the job to running (the step of an execution started without `total`). */
   readonly start: (jobId: string) => Effect.Effect<Started, ChunkFailed>
-  /** Runs the items of chunk `chunk` still pending, moving the job to running first if it is queued; `cancelled` if it is. */
-  readonly runChunk: (jobId: string, chunk: number) => Effect.Effect<ChunkOutcome, ChunkFailed>
+  /**
+   * Runs the items of chunk `chunk` (items `chunk × size` to `(chunk + 1) × size`, excluded) still pending, moving
+   * the job to running first if it is queued; `cancelled` if it is.
+   */
+  readonly runChunk: (jobId: string, chunk: number, size: number) => Effect.Effect<ChunkOutcome, ChunkFailed>
   /**
    * Runs every item still pending through the provider's batch API, re-attaching to the batches a crashed attempt
    * left; moves the job to running first as `runChunk` does.
@@ -171,11 +198,13 @@ const withRetry = (name: string, step: Effect.Effect<ChunkOutcome, ChunkFailed>)
  * @since 0.1.0
  * @category layers
  */
-export const layer: Layer.Layer<never, never, WorkflowEngine.WorkflowEngine | JobSteps> = BatchJob.toLayer(({ jobId, mode, total }) =>
+export const layer: Layer.Layer<never, never, WorkflowEngine.WorkflowEngine | JobSteps> = BatchJob.toLayer((payload) =>
   Effect.gen(function*() {
+    const { jobId, mode, total } = payload
+    const size = payload.chunkSize ?? legacyChunkSize
     const steps = yield* JobSteps
     // Given total and mode, the steps begin the job themselves: one activity fewer per job (each is a durable
-    // round trip to the workflow's entity, about 900 fiber steps and two transactions).
+    // round trip to the workflow's entity, about 900 fiber steps and two transactions), as larger chunks make fewer.
     // Named start/2: its result was a number (−1 for cancelled) before it was a tagged value, and an
     // execution journaled then must run this step again rather than misread that number.
     const started = total !== undefined
@@ -189,8 +218,8 @@ export const layer: Layer.Layer<never, never, WorkflowEngine.WorkflowEngine | Jo
           // One activity for the whole job: the provider's batches are its shards, re-attached to if it runs again.
           ? [yield* withRetry("batch", steps.runBatch(jobId))]
           : yield* Effect.forEach(
-            Array.from({ length: Math.ceil(started.right.total / chunkSize) }, (_, i) => i),
-            (chunk) => withRetry(`chunk/${chunk}`, steps.runChunk(jobId, chunk)),
+            Array.from({ length: Math.ceil(started.right.total / size) }, (_, i) => i),
+            (chunk) => withRetry(`chunk/${chunk}`, steps.runChunk(jobId, chunk, size)),
             { concurrency: chunksInFlight }
           )
     return yield* Activity.make({ name: "finish", success: Schema.String, error: ChunkFailed, execute: steps.finish(jobId, outcomes) }).pipe(

@@ -3,11 +3,18 @@
  * they were asked: the order of the steps (without a start step when the
  * payload gives the round's total), what a start that finds the job
  * cancelled or that fails leads to, and a chunk retried after a durable
- * backoff (on the TestClock).
+ * backoff (on the TestClock); and, on the cluster engine the service runs,
+ * that an execution started again keeps the payload it was started with.
  */
+import * as ClusterWorkflowEngine from "@effect/cluster/ClusterWorkflowEngine"
+import * as SingleRunner from "@effect/cluster/SingleRunner"
+import { SqliteClient } from "@effect/sql-sqlite-node"
 import * as WorkflowEngine from "@effect/workflow/WorkflowEngine"
 import { describe, expect, it } from "@effect/vitest"
-import { Clock, Effect, Layer } from "effect"
+import { Clock, Effect, Layer, Schedule } from "effect"
+import { mkdtempSync, rmSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
 import * as JobWorkflow from "../../src/service/JobWorkflow.js"
 import { runOnTestClock } from "../support/TestTime.js"
 
@@ -25,9 +32,9 @@ const recording = (
   let failuresLeft = options.failures ?? 0
   const steps: JobWorkflow.Steps = {
     start: (jobId) => Effect.zipRight(Effect.map(Clock.currentTimeMillis, (t) => recorded.calls.push(`start ${jobId} at ${t}`)), start),
-    runChunk: (_, chunk) =>
+    runChunk: (_, chunk, size) =>
       Effect.flatMap(Clock.currentTimeMillis, (t) => {
-        recorded.calls.push(`chunk ${chunk} at ${t}`)
+        recorded.calls.push(size === JobWorkflow.legacyChunkSize ? `chunk ${chunk} at ${t}` : `chunk ${chunk} of ${size} at ${t}`)
         return chunk === options.failing && failuresLeft-- > 0
           ? Effect.fail(new JobWorkflow.ChunkFailed({ message: "database is locked" }))
           : Effect.succeed("done" as const)
@@ -55,13 +62,23 @@ const recording = (
 const run = (jobId: string) => JobWorkflow.BatchJob.execute({ jobId, round: 0 })
 
 describe("JobWorkflow.BatchJob", () => {
-  it.effect("given the round's total (as the runner starts executions), no start step: the chunks, then finish", () => {
+  it.effect("given the round's total and chunk size (as the runner starts executions), no start step: the chunks, then finish", () => {
     const { layer, recorded } = recording(Effect.dieMessage("no start step was expected"))
     return Effect.gen(function*() {
-      const total = 2 * JobWorkflow.chunkSize + 1
-      expect(yield* JobWorkflow.BatchJob.execute({ jobId: "job_g", round: 0, total })).toBe("finished")
-      expect([...recorded.calls].sort()).toEqual(["chunk 0 at 0", "chunk 1 at 0", "chunk 2 at 0"])
+      const total = 2 * 40 + 1
+      expect(yield* JobWorkflow.BatchJob.execute({ jobId: "job_g", round: 0, total, chunkSize: 40 })).toBe("finished")
+      expect([...recorded.calls].sort()).toEqual(["chunk 0 of 40 at 0", "chunk 1 of 40 at 0", "chunk 2 of 40 at 0"])
       expect(recorded.finished).toEqual(["done", "done", "done"])
+    }).pipe(Effect.provide(layer))
+  })
+
+  it.effect("given a total but no chunk size (started by an older effect-batch): chunks of legacyChunkSize, the ranges journaled", () => {
+    const { layer, recorded } = recording(Effect.dieMessage("no start step was expected"))
+    return Effect.gen(function*() {
+      const total = JobWorkflow.legacyChunkSize + 1
+      expect(yield* JobWorkflow.BatchJob.execute({ jobId: "job_i", round: 0, total })).toBe("finished")
+      expect([...recorded.calls].sort()).toEqual(["chunk 0 at 0", "chunk 1 at 0"])
+      expect(recorded.finished).toEqual(["done", "done"])
     }).pipe(Effect.provide(layer))
   })
 
@@ -74,8 +91,8 @@ describe("JobWorkflow.BatchJob", () => {
     }).pipe(Effect.provide(layer))
   })
 
-  it.effect("started without a total (journaled by an older effect-batch): start, then one chunk per chunkSize items, then finish", () => {
-    const { layer, recorded } = recording(Effect.succeed({ _tag: "Started", total: 2 * JobWorkflow.chunkSize + 1 }))
+  it.effect("started without a total (journaled by an older effect-batch): start, then one chunk per legacyChunkSize items, then finish", () => {
+    const { layer, recorded } = recording(Effect.succeed({ _tag: "Started", total: 2 * JobWorkflow.legacyChunkSize + 1 }))
     return Effect.gen(function*() {
       expect(yield* run("job_a")).toBe("finished")
       expect([...recorded.calls].sort()).toEqual(["chunk 0 at 0", "chunk 1 at 0", "chunk 2 at 0", "start job_a at 0"])
@@ -84,7 +101,7 @@ describe("JobWorkflow.BatchJob", () => {
   })
 
   it.effect("a batch-mode start runs one batch step for the whole job, retried with the same backoff, and no chunk", () => {
-    const { layer, recorded } = recording(Effect.succeed({ _tag: "Started", total: 3 * JobWorkflow.chunkSize, mode: "batch" }), {
+    const { layer, recorded } = recording(Effect.succeed({ _tag: "Started", total: 3 * JobWorkflow.legacyChunkSize, mode: "batch" }), {
       failing: -1,
       failures: 1
     })
@@ -125,5 +142,51 @@ describe("JobWorkflow.BatchJob", () => {
       expect(exhausted.recorded.calls.filter((c) => c.startsWith("chunk 0"))).toHaveLength(JobWorkflow.chunkAttempts)
       expect(exhausted.recorded.finished).toEqual(["failed"])
     })
+  })
+})
+
+// The chunk size lives in the payload, so a running execution must keep the one it was started with: when an
+// upgraded service starts again, the engine resumes the execution with the payload it journaled (and the runner's
+// start of its unfinished jobs is a duplicate), so the chunks in its journal go on covering the items they covered.
+describe("JobWorkflow.BatchJob on the cluster engine", () => {
+  it.live("an execution resumed by a service that sends another chunk size keeps the size it was started with", () => {
+    const dir = mkdtempSync(join(tmpdir(), "effect-batch-workflow-"))
+    const total = JobWorkflow.legacyChunkSize + 1
+    /** A service process: the engine on the SQLite file of `dir`, with steps whose chunks record their size. */
+    const process = (chunk: (sizes: Array<string>) => Effect.Effect<JobWorkflow.ChunkOutcome>) => {
+      const sizes: Array<string> = []
+      const steps: JobWorkflow.Steps = {
+        start: () => Effect.dieMessage("no start step was expected"),
+        runChunk: (_, index, size) => Effect.zipRight(Effect.sync(() => sizes.push(`${index} of ${size}`)), chunk(sizes)),
+        runBatch: () => Effect.dieMessage("no batch step was expected"),
+        finish: (_, outcomes) => Effect.succeed(outcomes.every((o) => o === "done") ? "finished" : "failed")
+      }
+      const layer = JobWorkflow.layer.pipe(
+        Layer.provideMerge(ClusterWorkflowEngine.layer),
+        Layer.provideMerge(SingleRunner.layer({
+          runnerStorage: "memory",
+          shardingConfig: { entityMessagePollInterval: "100 millis", entityTerminationTimeout: "100 millis" }
+        })),
+        Layer.provide(SqliteClient.layer({ filename: join(dir, "engine.db") })),
+        Layer.provide(Layer.succeed(JobWorkflow.JobSteps, steps))
+      )
+      return { sizes, layer }
+    }
+    return Effect.gen(function*() {
+      // Started as an older effect-batch started it (no chunk size: chunks of legacyChunkSize), stopped mid-chunk.
+      const before = process(() => Effect.never)
+      yield* Effect.gen(function*() {
+        yield* JobWorkflow.BatchJob.execute({ jobId: "job_u", round: 0, total }, { discard: true })
+        yield* Effect.repeat(Effect.sync(() => before.sizes.length), { schedule: Schedule.spaced("20 millis"), until: (n) => n === 2 })
+      }).pipe(Effect.provide(before.layer))
+      expect([...before.sizes].sort()).toEqual([`0 of ${JobWorkflow.legacyChunkSize}`, `1 of ${JobWorkflow.legacyChunkSize}`])
+      // The upgraded service: it resumes the execution, and starts it again with the size it sends now.
+      const after = process(() => Effect.succeed("done"))
+      const result = yield* JobWorkflow.BatchJob.execute({ jobId: "job_u", round: 0, total, chunkSize: JobWorkflow.chunkSize }).pipe(
+        Effect.provide(after.layer)
+      )
+      expect(result).toBe("finished")
+      expect([...after.sizes].sort()).toEqual([`0 of ${JobWorkflow.legacyChunkSize}`, `1 of ${JobWorkflow.legacyChunkSize}`])
+    }).pipe(Effect.timeout("30 seconds"), Effect.ensuring(Effect.sync(() => rmSync(dir, { recursive: true, force: true }))))
   })
 })

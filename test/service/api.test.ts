@@ -323,6 +323,8 @@ describe("job API", () => {
         const sent = yield* ProviderRequests
         const before = sent.length
         const now = Date.now()
+        // Two chunks, so that each is seen to find the job cancelled.
+        const total = JobWorkflow.chunkSize + 50
         const { job } = yield* store.insert({
           id: Jobs.newId(),
           tenant: "a",
@@ -333,21 +335,20 @@ describe("job API", () => {
           priority: 0,
           spec: {},
           metadata: {},
-          total: 150,
+          total,
           createdAt: now
-        }, prompts(150, "queued").map((input) => ({ input })))
+        }, prompts(total, "queued").map((input) => ({ input })))
         const cancelled = yield* api.jobs.cancel({ path: { id: job.id } })
         expect(cancelled.state).toBe("cancelled")
         yield* runner.execute(job, 0)
-        // Two chunks (150 items): each finds the job cancelled; the finish skips every item.
         const ended = yield* waitFor(api.jobs.get({ path: { id: job.id } }), (j) => j.counts.pending === 0, "the items to be skipped")
         expect(ended.state).toBe("cancelled")
         expect(ended.reason).toBe("cancelled by request")
         expect(ended.startedAt).toBeUndefined()
-        expect(ended.counts).toMatchObject({ total: 150, succeeded: 0, failed: 0, skipped: 150 })
+        expect(ended.counts).toMatchObject({ total, succeeded: 0, failed: 0, skipped: total })
         const results = yield* resultsOf(job.id)
-        expect(results.map((r) => r.status)).toEqual(Array.from({ length: 150 }, () => "skipped"))
-        const keys = new Set(Array.from({ length: 150 }, (_, index) => Idempotency.keyOf({ runId: job.id, itemKey: String(index) })))
+        expect(results.map((r) => r.status)).toEqual(Array.from({ length: total }, () => "skipped"))
+        const keys = new Set(Array.from({ length: total }, (_, index) => Idempotency.keyOf({ runId: job.id, itemKey: String(index) })))
         expect(sent.slice(before).filter((r) => keys.has(r.headers["idempotency-key"] ?? ""))).toEqual([])
         const states = (yield* framesOf(job.id)).filter((f) => f.event === "state").map((f) => f.data.state)
         expect(states).toEqual(["cancelled"])
