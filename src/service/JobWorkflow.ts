@@ -47,9 +47,10 @@ import type * as Job from "./Job.js"
 /**
  * Items per chunk activity of an execution the runner starts (it sends the
  * size in the payload). Each activity costs about 1 100 fiber steps, a
- * handful of statements and two transactions whatever its size, so fewer,
- * larger chunks cost less; a chunk holds the inputs of its pending items in
- * memory while it runs (`chunksInFlight` per job).
+ * handful of statements and two transactions whatever its size: 250 rather
+ * than 100 made 3.5–8 % fewer fiber steps per item in the jobs bench. A
+ * chunk holds the inputs of its pending items in memory while it runs
+ * (`chunksInFlight` per job).
  *
  * @since 0.1.0
  * @category constants
@@ -204,7 +205,7 @@ export const layer: Layer.Layer<never, never, WorkflowEngine.WorkflowEngine | Jo
     const size = payload.chunkSize ?? legacyChunkSize
     const steps = yield* JobSteps
     // Given total and mode, the steps begin the job themselves: one activity fewer per job (each is a durable
-    // round trip to the workflow's entity, about 900 fiber steps and two transactions), as larger chunks make fewer.
+    // round trip to the workflow's entity, about 900 fiber steps and two transactions).
     // Named start/2: its result was a number (−1 for cancelled) before it was a tagged value, and an
     // execution journaled then must run this step again rather than misread that number.
     const started = total !== undefined
