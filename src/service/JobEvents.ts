@@ -129,6 +129,23 @@ export const flushEvery = "100 millis"
  */
 export const pollEvery = "2 seconds"
 
+/** An event's stored data: its payload and `at`, when it happened (ms since the epoch), so a subscriber can tell how late it arrived. */
+const dataOf = (data: object, at: number): string => JSON.stringify({ ...data, at })
+
+/**
+ * An event as `publish` would store it, for a caller that stores it itself:
+ * a new job's first events go in with the job (`JobStore.insert`), not
+ * through the buffer.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const newEvent = <T extends EventType>(type: T, data: Job.EventData[T], at: number): JobStore.NewEvent => ({
+  type,
+  data: dataOf(data, at),
+  at
+})
+
 interface Pending {
   readonly jobId: string
   readonly type: EventType
@@ -243,9 +260,7 @@ export const make = Effect.gen(function*() {
 
   const publish = <T extends EventType>(jobId: string, type: T, data: Job.EventData[T]): Effect.Effect<void> =>
     Effect.sync(() => {
-      // Every event says when it happened (ms since the epoch), so a subscriber can tell how late it arrived.
-      const at = clock.unsafeCurrentTimeMillis()
-      buffer.push({ jobId, type, data: JSON.stringify({ ...data, at }) })
+      buffer.push({ jobId, type, data: dataOf(data, clock.unsafeCurrentTimeMillis()) })
     })
 
   const flush = lock.withPermits(1)(Effect.suspend(() => {

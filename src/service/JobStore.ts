@@ -203,11 +203,14 @@ export interface Store {
    * replayed); with an idempotency key the tenant used before, inserts
    * nothing and returns that job instead (`created: false`), whatever its
    * `payloadHash`: the caller judges. Two inserts with one key at once make
-   * one job, and the other gets that job.
+   * one job, and the other gets that job. `events` are the new job's first
+   * events, numbered from 1 and stored in the same step (none for a job
+   * found by its key).
    */
   readonly insert: (
     job: Omit<JobRow, "startedAt" | "finishedAt" | "reason" | "round" | "state">,
-    items: ReadonlyArray<NewItem>
+    items: ReadonlyArray<NewItem>,
+    events?: ReadonlyArray<NewEvent>
   ) => Effect.Effect<{ readonly job: JobRow, readonly created: boolean }, JobStoreError>
   /** The job, if it exists and (when `tenant` is given) belongs to `tenant`. */
   readonly get: (id: string, tenant?: string) => Effect.Effect<JobRow | undefined, JobStoreError>
@@ -381,7 +384,7 @@ export const makeMemory: Effect.Effect<Store> = Effect.sync(() => {
   const settledOf = (item: MemoryItem, index: number): SettledItem | undefined =>
     item.settled === undefined ? undefined : { ...item.settled, index, input: item.input }
 
-  const insert: Store["insert"] = (job, items) =>
+  const insert: Store["insert"] = (job, items, events = []) =>
     Effect.suspend((): Effect.Effect<{ readonly job: JobRow, readonly created: boolean }, JobStoreError> => {
       if (job.idempotencyKey !== undefined) {
         for (const { job: existing } of jobs.values()) {
@@ -411,7 +414,7 @@ export const makeMemory: Effect.Effect<Store> = Effect.sync(() => {
           cost: 0,
           tokens: 0
         })),
-        events: []
+        events: events.map(({ data, type }, i) => ({ seq: i + 1, type, data }))
       })
       return Effect.succeed({ job: row, created: true })
     })

@@ -320,6 +320,8 @@ export const make = (limits: Limits) =>
           : yield* readFile(payload.file!)
         const rejected = items.filter((item) => item.rejected !== undefined).length
         const payloadHash = ResultCache.key(payload)
+        const createdAt = now()
+        // Its `queued` event goes in with it: one transaction, not a second one (and a notice) to store the event.
         const { created, job } = yield* Effect.orDie(store.insert({
           id: newId(),
           tenant,
@@ -339,8 +341,8 @@ export const make = (limits: Limits) =>
           },
           metadata: payload.metadata ?? {},
           total: items.length,
-          createdAt: now()
-        }, items))
+          createdAt
+        }, items, [JobEvents.newEvent("state", { state: "queued" }, createdAt)]))
         // A job stored before hashes were kept has none: it is taken for the same request, as it was then.
         if (!created && job.payloadHash !== undefined && job.payloadHash !== payloadHash) {
           return yield* Effect.fail(
@@ -350,10 +352,7 @@ export const make = (limits: Limits) =>
             })
           )
         }
-        if (created) {
-          yield* events.publish(job.id, "state", { state: "queued" })
-          yield* runner.execute(job, 0)
-        }
+        if (created) yield* runner.execute(job, 0)
         return { id: job.id, state: job.state, created, ...(created && rejected > 0 ? { rejected } : {}) }
       })
 

@@ -440,7 +440,7 @@ export const make: Effect.Effect<JobStore.Store, JobStore.JobStoreError, SqlClie
       wrap("get")
     )
 
-  const insert: JobStore.Store["insert"] = (job, items) =>
+  const insert: JobStore.Store["insert"] = (job, items, events = []) =>
     sql.withTransaction(Effect.gen(function*() {
       // A key the tenant used before conflicts on the unique index; a submit with the same key in
       // another transaction makes this one wait for it (PostgreSQL), then conflict too.
@@ -481,6 +481,10 @@ export const make: Effect.Effect<JobStore.Store, JobStore.JobStoreError, SqlClie
           settled_at: item.rejected === undefined ? null : job.createdAt
         }))
         yield* sql`INSERT INTO effect_batch_job_items ${sql.insert(rows)}`
+      }
+      if (events.length > 0) {
+        const rows = events.map((e, i) => ({ job_id: job.id, seq: i + 1, type: e.type, data: e.data, at: e.at }))
+        yield* sql`INSERT INTO effect_batch_job_events ${sql.insert(rows)}`
       }
       const created: JobStore.JobRow = { ...job, state: "queued", reason: undefined, round: 0, startedAt: undefined, finishedAt: undefined }
       return { job: created, created: true }

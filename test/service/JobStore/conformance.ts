@@ -402,6 +402,22 @@ export const conformance = (name: string, store: Layer.Layer<JobStore.JobStore, 
         // Each append's two events stayed together.
         for (let i = 0; i < 16; i += 2) expect([stored[i]!.type, stored[i + 1]!.type]).toEqual(["progress", "limit"])
       }))
+
+    test("insert stores the new job's first events with it, numbered from 1; appended ones follow; a job found by its key gets none", (store) =>
+      Effect.gen(function*() {
+        const first: ReadonlyArray<JobStore.NewEvent> = [{ type: "state", data: "{\"state\":\"queued\",\"at\":1}", at: 1 }]
+        const { created } = yield* store.insert({ ...job("job_first", 1), idempotencyKey: "k-first" }, [{ input: "x" }], first)
+        expect(created).toBe(true)
+        expect(yield* store.events("job_first", 0)).toEqual([{ seq: 1, type: "state", data: "{\"state\":\"queued\",\"at\":1}" }])
+        expect(yield* store.lastSeq("job_first")).toBe(1)
+        const lasts = yield* store.appendEvents(new Map([["job_first", [{ type: "state", data: "{\"state\":\"running\",\"at\":2}", at: 2 }]]]))
+        expect(lasts.get("job_first")).toBe(2)
+        // The same key again: that job, and no event added to it.
+        const again = yield* store.insert({ ...job("job_first_again", 1), idempotencyKey: "k-first" }, [{ input: "x" }], first)
+        expect(again).toMatchObject({ created: false, job: { id: "job_first" } })
+        expect((yield* store.events("job_first", 0)).map((e) => e.seq)).toEqual([1, 2])
+        expect(yield* store.events("job_first_again", 0)).toEqual([])
+      }))
   })
 
 /**
