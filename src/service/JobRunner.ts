@@ -602,8 +602,8 @@ const makeControl = Effect.gen(function*() {
 
   const toStart = yield* Queue.unbounded<typeof JobWorkflow.BatchJob.payloadSchema.Type>()
   const starter = Queue.take(toStart).pipe(
-    // The `queued` event the caller published is stored first: a runner in another process publishes the job's
-    // next events, which would otherwise be numbered before it when they flush sooner.
+    // The `queued` event a replay published is stored first (a submit's went in with the job): a runner in another
+    // process publishes the job's next events, which would otherwise be numbered before it when they flush sooner.
     Effect.tap(() => events.flush),
     Effect.flatMap((payload) => JobWorkflow.BatchJob.execute(payload, { discard: true })),
     Effect.provideService(WorkflowEngine.WorkflowEngine, engine),

@@ -153,11 +153,11 @@ describe("JobWorkflow.BatchJob on the cluster engine", () => {
     const dir = mkdtempSync(join(tmpdir(), "effect-batch-workflow-"))
     const total = JobWorkflow.legacyChunkSize + 1
     /** A service process: the engine on the SQLite file of `dir`, with steps whose chunks record their size. */
-    const process = (chunk: (sizes: Array<string>) => Effect.Effect<JobWorkflow.ChunkOutcome>) => {
+    const service = (chunk: Effect.Effect<JobWorkflow.ChunkOutcome>) => {
       const sizes: Array<string> = []
       const steps: JobWorkflow.Steps = {
         start: () => Effect.dieMessage("no start step was expected"),
-        runChunk: (_, index, size) => Effect.zipRight(Effect.sync(() => sizes.push(`${index} of ${size}`)), chunk(sizes)),
+        runChunk: (_, index, size) => Effect.zipRight(Effect.sync(() => sizes.push(`${index} of ${size}`)), chunk),
         runBatch: () => Effect.dieMessage("no batch step was expected"),
         finish: (_, outcomes) => Effect.succeed(outcomes.every((o) => o === "done") ? "finished" : "failed")
       }
@@ -174,14 +174,14 @@ describe("JobWorkflow.BatchJob on the cluster engine", () => {
     }
     return Effect.gen(function*() {
       // Started as an older effect-batch started it (no chunk size: chunks of legacyChunkSize), stopped mid-chunk.
-      const before = process(() => Effect.never)
+      const before = service(Effect.never)
       yield* Effect.gen(function*() {
         yield* JobWorkflow.BatchJob.execute({ jobId: "job_u", round: 0, total }, { discard: true })
         yield* Effect.repeat(Effect.sync(() => before.sizes.length), { schedule: Schedule.spaced("20 millis"), until: (n) => n === 2 })
       }).pipe(Effect.provide(before.layer))
       expect([...before.sizes].sort()).toEqual([`0 of ${JobWorkflow.legacyChunkSize}`, `1 of ${JobWorkflow.legacyChunkSize}`])
       // The upgraded service: it resumes the execution, and starts it again with the size it sends now.
-      const after = process(() => Effect.succeed("done"))
+      const after = service(Effect.succeed("done"))
       const result = yield* JobWorkflow.BatchJob.execute({ jobId: "job_u", round: 0, total, chunkSize: JobWorkflow.chunkSize }).pipe(
         Effect.provide(after.layer)
       )

@@ -337,7 +337,7 @@ describe("job API", () => {
           metadata: {},
           total,
           createdAt: now
-        }, prompts(total, "queued").map((input) => ({ input })))
+        }, prompts(total, "queued").map((input) => ({ input })), [JobEvents.newEvent("state", { state: "queued" }, now)])
         const cancelled = yield* api.jobs.cancel({ path: { id: job.id } })
         expect(cancelled.state).toBe("cancelled")
         yield* runner.execute(job, 0)
@@ -351,7 +351,7 @@ describe("job API", () => {
         const keys = new Set(Array.from({ length: total }, (_, index) => Idempotency.keyOf({ runId: job.id, itemKey: String(index) })))
         expect(sent.slice(before).filter((r) => keys.has(r.headers["idempotency-key"] ?? ""))).toEqual([])
         const states = (yield* framesOf(job.id)).filter((f) => f.event === "state").map((f) => f.data.state)
-        expect(states).toEqual(["cancelled"])
+        expect(states).toEqual(["queued", "cancelled"])
       }))
   })
 
