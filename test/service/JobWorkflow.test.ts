@@ -148,11 +148,23 @@ describe("JobWorkflow.BatchJob", () => {
 // The chunk size lives in the payload, so a running execution must keep the one it was started with: when an
 // upgraded service starts again, the engine resumes the execution with the payload it journaled (and the runner's
 // start of its unfinished jobs is a duplicate), so the chunks in its journal go on covering the items they covered.
+/** A service process's engine: the cluster's, as the service runs it, on the SQLite file of `dir`, with `steps`. */
+const clusterEngine = (dir: string, steps: JobWorkflow.Steps) =>
+  JobWorkflow.layer.pipe(
+    Layer.provideMerge(ClusterWorkflowEngine.layer),
+    Layer.provideMerge(SingleRunner.layer({
+      runnerStorage: "memory",
+      shardingConfig: { entityMessagePollInterval: "100 millis", entityTerminationTimeout: "100 millis" }
+    })),
+    Layer.provide(SqliteClient.layer({ filename: join(dir, "engine.db") })),
+    Layer.provide(Layer.succeed(JobWorkflow.JobSteps, steps))
+  )
+
 describe("JobWorkflow.BatchJob on the cluster engine", () => {
   it.live("an execution resumed by a service that sends another chunk size keeps the size it was started with", () => {
     const dir = mkdtempSync(join(tmpdir(), "effect-batch-workflow-"))
     const total = JobWorkflow.legacyChunkSize + 1
-    /** A service process: the engine on the SQLite file of `dir`, with steps whose chunks record their size. */
+    /** A service process whose chunks record their size. */
     const service = (chunk: Effect.Effect<JobWorkflow.ChunkOutcome>) => {
       const sizes: Array<string> = []
       const steps: JobWorkflow.Steps = {
@@ -161,16 +173,7 @@ describe("JobWorkflow.BatchJob on the cluster engine", () => {
         runBatch: () => Effect.dieMessage("no batch step was expected"),
         finish: (_, outcomes) => Effect.succeed(outcomes.every((o) => o === "done") ? "finished" : "failed")
       }
-      const layer = JobWorkflow.layer.pipe(
-        Layer.provideMerge(ClusterWorkflowEngine.layer),
-        Layer.provideMerge(SingleRunner.layer({
-          runnerStorage: "memory",
-          shardingConfig: { entityMessagePollInterval: "100 millis", entityTerminationTimeout: "100 millis" }
-        })),
-        Layer.provide(SqliteClient.layer({ filename: join(dir, "engine.db") })),
-        Layer.provide(Layer.succeed(JobWorkflow.JobSteps, steps))
-      )
-      return { sizes, layer }
+      return { sizes, layer: clusterEngine(dir, steps) }
     }
     return Effect.gen(function*() {
       // Started as an older effect-batch started it (no chunk size: chunks of legacyChunkSize), stopped mid-chunk.
@@ -188,5 +191,38 @@ describe("JobWorkflow.BatchJob on the cluster engine", () => {
       expect(result).toBe("finished")
       expect([...after.sizes].sort()).toEqual([`0 of ${JobWorkflow.legacyChunkSize}`, `1 of ${JobWorkflow.legacyChunkSize}`])
     }).pipe(Effect.timeout("30 seconds"), Effect.ensuring(Effect.sync(() => rmSync(dir, { recursive: true, force: true }))))
+  })
+
+  it.live("executions running at once each run their own job's steps, though their activities share names", () => {
+    const dir = mkdtempSync(join(tmpdir(), "effect-batch-workflow-"))
+    const calls: Array<string> = []
+    const steps: JobWorkflow.Steps = {
+      start: () => Effect.dieMessage("no start step was expected"),
+      // Each chunk waits, so that the executions' chunks of the same name are in flight together.
+      runChunk: (jobId, chunk, size) =>
+        Effect.as(Effect.zipRight(Effect.sleep("50 millis"), Effect.sync(() => calls.push(`${jobId} chunk ${chunk} of ${size}`))), "done"),
+      runBatch: (jobId) => Effect.as(Effect.sync(() => calls.push(`${jobId} batch`)), "done"),
+      finish: (jobId, outcomes) => Effect.as(Effect.sync(() => calls.push(`${jobId} finish after ${outcomes.length}`)), "finished")
+    }
+    const jobs = [{ jobId: "job_p", total: 1 }, { jobId: "job_q", total: 2 * 40 + 1 }, { jobId: "job_r", total: 3 * 40 }]
+    return Effect.gen(function*() {
+      const results = yield* Effect.forEach(
+        jobs,
+        ({ jobId, total }) => JobWorkflow.BatchJob.execute({ jobId, round: 0, total, chunkSize: 40 }),
+        { concurrency: "unbounded" }
+      )
+      expect(results).toEqual(["finished", "finished", "finished"])
+      yield* JobWorkflow.BatchJob.execute({ jobId: "job_s", round: 0, total: 5, mode: "batch" })
+      const of = (jobId: string) => calls.filter((call) => call.startsWith(`${jobId} `)).sort()
+      expect(of("job_p")).toEqual(["job_p chunk 0 of 40", "job_p finish after 1"])
+      expect(of("job_q")).toEqual(["job_q chunk 0 of 40", "job_q chunk 1 of 40", "job_q chunk 2 of 40", "job_q finish after 3"])
+      expect(of("job_r")).toEqual(["job_r chunk 0 of 40", "job_r chunk 1 of 40", "job_r chunk 2 of 40", "job_r finish after 3"])
+      expect(of("job_s")).toEqual(["job_s batch", "job_s finish after 1"])
+      expect(calls).toHaveLength(12)
+    }).pipe(
+      Effect.provide(clusterEngine(dir, steps)),
+      Effect.timeout("30 seconds"),
+      Effect.ensuring(Effect.sync(() => rmSync(dir, { recursive: true, force: true })))
+    )
   })
 })
