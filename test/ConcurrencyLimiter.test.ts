@@ -8,7 +8,7 @@ import { Clock, Deferred, type Duration, Effect, Exit, Fiber, Option, Supervisor
 import * as Batch from "../src/Batch.js"
 import * as ConcurrencyLimiter from "../src/ConcurrencyLimiter.js"
 import * as LimitAlgorithm from "../src/LimitAlgorithm.js"
-import { permitProtocol } from "../src/internal/permitPool.js"
+import { makeLedger, permitProtocol } from "../src/internal/permitPool.js"
 import * as TaskError from "../src/TaskError.js"
 import { recordingAlgorithm } from "./support/recordingAlgorithm.js"
 
@@ -118,27 +118,61 @@ describe("ConcurrencyLimiter.makePrioritized", () => {
 })
 
 describe("batches sharing one limiter", () => {
-  it.effect("a batch ends when its last item does, not when the workers it no longer needs get through the queue", () =>
-    Effect.gen(function*() {
-      // The limit stays at 2, but up to 64 workers per batch may wait for it.
-      const limiter = yield* ConcurrencyLimiter.make(recordingAlgorithm({ min: 2, max: 64, initial: 2 }).algorithm)
-      const shared = Effect.provideService(ConcurrencyLimiter.ConcurrencyLimiter, limiter)
-      const busy = yield* Effect.fork(shared(Batch.run(Array.from({ length: 100 }, (_, i) => i), () => Effect.sleep("100 millis"))))
-      yield* Effect.yieldNow()
-      let lastItemAt = 0
-      const small = yield* Effect.fork(shared(Batch.run([1, 2, 3], () =>
-        Effect.zipRight(Effect.sleep("100 millis"), Effect.flatMap(Clock.currentTimeMillis, (t) => Effect.sync(() => void (lastItemAt = t)))))).pipe(
-        Effect.zipRight(Clock.currentTimeMillis)
-      ))
-      for (let i = 0; i < 120; i++) {
-        yield* TestClock.adjust("100 millis")
+  for (const [name, make, items] of [
+    ["make", ConcurrencyLimiter.make, 3],
+    // 150 items on 64 workers: its workers wait about 150 times, so the places kept for dismissal are pruned as it runs,
+    // and 63 are left without an item at its end.
+    ["make", ConcurrencyLimiter.make, 150],
+    ["makePrioritized", ConcurrencyLimiter.makePrioritized, 3],
+    ["makePrioritized", ConcurrencyLimiter.makePrioritized, 150]
+  ] as const) {
+    it.effect(`${name}: a batch of ${items} ends when its last item does, not when the workers it no longer needs get through the queue`, () =>
+      Effect.gen(function*() {
+        // The limit stays at 2, but up to 64 workers per batch may wait for it.
+        const limiter = yield* make(recordingAlgorithm({ min: 2, max: 64, initial: 2 }).algorithm)
+        const shared = Effect.provideService(ConcurrencyLimiter.ConcurrencyLimiter, limiter)
+        // Busy for longer than the batch: the batch's workers left without an item would wait behind busy's.
+        const busy = yield* Effect.fork(shared(Batch.run(Array.from({ length: 400 }, (_, i) => i), () => Effect.sleep("100 millis"))))
         yield* Effect.yieldNow()
-      }
-      const endedAt = yield* Fiber.join(small)
-      yield* Fiber.join(busy)
-      expect(lastItemAt).toBeGreaterThan(0)
-      expect(endedAt).toBe(lastItemAt)
-    }))
+        let lastItemAt = 0
+        const batch = yield* Effect.fork(shared(Batch.run(Array.from({ length: items }, (_, i) => i), () =>
+          Effect.zipRight(Effect.sleep("100 millis"), Effect.flatMap(Clock.currentTimeMillis, (t) => Effect.sync(() => void (lastItemAt = t)))))).pipe(
+          Effect.zipRight(Clock.currentTimeMillis)
+        ))
+        for (let i = 0; i < 300; i++) {
+          yield* TestClock.adjust("100 millis")
+          yield* Effect.yieldNow()
+        }
+        const endedAt = yield* Fiber.join(batch)
+        yield* Fiber.join(busy)
+        expect(lastItemAt).toBeGreaterThan(0)
+        expect(endedAt).toBe(lastItemAt)
+      }))
+  }
+  for (const [name, make] of [["make", ConcurrencyLimiter.make], ["makePrioritized", ConcurrencyLimiter.makePrioritized]] as const) {
+    it.effect(`${name}: dismissing a batch's idle workers wakes every one still queued, however many it queued, and no other`, () =>
+      Effect.gen(function*() {
+        const limiter = yield* make(LimitAlgorithm.fixed(1))
+        const protocol = limiter[permitProtocol]
+        const release = yield* occupy(limiter)
+        const batch = makeLedger()
+        const other = makeLedger()
+        const woken: Array<string> = []
+        const queue = (ledger: typeof batch, label: string, idle: boolean) =>
+          protocol.enqueue!({ holding: false, ledger, idle }, 0, (granted) => woken.push(`${label} ${granted}`))
+        // More than the batch's places are pruned at (64): all still wait, so pruning must keep them all.
+        for (let i = 0; i < 150; i++) queue(batch, `batch ${i}`, true)
+        queue(other, "other", true)
+        queue(batch, "busy", false)
+        protocol.dismissIdle(batch)
+        expect(woken).toEqual(Array.from({ length: 150 }, (_, i) => `batch ${i} false`))
+        expect(batch.tickets).toBe(1)
+        // The permit goes to the first place still waiting: the other batch's, then the non-idle one.
+        yield* release
+        yield* Effect.yieldNow()
+        expect(woken.slice(150)).toEqual(["other true"])
+      }))
+  }
   it.effect("a batch that ends while its workers wait in the queue (interrupted, or failing fast) leaves no permit taken", () =>
     Effect.gen(function*() {
       const limiter = yield* ConcurrencyLimiter.makeFixed(2)
