@@ -2,13 +2,16 @@
 // (`serve --role runner`) on one PostgreSQL database, every profile's limits shared through Redis.
 //   npm run serve:cluster                       two runners, the simulator as the provider
 //   npm run serve:cluster -- --runners 3 --profiles profiles.json
+//   npm run serve:cluster -- --runner-niceness 0    runners at the API's CPU priority
 // Needs PostgreSQL and Redis running (DATABASE_URL, default postgres://postgres@127.0.0.1:5432/effect_batch,
 // made if missing; REDIS_URL, default redis://127.0.0.1:6379). Without --profiles, a simulator (3 000
 // requests a minute) is started beside them and is the only profile. Ctrl-C stops every process (running
 // chunks finish first); a second Ctrl-C stops them at once. Every process's output is prefixed with its name.
+// The runners run at niceness 10 (--runner-niceness): on one machine, the OS gives the API the CPU first, so that
+// a submission does not wait behind the runners' work (the jobs bench's split runs start them so too).
 import { spawn } from "node:child_process"
 import { mkdtempSync, writeFileSync } from "node:fs"
-import { tmpdir } from "node:os"
+import { getPriority, setPriority, tmpdir } from "node:os"
 import { join } from "node:path"
 import { createInterface } from "node:readline"
 import { parseArgs } from "node:util"
@@ -19,7 +22,8 @@ const { values } = parseArgs({
     "runners": { type: "string", default: "2" },
     "profiles": { type: "string" },
     "port": { type: "string", default: "8080" },
-    "runner-port": { type: "string", default: "34431" }
+    "runner-port": { type: "string", default: "34431" },
+    "runner-niceness": { type: "string", default: "10" }
   }
 })
 const runners = Number(values.runners)
@@ -27,16 +31,25 @@ if (!Number.isInteger(runners) || runners < 1) {
   console.error(`--runners: a whole number of runners, 1 or more, not ${values.runners}`)
   process.exit(2)
 }
+const niceness = Number(values["runner-niceness"])
+if (!Number.isInteger(niceness) || niceness < 0 || niceness > 19) {
+  console.error(`--runner-niceness: a whole number from 0 (the API's priority) to 19 (the lowest), not ${values["runner-niceness"]}`)
+  process.exit(2)
+}
 const databaseUrl = process.env.DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/effect_batch"
 const redisUrl = process.env.REDIS_URL ?? "redis://127.0.0.1:6379"
 const bin = new URL("../src/bin.ts", import.meta.url).pathname
 const children = []
 
-/** Starts `args` under tsx, each output line prefixed with `name`; resolves once a line matches `ready`. */
-const start = (name, args, ready) =>
+/**
+ * Starts `args` under tsx at `nice` (added to this process's niceness), each output line prefixed with `name`;
+ * resolves once a line matches `ready`.
+ */
+const start = (name, args, ready, nice = 0) =>
   new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ["--import", "tsx", bin, ...args], { stdio: ["ignore", "pipe", "pipe"], env: process.env })
     children.push(child)
+    if (nice > 0) setPriority(child.pid, Math.min(19, getPriority() + nice))
     let started = false
     for (const stream of [child.stdout, child.stderr]) {
       createInterface({ input: stream }).on("line", (line) => {
@@ -99,10 +112,10 @@ try {
   // One at a time: each prints when it is up.
   for (let i = 0; i < runners; i++) {
     await start(`runner ${i + 1}`, [...common, "--redis", redisUrl, "--role", "runner", "--runner-port", String(Number(values["runner-port"]) + i)],
-      /effect-batch runner on/)
+      /effect-batch runner on/, niceness)
   }
   await start("api", [...common, "--role", "api", "--port", values.port], /effect-batch job service on/)
-  console.log(`\none API on port ${values.port} and ${runners} runner(s); Ctrl-C stops them all`)
+  console.log(`\none API on port ${values.port} and ${runners} runner(s)${niceness > 0 ? ` at niceness +${niceness}` : ""}; Ctrl-C stops them all`)
 } catch (error) {
   console.error(error.message)
   stopAll("SIGKILL")
