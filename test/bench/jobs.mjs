@@ -23,7 +23,7 @@ import { execFileSync, spawn } from "node:child_process"
 import { once } from "node:events"
 import { createServer } from "node:net"
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
-import { tmpdir } from "node:os"
+import { getPriority, setPriority, tmpdir } from "node:os"
 import { join } from "node:path"
 import { createInterface } from "node:readline"
 import { fileURLToPath } from "node:url"
@@ -35,6 +35,8 @@ const PROBE_ITEMS = 10
 const PROBE_EVERY_MS = 150
 const ITEMS_PER_JOB = 200
 const ITEMS = JOBS * ITEMS_PER_JOB
+/** Run J's jobs: the same items in more, smaller jobs (and no more than one `GET /jobs` page of them). */
+const JOBS_J = 200
 const CONCURRENCY = 128
 const SUBSCRIBERS_PER_JOB = 2
 const LATENCY_MS = 50
@@ -42,6 +44,8 @@ const SIMULATOR = { seed: 7, latency: { baseMs: LATENCY_MS }, capacity: 256 }
 const API_KEY = "bench-key-0123456789abcdef"
 const { DATABASE_URL, REDIS_URL } = process.env
 const RUN_TIMEOUT_MS = 90_000
+/** The split runs' runners run at this niceness over the bench's, as `npm run serve:cluster` starts them. */
+const RUNNER_NICENESS = 10
 const POLL_EVERY_MS = 200
 
 const file = (name) => fileURLToPath(new URL(name, import.meta.url))
@@ -79,9 +83,9 @@ const only = (() => {
   const at = process.argv.indexOf("--only")
   if (at < 0) return undefined
   const labels = (process.argv[at + 1] ?? "").split(",").filter((label) => label !== "")
-  const unknown = labels.filter((label) => !["A", "B", "L", "S1", "S2"].includes(label))
+  const unknown = labels.filter((label) => !["A", "B", "L", "J", "S1", "S2"].includes(label))
   if (labels.length === 0 || unknown.length > 0) {
-    console.error(`--only takes a comma-separated list of A, B, L, S1 and S2, got ${JSON.stringify(process.argv[at + 1] ?? "")}`)
+    console.error(`--only takes a comma-separated list of A, B, L, J, S1 and S2, got ${JSON.stringify(process.argv[at + 1] ?? "")}`)
     process.exit(2)
   }
   return new Set(labels)
@@ -321,6 +325,8 @@ const deploy = async (label, runners, logged) => {
   for (let i = 0; i < runners; i++) {
     const [runner] = await serveProcess(["--db", url.toString(), "--role", "runner", "--runner-port", String(await freePort()), ...shared],
       /effect-batch runner on/, `runner ${i}`, logged)
+    // As `npm run serve:cluster` starts them: the OS gives the API the CPU first.
+    setPriority(runner.pid, Math.min(19, getPriority() + RUNNER_NICENESS))
     processes.push(runner)
   }
   const [api, [, base]] = await serveProcess(["--port", "0", "--db", url.toString(), "--role", "api"],
@@ -493,6 +499,12 @@ const round = async (n) => {
     process.stderr.write(`run L${of}: one job of ${ITEMS} items, no subscribers\n`)
     large = await serviceRun("L", 0, 0, { jobs: 1, probes: 0 })
   }
+  let perJob
+  // Only when asked for (`--only J`): with run L, what each job costs apart from its items.
+  if (only?.has("J")) {
+    process.stderr.write(`run J${of}: ${JOBS_J} jobs of ${ITEMS / JOBS_J} items, no subscribers\n`)
+    perJob = await serviceRun("J", 0, 0, { jobs: JOBS_J, probes: 0 })
+  }
   const split = []
   if (DATABASE_URL !== undefined) {
     for (const runners of [1, 2].filter((n) => wanted(`S${n}`))) {
@@ -504,7 +516,7 @@ const round = async (n) => {
   }
   process.stderr.write(`Batch.run${of}: ${ITEMS} items\n`)
   const baseline = await batchRun()
-  return { runs: [withSse, noSse, large, ...split].filter((run) => run !== undefined), baseline }
+  return { runs: [withSse, noSse, large, perJob, ...split].filter((run) => run !== undefined), baseline }
 }
 const rounds = []
 for (let n = 1; n <= repeat; n++) rounds.push(await round(n))
@@ -525,7 +537,10 @@ for (const run of runs) {
   const shape = run.runners === 0 ? "one process, SQLite" : `the API and ${run.runners} runner(s), PostgreSQL${REDIS_URL === undefined ? "" : ", limits in Redis"}`
   console.log(`\nrun ${run.label} (${shape}; ${run.sse === undefined ? "no SSE subscribers" : `${run.sse.subscribers} SSE subscribers`})`)
   if (run.jobs === 1) console.log(`  one job of ${ITEMS} items: what an item costs the service without the cost of each job`)
-  else console.log(`  submission (${run.jobs} concurrent POST /jobs)  ${stats(run.submission)}; all answered after ${ms(run.submittedMs)}`)
+  else {
+    if (run.label === "J") console.log(`  ${run.jobs} jobs of ${ITEMS / run.jobs} items: with run L, what each job costs`)
+    console.log(`  submission (${run.jobs} concurrent POST /jobs)  ${stats(run.submission)}; all answered after ${ms(run.submittedMs)}`)
+  }
   if (run.probes > 0) console.log(`  submission while they run (${run.probes} × ${PROBE_ITEMS} items, one at a time)  ${stats(run.probe)}`)
   console.log(`  makespan                 ${ms(run.makespanMs)}  (${(run.makespanMs / boundMs).toFixed(2)}× bound), ${run.itemsPerSecond.toFixed(0)} items/s, ` +
     `${achieved(run.makespanMs)} calls in flight on average (peak ${run.provider.peakInFlight})`)
@@ -558,6 +573,13 @@ for (const run of runs) {
       `scavenges ${(run.counts.scavenges / baseline.counts.scavenges).toFixed(2)}×`))
 }
 
+/** With runs L and J: what a job costs the service apart from its items, in ms of CPU (the same items in 1 and JOBS_J jobs). */
+const perJobMs = (roundRuns) => {
+  const [l, j] = ["L", "J"].map((label) => roundRuns.find((run) => run.label === label))
+  return l === undefined || j === undefined ? undefined : (j.cpuMs - l.cpuMs) / (JOBS_J - 1)
+}
+if (perJobMs(runs) !== undefined) console.log(`  each job, apart from its items (runs J − L) ${perJobMs(runs).toFixed(1)} ms of CPU`)
+
 if (repeat > 1) {
   const median = (values) => {
     const sorted = [...values].sort((a, b) => a - b)
@@ -573,6 +595,7 @@ if (repeat > 1) {
       `${spread(pairs.map(([run, base]) => run.cpuMs / base.cpuMs), 2)}× Batch.run; ` +
       `makespan ${spread(pairs.map(([run, base]) => run.makespanMs / base.wallMs), 2)}×`)
   }
+  if (perJobMs(runs) !== undefined) console.log(`  each job    ${spread(rounds.map((r) => perJobMs(r.runs)), 1)} ms of CPU apart from its items`)
 }
 
 const output = {
