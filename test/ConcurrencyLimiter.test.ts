@@ -119,6 +119,8 @@ describe("ConcurrencyLimiter.makePrioritized", () => {
 
 describe("batches sharing one limiter", () => {
   for (const [name, make, items] of [
+    // 3 items on 3 workers: with `make` (first come, first served) this case passes even without dismissal, as no
+    // worker is left waiting without an item; with `makePrioritized` it fails without it. The 150-item cases need it on both.
     ["make", ConcurrencyLimiter.make, 3],
     // 150 items on 64 workers: its workers wait about 150 times, so the places kept for dismissal are pruned as it runs,
     // and 63 are left without an item at its end.
@@ -158,11 +160,14 @@ describe("batches sharing one limiter", () => {
         const batch = makeLedger()
         const other = makeLedger()
         const woken: Array<string> = []
-        const queue = (ledger: typeof batch, label: string, idle: boolean) =>
-          protocol.enqueue!({ holding: false, ledger, idle }, 0, (granted) => woken.push(`${label} ${granted}`))
+        const queue = (ledger: typeof batch, label: string, idle: boolean) => {
+          const holder = { holding: false, ledger, idle }
+          protocol.enqueue!(holder, 0, (granted) => woken.push(`${label} ${granted}`))
+          return holder
+        }
         // More than the batch's places are pruned at (64): all still wait, so pruning must keep them all.
         for (let i = 0; i < 150; i++) queue(batch, `batch ${i}`, true)
-        queue(other, "other", true)
+        const otherHolder = queue(other, "other", true)
         queue(batch, "busy", false)
         protocol.dismissIdle(batch)
         expect(woken).toEqual(Array.from({ length: 150 }, (_, i) => `batch ${i} false`))
@@ -171,6 +176,9 @@ describe("batches sharing one limiter", () => {
         yield* release
         yield* Effect.yieldNow()
         expect(woken.slice(150)).toEqual(["other true"])
+        protocol.unsafeRelease(otherHolder)
+        yield* Effect.yieldNow()
+        expect(woken.slice(150)).toEqual(["other true", "busy true"])
       }))
   }
   it.effect("a batch that ends while its workers wait in the queue (interrupted, or failing fast) leaves no permit taken", () =>

@@ -100,8 +100,9 @@ describe.skipIf(databaseUrl === undefined || redisUrl === undefined)("npm run se
   it("starts one API and a runner at niceness +10 that runs a submitted job; stops them all on SIGTERM", async () => {
     const port = await freePort()
     const script = run(["--runners", "1", "--port", String(port), "--runner-port", String(await freePort())])
-    const [, ready] = await script.lineMatching(/one API on port (\d+) and 1 runner\(s\) at niceness \+(\d+)/)
+    const [, ready, told] = await script.lineMatching(/one API on port (\d+) and 1 runner\(s\) at niceness \+(\d+)/)
     expect(ready).toBe(String(port))
+    expect(told).toBe("10")
     const own = getPriority()
     expect(nicenessOf(script.child.pid!, "--role runner")).toBe(Math.min(19, own + 10))
     expect(nicenessOf(script.child.pid!, "--role api")).toBe(own)
@@ -135,6 +136,8 @@ describe.skipIf(databaseUrl === undefined || redisUrl === undefined)("npm run se
       const [code] = await once(script.child, "exit")
       expect(code).toBe(2)
       expect(script.lines.join("\n")).toContain(`--runner-niceness: a whole number from 0 (the API's priority) to 19 (the lowest), not ${bad}`)
+      // Nothing was started: every started process's lines are prefixed with its name.
+      expect(script.lines.filter((line) => line.startsWith("["))).toEqual([])
     }
   })
 })
