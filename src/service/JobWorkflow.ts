@@ -25,6 +25,11 @@
  * - The chunk size is the payload's too: an execution started without one
  *   (journaled by an older effect-batch) keeps chunks of `legacyChunkSize`,
  *   so that the chunks its journal holds cover the items they covered.
+ * - A round of one step (one chunk, or batch mode) started with
+ *   `finishInStep` finishes in that step's activity: one durable round trip
+ *   fewer per job. If its finish fails, the step's outcome is journaled all
+ *   the same and the finish runs as an activity of its own, as it does for a
+ *   round of several chunks.
  *
  * What it does not promise: activities are not interruptible by the engine
  * (a cancel is the runner's signal), and nothing here reads or writes the
@@ -141,7 +146,9 @@ export const BatchJob = Workflow.make({
     round: Schema.Int,
     total: Schema.optional(Schema.Int),
     mode: Schema.optional(Schema.Literal("batch")),
-    chunkSize: Schema.optional(Schema.Int.pipe(Schema.positive()))
+    chunkSize: Schema.optional(Schema.Int.pipe(Schema.positive())),
+    // Absent from what was journaled before it: such an execution keeps its finish as an activity of its own.
+    finishInStep: Schema.optional(Schema.Boolean)
   },
   success: Schema.String,
   idempotencyKey: ({ jobId, round }) => `${jobId}/${round}`
@@ -201,13 +208,30 @@ const runActivity = <S extends Schema.Schema.AnyNoContext>(name: string, success
   return Effect.provideService(activity, StepToRun, step)
 }
 
-/** Runs `step` as activities named `<name>/<attempt>`, retried with a durable backoff; `failed` after `chunkAttempts`. */
-const withRetry = (name: string, step: Effect.Effect<ChunkOutcome, ChunkFailed>) =>
+/**
+ * How the activity of a round's only step ended, when it finishes the round too: the job's final state, or, when
+ * the finish failed, the step's outcome (the finish then runs as an activity of its own).
+ */
+const StepEnded = Schema.Union(
+  Schema.TaggedStruct("Finished", { state: Schema.String }),
+  Schema.TaggedStruct("NotFinished", { outcome: ChunkOutcome })
+)
+
+/**
+ * Runs `step` as activities named `<name>/<attempt>`, whose result `success` journals, retried with a durable
+ * backoff; `exhausted` after `chunkAttempts`.
+ */
+const withRetry = <S extends Schema.Schema.AnyNoContext>(
+  name: string,
+  success: S,
+  step: Effect.Effect<S["Type"], ChunkFailed>,
+  exhausted: S["Type"]
+): Effect.Effect<S["Type"], never, WorkflowEngine.WorkflowEngine | WorkflowEngine.WorkflowInstance> =>
   Effect.gen(function*() {
     for (let attempt = 1; ; attempt++) {
-      const result = yield* runActivity(`${name}/${attempt}`, ChunkOutcome, step).pipe(Effect.either)
+      const result = yield* runActivity(`${name}/${attempt}`, success, step).pipe(Effect.either)
       if (Either.isRight(result)) return result.right
-      if (attempt >= chunkAttempts) return "failed" as const
+      if (attempt >= chunkAttempts) return exhausted
       // A persisted timer even for short waits (the default keeps waits under a minute in memory):
       // a service restarted during the backoff wakes the chunk when it was due, not a full backoff later.
       yield* DurableClock.sleep({ name: `${name}/backoff/${attempt}`, duration: backoff(attempt), inMemoryThreshold: Duration.zero })
@@ -232,18 +256,35 @@ export const layer: Layer.Layer<never, never, WorkflowEngine.WorkflowEngine | Jo
     const started = total !== undefined
       ? Either.right<Started>(mode === "batch" ? { _tag: "Started", total, mode } : { _tag: "Started", total })
       : yield* runActivity("start/2", Started, steps.start(jobId)).pipe(Effect.either)
-    const outcomes: ReadonlyArray<ChunkOutcome> = Either.isLeft(started)
-      ? ["failed"]
-      : started.right._tag === "Cancelled"
-        ? ["cancelled"]
-        : started.right.mode === "batch"
-          // One activity for the whole job: the provider's batches are its shards, re-attached to if it runs again.
-          ? [yield* withRetry("batch", steps.runBatch(jobId))]
-          : yield* Effect.forEach(
-            Array.from({ length: Math.ceil(started.right.total / size) }, (_, i) => i),
-            (chunk) => withRetry(`chunk/${chunk}`, steps.runChunk(jobId, chunk, size)),
-            { concurrency: chunksInFlight }
-          )
+    const chunks = Either.isRight(started) && started.right._tag === "Started" ? Math.ceil(started.right.total / size) : 0
+    const batch = Either.isRight(started) && started.right._tag === "Started" && started.right.mode === "batch"
+    // One activity for a batch-mode job: the provider's batches are its shards, re-attached to if it runs again.
+    const stepOf = (chunk: number) => batch ? steps.runBatch(jobId) : steps.runChunk(jobId, chunk, size)
+    const nameOf = (chunk: number) => batch ? "batch" : `chunk/${chunk}`
+    let outcomes: ReadonlyArray<ChunkOutcome>
+    if (Either.isLeft(started)) outcomes = ["failed"]
+    else if (started.right._tag === "Cancelled") outcomes = ["cancelled"]
+    else if (payload.finishInStep === true && (batch || chunks === 1)) {
+      // The round's only step finishes it in the same activity (under another name than a step that does not).
+      const ended = yield* withRetry(
+        `${nameOf(0)}+finish`,
+        StepEnded,
+        Effect.flatMap(stepOf(0), (outcome) =>
+          steps.finish(jobId, [outcome]).pipe(
+            Effect.map((state): typeof StepEnded.Type => ({ _tag: "Finished", state })),
+            Effect.orElseSucceed((): typeof StepEnded.Type => ({ _tag: "NotFinished", outcome }))
+          )),
+        { _tag: "NotFinished", outcome: "failed" }
+      )
+      if (ended._tag === "Finished") return ended.state
+      outcomes = [ended.outcome]
+    } else {
+      outcomes = yield* Effect.forEach(
+        Array.from({ length: batch ? 1 : chunks }, (_, i) => i),
+        (chunk) => withRetry(nameOf(chunk), ChunkOutcome, stepOf(chunk), "failed"),
+        { concurrency: chunksInFlight }
+      )
+    }
     return yield* runActivity("finish", Schema.String, steps.finish(jobId, outcomes)).pipe(Effect.orElseSucceed(() => "failed"))
   })
 )

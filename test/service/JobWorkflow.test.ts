@@ -8,6 +8,7 @@
  */
 import * as ClusterWorkflowEngine from "@effect/cluster/ClusterWorkflowEngine"
 import * as SingleRunner from "@effect/cluster/SingleRunner"
+import * as SqlClient from "@effect/sql/SqlClient"
 import { SqliteClient } from "@effect/sql-sqlite-node"
 import * as WorkflowEngine from "@effect/workflow/WorkflowEngine"
 import { describe, expect, it } from "@effect/vitest"
@@ -70,6 +71,67 @@ describe("JobWorkflow.BatchJob", () => {
       expect([...recorded.calls].sort()).toEqual(["chunk 0 of 40 at 0", "chunk 1 of 40 at 0", "chunk 2 of 40 at 0"])
       expect(recorded.finished).toEqual(["done", "done", "done"])
     }).pipe(Effect.provide(layer))
+  })
+
+  it.effect("a round of one chunk started with finishInStep finishes in the chunk's step; one of several chunks does not", () => {
+    const one = recording(Effect.dieMessage("no start step was expected"))
+    const several = recording(Effect.dieMessage("no start step was expected"))
+    return Effect.gen(function*() {
+      expect(yield* JobWorkflow.BatchJob.execute({ jobId: "job_v", round: 0, total: 40, chunkSize: 40, finishInStep: true }).pipe(
+        Effect.provide(one.layer)
+      )).toBe("finished")
+      expect(one.recorded.calls).toEqual(["chunk 0 of 40 at 0"])
+      expect(one.recorded.finished).toEqual(["done"])
+      expect(yield* JobWorkflow.BatchJob.execute({ jobId: "job_w", round: 0, total: 41, chunkSize: 40, finishInStep: true }).pipe(
+        Effect.provide(several.layer)
+      )).toBe("finished")
+      expect([...several.recorded.calls].sort()).toEqual(["chunk 0 of 40 at 0", "chunk 1 of 40 at 0"])
+      expect(several.recorded.finished).toEqual(["done", "done"])
+    })
+  })
+
+  it.effect("a one-step round whose finish fails keeps its step's outcome: the step does not run again, the finish does", () => {
+    const calls: Array<string> = []
+    let finishFailures = 1
+    const steps: JobWorkflow.Steps = {
+      start: () => Effect.dieMessage("no start step was expected"),
+      // Stopped (a soft limit): run again, its items all settled, it would say done, and the job would read finished.
+      runChunk: (_, chunk) => Effect.as(Effect.sync(() => calls.push(`chunk ${chunk}`)), "stopped" as const),
+      runBatch: () => Effect.dieMessage("no batch step was expected"),
+      finish: (_, outcomes) =>
+        Effect.suspend(() => {
+          calls.push(`finish ${outcomes.join(",")}`)
+          return finishFailures-- > 0 ? Effect.fail(new JobWorkflow.ChunkFailed({ message: "database is locked" })) : Effect.succeed("stopped" as const)
+        })
+    }
+    const layer = JobWorkflow.layer.pipe(
+      Layer.provideMerge(WorkflowEngine.layerMemory),
+      Layer.provide(Layer.succeed(JobWorkflow.JobSteps, steps))
+    )
+    return Effect.gen(function*() {
+      expect(yield* JobWorkflow.BatchJob.execute({ jobId: "job_x", round: 0, total: 3, chunkSize: 40, finishInStep: true })).toBe("stopped")
+      expect(calls).toEqual(["chunk 0", "finish stopped", "finish stopped"])
+    }).pipe(Effect.provide(layer))
+  })
+
+  it.effect("a one-step round whose step fails chunkAttempts times finishes failed, in a finish of its own", () => {
+    const { layer, recorded } = recording(Effect.dieMessage("no start step was expected"), { failing: 0, failures: JobWorkflow.chunkAttempts })
+    return Effect.gen(function*() {
+      const execution = JobWorkflow.BatchJob.execute({ jobId: "job_y", round: 0, total: 3, chunkSize: 40, finishInStep: true })
+      expect(yield* runOnTestClock(execution.pipe(Effect.provide(layer)), "1 minute")).toBe("failed")
+      expect(recorded.calls).toEqual(["chunk 0 of 40 at 0", "chunk 0 of 40 at 2000", "chunk 0 of 40 at 6000", "chunk 0 of 40 at 14000", "chunk 0 of 40 at 30000"])
+      expect(recorded.finished).toEqual(["failed"])
+    })
+  })
+
+  it.effect("a batch-mode round started with finishInStep finishes in its batch step, retried with the same backoff", () => {
+    const { layer, recorded } = recording(Effect.dieMessage("no start step was expected"), { failing: -1, failures: 1 })
+    return Effect.gen(function*() {
+      const execution = JobWorkflow.BatchJob.execute({ jobId: "job_z", round: 0, total: 500, mode: "batch", chunkSize: 40, finishInStep: true })
+      expect(yield* runOnTestClock(execution.pipe(Effect.provide(layer)), "1 second", 100)).toBe("finished")
+      expect(recorded.calls).toEqual(["batch at 0", "batch at 2000"])
+      expect(recorded.finished).toEqual(["done"])
+    })
   })
 
   it.effect("given a total but no chunk size (started by an older effect-batch): chunks of legacyChunkSize, the ranges journaled", () => {
@@ -208,11 +270,11 @@ describe("JobWorkflow.BatchJob on the cluster engine", () => {
     return Effect.gen(function*() {
       const results = yield* Effect.forEach(
         jobs,
-        ({ jobId, total }) => JobWorkflow.BatchJob.execute({ jobId, round: 0, total, chunkSize: 40 }),
+        ({ jobId, total }) => JobWorkflow.BatchJob.execute({ jobId, round: 0, total, chunkSize: 40, finishInStep: true }),
         { concurrency: "unbounded" }
       )
       expect(results).toEqual(["finished", "finished", "finished"])
-      yield* JobWorkflow.BatchJob.execute({ jobId: "job_s", round: 0, total: 5, mode: "batch" })
+      yield* JobWorkflow.BatchJob.execute({ jobId: "job_s", round: 0, total: 5, mode: "batch", chunkSize: 40, finishInStep: true })
       const of = (jobId: string) => calls.filter((call) => call.startsWith(`${jobId} `)).sort()
       expect(of("job_p")).toEqual(["job_p chunk 0 of 40", "job_p finish after 1"])
       expect(of("job_q")).toEqual(["job_q chunk 0 of 40", "job_q chunk 1 of 40", "job_q chunk 2 of 40", "job_q finish after 3"])
@@ -224,5 +286,38 @@ describe("JobWorkflow.BatchJob on the cluster engine", () => {
       Effect.timeout("30 seconds"),
       Effect.ensuring(Effect.sync(() => rmSync(dir, { recursive: true, force: true })))
     )
+  })
+
+  it.live("a one-step round stopped mid-step runs its step again when resumed, then finishes once, in one activity", () => {
+    const dir = mkdtempSync(join(tmpdir(), "effect-batch-workflow-"))
+    /** A service process whose steps record their calls. */
+    const service = (chunk: Effect.Effect<JobWorkflow.ChunkOutcome>) => {
+      const calls: Array<string> = []
+      const steps: JobWorkflow.Steps = {
+        start: () => Effect.dieMessage("no start step was expected"),
+        runChunk: (_, index) => Effect.zipRight(Effect.sync(() => calls.push(`chunk ${index}`)), chunk),
+        runBatch: () => Effect.dieMessage("no batch step was expected"),
+        finish: (_, outcomes) => Effect.as(Effect.sync(() => calls.push(`finish ${outcomes.join(",")}`)), "finished" as const)
+      }
+      return { calls, layer: clusterEngine(dir, steps) }
+    }
+    const payload = { jobId: "job_t", round: 0, total: 3, chunkSize: 40, finishInStep: true }
+    return Effect.gen(function*() {
+      const before = service(Effect.never)
+      yield* Effect.gen(function*() {
+        yield* JobWorkflow.BatchJob.execute(payload, { discard: true })
+        yield* Effect.repeat(Effect.sync(() => before.calls.length), { schedule: Schedule.spaced("20 millis"), until: (n) => n === 1 })
+      }).pipe(Effect.provide(before.layer))
+      expect(before.calls).toEqual(["chunk 0"])
+      const after = service(Effect.succeed("done"))
+      expect(yield* JobWorkflow.BatchJob.execute(payload).pipe(Effect.provide(after.layer))).toBe("finished")
+      expect(after.calls).toEqual(["chunk 0", "finish done"])
+      // The activities the engine stored: the step's (run again from its own message), and no finish of its own.
+      const rows = yield* Effect.flatMap(SqlClient.SqlClient, (sql) => sql<{ tag: string, payload: string }>`SELECT tag, payload FROM cluster_messages ORDER BY id`).pipe(
+        Effect.provide(SqliteClient.layer({ filename: join(dir, "engine.db") }))
+      )
+      const activities = rows.filter((row) => row.tag === "activity").map((row) => (JSON.parse(row.payload) as { name: string }).name)
+      expect(activities).toEqual(["chunk/0+finish/1"])
+    }).pipe(Effect.timeout("30 seconds"), Effect.ensuring(Effect.sync(() => rmSync(dir, { recursive: true, force: true }))))
   })
 })
