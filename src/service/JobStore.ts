@@ -214,6 +214,8 @@ export interface Store {
   ) => Effect.Effect<{ readonly job: JobRow, readonly created: boolean }, JobStoreError>
   /** The job, if it exists and (when `tenant` is given) belongs to `tenant`. */
   readonly get: (id: string, tenant?: string) => Effect.Effect<JobRow | undefined, JobStoreError>
+  /** The state of each of the jobs that exist, by id, in one read (a runner's progress tick reads all it runs). */
+  readonly statesOf: (ids: ReadonlyArray<string>) => Effect.Effect<ReadonlyMap<string, Job.JobState>, JobStoreError>
   /** Newest first (`createdAt`, then `id`, descending); `before` is the `createdAt`/`id` of the last job of the previous page. */
   readonly list: (query: {
     readonly tenant: string
@@ -473,6 +475,7 @@ export const makeMemory: Effect.Effect<Store> = Effect.sync(() => {
       }
       return found
     })
+  const statesOf: Store["statesOf"] = (ids) => byIds(ids, (id) => jobs.get(id)?.job.state)
   const totalsOf: Store["totalsOf"] = (ids) =>
     byIds(ids, (id) => {
       const job = jobs.get(id)
@@ -528,6 +531,7 @@ export const makeMemory: Effect.Effect<Store> = Effect.sync(() => {
         const job = jobs.get(id)?.job
         return job === undefined || (tenant !== undefined && job.tenant !== tenant) ? undefined : job
       }),
+    statesOf,
     list: ({ before, limit, state, tenant }) =>
       Effect.sync(() =>
         Array.from(jobs.values(), (entry) => entry.job)

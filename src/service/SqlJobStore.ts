@@ -578,6 +578,12 @@ export const make: Effect.Effect<JobStore.Store, JobStore.JobStoreError, SqlClie
             return [row.job_id, { ...counts, cost: num(row.cost), tokens: num(row.tokens) }]
           }))
       ))
+  const statesOf: JobStore.Store["statesOf"] = (ids) =>
+    byIds(ids, (part) =>
+      Effect.map(
+        sql<{ readonly id: string, readonly state: Job.JobState }>`SELECT id, state FROM effect_batch_jobs WHERE ${sql.in("id", part)}`,
+        (rows) => new Map(rows.map((row) => [row.id, row.state]))
+      )).pipe(wrap("statesOf"))
   const totalsOf: JobStore.Store["totalsOf"] = (ids) => wrap("totalsOf")(readTotals(ids))
   const totals: JobStore.Store["totals"] = (id) =>
     Effect.map(readTotals([id]), (found) => found.get(id) ?? JobStore.noTotals).pipe(wrap("totals"))
@@ -740,6 +746,7 @@ export const make: Effect.Effect<JobStore.Store, JobStore.JobStoreError, SqlClie
     census,
     insert,
     get,
+    statesOf,
     list,
     setState,
     pending,

@@ -312,6 +312,24 @@ describe("job API", () => {
         expect(frames[frames.length - 1]).toMatchObject({ event: "state", data: { state: "cancelled" } })
       }))
 
+    // Across processes a cancel notice can be lost: the runner's progress tick reads the states of the jobs it runs
+    // (every few ticks) and interrupts those it finds cancelled. Here the store says so and no notice is sent.
+    it.effect("a job found cancelled in the store, its notice lost, is interrupted by the runner's progress tick", () =>
+      Effect.gen(function*() {
+        const api = yield* client(keyA)
+        const store = yield* JobStore.JobStore
+        const sim = yield* Sim
+        const { id } = yield* api.jobs.submit({ payload: { items: prompts(400, "lost notice") }, headers: {} })
+        yield* waitFor(api.jobs.get({ path: { id } }), (j) => j.counts.succeeded >= 4, "some results")
+        expect(yield* store.setState(id, "cancelled", { reason: "cancelled elsewhere", now: Date.now() })).toBe(true)
+        const job = yield* waitFor(api.jobs.get({ path: { id } }), (j) => j.counts.pending === 0, "the rest to be skipped")
+        expect(job.state).toBe("cancelled")
+        expect(job.counts.skipped).toBeGreaterThan(300)
+        const received = (yield* sim.metrics).received
+        yield* Effect.sleep("300 millis")
+        expect((yield* sim.metrics).received).toBe(received)
+      }))
+
     // The runner starts an execution with the round's total, so the workflow has no start step: its chunks are
     // what find the job cancelled. A submit's execution starts from a queue, which makes the moment racy through
     // the API; here the job is stored as a submit stores it, cancelled, and only then its execution started.

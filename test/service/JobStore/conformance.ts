@@ -182,6 +182,17 @@ export const conformance = (name: string, store: Layer.Layer<JobStore.JobStore, 
         })
       }))
 
+    test("statesOf: the state of each job that exists, in one read (over 500 ids: two statements)", (store) =>
+      Effect.gen(function*() {
+        yield* store.insert(job("states_a", 1), [{ input: "a" }])
+        yield* store.insert(job("states_b", 1), [{ input: "a" }])
+        yield* store.setState("states_b", "running", { now: 2000 })
+        yield* store.setState("states_b", "cancelled", { reason: "cancelled by request", now: 3000 })
+        const ids = [...Array.from({ length: 300 }, (_, i) => `gone_${i}`), "states_a", "states_b", "states_a", ...Array.from({ length: 300 }, (_, i) => `lost_${i}`)]
+        expect(new Map(yield* store.statesOf(ids))).toEqual(new Map([["states_a", "queued"], ["states_b", "cancelled"]]))
+        expect((yield* store.statesOf([])).size).toBe(0)
+      }))
+
     test("totalsOf, timeSpentOf: several jobs in one read (over 500 ids: two statements), each as totals and timeSpent give it", (store) =>
       Effect.gen(function*() {
         yield* store.insert(job("many_a", 3), [{ input: "a" }, { input: "b" }, { input: "c" }])
