@@ -276,8 +276,9 @@ const make = Effect.gen(function*() {
     Effect.gen(function*() {
       const known = budgets.get(`${job.id}/${job.round}`)
       if (known !== undefined) return known
-      const spent = (yield* store.totals(job.id)).cost
-      const ledger = Budget.unsafeMake(job.spec.maxCost === undefined ? {} : { maxCost: Math.max(0, job.spec.maxCost - spent) })
+      // What an earlier round (or an attempt before a restart) spent counts against the job's budget, if it has one.
+      const maxCost = job.spec.maxCost
+      const ledger = Budget.unsafeMake(maxCost === undefined ? {} : { maxCost: Math.max(0, maxCost - (yield* store.totals(job.id)).cost) })
       budgets.set(`${job.id}/${job.round}`, ledger)
       return ledger
     })
