@@ -218,43 +218,54 @@ export const make = (limits: Limits) =>
         const progressById = new Map(running.map((id, i) => [id, published[i]]))
         const progress = jobs.map((job) => progressById.get(job.id))
         const stored = yield* storedOf(jobs, progress.map((p) => p?.totals))
-        return yield* Effect.forEach(jobs, (job, i) => viewOf(job, progress[i], stored[i]!))
+        // A job without a published limit shows its profile's limit here: read once per profile, not per job.
+        const limits = new Map<string, number>()
+        for (let i = 0; i < jobs.length; i++) {
+          const profile = jobs[i]!.profile
+          if (progress[i]?.concurrencyLimit !== undefined || limits.has(profile)) continue
+          const provider = profiles.get(profile)
+          limits.set(profile, provider === undefined ? 0 : yield* provider.limiter.current)
+        }
+        return jobs.map((job, i) => viewOf(job, progress[i], stored[i]!, progress[i]?.concurrencyLimit ?? limits.get(job.profile)!))
       })
     const view = (job: JobStore.JobRow) => Effect.map(views([job]), (shown) => shown[0]!)
 
-    const viewOf = (job: JobStore.JobRow, progress: JobRunner.Progress | undefined, fromStore: Stored): Effect.Effect<JobApi.Job> =>
-      Effect.gen(function*() {
-        const provider = profiles.get(job.profile)
-        const totals = fromStore.totals
-        const rate = progress?.rate ?? 0
-        return {
-          id: job.id,
-          state: job.state,
-          ...(job.reason === undefined ? {} : { reason: job.reason }),
-          profile: job.profile,
-          model: job.model,
-          priority: job.priority,
-          ...(job.spec.mode === undefined ? {} : { mode: job.spec.mode }),
-          counts: {
-            total: totals.total,
-            succeeded: totals.succeeded,
-            failed: totals.failed,
-            skipped: totals.skipped,
-            pending: totals.pending
-          },
-          rate,
-          ...(rate > 0 ? { etaSeconds: totals.pending / rate } : {}),
-          cost: totals.cost,
-          tokens: totals.tokens,
-          concurrencyLimit: progress?.concurrencyLimit ?? (provider === undefined ? 0 : yield* provider.limiter.current),
-          ...(fromStore.timeSpent === undefined ? {} : { timeSpent: fromStore.timeSpent }),
-          round: job.round,
-          createdAt: job.createdAt,
-          ...(job.startedAt === undefined ? {} : { startedAt: job.startedAt }),
-          ...(job.finishedAt === undefined ? {} : { finishedAt: job.finishedAt }),
-          metadata: job.metadata
-        }
-      })
+    const viewOf = (
+      job: JobStore.JobRow,
+      progress: JobRunner.Progress | undefined,
+      fromStore: Stored,
+      concurrencyLimit: number
+    ): JobApi.Job => {
+      const totals = fromStore.totals
+      const rate = progress?.rate ?? 0
+      return {
+        id: job.id,
+        state: job.state,
+        ...(job.reason === undefined ? {} : { reason: job.reason }),
+        profile: job.profile,
+        model: job.model,
+        priority: job.priority,
+        ...(job.spec.mode === undefined ? {} : { mode: job.spec.mode }),
+        counts: {
+          total: totals.total,
+          succeeded: totals.succeeded,
+          failed: totals.failed,
+          skipped: totals.skipped,
+          pending: totals.pending
+        },
+        rate,
+        ...(rate > 0 ? { etaSeconds: totals.pending / rate } : {}),
+        cost: totals.cost,
+        tokens: totals.tokens,
+        concurrencyLimit,
+        ...(fromStore.timeSpent === undefined ? {} : { timeSpent: fromStore.timeSpent }),
+        round: job.round,
+        createdAt: job.createdAt,
+        ...(job.startedAt === undefined ? {} : { startedAt: job.startedAt }),
+        ...(job.finishedAt === undefined ? {} : { finishedAt: job.finishedAt }),
+        metadata: job.metadata
+      }
+    }
 
     /**
      * The items of a server-side JSONL file, read from the handle
