@@ -626,8 +626,8 @@ const makeControl = Effect.gen(function*() {
   // 50th of a burst of submissions seconds behind the first.
   for (let i = 0; i < startsAtOnce; i++) yield* Effect.forkScoped(starter)
   // With the round's total and mode the workflow has no start step (see JobWorkflow), its chunks are of the size
-  // sent, and a round of one step finishes in that step's activity. An execution that exists already (a resumed one) keeps the payload it was started with: its id is
-  // the job's and the round's.
+  // sent, and a round of one step finishes in that step's activity. An execution that exists already (a resumed
+  // one) keeps the payload it was started with: its id is the job's and the round's.
   const execute: Runner["execute"] = (job, round) =>
     Queue.offer(toStart, {
       jobId: job.id,
