@@ -256,14 +256,14 @@ export const layer: Layer.Layer<never, never, WorkflowEngine.WorkflowEngine | Jo
     const started = total !== undefined
       ? Either.right<Started>(mode === "batch" ? { _tag: "Started", total, mode } : { _tag: "Started", total })
       : yield* runActivity("start/2", Started, steps.start(jobId)).pipe(Effect.either)
-    const chunks = Either.isRight(started) && started.right._tag === "Started" ? Math.ceil(started.right.total / size) : 0
-    const batch = Either.isRight(started) && started.right._tag === "Started" && started.right.mode === "batch"
+    const begun = Either.isRight(started) && started.right._tag === "Started" ? started.right : undefined
+    const chunks = begun === undefined ? 0 : Math.ceil(begun.total / size)
+    const batch = begun?.mode === "batch"
     // One activity for a batch-mode job: the provider's batches are its shards, re-attached to if it runs again.
     const stepOf = (chunk: number) => batch ? steps.runBatch(jobId) : steps.runChunk(jobId, chunk, size)
     const nameOf = (chunk: number) => batch ? "batch" : `chunk/${chunk}`
     let outcomes: ReadonlyArray<ChunkOutcome>
-    if (Either.isLeft(started)) outcomes = ["failed"]
-    else if (started.right._tag === "Cancelled") outcomes = ["cancelled"]
+    if (begun === undefined) outcomes = [Either.isLeft(started) ? "failed" : "cancelled"]
     else if (payload.finishInStep === true && (batch || chunks === 1)) {
       // The round's only step finishes it in the same activity (under another name than a step that does not).
       const ended = yield* withRetry(
