@@ -8,6 +8,8 @@
 //     the ratios to the baseline of the same round, which a noisy machine moves far less than the figures themselves)
 //   node test/bench/jobs.mjs --only L --count  (each process counts its fiber steps and scavenges, which repeat
 //     where CPU does not: see fiber-steps.mjs)
+//   node test/bench/jobs.mjs --only B,L --profile /tmp/prof  (each process writes a CPU profile of the measured
+//     window: see cpu-profile.mjs and profile-summary.mjs)
 //   node test/bench/jobs.mjs batch-run <simulator url>   (the Batch.run baseline alone, a JSON line)
 // Three service runs, each on a fresh process and database: (A) with 100 SSE subscribers (2 per job),
 // for submission latency (the burst of 50, and 20 small submissions one at a time while they run),
@@ -63,11 +65,13 @@ if (process.argv[2] === "batch-run") {
   const llm = OpenAiCompat.chat({ baseUrl: `${url}/v1`, model: "sim-chat" })
   const run = Batch.run(prompts, llm.task, { ...llm.options, concurrency: CONCURRENCY }).pipe(Effect.provide(NodeHttpClient.layerUndici))
   globalThis.effectBatchBenchSteps?.reset()
+  globalThis.effectBatchBenchProfile?.start()
   const cpu = process.cpuUsage()
   const start = performance.now()
   const { results } = await Effect.runPromise(run)
   const wallMs = performance.now() - start
   const used = process.cpuUsage(cpu)
+  globalThis.effectBatchBenchProfile?.stop()
   console.log(JSON.stringify({
     wallMs,
     cpuMs: (used.user + used.system) / 1000,
@@ -108,22 +112,56 @@ const repeat = (() => {
  * repeat where CPU time does not; the counting slows the processes, so their CPU figures are not comparable.
  */
 const counting = process.argv.includes("--count")
+/**
+ * `--profile DIR`: every process under test writes V8's CPU profile of the measured window to DIR
+ * (`cpu-profile.mjs`), named after the run, the round and the process. Not with `--count`, which would be in it.
+ */
+const profileDir = (() => {
+  const at = process.argv.indexOf("--profile")
+  if (at < 0) return undefined
+  const dir = process.argv[at + 1]
+  if (dir === undefined || dir.startsWith("--")) {
+    console.error("--profile takes the directory to write the CPU profiles to")
+    process.exit(2)
+  }
+  if (counting) {
+    console.error("--profile and --count do not go together: the profiles would time the counting")
+    process.exit(2)
+  }
+  mkdirSync(dir, { recursive: true })
+  return dir
+})()
 
 // --- child processes, always killed on the way out ------------------------------------------------
 
 let stepFiles = 0
-/** The node arguments and environment that make a child count its steps (`--count`), and where they go. */
-const countedBy = () => {
-  if (!counting) return { execArgv: [], env: {}, stepsFile: undefined }
-  const stepsFile = join(dir, `steps-${++stepFiles}.json`)
-  return { execArgv: ["--import", file("fiber-steps.mjs")], env: { EFFECT_BATCH_BENCH_STEPS: stepsFile }, stepsFile }
+/** Profiles written (`--profile`), listed at the end. */
+const profiles = []
+/**
+ * The node arguments and environment that make a child count its steps (`--count`) or profile its CPU
+ * (`--profile`; `name` names the file), and where they go. Either way it starts on SIGUSR2 and ends on SIGUSR1.
+ */
+const instrumentedBy = (name) => {
+  if (counting) {
+    const stepsFile = join(dir, `steps-${++stepFiles}.json`)
+    return { execArgv: ["--import", file("fiber-steps.mjs")], env: { EFFECT_BATCH_BENCH_STEPS: stepsFile }, stepsFile }
+  }
+  if (profileDir !== undefined) {
+    const profileFile = join(profileDir, `${name}-${Date.now()}.cpuprofile`)
+    profiles.push(profileFile)
+    return { execArgv: ["--import", file("cpu-profile.mjs")], env: { EFFECT_BATCH_BENCH_PROFILE: profileFile }, profileFile }
+  }
+  return { execArgv: [], env: {} }
 }
-/** A counted child's counts so far (it writes them on SIGUSR1). */
+const instrumented = (child) => child.stepsFile !== undefined || child.profileFile !== undefined
+/** Ends the measured window of the instrumented children; a counted child's counts (it writes them on SIGUSR1). */
 const countsOf = async (children) => {
+  const ended = children.filter(instrumented)
+  for (const child of ended) child.kill("SIGUSR1")
   const counted = children.filter((child) => child.stepsFile !== undefined)
-  if (counted.length === 0) return undefined
-  for (const child of counted) child.kill("SIGUSR1")
+  if (ended.length === 0) return undefined
   await sleep(300)
+  if (counted.length === 0) return undefined
   const all = counted.map((child) => JSON.parse(readFileSync(child.stepsFile, "utf8")))
   return { steps: all.reduce((n, c) => n + c.steps, 0), scavenges: all.reduce((n, c) => n + c.scavenges, 0) }
 }
@@ -271,13 +309,14 @@ const subscribe = async (base, jobId, headers) => {
 }
 
 /** One `serve` process, ready once it prints `ready`; its warnings counted into `logged`. */
-const serveProcess = async (args, ready, what, logged) => {
-  const { execArgv, env, stepsFile } = countedBy()
+const serveProcess = async (args, ready, what, logged, name) => {
+  const { execArgv, env, stepsFile, profileFile } = instrumentedBy(name)
   const child = track(spawn(process.execPath, [...execArgv, file("../../dist/bin.js"), "serve", "--profiles", profilesFile, ...args], {
     env: { ...process.env, ...env, EFFECT_BATCH_API_KEYS: `bench=${API_KEY}` },
     stdio: ["ignore", "pipe", "pipe"]
   }))
   child.stepsFile = stepsFile
+  child.profileFile = profileFile
   const started = waitForLine(child, ready, what)
   createInterface({ input: child.stderr }).on("line", (line) => {
     logged.lines.push(line)
@@ -312,7 +351,7 @@ const deploy = async (label, runners, logged) => {
   if (runners === 0) {
     // A file of its own per deployment: with `--repeat`, a round must not find the jobs of the one before.
     const [service, [, base]] = await serveProcess(["--port", "0", "--db", join(dir, `${label}-${deployments}.db`)],
-      /effect-batch job service on (http\S+)/, "the service", logged)
+      /effect-batch job service on (http\S+)/, "the service", logged, `run-${label}-${deployments}`)
     return { base, processes: [service] }
   }
   const database = `effect_batch_jobs_bench_${label.toLowerCase()}_${process.pid}`
@@ -324,13 +363,13 @@ const deploy = async (label, runners, logged) => {
   const processes = []
   for (let i = 0; i < runners; i++) {
     const [runner] = await serveProcess(["--db", url.toString(), "--role", "runner", "--runner-port", String(await freePort()), ...shared],
-      /effect-batch runner on/, `runner ${i}`, logged)
+      /effect-batch runner on/, `runner ${i}`, logged, `run-${label}-${deployments}-runner-${i}`)
     // As `npm run serve:cluster` starts them: the OS gives the API the CPU first.
     setPriority(runner.pid, Math.min(19, getPriority() + RUNNER_NICENESS))
     processes.push(runner)
   }
   const [api, [, base]] = await serveProcess(["--port", "0", "--db", url.toString(), "--role", "api"],
-    /effect-batch job service on (http\S+)/, "the API", logged)
+    /effect-batch job service on (http\S+)/, "the API", logged, `run-${label}-${deployments}-api`)
   return { base, processes: [api, ...processes] }
 }
 
@@ -345,7 +384,7 @@ const serviceRun = async (label, subscribersPerJob, runners = 0, { jobs: jobCoun
   const deadline = Date.now() + RUN_TIMEOUT_MS
 
   // 1. Every submission at once.
-  for (const child of processes) if (child.stepsFile !== undefined) child.kill("SIGUSR2")
+  for (const child of processes) if (instrumented(child)) child.kill("SIGUSR2")
   const cpuBefore = cpuOfAll()
   const startedAt = Date.now()
   const started = performance.now()
@@ -462,9 +501,10 @@ const serviceRun = async (label, subscribersPerJob, runners = 0, { jobs: jobCoun
 
 // --- the Batch.run baseline -----------------------------------------------------------------------
 
+let baselines = 0
 const batchRun = async () => {
   await getJson(`${simulatorUrl}/reset`, { method: "POST" })
-  const { execArgv, env } = countedBy()
+  const { execArgv, env } = instrumentedBy(`batch-run-${++baselines}`)
   const child = track(spawn(process.execPath, [...execArgv, fileURLToPath(import.meta.url), "batch-run", simulatorUrl], {
     env: { ...process.env, ...env },
     stdio: ["ignore", "pipe", "inherit"]
@@ -570,6 +610,7 @@ console.log(`  makespan                 ${ms(baseline.wallMs)}  (${(baseline.wal
 console.log(`  CPU                      ${ms(baseline.cpuMs)}, ${perItemUs(baseline.cpuMs).toFixed(0)} µs per item; peak RSS ${baseline.peakRssMb.toFixed(0)} MB`)
 if (baseline.counts !== undefined) console.log(`  counted (--count)        ${countsLine(baseline.counts)}`)
 if (counting) console.log("  (--count: the processes counted their steps, which slows them: CPU figures are not comparable with a run without)")
+if (profileDir !== undefined) console.log("  (--profile: the processes ran under V8's profiler, which slows them: CPU figures are not comparable with a run without)")
 console.log("\nagainst Batch.run")
 for (const run of runs) {
   console.log(`  run ${run.label.padEnd(3)} makespan ${(run.makespanMs / baseline.wallMs).toFixed(2)}×, CPU per item ${cpuRatio(run, baseline).toFixed(2)}× ` +
@@ -617,5 +658,8 @@ const output = {
 const outDir = file("../../.bench-out")
 mkdirSync(outDir, { recursive: true })
 writeFileSync(join(outDir, "jobs.json"), JSON.stringify(output, null, 2) + "\n")
+if (profiles.length > 0) {
+  console.log(`\nCPU profiles of the measured windows (summarize with test/bench/profile-summary.mjs):\n${profiles.map((p) => `  ${p}`).join("\n")}`)
+}
 console.log(`\n${errors.length === 0 ? "no functional errors" : `${errors.length} functional error(s)`}, in ${((performance.now() - began) / 1000).toFixed(0)} s; figures in .bench-out/jobs.json`)
 process.exit(errors.length === 0 ? 0 : 1)
