@@ -10,6 +10,8 @@
 //     where CPU does not: see fiber-steps.mjs)
 //   node test/bench/jobs.mjs --only B,L --profile /tmp/prof  (each process writes a CPU profile of the measured
 //     window: see cpu-profile.mjs and profile-summary.mjs)
+//   node test/bench/jobs.mjs --only B,J --sql /tmp/sql  (each service process on SQLite writes a table of the
+//     statements and transactions it ran in the window: see sql-statements.mjs)
 //   node test/bench/jobs.mjs batch-run <simulator url>   (the Batch.run baseline alone, a JSON line)
 // Three service runs, each on a fresh process and database: (A) with 100 SSE subscribers (2 per job),
 // for submission latency (the burst of 50, and 20 small submissions one at a time while they run),
@@ -131,29 +133,56 @@ const profileDir = (() => {
   mkdirSync(dir, { recursive: true })
   return dir
 })()
+/**
+ * `--sql DIR`: every service process on SQLite writes a table of the statements it ran in the measured window,
+ * counted and timed by text, and of its transactions (`sql-statements.mjs`).
+ */
+const sqlDir = (() => {
+  const at = process.argv.indexOf("--sql")
+  if (at < 0) return undefined
+  const dir = process.argv[at + 1]
+  if (dir === undefined || dir.startsWith("--")) {
+    console.error("--sql takes the directory to write the statement tables to")
+    process.exit(2)
+  }
+  mkdirSync(dir, { recursive: true })
+  return dir
+})()
 
 // --- child processes, always killed on the way out ------------------------------------------------
 
 let stepFiles = 0
-/** Profiles written (`--profile`), listed at the end. */
-const profiles = []
+/** Files written by `--profile` and `--sql`, listed at the end. */
+const written = []
 /**
- * The node arguments and environment that make a child count its steps (`--count`) or profile its CPU
- * (`--profile`; `name` names the file), and where they go. Either way it starts on SIGUSR2 and ends on SIGUSR1.
+ * The node arguments and environment that make a child count its steps (`--count`), profile its CPU (`--profile`)
+ * or count its statements (`--sql`, a service process only), and where they go (`name` names the files). Each
+ * starts on SIGUSR2 and ends on SIGUSR1.
  */
-const instrumentedBy = (name) => {
+const instrumentedBy = (name, { service = true } = {}) => {
+  const execArgv = []
+  const env = {}
+  let stepsFile, profileFile, sqlFile
   if (counting) {
-    const stepsFile = join(dir, `steps-${++stepFiles}.json`)
-    return { execArgv: ["--import", file("fiber-steps.mjs")], env: { EFFECT_BATCH_BENCH_STEPS: stepsFile }, stepsFile }
+    stepsFile = join(dir, `steps-${++stepFiles}.json`)
+    execArgv.push("--import", file("fiber-steps.mjs"))
+    env.EFFECT_BATCH_BENCH_STEPS = stepsFile
   }
   if (profileDir !== undefined) {
-    const profileFile = join(profileDir, `${name}-${Date.now()}.cpuprofile`)
-    profiles.push(profileFile)
-    return { execArgv: ["--import", file("cpu-profile.mjs")], env: { EFFECT_BATCH_BENCH_PROFILE: profileFile }, profileFile }
+    profileFile = join(profileDir, `${name}-${Date.now()}.cpuprofile`)
+    written.push(profileFile)
+    execArgv.push("--import", file("cpu-profile.mjs"))
+    env.EFFECT_BATCH_BENCH_PROFILE = profileFile
   }
-  return { execArgv: [], env: {} }
+  if (sqlDir !== undefined && service) {
+    sqlFile = join(sqlDir, `${name}-${Date.now()}.sql.txt`)
+    written.push(sqlFile)
+    execArgv.push("--import", file("sql-statements.mjs"))
+    env.EFFECT_BATCH_BENCH_SQL = sqlFile
+  }
+  return { execArgv, env, stepsFile, profileFile, sqlFile }
 }
-const instrumented = (child) => child.stepsFile !== undefined || child.profileFile !== undefined
+const instrumented = (child) => child.stepsFile !== undefined || child.profileFile !== undefined || child.sqlFile !== undefined
 /** Ends the measured window of the instrumented children; a counted child's counts (it writes them on SIGUSR1). */
 const countsOf = async (children) => {
   const ended = children.filter(instrumented)
@@ -310,13 +339,14 @@ const subscribe = async (base, jobId, headers) => {
 
 /** One `serve` process, ready once it prints `ready`; its warnings counted into `logged`. */
 const serveProcess = async (args, ready, what, logged, name) => {
-  const { execArgv, env, stepsFile, profileFile } = instrumentedBy(name)
+  const { execArgv, env, stepsFile, profileFile, sqlFile } = instrumentedBy(name)
   const child = track(spawn(process.execPath, [...execArgv, file("../../dist/bin.js"), "serve", "--profiles", profilesFile, ...args], {
     env: { ...process.env, ...env, EFFECT_BATCH_API_KEYS: `bench=${API_KEY}` },
     stdio: ["ignore", "pipe", "pipe"]
   }))
   child.stepsFile = stepsFile
   child.profileFile = profileFile
+  child.sqlFile = sqlFile
   const started = waitForLine(child, ready, what)
   createInterface({ input: child.stderr }).on("line", (line) => {
     logged.lines.push(line)
@@ -504,7 +534,7 @@ const serviceRun = async (label, subscribersPerJob, runners = 0, { jobs: jobCoun
 let baselines = 0
 const batchRun = async () => {
   await getJson(`${simulatorUrl}/reset`, { method: "POST" })
-  const { execArgv, env } = instrumentedBy(`batch-run-${++baselines}`)
+  const { execArgv, env } = instrumentedBy(`batch-run-${++baselines}`, { service: false })
   const child = track(spawn(process.execPath, [...execArgv, fileURLToPath(import.meta.url), "batch-run", simulatorUrl], {
     env: { ...process.env, ...env },
     stdio: ["ignore", "pipe", "inherit"]
@@ -610,7 +640,10 @@ console.log(`  makespan                 ${ms(baseline.wallMs)}  (${(baseline.wal
 console.log(`  CPU                      ${ms(baseline.cpuMs)}, ${perItemUs(baseline.cpuMs).toFixed(0)} µs per item; peak RSS ${baseline.peakRssMb.toFixed(0)} MB`)
 if (baseline.counts !== undefined) console.log(`  counted (--count)        ${countsLine(baseline.counts)}`)
 if (counting) console.log("  (--count: the processes counted their steps, which slows them: CPU figures are not comparable with a run without)")
-if (profileDir !== undefined) console.log("  (--profile: the processes ran under V8's profiler, which slows them: CPU figures are not comparable with a run without)")
+if (profileDir !== undefined || sqlDir !== undefined) {
+  console.log(`  (${[profileDir && "--profile", sqlDir && "--sql"].filter(Boolean).join(", ")}: the processes were watched, which slows ` +
+    "them: CPU figures are not comparable with a run without)")
+}
 console.log("\nagainst Batch.run")
 for (const run of runs) {
   console.log(`  run ${run.label.padEnd(3)} makespan ${(run.makespanMs / baseline.wallMs).toFixed(2)}×, CPU per item ${cpuRatio(run, baseline).toFixed(2)}× ` +
@@ -658,8 +691,9 @@ const output = {
 const outDir = file("../../.bench-out")
 mkdirSync(outDir, { recursive: true })
 writeFileSync(join(outDir, "jobs.json"), JSON.stringify(output, null, 2) + "\n")
-if (profiles.length > 0) {
-  console.log(`\nCPU profiles of the measured windows (summarize with test/bench/profile-summary.mjs):\n${profiles.map((p) => `  ${p}`).join("\n")}`)
+if (written.length > 0) {
+  console.log("\nwritten for the measured windows (summarize a .cpuprofile with test/bench/profile-summary.mjs):\n" +
+    written.map((path) => `  ${path}`).join("\n"))
 }
 console.log(`\n${errors.length === 0 ? "no functional errors" : `${errors.length} functional error(s)`}, in ${((performance.now() - began) / 1000).toFixed(0)} s; figures in .bench-out/jobs.json`)
 process.exit(errors.length === 0 ? 0 : 1)
