@@ -406,6 +406,8 @@ const deploy = async (label, runners, logged) => {
 /** One run of the service: `jobs` jobs sharing the ITEMS prompts, with `probes` small submissions while they run. */
 const serviceRun = async (label, subscribersPerJob, runners = 0, { jobs: jobCount, probes } = { jobs: JOBS, probes: PROBES }) => {
   const itemsPerJob = ITEMS / jobCount
+  // The probes' items are run (and their CPU counted) too: per-item figures divide by all of them.
+  const items = ITEMS + probes * PROBE_ITEMS
   const logged = { warnings: 0, lines: [] }
   const { base, processes } = await deploy(label, runners, logged)
   const cpuOfAll = () => processes.reduce((sum, child) => sum + cpuMsOf(child.pid), 0)
@@ -435,12 +437,12 @@ const serviceRun = async (label, subscribersPerJob, runners = 0, { jobs: jobCoun
     const latencies = []
     for (let p = 0; p < probes; p++) {
       await sleep(PROBE_EVERY_MS)
-      const items = Array.from({ length: PROBE_ITEMS }, (_, i) => `Probe ${p}, item ${i}: one short sentence.`)
+      const probeItems = Array.from({ length: PROBE_ITEMS }, (_, i) => `Probe ${p}, item ${i}: one short sentence.`)
       const t0 = performance.now()
       const response = await fetch(`${base}/jobs`, {
         method: "POST",
         headers: { ...headers, "content-type": "application/json" },
-        body: JSON.stringify({ items })
+        body: JSON.stringify({ items: probeItems })
       })
       await response.text()
       latencies.push(performance.now() - t0)
@@ -503,15 +505,14 @@ const serviceRun = async (label, subscribersPerJob, runners = 0, { jobs: jobCoun
     runners,
     jobs: jobCount,
     probes,
-    // The probes' items are run (and their CPU counted) too: per-item figures divide by all of them.
-    items: ITEMS + probes * PROBE_ITEMS,
+    items,
     apiCpuMs,
     submission: summary(submissions.map((s) => s.latencyMs)),
     probe: summary(probeLatencies),
     probeLatencies: probeLatencies.map(Math.round),
     submittedMs,
     makespanMs,
-    itemsPerSecond: ((ITEMS + probes * PROBE_ITEMS) * 1000) / makespanMs,
+    itemsPerSecond: (items * 1000) / makespanMs,
     queueWait: summary(queueWait),
     jobSpan: summary(jobSpan),
     cpuMs,
