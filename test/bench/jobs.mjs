@@ -114,40 +114,32 @@ const repeat = (() => {
  * repeat where CPU time does not; the counting slows the processes, so their CPU figures are not comparable.
  */
 const counting = process.argv.includes("--count")
+/** The directory after `flag` (made if missing), or undefined without the flag; `what` is what goes in it. */
+const directoryOption = (flag, what) => {
+  const at = process.argv.indexOf(flag)
+  if (at < 0) return undefined
+  const dir = process.argv[at + 1]
+  if (dir === undefined || dir.startsWith("--")) {
+    console.error(`${flag} takes the directory to write ${what} to`)
+    process.exit(2)
+  }
+  mkdirSync(dir, { recursive: true })
+  return dir
+}
 /**
  * `--profile DIR`: every process under test writes V8's CPU profile of the measured window to DIR
  * (`cpu-profile.mjs`), named after the run, the round and the process. Not with `--count`, which would be in it.
  */
-const profileDir = (() => {
-  const at = process.argv.indexOf("--profile")
-  if (at < 0) return undefined
-  const dir = process.argv[at + 1]
-  if (dir === undefined || dir.startsWith("--")) {
-    console.error("--profile takes the directory to write the CPU profiles to")
-    process.exit(2)
-  }
-  if (counting) {
-    console.error("--profile and --count do not go together: the profiles would time the counting")
-    process.exit(2)
-  }
-  mkdirSync(dir, { recursive: true })
-  return dir
-})()
+if (counting && process.argv.includes("--profile")) {
+  console.error("--profile and --count do not go together: the profiles would time the counting")
+  process.exit(2)
+}
+const profileDir = directoryOption("--profile", "the CPU profiles")
 /**
  * `--sql DIR`: every service process on SQLite writes a table of the statements it ran in the measured window,
  * counted and timed by text, and of its transactions (`sql-statements.mjs`).
  */
-const sqlDir = (() => {
-  const at = process.argv.indexOf("--sql")
-  if (at < 0) return undefined
-  const dir = process.argv[at + 1]
-  if (dir === undefined || dir.startsWith("--")) {
-    console.error("--sql takes the directory to write the statement tables to")
-    process.exit(2)
-  }
-  mkdirSync(dir, { recursive: true })
-  return dir
-})()
+const sqlDir = directoryOption("--sql", "the statement tables")
 
 // --- child processes, always killed on the way out ------------------------------------------------
 

@@ -44,8 +44,10 @@ const load = (path) => {
   profile.samples.forEach((id, i) => {
     const ms = (profile.timeDeltas[i] ?? 0) / 1000
     const frame = nodes.get(id).callFrame
-    byPackage.set(packageOf(frame), (byPackage.get(packageOf(frame)) ?? 0) + ms)
-    byFunction.set(functionOf(frame), (byFunction.get(functionOf(frame)) ?? 0) + ms)
+    const pkg = packageOf(frame)
+    const fn = functionOf(frame)
+    byPackage.set(pkg, (byPackage.get(pkg) ?? 0) + ms)
+    byFunction.set(fn, (byFunction.get(fn) ?? 0) + ms)
     total += ms
   })
   return { byPackage, byFunction, total }
