@@ -578,11 +578,12 @@ export const make: Effect.Effect<JobStore.Store, JobStore.JobStoreError, SqlClie
             return [row.job_id, { ...counts, cost: num(row.cost), tokens: num(row.tokens) }]
           }))
       ))
+  // Decoded as `get` decodes a job's state: a state this version does not know is an error, not a value passed on.
   const statesOf: JobStore.Store["statesOf"] = (ids) =>
     byIds(ids, (part) =>
-      Effect.map(
-        sql<{ readonly id: string, readonly state: Job.JobState }>`SELECT id, state FROM effect_batch_jobs WHERE ${sql.in("id", part)}`,
-        (rows) => new Map(rows.map((row) => [row.id, row.state]))
+      sql<{ readonly id: string, readonly state: string }>`SELECT id, state FROM effect_batch_jobs WHERE ${sql.in("id", part)}`.pipe(
+        Effect.flatMap((rows) => decoded(rows, (row) => [row.id, decodeState(row.state)] as const)),
+        Effect.map((entries) => new Map(entries))
       )).pipe(wrap("statesOf"))
   const totalsOf: JobStore.Store["totalsOf"] = (ids) => wrap("totalsOf")(readTotals(ids))
   const totals: JobStore.Store["totals"] = (id) =>
