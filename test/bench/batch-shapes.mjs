@@ -10,8 +10,10 @@
 //   jobs     the same items in 50 batches of 200 at once on that limiter: run B's 50 jobs
 //   turns    the same 50 batches one after another: what the 50 batches cost apart from sharing the limiter at once
 //            (the limit is not full between two batches, so the run is longer and the process less loaded)
-//   node test/bench/batch-shapes.mjs [--rounds 5] [--shapes plain,options,chunks,jobs,turns]   (build first)
-//   node test/bench/batch-shapes.mjs shape <name> <simulator url>   (one shape, one run: a JSON line)
+//   node test/bench/batch-shapes.mjs [--rounds 5] [--shapes plain,options,chunks,jobs,turns] [--sleep MS]   (build first)
+//   node test/bench/batch-shapes.mjs shape <name> <simulator url | sleep:MS>   (one shape, one run: a JSON line)
+// --sleep MS: no simulator and no HTTP; each call is a sleep of MS ms. The engine alone, with far less noise
+// from run to run, for looking into what a shape costs it.
 // CPU is the process's over `Batch.run` alone, every thread counted, as the jobs bench counts it. On Linux it is
 // also split between the main thread and the others (V8's collector and compiler helpers), read from /proc.
 // Prints figures and asserts none about speed; exits 1 only if an item did not succeed.
@@ -64,7 +66,11 @@ if (process.argv[2] === "shape") {
     "../../dist/index.js"
   )
   const { OpenAiCompat } = await import("../../dist/llm/index.js")
-  const llm = OpenAiCompat.chat({ baseUrl: `${url}/v1`, model: "sim-chat" })
+  const sleepMs = url.startsWith("sleep:") ? Number(url.slice("sleep:".length)) : undefined
+  const llm = sleepMs === undefined
+    ? OpenAiCompat.chat({ baseUrl: `${url}/v1`, model: "sim-chat" })
+    // What `onResult` reads of a completion, after a sleep in place of the call.
+    : { task: (input) => Effect.as(Effect.sleep(sleepMs), { content: input, usage: { totalTokens: 0 } }), options: {} }
   const prompts = Array.from({ length: ITEMS }, (_, i) => prompt(i))
   const { batches, atOnce } = shapes[name]
   let run
@@ -73,8 +79,8 @@ if (process.argv[2] === "shape") {
   } else {
     const { estimate, settle } = llm.options
     const options = {
-      estimate: (item) => estimate(item.input, item.index),
-      settle: (value, item) => settle(value, item.input, item.index),
+      ...(estimate === undefined ? {} : { estimate: (item) => estimate(item.input, item.index) }),
+      ...(settle === undefined ? {} : { settle: (value, item) => settle(value, item.input, item.index) }),
       metrics: true,
       name: "job",
       // As JobRunner's outcomeOf: an object per result, kept until the next one (the writer's buffer).
@@ -140,11 +146,22 @@ if (unknown.length > 0 || !chosen.includes("plain")) {
   process.exit(2)
 }
 
-const simulator = spawn(process.execPath, [file("simulator-process.mjs"), JSON.stringify(SIMULATOR)], {
-  stdio: ["ignore", "pipe", "inherit"]
-})
-process.on("exit", () => simulator.kill("SIGKILL"))
-const [url] = await once(createInterface({ input: simulator.stdout }), "line")
+const sleepMs = arg("--sleep")
+if (sleepMs !== undefined && !(Number.isInteger(Number(sleepMs)) && Number(sleepMs) >= 0)) {
+  console.error(`batch-shapes: --sleep takes the milliseconds a call sleeps, an integer ≥ 0; got ${sleepMs}`)
+  process.exit(2)
+}
+const url = sleepMs === undefined ? await startSimulator() : `sleep:${sleepMs}`
+
+/** The simulator in a process of its own, killed when this one exits; its URL. */
+async function startSimulator() {
+  const simulator = spawn(process.execPath, [file("simulator-process.mjs"), JSON.stringify(SIMULATOR)], {
+    stdio: ["ignore", "pipe", "inherit"]
+  })
+  process.on("exit", () => simulator.kill("SIGKILL"))
+  const [line] = await once(createInterface({ input: simulator.stdout }), "line")
+  return line
+}
 
 const runShape = async (name) => {
   const child = spawn(process.execPath, [fileURLToPath(import.meta.url), "shape", name, url], { stdio: ["ignore", "pipe", "inherit"] })
@@ -156,7 +173,8 @@ const runShape = async (name) => {
 }
 
 const began = performance.now()
-console.log(`Batch.run of ${ITEMS} items in shapes, simulator ${SIMULATOR.latency.baseMs} ms / ${SIMULATOR.capacity} slots, limit ${CONCURRENCY}; ${rounds} round(s)`)
+const calls = sleepMs === undefined ? `simulator ${SIMULATOR.latency.baseMs} ms / ${SIMULATOR.capacity} slots` : `each call a sleep of ${sleepMs} ms`
+console.log(`Batch.run of ${ITEMS} items in shapes, ${calls}, limit ${CONCURRENCY}; ${rounds} round(s)`)
 const byShape = Object.fromEntries(chosen.map((name) => [name, []]))
 let failures = 0
 for (let round = 0; round < rounds; round++) {
