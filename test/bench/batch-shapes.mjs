@@ -1,5 +1,5 @@
 // What the job service's way of running items costs `Batch.run`, apart from the jobs' workflow and store. The
-// jobs bench's 10 000 prompts, against its simulator (50 ms, 256 slots), through `Batch.run` in four shapes, each
+// jobs bench's 10 000 prompts, against its simulator (50 ms, 256 slots), through `Batch.run` in five shapes, each
 // in a process of its own, the rounds taking turns (medians of each round's ratio to `plain`):
 //   plain    the jobs bench's baseline: Batch.run(prompts, llm.task, { ...llm.options, concurrency: 128 })
 //   options  one batch with what a job's chunk gives its items (JobRunner's runChunk): items as { input, index },
@@ -12,8 +12,8 @@
 //            (the limit is not full between two batches, so the run is longer and the process less loaded)
 //   node test/bench/batch-shapes.mjs [--rounds 5] [--shapes plain,options,chunks,jobs,turns] [--sleep MS]   (build first)
 //   node test/bench/batch-shapes.mjs shape <name> <simulator url | sleep:MS>   (one shape, one run: a JSON line)
-// --sleep MS: no simulator and no HTTP; each call is a sleep of MS ms. The engine alone, with far less noise
-// from run to run, for looking into what a shape costs it.
+// --sleep MS: no simulator and no HTTP; each call is a sleep of MS ms (and the options have no estimate or settle,
+// having no provider). The engine alone, with far less noise from run to run, for looking into what a shape costs it.
 // CPU is the process's over `Batch.run` alone, every thread counted, as the jobs bench counts it. On Linux it is
 // also split between the main thread and the others (V8's collector and compiler helpers), read from /proc.
 // Prints figures and asserts none about speed; exits 1 only if an item did not succeed.
