@@ -19,9 +19,9 @@
 // Prints figures and asserts none about speed; exits 1 only if an item did not succeed.
 import { spawn } from "node:child_process"
 import { once } from "node:events"
-import { readdirSync, readFileSync } from "node:fs"
 import { createInterface } from "node:readline"
 import { fileURLToPath } from "node:url"
+import { cpuMsOf, mainThreadCpuMsOf } from "./proc-cpu.mjs"
 
 const ITEMS = 10_000
 const CONCURRENCY = 128
@@ -37,20 +37,10 @@ const shapes = {
 const prompt = (i) => `Item ${i}: write one short sentence about the number ${i}.`
 const file = (name) => fileURLToPath(new URL(name, import.meta.url))
 
-/** CPU ms of this process's main thread and of its other threads, or undefined where /proc has no tasks. */
+/** CPU ms of this process's main thread and of all its threads, or undefined where there is no /proc. */
 const threadsCpu = () => {
   try {
-    let main = 0
-    let other = 0
-    for (const task of readdirSync("/proc/self/task")) {
-      const stat = readFileSync(`/proc/self/task/${task}/stat`, "utf8")
-      // utime and stime, the 14th and 15th fields, in clock ticks (100 a second on Linux).
-      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
-      const ms = (Number(fields[11]) + Number(fields[12])) * 10
-      if (Number(task) === process.pid) main += ms
-      else other += ms
-    }
-    return { main, other }
+    return { main: mainThreadCpuMsOf(process.pid), all: cpuMsOf(process.pid) }
   } catch {
     return undefined
   }
@@ -122,7 +112,10 @@ if (process.argv[2] === "shape") {
     cpuMs: (used.user + used.system) / 1000,
     ...(threadsBefore === undefined || threadsAfter === undefined
       ? {}
-      : { mainMs: threadsAfter.main - threadsBefore.main, otherMs: threadsAfter.other - threadsBefore.other }),
+      : {
+          mainMs: threadsAfter.main - threadsBefore.main,
+          otherMs: threadsAfter.all - threadsAfter.main - (threadsBefore.all - threadsBefore.main)
+        }),
     succeeded: results.filter((r) => r._tag === "Succeeded").length
   }))
   process.exit(0)

@@ -31,6 +31,7 @@ import { getPriority, setPriority, tmpdir } from "node:os"
 import { join } from "node:path"
 import { createInterface } from "node:readline"
 import { fileURLToPath } from "node:url"
+import { cpuMsOf, mainThreadCpuMsOf } from "./proc-cpu.mjs"
 
 const JOBS = 50
 /** Submissions made one at a time while the 50 jobs run (10 items each), for the latency of one submission under load. */
@@ -68,15 +69,18 @@ if (process.argv[2] === "batch-run") {
   const run = Batch.run(prompts, llm.task, { ...llm.options, concurrency: CONCURRENCY }).pipe(Effect.provide(NodeHttpClient.layerUndici))
   globalThis.effectBatchBenchSteps?.reset()
   globalThis.effectBatchBenchProfile?.start()
+  const mainBefore = mainThreadCpuMsOf(process.pid)
   const cpu = process.cpuUsage()
   const start = performance.now()
   const { results } = await Effect.runPromise(run)
   const wallMs = performance.now() - start
   const used = process.cpuUsage(cpu)
+  const mainThreadMs = mainThreadCpuMsOf(process.pid) - mainBefore
   globalThis.effectBatchBenchProfile?.stop()
   console.log(JSON.stringify({
     wallMs,
     cpuMs: (used.user + used.system) / 1000,
+    mainThreadMs,
     succeeded: results.filter((r) => r._tag === "Succeeded").length,
     counts: globalThis.effectBatchBenchSteps?.counts(),
     peakRssMb: process.resourceUsage().maxRSS / 1024
@@ -234,20 +238,6 @@ const waitForLine = (child, pattern, what) =>
     })
   })
 
-const CLOCK_TICKS = (() => {
-  try {
-    return Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100
-  } catch {
-    return 100
-  }
-})()
-
-/** CPU time (user + system, every thread) a process has used so far, in ms, from /proc. */
-const cpuMsOf = (pid) => {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8")
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
-  return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS
-}
 const peakRssMbOf = (pid) => Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? 0) / 1024
 
 // --- helpers --------------------------------------------------------------------------------------
@@ -403,6 +393,7 @@ const serviceRun = async (label, subscribersPerJob, runners = 0, { jobs: jobCoun
   const logged = { warnings: 0, lines: [] }
   const { base, processes } = await deploy(label, runners, logged)
   const cpuOfAll = () => processes.reduce((sum, child) => sum + cpuMsOf(child.pid), 0)
+  const mainThreadsCpu = () => processes.reduce((sum, child) => sum + mainThreadCpuMsOf(child.pid), 0)
   await getJson(`${simulatorUrl}/reset`, { method: "POST" })
   const headers = { authorization: `Bearer ${API_KEY}` }
   const deadline = Date.now() + RUN_TIMEOUT_MS
@@ -410,6 +401,7 @@ const serviceRun = async (label, subscribersPerJob, runners = 0, { jobs: jobCoun
   // 1. Every submission at once.
   for (const child of processes) if (instrumented(child)) child.kill("SIGUSR2")
   const cpuBefore = cpuOfAll()
+  const mainBefore = mainThreadsCpu()
   const startedAt = Date.now()
   const started = performance.now()
   const submissions = await Promise.all(Array.from({ length: jobCount }, async (_, j) => {
@@ -456,6 +448,7 @@ const serviceRun = async (label, subscribersPerJob, runners = 0, { jobs: jobCoun
   }
   const probeLatencies = await probing
   const cpuMs = cpuOfAll() - cpuBefore
+  const mainThreadMs = mainThreadsCpu() - mainBefore
   const counts = await countsOf(processes)
   const apiCpuMs = runners === 0 ? undefined : cpuMsOf(processes[0].pid)
   const peakRssMb = Math.max(...processes.map((child) => peakRssMbOf(child.pid)))
@@ -508,6 +501,7 @@ const serviceRun = async (label, subscribersPerJob, runners = 0, { jobs: jobCoun
     queueWait: summary(queueWait),
     jobSpan: summary(jobSpan),
     cpuMs,
+    mainThreadMs,
     counts,
     peakRssMb,
     provider,
@@ -596,6 +590,10 @@ const stats = (s) => `p50 ${ms(s.p50)}, p99 ${ms(s.p99)}, max ${ms(s.max)}`
 const perItemUs = (cpuMs, items = ITEMS) => (cpuMs * 1000) / items
 /** A run's CPU per item over the baseline's: the figure the ≤ 1.5× goal is about. */
 const cpuRatio = (run, base) => perItemUs(run.cpuMs, run.items) / perItemUs(base.cpuMs)
+/** CPU per item split between the processes' main threads (their event loops) and their other threads. */
+const threadsLine = (cpuMs, mainThreadMs, items = ITEMS) =>
+  `  main thread ${perItemUs(mainThreadMs, items).toFixed(0)} µs per item, other threads ` +
+  `${perItemUs(cpuMs - mainThreadMs, items).toFixed(0)} (V8's collector and compiler, libuv's pool)`
 /** `--count`'s figures: fiber steps per item and scavenges. */
 const countsLine = (counts, items = ITEMS) => `${(counts.steps / items).toFixed(0)} fiber steps per item, ${counts.scavenges} scavenges`
 
@@ -616,6 +614,7 @@ for (const run of runs) {
   console.log(`  running → finished       ${stats(run.jobSpan)} per job`)
   console.log(`  service CPU              ${ms(run.cpuMs)}, ${perItemUs(run.cpuMs, run.items).toFixed(0)} µs per item (${run.items} items)` +
     `${run.apiCpuMs === undefined ? "" : ` (the API ${ms(run.apiCpuMs)})`}; peak RSS ${run.peakRssMb.toFixed(0)} MB (the largest process)`)
+  console.log(`  ${threadsLine(run.cpuMs, run.mainThreadMs, run.items)}`)
   if (run.counts !== undefined) console.log(`  counted (--count)        ${countsLine(run.counts, run.items)}`)
   if (run.sse !== undefined) {
     console.log(`  SSE delivery (receive − at)  ${stats(run.sse.latency)} over ${run.sse.latency.n} live events ` +
@@ -631,6 +630,7 @@ console.log(`\nBatch.run, same ${ITEMS} items, concurrency ${CONCURRENCY}, one p
 console.log(`  makespan                 ${ms(baseline.wallMs)}  (${(baseline.wallMs / boundMs).toFixed(2)}× bound), ` +
   `${achieved(baseline.wallMs)} calls in flight on average (peak ${baseline.provider.peakInFlight})`)
 console.log(`  CPU                      ${ms(baseline.cpuMs)}, ${perItemUs(baseline.cpuMs).toFixed(0)} µs per item; peak RSS ${baseline.peakRssMb.toFixed(0)} MB`)
+console.log(`  ${threadsLine(baseline.cpuMs, baseline.mainThreadMs)}`)
 if (baseline.counts !== undefined) console.log(`  counted (--count)        ${countsLine(baseline.counts)}`)
 if (counting) console.log("  (--count: the processes counted their steps, which slows them: CPU figures are not comparable with a run without)")
 if (profileDir !== undefined || sqlDir !== undefined) {
