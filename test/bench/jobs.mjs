@@ -660,12 +660,18 @@ if (repeat > 1) {
   }
   const spread = (values, digits) => `${median(values).toFixed(digits)} (${Math.min(...values).toFixed(digits)}–${Math.max(...values).toFixed(digits)})`
   console.log(`\nover ${repeat} rounds: median (lowest–highest); each ratio is to the Batch.run of its own round`)
-  console.log(`  Batch.run   CPU ${spread(rounds.map((r) => perItemUs(r.baseline.cpuMs)), 0)} µs per item`)
+  /** The main thread's CPU per item, and the other threads', over the rounds. */
+  const threads = (figures) =>
+    `main thread ${spread(figures.map(([_cpuMs, mainMs, items]) => perItemUs(mainMs, items)), 0)}, ` +
+    `other threads ${spread(figures.map(([cpuMs, mainMs, items]) => perItemUs(cpuMs - mainMs, items)), 0)}`
+  console.log(`  Batch.run   CPU ${spread(rounds.map((r) => perItemUs(r.baseline.cpuMs)), 0)} µs per item ` +
+    `(${threads(rounds.map((r) => [r.baseline.cpuMs, r.baseline.mainThreadMs, ITEMS]))})`)
   for (const { label } of runs) {
     const pairs = rounds.map((r) => [r.runs.find((run) => run.label === label), r.baseline])
     console.log(`  ${`run ${label}`.padEnd(9)}   CPU ${spread(pairs.map(([run]) => perItemUs(run.cpuMs, run.items)), 0)} µs per item, ` +
       `${spread(pairs.map(([run, base]) => cpuRatio(run, base)), 2)}× Batch.run; ` +
       `makespan ${spread(pairs.map(([run, base]) => run.makespanMs / base.wallMs), 2)}×`)
+    console.log(`              (${threads(pairs.map(([run]) => [run.cpuMs, run.mainThreadMs, run.items]))})`)
   }
   if (perJobMs(runs) !== undefined) console.log(`  each job    ${spread(rounds.map((r) => perJobMs(r.runs)), 1)} ms of CPU apart from its items`)
 }
