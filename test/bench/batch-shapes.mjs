@@ -19,9 +19,9 @@
 // Prints figures and asserts none about speed; exits 1 only if an item did not succeed.
 import { spawn } from "node:child_process"
 import { once } from "node:events"
-import { createInterface } from "node:readline"
 import { fileURLToPath } from "node:url"
 import { cpuMsOf, mainThreadCpuMsOf } from "./proc-cpu.mjs"
+import { startSimulator } from "./start-simulator.mjs"
 
 const ITEMS = 10_000
 const CONCURRENCY = 128
@@ -35,7 +35,6 @@ const shapes = {
   turns: { batches: 50, atOnce: 1 }
 }
 const prompt = (i) => `Item ${i}: write one short sentence about the number ${i}.`
-const file = (name) => fileURLToPath(new URL(name, import.meta.url))
 
 /** CPU ms of this process's main thread and of all its threads, or undefined where there is no /proc. */
 const threadsCpu = () => {
@@ -144,17 +143,8 @@ if (sleepMs !== undefined && !(Number.isInteger(Number(sleepMs)) && Number(sleep
   console.error(`batch-shapes: --sleep takes the milliseconds a call sleeps, an integer ≥ 0; got ${sleepMs}`)
   process.exit(2)
 }
-const url = sleepMs === undefined ? await startSimulator() : `sleep:${sleepMs}`
-
-/** The simulator in a process of its own, killed when this one exits; its URL. */
-async function startSimulator() {
-  const simulator = spawn(process.execPath, [file("simulator-process.mjs"), JSON.stringify(SIMULATOR)], {
-    stdio: ["ignore", "pipe", "inherit"]
-  })
-  process.on("exit", () => simulator.kill("SIGKILL"))
-  const [line] = await once(createInterface({ input: simulator.stdout }), "line")
-  return line
-}
+const simulator = sleepMs === undefined ? await startSimulator(SIMULATOR) : undefined
+const url = simulator?.url ?? `sleep:${sleepMs}`
 
 const runShape = async (name) => {
   const child = spawn(process.execPath, [fileURLToPath(import.meta.url), "shape", name, url], { stdio: ["ignore", "pipe", "inherit"] })
@@ -170,15 +160,19 @@ const calls = sleepMs === undefined ? `simulator ${SIMULATOR.latency.baseMs} ms 
 console.log(`Batch.run of ${ITEMS} items in shapes, ${calls}, limit ${CONCURRENCY}; ${rounds} round(s)`)
 const byShape = Object.fromEntries(chosen.map((name) => [name, []]))
 let failures = 0
-for (let round = 0; round < rounds; round++) {
-  for (const name of chosen) {
-    const row = await runShape(name)
-    if (row.succeeded !== ITEMS) {
-      failures++
-      console.log(`ERROR  ${name}, round ${round + 1}: ${row.succeeded} of ${ITEMS} items succeeded`)
+try {
+  for (let round = 0; round < rounds; round++) {
+    for (const name of chosen) {
+      const row = await runShape(name)
+      if (row.succeeded !== ITEMS) {
+        failures++
+        console.log(`ERROR  ${name}, round ${round + 1}: ${row.succeeded} of ${ITEMS} items succeeded`)
+      }
+      byShape[name].push(row)
     }
-    byShape[name].push(row)
   }
+} finally {
+  await simulator?.stop()
 }
 
 const median = (values) => {

@@ -7,9 +7,9 @@
 // Exits 0 whatever it finds: benchmarks never fail CI.
 import { spawn } from "node:child_process"
 import { once } from "node:events"
-import { createInterface } from "node:readline"
 import { fileURLToPath } from "node:url"
 import { CONCURRENCY, scenarios } from "./scenarios.mjs"
+import { startSimulator } from "./start-simulator.mjs"
 
 const file = (name) => fileURLToPath(new URL(name, import.meta.url))
 const arg = (name) => {
@@ -24,20 +24,6 @@ const runs = Number(arg("--runs") ?? 3)
 if (!Number.isInteger(runs) || runs < 1) throw new Error(`--runs must be an integer ≥ 1, got ${arg("--runs")}`)
 const OURS = "effect-batch"
 const ADAPTIVE = "effect-batch adaptive"
-
-const startSimulator = async (options) => {
-  const child = spawn(process.execPath, [file("simulator-process.mjs"), JSON.stringify(options)], {
-    stdio: ["ignore", "pipe", "inherit"]
-  })
-  const [url] = await once(createInterface({ input: child.stdout }), "line")
-  return {
-    url,
-    stop: async () => {
-      child.kill("SIGKILL")
-      if (child.exitCode === null && child.signalCode === null) await once(child, "exit")
-    }
-  }
-}
 
 /** One runner in its own process; killed after `timeoutMs`. */
 const runOne = (spec, runner, url, timeoutMs) =>
