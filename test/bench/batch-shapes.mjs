@@ -20,7 +20,8 @@
 import { spawn } from "node:child_process"
 import { once } from "node:events"
 import { fileURLToPath } from "node:url"
-import { cpuMsOf, mainThreadCpuMsOf } from "./proc-cpu.mjs"
+import { median, spread } from "./medians.mjs"
+import { mainThreadCpuMsOf } from "./proc-cpu.mjs"
 import { startSimulator } from "./start-simulator.mjs"
 
 const ITEMS = 10_000
@@ -36,10 +37,10 @@ const shapes = {
 }
 const prompt = (i) => `Item ${i}: write one short sentence about the number ${i}.`
 
-/** CPU ms of this process's main thread and of all its threads, or undefined where there is no /proc. */
-const threadsCpu = () => {
+/** CPU ms this process's main thread has used so far, or undefined where there is no /proc. */
+const mainThreadCpu = () => {
   try {
-    return { main: mainThreadCpuMsOf(process.pid), all: cpuMsOf(process.pid) }
+    return mainThreadCpuMsOf(process.pid)
   } catch {
     return undefined
   }
@@ -99,22 +100,18 @@ if (process.argv[2] === "shape") {
       Effect.provideService(RateLimiter.RateLimiter, rateLimiter)
     )
   }
-  const threadsBefore = threadsCpu()
+  const mainBefore = mainThreadCpu()
   const cpu = process.cpuUsage()
   const start = performance.now()
   const { results } = await Effect.runPromise(run.pipe(Effect.provide(NodeHttpClient.layerUndici)))
   const wallMs = performance.now() - start
   const used = process.cpuUsage(cpu)
-  const threadsAfter = threadsCpu()
+  const mainAfter = mainThreadCpu()
   console.log(JSON.stringify({
     wallMs,
     cpuMs: (used.user + used.system) / 1000,
-    ...(threadsBefore === undefined || threadsAfter === undefined
-      ? {}
-      : {
-          mainMs: threadsAfter.main - threadsBefore.main,
-          otherMs: threadsAfter.all - threadsAfter.main - (threadsBefore.all - threadsBefore.main)
-        }),
+    // The other threads' share is `cpuMs - mainMs`, as the jobs bench takes it.
+    ...(mainBefore === undefined || mainAfter === undefined ? {} : { mainMs: mainAfter - mainBefore }),
     succeeded: results.filter((r) => r._tag === "Succeeded").length
   }))
   process.exit(0)
@@ -175,13 +172,6 @@ try {
   await simulator?.stop()
 }
 
-const median = (values) => {
-  const sorted = [...values].sort((a, b) => a - b)
-  const mid = Math.floor(sorted.length / 2)
-  return sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2
-}
-const spread = (values, digits) =>
-  `${median(values).toFixed(digits)} (${Math.min(...values).toFixed(digits)}–${Math.max(...values).toFixed(digits)})`
 const perItemUs = (ms) => (ms * 1000) / ITEMS
 console.log("\nshape     batches  at once  CPU µs per item     × plain (of its round)  main thread µs  other threads µs  makespan ms")
 for (const name of chosen) {
@@ -195,7 +185,7 @@ for (const name of chosen) {
     `  ${spread(rows.map((row) => perItemUs(row.cpuMs)), 0).padEnd(18)}`,
     `  ${spread(ratios, 2).padEnd(22)}`,
     `  ${(threads ? median(rows.map((row) => perItemUs(row.mainMs))).toFixed(0) : "-").padStart(14)}`,
-    `  ${(threads ? median(rows.map((row) => perItemUs(row.otherMs))).toFixed(0) : "-").padStart(16)}`,
+    `  ${(threads ? median(rows.map((row) => perItemUs(row.cpuMs - row.mainMs))).toFixed(0) : "-").padStart(16)}`,
     `  ${median(rows.map((row) => row.wallMs)).toFixed(0).padStart(11)}`
   ].join(""))
 }

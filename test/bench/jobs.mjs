@@ -31,6 +31,7 @@ import { getPriority, setPriority, tmpdir } from "node:os"
 import { join } from "node:path"
 import { createInterface } from "node:readline"
 import { fileURLToPath } from "node:url"
+import { spread } from "./medians.mjs"
 import { cpuMsOf, mainThreadCpuMsOf } from "./proc-cpu.mjs"
 
 const JOBS = 50
@@ -590,8 +591,8 @@ const stats = (s) => `p50 ${ms(s.p50)}, p99 ${ms(s.p99)}, max ${ms(s.max)}`
 const perItemUs = (cpuMs, items = ITEMS) => (cpuMs * 1000) / items
 /** A run's CPU per item over the baseline's: the figure the ≤ 1.5× goal is about. */
 const cpuRatio = (run, base) => perItemUs(run.cpuMs, run.items) / perItemUs(base.cpuMs)
-/** CPU per item split between the processes' main threads (their event loops) and their other threads. */
-const threadsLine = (cpuMs, mainThreadMs, items = ITEMS) =>
+/** A run's (or the baseline's) CPU per item split between its main threads (event loops) and its other threads. */
+const threadsLine = ({ cpuMs, mainThreadMs, items }) =>
   `  main thread ${perItemUs(mainThreadMs, items).toFixed(0)} µs per item, other threads ` +
   `${perItemUs(cpuMs - mainThreadMs, items).toFixed(0)} (V8's collector and compiler, libuv's pool)`
 /** `--count`'s figures: fiber steps per item and scavenges. */
@@ -614,7 +615,7 @@ for (const run of runs) {
   console.log(`  running → finished       ${stats(run.jobSpan)} per job`)
   console.log(`  service CPU              ${ms(run.cpuMs)}, ${perItemUs(run.cpuMs, run.items).toFixed(0)} µs per item (${run.items} items)` +
     `${run.apiCpuMs === undefined ? "" : ` (the API ${ms(run.apiCpuMs)})`}; peak RSS ${run.peakRssMb.toFixed(0)} MB (the largest process)`)
-  console.log(`  ${threadsLine(run.cpuMs, run.mainThreadMs, run.items)}`)
+  console.log(`  ${threadsLine(run)}`)
   if (run.counts !== undefined) console.log(`  counted (--count)        ${countsLine(run.counts, run.items)}`)
   if (run.sse !== undefined) {
     console.log(`  SSE delivery (receive − at)  ${stats(run.sse.latency)} over ${run.sse.latency.n} live events ` +
@@ -630,7 +631,7 @@ console.log(`\nBatch.run, same ${ITEMS} items, concurrency ${CONCURRENCY}, one p
 console.log(`  makespan                 ${ms(baseline.wallMs)}  (${(baseline.wallMs / boundMs).toFixed(2)}× bound), ` +
   `${achieved(baseline.wallMs)} calls in flight on average (peak ${baseline.provider.peakInFlight})`)
 console.log(`  CPU                      ${ms(baseline.cpuMs)}, ${perItemUs(baseline.cpuMs).toFixed(0)} µs per item; peak RSS ${baseline.peakRssMb.toFixed(0)} MB`)
-console.log(`  ${threadsLine(baseline.cpuMs, baseline.mainThreadMs)}`)
+console.log(`  ${threadsLine(baseline)}`)
 if (baseline.counts !== undefined) console.log(`  counted (--count)        ${countsLine(baseline.counts)}`)
 if (counting) console.log("  (--count: the processes counted their steps, which slows them: CPU figures are not comparable with a run without)")
 if (profileDir !== undefined || sqlDir !== undefined) {
@@ -653,25 +654,19 @@ const perJobMs = (roundRuns) => {
 if (perJobMs(runs) !== undefined) console.log(`  each job, apart from its items (runs J − L) ${perJobMs(runs).toFixed(1)} ms of CPU`)
 
 if (repeat > 1) {
-  const median = (values) => {
-    const sorted = [...values].sort((a, b) => a - b)
-    const mid = sorted.length >> 1
-    return sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2
-  }
-  const spread = (values, digits) => `${median(values).toFixed(digits)} (${Math.min(...values).toFixed(digits)}–${Math.max(...values).toFixed(digits)})`
   console.log(`\nover ${repeat} rounds: median (lowest–highest); each ratio is to the Batch.run of its own round`)
-  /** The main thread's CPU per item, and the other threads', over the rounds. */
-  const threads = (figures) =>
-    `main thread ${spread(figures.map(([_cpuMs, mainMs, items]) => perItemUs(mainMs, items)), 0)}, ` +
-    `other threads ${spread(figures.map(([cpuMs, mainMs, items]) => perItemUs(cpuMs - mainMs, items)), 0)}`
+  /** The main thread's CPU per item, and the other threads', over the rounds' runs (or baselines). */
+  const threads = (measured) =>
+    `main thread ${spread(measured.map((m) => perItemUs(m.mainThreadMs, m.items)), 0)}, ` +
+    `other threads ${spread(measured.map((m) => perItemUs(m.cpuMs - m.mainThreadMs, m.items)), 0)}`
   console.log(`  Batch.run   CPU ${spread(rounds.map((r) => perItemUs(r.baseline.cpuMs)), 0)} µs per item ` +
-    `(${threads(rounds.map((r) => [r.baseline.cpuMs, r.baseline.mainThreadMs, ITEMS]))})`)
+    `(${threads(rounds.map((r) => r.baseline))})`)
   for (const { label } of runs) {
     const pairs = rounds.map((r) => [r.runs.find((run) => run.label === label), r.baseline])
     console.log(`  ${`run ${label}`.padEnd(9)}   CPU ${spread(pairs.map(([run]) => perItemUs(run.cpuMs, run.items)), 0)} µs per item, ` +
       `${spread(pairs.map(([run, base]) => cpuRatio(run, base)), 2)}× Batch.run; ` +
       `makespan ${spread(pairs.map(([run, base]) => run.makespanMs / base.wallMs), 2)}×`)
-    console.log(`              (${threads(pairs.map(([run]) => [run.cpuMs, run.mainThreadMs, run.items]))})`)
+    console.log(`              (${threads(pairs.map(([run]) => run))})`)
   }
   if (perJobMs(runs) !== undefined) console.log(`  each job    ${spread(rounds.map((r) => perJobMs(r.runs)), 1)} ms of CPU apart from its items`)
 }
