@@ -503,14 +503,14 @@ export const run = (
 /**
  * With `--otlp` (`telemetry` given), the run as one trace: an `effect-batch.run` span (with `attributes`, prefixed)
  * over the batch's or the shards' spans, and its metrics labelled with the model. The exporters send what is left
- * when it ends: the layer's scope closes with the run.
+ * when it ends: the layer's scope closes with the run. Without it, the run makes no spans (`OtlpExport.untraced`).
  */
 const oneTrace = (
   telemetry: Layer.Layer<never, never, HttpClient.HttpClient> | undefined,
   attributes: { readonly model: string } & Record<string, string>
 ) =>
   <A, E, R>(run: Effect.Effect<A, E, R>): Effect.Effect<A, E, R | HttpClient.HttpClient> =>
-    telemetry === undefined ? run : run.pipe(
+    telemetry === undefined ? Effect.withTracerEnabled(run, false) : run.pipe(
       Effect.withSpan("effect-batch.run", {
         attributes: Object.fromEntries(Object.entries(attributes).map(([key, value]) => [`effect-batch.${key}`, value]))
       }),

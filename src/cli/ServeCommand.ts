@@ -214,7 +214,7 @@ export const serve = (options: ServeOptions) =>
           "the address they reach this process at"
       ))
     }
-    const telemetry = options.otlp === undefined ? Layer.empty : yield* OtlpExport.layer(options.otlp, `effect-batch-${role}`)
+    const telemetry = yield* OtlpExport.layerOrUntraced(options.otlp, `effect-batch-${role}`)
     const { generated, keys } = yield* keysOf
     const { defaultProfile, note, profiles } = yield* profilesOf(options.profiles)
     const { layer, layerJobs } = yield* loadService
@@ -244,7 +244,8 @@ export const serve = (options: ServeOptions) =>
       yield* Console.log(`  storage    ${storage}`)
     } else {
       const httpServer = NodeHttpServer.layer(() => createServer(), { port: options.port, host: options.host })
-      // The exporters' tracer, set while the service's layers are built, is the one every fiber they fork keeps.
+      // The exporters' tracer (or none, untraced), set while the service's layers are built, is the one every fiber
+      // they fork keeps.
       const service = layer(serviceOptions).pipe(Layer.provide(database), Layer.provide(telemetry))
       const built = yield* Layer.build(service.pipe(Layer.provideMerge(httpServer))).pipe(
         Effect.catchAllCause((cause) => Effect.fail(usage(`cannot start the service on ${where}: ${reason(cause)}`)))

@@ -16,6 +16,7 @@ import * as RunCommand from "../../src/cli/RunCommand.js"
 import * as Simulator from "../../src/llm/Simulator.js"
 import * as SimulatorServer from "../../src/llm/SimulatorServer.js"
 import { attribute, collector, metricsOf, spansOf } from "../support/otlpCollector.js"
+import { recording } from "../support/recordingTracer.js"
 
 const dir = mkdtempSync(join(tmpdir(), "effect-batch-otlp-"))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))
@@ -97,6 +98,39 @@ describe("run --otlp", () => {
       for (const shard of shards) expect(shard.parentSpanId).toBe(run!.spanId)
       expect(shards.map((s) => attribute(s, "effect-batch.lines")).sort()).toEqual([10, 20])
     }).pipe(Effect.provide(platform)))
+
+  it.scopedLive("without --otlp: the run makes no spans (nothing would read them), in live and in batch mode", () =>
+    Effect.gen(function*() {
+      const { spans, tracer } = yield* recording
+      const simulator = yield* Simulator.Simulator
+      const input = join(dir, "untraced.jsonl")
+      writeFileSync(input, Array.from({ length: 12 }, (_, i) => JSON.stringify(`Say ${i}`)).join("\n"))
+      const live = yield* RunCommand.run({
+        input,
+        out: join(dir, "untraced-out.jsonl"),
+        baseUrl: `${simulator.url}/v1`,
+        model: "sim-chat",
+        apiKeyEnv: "SIM_KEY",
+        progress: "none",
+        concurrency: 4
+      }).pipe(Effect.withConfigProvider(ConfigProvider.fromMap(new Map([["SIM_KEY", "k"]]))), Effect.withTracer(tracer))
+      const batch = yield* RunCommand.runInBatchMode({
+        input,
+        out: join(dir, "untraced-batch-out.jsonl"),
+        simulate: true,
+        mode: "batch",
+        shardSize: 5,
+        progress: "none"
+      }).pipe(Effect.withTracer(tracer))
+      expect([live.report.succeeded, batch.report.succeeded]).toEqual([12, 12])
+      expect(spans.map((span) => span.name)).toEqual([])
+      // The same tracer, where tracing is on, records what is made.
+      yield* Effect.withTracer(Effect.withSpan(Effect.void, "control"), tracer)
+      expect(spans.map((span) => span.name)).toEqual(["control"])
+    }).pipe(
+      Effect.provide(SimulatorServer.layer({ latency: { baseMs: 5 }, apiKey: "k" })),
+      Effect.provide(platform)
+    ))
 
   it.effect("a URL that is not http(s): a usage error naming the flag and what it expected", () =>
     Effect.gen(function*() {

@@ -1,7 +1,8 @@
 /**
  * `serve --otlp URL`, as a real process: the service's spans (one per HTTP
  * request, one per job chunk, the provider calls under the chunks) and its
- * metrics reach a stand-in collector on loopback while it runs.
+ * metrics reach a stand-in collector on loopback while it runs. Without it,
+ * the service makes no spans.
  */
 import { HttpApiClient, HttpClient, HttpClientRequest } from "@effect/platform"
 import { NodeHttpClient } from "@effect/platform-node"
@@ -16,7 +17,10 @@ import * as SimulatorServer from "../../src/llm/SimulatorServer.js"
 import * as JobApi from "../../src/service/JobApi.js"
 import * as JobWorkflow from "../../src/service/JobWorkflow.js"
 import { attribute, collector, metricsOf, spansOf } from "../support/otlpCollector.js"
+import * as OtlpExport from "../../src/cli/OtlpExport.js"
+import * as JobServiceTest from "../support/JobServiceTest.js"
 import { waitFor } from "../support/JobServiceTest.js"
+import { recording } from "../support/recordingTracer.js"
 import * as ServiceProcess from "../support/serviceProcess.js"
 
 const dir = mkdtempSync(join(tmpdir(), "effect-batch-serve-otlp-"))
@@ -76,4 +80,26 @@ describe("serve --otlp", () => {
       Effect.provide(Layer.mergeAll(SimulatorServer.layer({ latency: { baseMs: 5 } }), NodeHttpClient.layerUndici)),
       Effect.scoped
     ), 120_000)
+})
+
+describe("serve without --otlp", () => {
+  it.live("the service makes no spans: none for its requests, chunks, provider calls or statements", () =>
+    Effect.gen(function*() {
+      /** The names of the spans a job of 30 items made, under `telemetry`, set as `serve` sets it. */
+      const spansOfAJob = (telemetry: Layer.Layer<never>) =>
+        Effect.gen(function*() {
+          const { spans, tracer } = yield* recording
+          yield* Effect.gen(function*() {
+            const api = yield* JobServiceTest.client(JobServiceTest.keyA)
+            const job = yield* api.jobs.submit({ payload: { items: Array.from({ length: 30 }, (_, i) => `untraced ${i}`) }, headers: {} })
+            yield* waitFor(api.jobs.get({ path: { id: job.id } }), (j) => j.state === "finished")
+          }).pipe(Effect.provide(JobServiceTest.layer({ telemetry: Layer.merge(Layer.setTracer(tracer), telemetry) })))
+          return new Set(spans.map((span) => span.name))
+        })
+      // The control: the recording tracer sees the service's spans where tracing is on.
+      const traced = yield* spansOfAJob(Layer.empty)
+      expect(["effect-batch.job.chunk", "http.server POST", "sql.execute"].filter((name) => !traced.has(name))).toEqual([])
+      expect(Array.from(traced).some((name) => name.startsWith("http.client"))).toBe(true)
+      expect(Array.from(yield* spansOfAJob(OtlpExport.untraced))).toEqual([])
+    }), 60_000)
 })

@@ -33,6 +33,8 @@ export interface Setup {
   readonly files?: Readonly<Record<string, string>>
   /** Where jobs and the workflow journal live. Default: SQLite in a temporary file. */
   readonly sql?: Layer.Layer<SqlClient.SqlClient, unknown>
+  /** Set while the service's layers are built, as `serve` sets its tracer (`OtlpExport.layerOrUntraced`). */
+  readonly telemetry?: Layer.Layer<never>
 }
 
 export class Sim extends Context.Tag("test/Sim")<Sim, Simulator.Service>() {}
@@ -78,7 +80,8 @@ export const layer = (setup: Setup = {}) => {
       Layer.provide(recordingClient),
       Layer.provide(NodeContext.layer),
       // Batch-mode jobs read the simulator's batches often: they end in about a second.
-      Layer.provide(Layer.succeed(JobRunner.BatchPoll, Schedule.spaced("200 millis")))
+      Layer.provide(Layer.succeed(JobRunner.BatchPoll, Schedule.spaced("200 millis"))),
+      Layer.provide(setup.telemetry ?? Layer.empty)
     )))
   return service.pipe(
     Layer.provideMerge(simulator),
