@@ -12,7 +12,9 @@
 //     window: see cpu-profile.mjs and profile-summary.mjs)
 //   node test/bench/jobs.mjs --only B,J --sql /tmp/sql  (each service process on SQLite writes a table of the
 //     statements and transactions it ran in the window: see sql-statements.mjs)
-//   node test/bench/jobs.mjs batch-run <simulator url>   (the Batch.run baseline alone, a JSON line)
+//   node test/bench/jobs.mjs --only B,L --untraced-baseline  (the baseline's Batch.run with Effect's tracer off, as
+//     the service runs without --otlp: like with like; by default it runs as a program would, tracer on)
+//   node test/bench/jobs.mjs batch-run <simulator url> [untraced]   (the Batch.run baseline alone, a JSON line)
 // Three service runs, each on a fresh process and database: (A) with 100 SSE subscribers (2 per job),
 // for submission latency (the burst of 50, and 20 small submissions one at a time while they run),
 // makespan and SSE delivery; (B) without subscribers, for the engine's CPU
@@ -67,7 +69,8 @@ if (process.argv[2] === "batch-run") {
   const { OpenAiCompat } = await import("../../dist/llm/index.js")
   const url = process.argv[3]
   const llm = OpenAiCompat.chat({ baseUrl: `${url}/v1`, model: "sim-chat" })
-  const run = Batch.run(prompts, llm.task, { ...llm.options, concurrency: CONCURRENCY }).pipe(Effect.provide(NodeHttpClient.layerUndici))
+  const traced = Batch.run(prompts, llm.task, { ...llm.options, concurrency: CONCURRENCY }).pipe(Effect.provide(NodeHttpClient.layerUndici))
+  const run = process.argv[4] === "untraced" ? Effect.withTracerEnabled(traced, false) : traced
   globalThis.effectBatchBenchSteps?.reset()
   globalThis.effectBatchBenchProfile?.start()
   const mainBefore = mainThreadCpuMsOf(process.pid)
@@ -119,6 +122,8 @@ const repeat = (() => {
  * repeat where CPU time does not; the counting slows the processes, so their CPU figures are not comparable.
  */
 const counting = process.argv.includes("--count")
+/** `--untraced-baseline`: the baseline's Batch.run makes no spans, as the service without `--otlp` makes none. */
+const untracedBaseline = process.argv.includes("--untraced-baseline")
 /** The directory after `flag` (made if missing), or undefined without the flag; `what` is what goes in it. */
 const directoryOption = (flag, what) => {
   const at = process.argv.indexOf(flag)
@@ -523,7 +528,7 @@ let baselines = 0
 const batchRun = async () => {
   await getJson(`${simulatorUrl}/reset`, { method: "POST" })
   const { execArgv, env } = instrumentedBy(`batch-run-${++baselines}`, { service: false })
-  const child = track(spawn(process.execPath, [...execArgv, fileURLToPath(import.meta.url), "batch-run", simulatorUrl], {
+  const child = track(spawn(process.execPath, [...execArgv, fileURLToPath(import.meta.url), "batch-run", simulatorUrl, ...(untracedBaseline ? ["untraced"] : [])], {
     env: { ...process.env, ...env },
     stdio: ["ignore", "pipe", "inherit"]
   }))
@@ -627,7 +632,7 @@ for (const run of runs) {
     }
   }
 }
-console.log(`\nBatch.run, same ${ITEMS} items, concurrency ${CONCURRENCY}, one process`)
+console.log(`\nBatch.run, same ${ITEMS} items, concurrency ${CONCURRENCY}, one process${untracedBaseline ? ", Effect's tracer off (--untraced-baseline)" : ""}`)
 console.log(`  makespan                 ${ms(baseline.wallMs)}  (${(baseline.wallMs / boundMs).toFixed(2)}× bound), ` +
   `${achieved(baseline.wallMs)} calls in flight on average (peak ${baseline.provider.peakInFlight})`)
 console.log(`  CPU                      ${ms(baseline.cpuMs)}, ${perItemUs(baseline.cpuMs).toFixed(0)} µs per item; peak RSS ${baseline.peakRssMb.toFixed(0)} MB`)
