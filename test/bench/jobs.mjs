@@ -645,8 +645,9 @@ if (profileDir !== undefined || sqlDir !== undefined) {
 }
 console.log("\nagainst Batch.run")
 for (const run of runs) {
+  const moreUs = perItemUs(run.cpuMs, run.items) - perItemUs(baseline.cpuMs)
   console.log(`  run ${run.label.padEnd(3)} makespan ${(run.makespanMs / baseline.wallMs).toFixed(2)}×, CPU per item ${cpuRatio(run, baseline).toFixed(2)}× ` +
-    `(${(perItemUs(run.cpuMs, run.items) - perItemUs(baseline.cpuMs)).toFixed(0)} µs more)` +
+    `(${Math.abs(moreUs).toFixed(0)} µs ${moreUs < 0 ? "less" : "more"})` +
     (run.counts === undefined || baseline.counts === undefined ? "" : `, fiber steps per item ${((run.counts.steps / run.items) / (baseline.counts.steps / ITEMS)).toFixed(2)}×, ` +
       `scavenges ${(run.counts.scavenges / baseline.counts.scavenges).toFixed(2)}×`))
 }
