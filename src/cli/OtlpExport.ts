@@ -68,7 +68,7 @@ export const layer = (
  * No spans: what a command runs under without `--otlp`. Effect's default tracer keeps its spans nowhere, yet
  * making them cost: a span per HTTP call with every request and response header as an attribute, one per SQL
  * statement, per request and per chunk. Left on, they were about a sixth of the job service's fiber steps per
- * item and an eighth of its scavenges (jobs bench, `--count`: run L 216 → 181 steps and 114 → 99 scavenges).
+ * item and an eighth of its scavenges (jobs bench, `--count`: run L 216 → 183 steps and 114 → 99 scavenges).
  *
  * @since 0.2.0
  * @category layers
