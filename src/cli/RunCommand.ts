@@ -510,7 +510,7 @@ const oneTrace = (
   attributes: { readonly model: string } & Record<string, string>
 ) =>
   <A, E, R>(run: Effect.Effect<A, E, R>): Effect.Effect<A, E, R | HttpClient.HttpClient> =>
-    telemetry === undefined ? Effect.withTracerEnabled(run, false) : run.pipe(
+    telemetry === undefined ? Effect.provide(run, OtlpExport.untraced) : run.pipe(
       Effect.withSpan("effect-batch.run", {
         attributes: Object.fromEntries(Object.entries(attributes).map(([key, value]) => [`effect-batch.${key}`, value]))
       }),

@@ -23,23 +23,29 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }))
 
 const platform = Layer.mergeAll(NodeContext.layer, NodeHttpClient.layerUndici)
 
+/** A live run of 12 prompts against the simulator in context (key `k`), its traces to `otlp` if given. */
+const liveRun = (name: string, otlp?: string) =>
+  Effect.gen(function*() {
+    const simulator = yield* Simulator.Simulator
+    const input = join(dir, `${name}.jsonl`)
+    writeFileSync(input, Array.from({ length: 12 }, (_, i) => JSON.stringify(`Say ${i}`)).join("\n"))
+    return yield* RunCommand.run({
+      input,
+      out: join(dir, `${name}-out.jsonl`),
+      baseUrl: `${simulator.url}/v1`,
+      model: "sim-chat",
+      apiKeyEnv: "SIM_KEY",
+      progress: "none",
+      concurrency: 4,
+      ...(otlp === undefined ? {} : { otlp })
+    }).pipe(Effect.withConfigProvider(ConfigProvider.fromMap(new Map([["SIM_KEY", "k"]]))))
+  })
+
 describe("run --otlp", () => {
   it.scopedLive("one trace per run: run → item per prompt → attempts → HTTP calls; the batch's metrics under batch=cli and the model", () =>
     Effect.gen(function*() {
       const otel = yield* collector
-      const simulator = yield* Simulator.Simulator
-      const input = join(dir, "in.jsonl")
-      writeFileSync(input, Array.from({ length: 12 }, (_, i) => JSON.stringify(`Say ${i}`)).join("\n"))
-      const outcome = yield* RunCommand.run({
-        input,
-        out: join(dir, "out.jsonl"),
-        baseUrl: `${simulator.url}/v1`,
-        model: "sim-chat",
-        apiKeyEnv: "SIM_KEY",
-        progress: "none",
-        concurrency: 4,
-        otlp: otel.url
-      }).pipe(Effect.withConfigProvider(ConfigProvider.fromMap(new Map([["SIM_KEY", "k"]]))))
+      const outcome = yield* liveRun("in", otel.url)
       expect(outcome.report.succeeded).toBe(12)
 
       // Sent when the run ends, before `run` returns.
@@ -102,20 +108,9 @@ describe("run --otlp", () => {
   it.scopedLive("without --otlp: the run makes no spans (nothing would read them), in live and in batch mode", () =>
     Effect.gen(function*() {
       const { spans, tracer } = yield* recording
-      const simulator = yield* Simulator.Simulator
-      const input = join(dir, "untraced.jsonl")
-      writeFileSync(input, Array.from({ length: 12 }, (_, i) => JSON.stringify(`Say ${i}`)).join("\n"))
-      const live = yield* RunCommand.run({
-        input,
-        out: join(dir, "untraced-out.jsonl"),
-        baseUrl: `${simulator.url}/v1`,
-        model: "sim-chat",
-        apiKeyEnv: "SIM_KEY",
-        progress: "none",
-        concurrency: 4
-      }).pipe(Effect.withConfigProvider(ConfigProvider.fromMap(new Map([["SIM_KEY", "k"]]))), Effect.withTracer(tracer))
+      const live = yield* Effect.withTracer(liveRun("untraced"), tracer)
       const batch = yield* RunCommand.runInBatchMode({
-        input,
+        input: join(dir, "untraced.jsonl"),
         out: join(dir, "untraced-batch-out.jsonl"),
         simulate: true,
         mode: "batch",
