@@ -12,6 +12,8 @@
 //     window: see cpu-profile.mjs and profile-summary.mjs)
 //   node test/bench/jobs.mjs --only B,J --sql /tmp/sql  (each service process on SQLite writes a table of the
 //     statements and transactions it ran in the window: see sql-statements.mjs)
+//   node test/bench/jobs.mjs --only L,J --sites /tmp/sites  (each process counts the window's fiber steps by code
+//     site: see fiber-sites.mjs and step-sites.mjs)
 //   node test/bench/jobs.mjs --only B,L --untraced-baseline  (the baseline's Batch.run with Effect's tracer off, as
 //     the service runs without --otlp: like with like; by default it runs as a program would, tracer on)
 //   node test/bench/jobs.mjs batch-run <simulator url> [untraced]   (the Batch.run baseline alone, a JSON line)
@@ -73,6 +75,7 @@ if (process.argv[2] === "batch-run") {
   const run = process.argv[4] === "untraced" ? Effect.withTracerEnabled(traced, false) : traced
   globalThis.effectBatchBenchSteps?.reset()
   globalThis.effectBatchBenchProfile?.start()
+  globalThis.effectBatchBenchSites?.start()
   const mainBefore = mainThreadCpuMsOf(process.pid)
   const cpu = process.cpuUsage()
   const start = performance.now()
@@ -81,6 +84,7 @@ if (process.argv[2] === "batch-run") {
   const used = process.cpuUsage(cpu)
   const mainThreadMs = mainThreadCpuMsOf(process.pid) - mainBefore
   globalThis.effectBatchBenchProfile?.stop()
+  globalThis.effectBatchBenchSites?.stop()
   console.log(JSON.stringify({
     wallMs,
     cpuMs: (used.user + used.system) / 1000,
@@ -140,8 +144,8 @@ const directoryOption = (flag, what) => {
  * `--profile DIR`: every process under test writes V8's CPU profile of the measured window to DIR
  * (`cpu-profile.mjs`), named after the run, the round and the process. Not with `--count`, which would be in it.
  */
-if (counting && process.argv.includes("--profile")) {
-  console.error("--profile and --count do not go together: the profiles would time the counting")
+if ((counting || process.argv.includes("--sites")) && process.argv.includes("--profile")) {
+  console.error("--profile does not go with --count or --sites: the profiles would time the counting")
   process.exit(2)
 }
 const profileDir = directoryOption("--profile", "the CPU profiles")
@@ -150,11 +154,13 @@ const profileDir = directoryOption("--profile", "the CPU profiles")
  * counted and timed by text, and of its transactions (`sql-statements.mjs`).
  */
 const sqlDir = directoryOption("--sql", "the statement tables")
+/** `--sites DIR`: every process under test writes its fiber steps of the measured window by code site (`fiber-sites.mjs`). */
+const sitesDir = directoryOption("--sites", "the step counts by site")
 
 // --- child processes, always killed on the way out ------------------------------------------------
 
 let stepFiles = 0
-/** Files written by `--profile` and `--sql`, listed at the end. */
+/** Files written by `--profile`, `--sql` and `--sites`, listed at the end. */
 const written = []
 /**
  * The node arguments and environment that make a child count its steps (`--count`), profile its CPU (`--profile`)
@@ -164,7 +170,7 @@ const written = []
 const instrumentedBy = (name, { service = true } = {}) => {
   const execArgv = []
   const env = {}
-  let stepsFile, profileFile, sqlFile
+  let stepsFile, profileFile, sqlFile, sitesFile
   if (counting) {
     stepsFile = join(dir, `steps-${++stepFiles}.json`)
     execArgv.push("--import", file("fiber-steps.mjs"))
@@ -182,9 +188,16 @@ const instrumentedBy = (name, { service = true } = {}) => {
     execArgv.push("--import", file("sql-statements.mjs"))
     env.EFFECT_BATCH_BENCH_SQL = sqlFile
   }
-  return { execArgv, env, stepsFile, profileFile, sqlFile }
+  if (sitesDir !== undefined) {
+    sitesFile = join(sitesDir, `${name}-${Date.now()}.sites.json`)
+    written.push(sitesFile)
+    execArgv.push("--import", file("fiber-sites.mjs"))
+    env.EFFECT_BATCH_BENCH_SITES = sitesFile
+  }
+  return { execArgv, env, stepsFile, profileFile, sqlFile, sitesFile }
 }
-const instrumented = (child) => child.stepsFile !== undefined || child.profileFile !== undefined || child.sqlFile !== undefined
+const instrumented = (child) =>
+  child.stepsFile !== undefined || child.profileFile !== undefined || child.sqlFile !== undefined || child.sitesFile !== undefined
 /** Ends the measured window of the instrumented children; a counted child's counts (it writes them on SIGUSR1). */
 const countsOf = async (children) => {
   const ended = children.filter(instrumented)
@@ -327,14 +340,13 @@ const subscribe = async (base, jobId, headers) => {
 
 /** One `serve` process, ready once it prints `ready`; its warnings counted into `logged`. */
 const serveProcess = async (args, ready, what, logged, name) => {
-  const { execArgv, env, stepsFile, profileFile, sqlFile } = instrumentedBy(name)
+  const { execArgv, env, ...files } = instrumentedBy(name)
   const child = track(spawn(process.execPath, [...execArgv, file("../../dist/bin.js"), "serve", "--profiles", profilesFile, ...args], {
     env: { ...process.env, ...env, EFFECT_BATCH_API_KEYS: `bench=${API_KEY}` },
     stdio: ["ignore", "pipe", "pipe"]
   }))
-  child.stepsFile = stepsFile
-  child.profileFile = profileFile
-  child.sqlFile = sqlFile
+  // Where its counts, profile, statements and sites go, for `countsOf` and `instrumented`.
+  Object.assign(child, files)
   const started = waitForLine(child, ready, what)
   createInterface({ input: child.stderr }).on("line", (line) => {
     logged.lines.push(line)
@@ -639,6 +651,7 @@ console.log(`  CPU                      ${ms(baseline.cpuMs)}, ${perItemUs(basel
 console.log(`  ${threadsLine(baseline)}`)
 if (baseline.counts !== undefined) console.log(`  counted (--count)        ${countsLine(baseline.counts)}`)
 if (counting) console.log("  (--count: the processes counted their steps, which slows them: CPU figures are not comparable with a run without)")
+if (sitesDir !== undefined) console.log("  (--sites: the processes counted their steps by site, which slows them several times: CPU figures mean nothing)")
 if (profileDir !== undefined || sqlDir !== undefined) {
   console.log(`  (${[profileDir && "--profile", sqlDir && "--sql"].filter(Boolean).join(", ")}: the processes were watched, which slows ` +
     "them: CPU figures are not comparable with a run without)")
@@ -692,7 +705,7 @@ const outDir = file("../../.bench-out")
 mkdirSync(outDir, { recursive: true })
 writeFileSync(join(outDir, "jobs.json"), JSON.stringify(output, null, 2) + "\n")
 if (written.length > 0) {
-  console.log("\nwritten for the measured windows (summarize a .cpuprofile with test/bench/profile-summary.mjs):\n" +
+  console.log("\nwritten for the measured windows (summarize a .cpuprofile with test/bench/profile-summary.mjs, a .sites.json with test/bench/step-sites.mjs):\n" +
     written.map((path) => `  ${path}`).join("\n"))
 }
 console.log(`\n${errors.length === 0 ? "no functional errors" : `${errors.length} functional error(s)`}, in ${((performance.now() - began) / 1000).toFixed(0)} s; figures in .bench-out/jobs.json`)
