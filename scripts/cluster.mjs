@@ -3,13 +3,17 @@
 //   npm run serve:cluster                       two runners, the simulator as the provider
 //   npm run serve:cluster -- --runners 3 --profiles profiles.json
 //   npm run serve:cluster -- --runner-niceness 0    runners at the API's CPU priority
+//   npm run serve:cluster -- --runner-metrics-port 9464   runner i serves its /metrics on port 9464 + i (the default)
 // Needs PostgreSQL and Redis running (DATABASE_URL, default postgres://postgres@127.0.0.1:5432/effect_batch,
 // made if missing; REDIS_URL, default redis://127.0.0.1:6379). Without --profiles, a simulator (3 000
 // requests a minute) is started beside them and is the only profile. Ctrl-C stops every process (running
 // chunks finish first); a second Ctrl-C stops them at once. Every process's output is prefixed with its name.
 // The runners run at niceness 10 (--runner-niceness): on one machine, the OS gives the API the CPU first, so that
 // a submission does not wait behind the runners' work (the jobs bench's split runs start them so too).
+// Every process gets the same API keys (EFFECT_BATCH_API_KEYS, or one made for this start and printed), which the
+// API asks of its callers and each runner of its /metrics' scrapers.
 import { spawn } from "node:child_process"
+import { randomBytes } from "node:crypto"
 import { mkdtempSync, writeFileSync } from "node:fs"
 import { getPriority, setPriority, tmpdir } from "node:os"
 import { join } from "node:path"
@@ -23,6 +27,7 @@ const { values } = parseArgs({
     "profiles": { type: "string" },
     "port": { type: "string", default: "8080" },
     "runner-port": { type: "string", default: "34431" },
+    "runner-metrics-port": { type: "string", default: "9464" },
     "runner-niceness": { type: "string", default: "10" }
   }
 })
@@ -36,6 +41,13 @@ if (!Number.isInteger(niceness) || niceness < 0 || niceness > 19) {
   console.error(`--runner-niceness: a whole number from 0 (the API's priority) to 19 (the lowest), not ${values["runner-niceness"]}`)
   process.exit(2)
 }
+const metricsPort = Number(values["runner-metrics-port"])
+if (!Number.isInteger(metricsPort) || metricsPort < 1 || metricsPort + runners > 65536) {
+  console.error(`--runner-metrics-port: the port of runner 1's /metrics (runner i's is that + i − 1), not ${values["runner-metrics-port"]}`)
+  process.exit(2)
+}
+const madeKey = process.env.EFFECT_BATCH_API_KEYS === undefined ? `eb_${randomBytes(24).toString("base64url")}` : undefined
+const env = madeKey === undefined ? process.env : { ...process.env, EFFECT_BATCH_API_KEYS: `default=${madeKey}` }
 const databaseUrl = process.env.DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/effect_batch"
 const redisUrl = process.env.REDIS_URL ?? "redis://127.0.0.1:6379"
 const bin = new URL("../src/bin.ts", import.meta.url).pathname
@@ -47,7 +59,7 @@ const children = []
  */
 const start = (name, args, ready, nice = 0) =>
   new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["--import", "tsx", bin, ...args], { stdio: ["ignore", "pipe", "pipe"], env: process.env })
+    const child = spawn(process.execPath, ["--import", "tsx", bin, ...args], { stdio: ["ignore", "pipe", "pipe"], env })
     children.push(child)
     if (nice > 0) setPriority(child.pid, Math.min(19, getPriority() + nice))
     let started = false
@@ -111,11 +123,14 @@ try {
   const common = ["serve", "--db", databaseUrl, "--profiles", profiles]
   // One at a time: each prints when it is up.
   for (let i = 0; i < runners; i++) {
-    await start(`runner ${i + 1}`, [...common, "--redis", redisUrl, "--role", "runner", "--runner-port", String(Number(values["runner-port"]) + i)],
-      /effect-batch runner on/, niceness)
+    const ports = ["--runner-port", String(Number(values["runner-port"]) + i), "--metrics-port", String(metricsPort + i)]
+    await start(`runner ${i + 1}`, [...common, "--redis", redisUrl, "--role", "runner", ...ports], /effect-batch runner on/, niceness)
   }
   await start("api", [...common, "--role", "api", "--port", values.port], /effect-batch job service on/)
   console.log(`\none API on port ${values.port} and ${runners} runner(s)${niceness > 0 ? ` at niceness +${niceness}` : ""}; Ctrl-C stops them all`)
+  if (madeKey !== undefined) {
+    console.log(`API key ${madeKey} (tenant "default", for the API and the runners' /metrics; made for this start: set EFFECT_BATCH_API_KEYS to keep keys)`)
+  }
 } catch (error) {
   console.error(error.message)
   stopAll("SIGKILL")

@@ -14,7 +14,8 @@
  * Several processes: `--db postgres://…` makes the process a member of a
  * cluster on that database, in the part `--role` names — `all` (the
  * default), `api` (HTTP, SSE, dashboard; runs nothing) or `runner` (runs
- * jobs; no HTTP). A process that runs jobs listens for the other runners on
+ * jobs; no API, and `/metrics` alone with `--metrics-port`, its chunks'
+ * metrics being its own). A process that runs jobs listens for the other runners on
  * `--runner-host`:`--runner-port`, which must be unique per process. Split
  * roles need `--profiles` (every process reads the same) and PostgreSQL.
  *
@@ -78,8 +79,16 @@ export interface ServeOptions {
   readonly runnerPort?: number | undefined
   /** Serve `/metrics` without an API key. */
   readonly publicMetrics?: boolean | undefined
+  /** A runner's: serve `/metrics` alone on this port (of `host`; 0: any free one). */
+  readonly metricsPort?: number | undefined
   /** An OpenTelemetry collector's OTLP/HTTP base URL: the service's spans and metrics go there (`OtlpExport`). */
   readonly otlp?: string | undefined
+}
+
+/** Where a server listens, as a URL to reach it by (`--host 0.0.0.0`: this machine's loopback). */
+const urlOf = (server: HttpServer.HttpServer, options: Pick<ServeOptions, "host" | "port">) => {
+  const port = server.address._tag === "TcpAddress" ? server.address.port : options.port
+  return `http://${options.host === "0.0.0.0" ? "127.0.0.1" : options.host}:${port}`
 }
 
 /** Whether `--db` names a PostgreSQL database rather than a SQLite file. */
@@ -208,6 +217,11 @@ export const serve = (options: ServeOptions) =>
           "`effect-batch simulate`, and name it in a profiles file)"
       ))
     }
+    if (options.metricsPort !== undefined && role !== "runner") {
+      return yield* Effect.fail(usage(
+        `--metrics-port is for --role runner, which serves no API: this process (role ${role}) serves /metrics on --port`
+      ))
+    }
     if (postgres && role !== "api" && options.runnerHost === undefined && (options.host === "0.0.0.0" || options.host === "::")) {
       return yield* Effect.fail(usage(
         `--host ${options.host} binds every interface, which other runners cannot dial: give --runner-host, ` +
@@ -217,7 +231,7 @@ export const serve = (options: ServeOptions) =>
     const telemetry = yield* OtlpExport.layerOrUntraced(options.otlp, `effect-batch-${role}`)
     const { generated, keys } = yield* keysOf
     const { defaultProfile, note, profiles } = yield* profilesOf(options.profiles)
-    const { layer, layerJobs } = yield* loadService
+    const { layer, layerJobs, layerJobsWithMetrics } = yield* loadService
     // The API role calls no provider: its profiles' limiters stay idle, and need no leases renewed in Redis.
     const shared = options.redis === undefined || role === "api" ? undefined : yield* sharedLimits(options.redis)
     const runnerAddress = { host: options.runnerHost ?? options.host, port: options.runnerPort ?? 34431 }
@@ -237,11 +251,24 @@ export const serve = (options: ServeOptions) =>
     const where = postgres ? shown(options.db) : options.db
     const storage = `${where}; ${note}`
     if (role === "runner") {
-      yield* Layer.build(layerJobs(serviceOptions).pipe(Layer.provide(database), Layer.provide(telemetry))).pipe(
+      const metricsServer = options.metricsPort === undefined
+        ? undefined
+        : NodeHttpServer.layer(() => createServer(), { port: options.metricsPort, host: options.host })
+      const jobs = metricsServer === undefined
+        ? layerJobs(serviceOptions)
+        : layerJobsWithMetrics(serviceOptions).pipe(Layer.provideMerge(metricsServer))
+      const built = yield* Layer.build(jobs.pipe(Layer.provide(database), Layer.provide(telemetry))).pipe(
         Effect.catchAllCause((cause) => Effect.fail(usage(`cannot start the runner on ${where}: ${reason(cause)}`)))
       )
       yield* Console.log(`effect-batch runner on ${runnerAddress.host}:${runnerAddress.port}`)
       yield* Console.log(`  storage    ${storage}`)
+      if (metricsServer !== undefined) {
+        const url = urlOf(Context.unsafeGet(built, HttpServer.HttpServer), options)
+        yield* Console.log(`  metrics    ${url}/metrics   (Prometheus text; ${options.publicMetrics === true ? "public" : "needs an API key"})`)
+        if (generated !== undefined && options.publicMetrics !== true) {
+          yield* Console.log(`  API key    ${generated}   (for /metrics; made for this start — set EFFECT_BATCH_API_KEYS to keep keys)`)
+        }
+      }
     } else {
       const httpServer = NodeHttpServer.layer(() => createServer(), { port: options.port, host: options.host })
       // The exporters' tracer (or none, untraced), set while the service's layers are built, is the one every fiber
@@ -250,9 +277,7 @@ export const serve = (options: ServeOptions) =>
       const built = yield* Layer.build(service.pipe(Layer.provideMerge(httpServer))).pipe(
         Effect.catchAllCause((cause) => Effect.fail(usage(`cannot start the service on ${where}: ${reason(cause)}`)))
       )
-      const server = Context.get(built, HttpServer.HttpServer)
-      const port = server.address._tag === "TcpAddress" ? server.address.port : options.port
-      const url = `http://${options.host === "0.0.0.0" ? "127.0.0.1" : options.host}:${port}`
+      const url = urlOf(Context.get(built, HttpServer.HttpServer), options)
       yield* Console.log(`effect-batch job service on ${url}`)
       yield* Console.log(`  dashboard  ${url}/${generated === undefined ? "" : `#key=${generated}`}`)
       yield* Console.log(`  API        ${url}/jobs   (reference: ${url}/reference, OpenAPI: ${url}/openapi.json)`)
@@ -323,6 +348,13 @@ export const command = Command.make(
     publicMetrics: Options.boolean("public-metrics").pipe(
       Options.withDescription("Serve /metrics (Prometheus text) without an API key, for a scraper inside a trusted network.")
     ),
+    metricsPort: Options.integer("metrics-port").pipe(
+      Options.optional,
+      Options.withDescription(
+        "A runner's (--role runner): serve /metrics (Prometheus text of the chunks it runs) on this port of --host; " +
+          "0 picks a free one. The other roles serve it on --port."
+      )
+    ),
     redis: Options.text("redis").pipe(
       Options.optional,
       Options.withDescription("Redis URL: share every profile's rate limits, cooldown gate and concurrency limit with other processes through it.")
@@ -341,6 +373,7 @@ export const command = Command.make(
       runnerHost: Option.getOrUndefined(flags.runnerHost),
       runnerPort: Option.getOrUndefined(flags.runnerPort),
       publicMetrics: flags.publicMetrics,
+      metricsPort: Option.getOrUndefined(flags.metricsPort),
       otlp: Option.getOrUndefined(flags.otlp)
     })
 ).pipe(Command.withDescription("Serve the job service (HTTP API, SSE, dashboard) until stopped."))

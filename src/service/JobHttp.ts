@@ -14,6 +14,9 @@
 import * as HttpApiBuilder from "@effect/platform/HttpApiBuilder"
 import * as HttpApiError from "@effect/platform/HttpApiError"
 import * as HttpApiScalar from "@effect/platform/HttpApiScalar"
+import * as HttpMiddleware from "@effect/platform/HttpMiddleware"
+import * as HttpRouter from "@effect/platform/HttpRouter"
+import * as HttpServer from "@effect/platform/HttpServer"
 import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import type * as HttpApp from "@effect/platform/HttpApp"
@@ -262,10 +265,30 @@ export const layerDashboard = HttpApiBuilder.Router.use((router) =>
 const bearer = /^Bearer\s+(.+)$/i
 
 /**
- * Prometheus text at `/metrics`: every metric in Effect's registry (the
- * chunks' `BatchMetrics` and `ServiceMetrics`), the store's figures read at
- * each scrape. Needs a valid API key (any tenant's: the figures are the
- * service's, not a tenant's) unless `publicMetrics`.
+ * The answer to `GET /metrics`: Prometheus text of every metric in Effect's
+ * registry (the chunks' `BatchMetrics` and `ServiceMetrics`), the store's
+ * figures read at each scrape; 401 without a valid API key (any tenant's:
+ * the figures are the service's, not a tenant's) unless `publicMetrics`.
+ */
+const metricsResponse = (options: Options) =>
+  Effect.gen(function*() {
+    if (options.publicMetrics !== true) {
+      const keys = yield* ApiKeys.ApiKeys
+      const request = yield* HttpServerRequest.HttpServerRequest
+      const token = bearer.exec(request.headers.authorization ?? "")?.[1]
+      if (token === undefined || keys.tenantOf(Redacted.make(token)) === undefined) {
+        return HttpServerResponse.unsafeJson(
+          { _tag: "Unauthorized", message: "a valid API key is needed for /metrics: Authorization: Bearer <key>" },
+          { status: 401, headers: { "www-authenticate": "Bearer" } }
+        )
+      }
+    }
+    yield* ServiceMetrics.refresh
+    return HttpServerResponse.text(yield* PrometheusText.snapshot, { contentType: PrometheusText.contentType })
+  })
+
+/**
+ * Prometheus text at `/metrics`, beside the API (`metricsResponse`).
  *
  * @since 0.2.0
  * @category layers
@@ -273,26 +296,28 @@ const bearer = /^Bearer\s+(.+)$/i
 export const layerMetrics = (options: Options = {}) =>
   HttpApiBuilder.Router.use((router) =>
     Effect.gen(function*() {
-      const keys = yield* ApiKeys.ApiKeys
-      const store = yield* JobStore.JobStore
-      yield* router.get(
-        "/metrics",
-        Effect.gen(function*() {
-          if (options.publicMetrics !== true) {
-            const request = yield* HttpServerRequest.HttpServerRequest
-            const token = bearer.exec(request.headers.authorization ?? "")?.[1]
-            if (token === undefined || keys.tenantOf(Redacted.make(token)) === undefined) {
-              return HttpServerResponse.unsafeJson(
-                { _tag: "Unauthorized", message: "a valid API key is needed for /metrics: Authorization: Bearer <key>" },
-                { status: 401, headers: { "www-authenticate": "Bearer" } }
-              )
-            }
-          }
-          yield* Effect.provideService(ServiceMetrics.refresh, JobStore.JobStore, store)
-          return HttpServerResponse.text(yield* PrometheusText.snapshot, { contentType: PrometheusText.contentType })
-        })
-      )
+      const context = yield* Effect.context<ApiKeys.ApiKeys | JobStore.JobStore>()
+      yield* router.get("/metrics", Effect.provide(metricsResponse(options), context))
     })
+  )
+
+/**
+ * `/metrics` alone, on the `HttpServer` in context, for a process that serves
+ * no API (`serve --role runner --metrics-port N`): its own chunks' metrics
+ * are in no other process's registry. Every other path is a 404.
+ *
+ * @since 0.2.0
+ * @category layers
+ */
+export const layerMetricsServer = (options: Options = {}) =>
+  HttpRouter.empty.pipe(
+    HttpRouter.get("/metrics", metricsResponse(options)),
+    Effect.catchTag("RouteNotFound", () =>
+      Effect.succeed(HttpServerResponse.unsafeJson(
+        { _tag: "NotFound", message: "this process serves /metrics alone (a runner: the API is on the api processes)" },
+        { status: 404 }
+      ))),
+    HttpServer.serve(HttpMiddleware.withTracerDisabledWhenEffect(() => true))
   )
 
 /**

@@ -229,6 +229,20 @@ export const layerJobs = (options: Options) => {
 }
 
 /**
+ * A runner's jobs (`layerJobs`) with `/metrics` alone on the `HttpServer` in
+ * context (`JobHttp.layerMetricsServer`): the chunks a runner runs record
+ * their metrics in its own registry, which no API process serves.
+ *
+ * @since 0.2.0
+ * @category layers
+ */
+export const layerJobsWithMetrics = (options: Options) =>
+  JobHttp.layerMetricsServer(options.http).pipe(
+    Layer.provideMerge(layerJobs(options)),
+    Layer.provide(ApiKeys.layer(options.keys))
+  )
+
+/**
  * The service: the HTTP API on the `HttpServer` in context, unless the role
  * is `runner` (then jobs only).
  *

@@ -182,7 +182,7 @@ describe.skipIf(redisUrl === undefined)("effect-batch serve --redis", () => {
 })
 
 describe("effect-batch serve --role", () => {
-  it.effect("a split role on SQLite or without --profiles, a bad profiles file, a database that does not answer: exit code 2 naming what is wrong", () =>
+  it.effect("a split role on SQLite or without --profiles, --metrics-port off a runner, a bad profiles file, a database that does not answer: exit code 2 naming what is wrong", () =>
     Effect.gen(function*() {
       const onSqlite = yield* cli(["serve", "--port", "0", "--db", join(dir, "roles.db"), "--role", "api"])
       expect(onSqlite.code).toBe(2)
@@ -191,6 +191,11 @@ describe("effect-batch serve --role", () => {
       const unnamed = yield* cli(["serve", "--port", "0", "--db", "postgres://127.0.0.1:1/none", "--role", "runner"])
       expect(unnamed.code).toBe(2)
       expect(unnamed.err).toContain("--role runner needs --profiles: every process of the service reads the same profiles")
+      // A runner's own /metrics port, asked of a process that serves /metrics on --port anyway.
+      const metricsPort = yield* cli(["serve", "--port", "0", "--db", join(dir, "metrics-port.db"), "--metrics-port", "9464"])
+      expect(metricsPort.code).toBe(2)
+      expect(metricsPort.err).toContain("--metrics-port is for --role runner, which serves no API: this process (role all) serves /metrics on --port")
+      expect(existsSync(join(dir, "metrics-port.db"))).toBe(false)
       // A profiles file with a bad field: the field's path and what was wrong, one line.
       const badProfiles = join(dir, "bad-profiles.json")
       writeFileSync(badProfiles, JSON.stringify({ profiles: [{ name: "sim", baseUrl: "t/v1", models: ["sim-chat"] }] }))

@@ -19,6 +19,7 @@ import { PgClient } from "@effect/sql-pg"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Fiber, Layer, Redacted, Schedule } from "effect"
 import { Redis } from "ioredis"
+import parse from "parse-prometheus-text-format"
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { type AddressInfo, createServer } from "node:net"
 import { tmpdir } from "node:os"
@@ -100,7 +101,8 @@ const startCluster = (name: string) =>
       profiles: [{ name: profile, baseUrl: `${simulator.url}/v1`, models: ["sim-chat"], concurrency, requestsPerMinute }]
     }))
     const common = { db, profiles, env }
-    const runnerArgs = (port: number) => ["--role", "runner", "--runner-port", String(port), "--redis", redisUrl!]
+    // Each runner serves its own /metrics (`--metrics-port`), on a free port it prints.
+    const runnerArgs = (port: number) => ["--role", "runner", "--runner-port", String(port), "--redis", redisUrl!, "--metrics-port", "0"]
     // Ports the system says are free now (a runner's must be known before it starts: the others dial it).
     const ports = yield* Effect.forEach(Array.from({ length: runners }), () => freePort)
     const started = yield* Effect.forEach(ports, (port) => ServiceProcess.start({ ...common, args: runnerArgs(port) }), {
@@ -142,6 +144,19 @@ const checkResults = (client: Client, ids: ReadonlyArray<string>, output: () => 
 /** Which runners (by position) printed that a chunk runs there. */
 const runningChunks = (processes: ReadonlyArray<ServiceProcess.ServiceProcess>) =>
   processes.map((p) => (p.output().match(/chunk \d+ runs here/g) ?? []).length)
+
+/** The items a runner's chunks settled, as its own `/metrics` counts them (`batch="job"`). */
+const itemsCountedBy = (runner: ServiceProcess.ServiceProcess) =>
+  Effect.gen(function*() {
+    const url = /metrics\s+(http:\/\/\S+\/metrics)/.exec(runner.output())?.[1]
+    expect(url, runner.output()).toBeDefined()
+    const http = yield* HttpClient.HttpClient
+    expect((yield* http.get(url!)).status).toBe(401)
+    const response = yield* http.execute(HttpClientRequest.get(url!).pipe(HttpClientRequest.bearerToken(key)))
+    expect(response.status).toBe(200)
+    const family = parse(yield* response.text).find((f) => f.name === "effect_batch_items_total")
+    return (family?.metrics ?? []).filter((m) => m.labels?.batch === "job").reduce((n, m) => n + Number(m.value ?? 0), 0)
+  })
 
 const deleteRedisKey = (profile: string) =>
   Effect.promise(async () => {
@@ -192,13 +207,19 @@ describe.skipIf(databaseUrl === undefined || redisUrl === undefined)("job servic
 
       yield* checkResults(cluster.client, ids, output)
       const doneAfter = Date.now() - killedAt
+      // Every item settled after the kill was settled by a survivor, and counted in its own registry.
+      const counted = yield* Effect.forEach(cluster.runners.filter((_, i) => i !== victim), itemsCountedBy)
+      const countedBySurvivors = counted.reduce((a, b) => a + b, 0)
+      expect(countedBySurvivors).toBeGreaterThanOrEqual(total - settledAtKill)
+      expect(countedBySurvivors).toBeLessThanOrEqual(total)
       const end = yield* simulator.metrics
       const repaid = end.received - total
       console.log(
         `cluster kill: runner ${victim} killed with ${settledAtKill}/${total} settled (chunks per runner ${chunks}); ` +
           `its jobs resumed on another ${(resumed / 1000).toFixed(1)} s after; ` +
           `all done ${(doneAfter / 1000).toFixed(1)} s after; simulator: ${end.received} received ${JSON.stringify(end.byStatus)}, ` +
-          `peak in flight ${end.peakInFlight}, in flight at the kill ${beforeKill.inFlight}; re-paid ${repaid}`
+          `peak in flight ${end.peakInFlight}, in flight at the kill ${beforeKill.inFlight}; re-paid ${repaid}; ` +
+          `the survivors' /metrics counted ${counted.join(" + ")} items`
       )
       // Each job's events, as followed live: numbered 1, 2, … without a gap or a repeat (the API's `queued` and
       // the runners' events in one sequence), `finished` last; asked again after the middle one, the rest.

@@ -15,6 +15,7 @@ import { getPriority } from "node:os"
 import { createInterface } from "node:readline"
 import { fileURLToPath } from "node:url"
 import { afterAll } from "vitest"
+import parse from "parse-prometheus-text-format"
 
 const databaseUrl = process.env.DATABASE_URL
 const redisUrl = process.env.REDIS_URL
@@ -97,9 +98,10 @@ const nicenessOf = (parent: number, marker: string): number => {
 }
 
 describe.skipIf(databaseUrl === undefined || redisUrl === undefined)("npm run serve:cluster", () => {
-  it("starts one API and a runner at niceness +10 that runs a submitted job; stops them all on SIGTERM", async () => {
+  it("starts one API and a runner at niceness +10 that runs a submitted job and counts it on its /metrics; stops them all on SIGTERM", async () => {
     const port = await freePort()
-    const script = run(["--runners", "1", "--port", String(port), "--runner-port", String(await freePort())])
+    const metricsPort = await freePort()
+    const script = run(["--runners", "1", "--port", String(port), "--runner-port", String(await freePort()), "--runner-metrics-port", String(metricsPort)])
     const [, ready, told] = await script.lineMatching(/one API on port (\d+) and 1 runner\(s\) at niceness \+(\d+)/)
     expect(ready).toBe(String(port))
     expect(told).toBe("10")
@@ -123,6 +125,12 @@ describe.skipIf(databaseUrl === undefined || redisUrl === undefined)("npm run se
     expect(job?.state).toBe("finished")
     expect(job?.counts.succeeded).toBe(3)
     await script.lineMatching(new RegExp(`\\[runner 1\\].*${id}`))
+    // The runner's own /metrics, on the port given, behind the same keys as the API: the job's three items.
+    await script.lineMatching(new RegExp(`\\[runner 1\\]\\s+metrics\\s+http://127\\.0\\.0\\.1:${metricsPort}/metrics`))
+    const scraped = await fetch(`http://127.0.0.1:${metricsPort}/metrics`, { headers })
+    expect(scraped.status).toBe(200)
+    const items = parse(await scraped.text()).find((family) => family.name === "effect_batch_items_total")?.metrics ?? []
+    expect(items.filter((m) => m.labels?.batch === "job").reduce((n, m) => n + Number(m.value ?? 0), 0)).toBe(3)
 
     script.child.kill("SIGTERM")
     await once(script.child, "exit")
