@@ -44,6 +44,7 @@ import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
+import * as Predicate from "effect/Predicate"
 import * as Redacted from "effect/Redacted"
 import * as Scope from "effect/Scope"
 import { randomBytes } from "node:crypto"
@@ -96,6 +97,33 @@ const isPostgres = (db: string) => /^postgres(?:ql)?:\/\//.test(db)
 
 const usage = (message: string) => new UsageError({ message })
 const reason = (cause: Cause.Cause<unknown>) => Cause.pretty(cause).split("\n")[0]!
+
+/** A port a process listens on, and the flag that gives it. */
+interface Listening {
+  readonly flag: string
+  readonly host: string
+  readonly port: number
+}
+
+/**
+ * Why a process could not start: a port it could not listen on is named with its flag — the HTTP server's
+ * (`ServeError`) or the cluster's runner socket (`SocketServerError`), each carrying Node's `listen` error as
+ * its cause; anything else follows `what`.
+ */
+const startFailure = (what: string, listening: { readonly http?: Listening | undefined, readonly runner?: Listening | undefined }) =>
+  (cause: Cause.Cause<unknown>) => {
+    // The cluster's socket server dies with its error (a defect), the HTTP server fails with its own.
+    for (const error of [...Cause.failures(cause), ...Cause.defects(cause)]) {
+      const where = Predicate.isTagged(error, "ServeError") ? listening.http : Predicate.isTagged(error, "SocketServerError") ? listening.runner : undefined
+      if (where === undefined) continue
+      const listenError = Predicate.hasProperty(error, "cause") ? error.cause : undefined
+      return Effect.fail(usage(
+        `cannot listen on ${where.host}:${where.port} (${where.flag}): ` +
+          (listenError instanceof Error ? listenError.message : "the port could not be opened")
+      ))
+    }
+    return Effect.fail(usage(`${what}: ${reason(cause)}`))
+  }
 
 const keysOf = Effect.gen(function*() {
   const configured = yield* Config.option(Config.string("EFFECT_BATCH_API_KEYS")).pipe(Effect.orElseSucceed(() => Option.none()))
@@ -258,7 +286,10 @@ export const serve = (options: ServeOptions) =>
         ? layerJobs(serviceOptions)
         : layerJobsWithMetrics(serviceOptions).pipe(Layer.provideMerge(metricsServer))
       const built = yield* Layer.build(jobs.pipe(Layer.provide(database), Layer.provide(telemetry))).pipe(
-        Effect.catchAllCause((cause) => Effect.fail(usage(`cannot start the runner on ${where}: ${reason(cause)}`)))
+        Effect.catchAllCause(startFailure(`cannot start the runner on ${where}`, {
+          http: options.metricsPort === undefined ? undefined : { flag: "--metrics-port", host: options.host, port: options.metricsPort },
+          runner: { flag: "--runner-port", ...runnerAddress }
+        }))
       )
       yield* Console.log(`effect-batch runner on ${runnerAddress.host}:${runnerAddress.port}`)
       yield* Console.log(`  storage    ${storage}`)
@@ -275,7 +306,10 @@ export const serve = (options: ServeOptions) =>
       // they fork keeps.
       const service = layer(serviceOptions).pipe(Layer.provide(database), Layer.provide(telemetry))
       const built = yield* Layer.build(service.pipe(Layer.provideMerge(httpServer))).pipe(
-        Effect.catchAllCause((cause) => Effect.fail(usage(`cannot start the service on ${where}: ${reason(cause)}`)))
+        Effect.catchAllCause(startFailure(`cannot start the service on ${where}`, {
+          http: { flag: "--port", host: options.host, port: options.port },
+          runner: postgres && role === "all" ? { flag: "--runner-port", ...runnerAddress } : undefined
+        }))
       )
       const url = urlOf(Context.get(built, HttpServer.HttpServer), options)
       yield* Console.log(`effect-batch job service on ${url}`)

@@ -9,6 +9,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Cause, Effect, Exit, Fiber, FiberId, Layer } from "effect"
 import { Redis } from "ioredis"
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { type AddressInfo, createServer, type Server } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll } from "vitest"
@@ -217,6 +218,22 @@ describe("effect-batch serve --role", () => {
       expect(unknown.code).toBe(2)
       expect(unknown.err).toMatch(/all.*api.*runner/s)
     }).pipe(Effect.provide(platform)))
+
+  it.effect("a port already taken: exit code 2 naming the address, its flag and why", () =>
+    Effect.gen(function*() {
+      // Something else listens on the port first.
+      const taken = yield* Effect.acquireRelease(
+        Effect.async<Server>((resume) => {
+          const server = createServer()
+          server.listen(0, "127.0.0.1", () => resume(Effect.succeed(server)))
+        }),
+        (server) => Effect.async<void>((resume) => void server.close(() => resume(Effect.void)))
+      )
+      const port = (taken.address() as AddressInfo).port
+      const result = yield* cli(["serve", "--port", String(port), "--db", join(dir, "taken.db")])
+      expect(result.code).toBe(2)
+      expect(result.err).toContain(`cannot listen on 127.0.0.1:${port} (--port): listen EADDRINUSE`)
+    }).pipe(Effect.scoped, Effect.provide(platform)))
 })
 
 describe("effect-batch runs / export", () => {
