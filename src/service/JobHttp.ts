@@ -14,7 +14,6 @@
 import * as HttpApiBuilder from "@effect/platform/HttpApiBuilder"
 import * as HttpApiError from "@effect/platform/HttpApiError"
 import * as HttpApiScalar from "@effect/platform/HttpApiScalar"
-import * as HttpMiddleware from "@effect/platform/HttpMiddleware"
 import * as HttpRouter from "@effect/platform/HttpRouter"
 import * as HttpServer from "@effect/platform/HttpServer"
 import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
@@ -317,7 +316,7 @@ export const layerMetricsServer = (options: Options = {}) =>
         { _tag: "NotFound", message: "this process serves /metrics alone (a runner: the API is on the api processes)" },
         { status: 404 }
       ))),
-    HttpServer.serve(HttpMiddleware.withTracerDisabledWhenEffect(() => true))
+    HttpServer.serve()
   )
 
 /**
