@@ -352,7 +352,7 @@ export const command = Command.make(
     ),
     role: Options.choice("role", ["all", "api", "runner"]).pipe(
       Options.withDefault("all" as const),
-      Options.withDescription("This process's part (PostgreSQL): all, api (HTTP only, runs nothing) or runner (runs jobs, no HTTP).")
+      Options.withDescription("This process's part (PostgreSQL): all, api (HTTP only, runs nothing) or runner (runs jobs; no API, /metrics alone with --metrics-port).")
     ),
     runnerHost: Options.text("runner-host").pipe(
       Options.optional,
