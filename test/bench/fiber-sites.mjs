@@ -2,15 +2,15 @@
 // code site, that is by the function each step runs (a `flatMap`'s continuation, a `sync`'s thunk, an `async`'s
 // register…), named by its first characters of source. Where `--count` says how many steps, this says which: the
 // difference of two runs (say run L's and run J's) by site is `step-sites.mjs`'s.
-// It wraps the step methods of effect 3.22.4's internal `FiberRuntime`, as fiber-steps.mjs does, and a site is a
-// lookup per step: the process runs several times slower, and its CPU figures mean nothing.
+// It hooks the steps of effect 3.22.4's internal `FiberRuntime` as fiber-steps.mjs does (fiber-step-hook.mjs), and a
+// site is a lookup per step: the process runs several times slower, and its CPU figures mean nothing.
 // Active when EFFECT_BATCH_BENCH_SITES names the file to write: SIGUSR2 starts counting (from zero) and SIGUSR1
 // stops it and writes the counts; in-process, `globalThis.effectBatchBenchSites` has `start` and `stop`.
 import { writeFileSync } from "node:fs"
+import { onFiberStep } from "./fiber-step-hook.mjs"
 
 const out = process.env.EFFECT_BATCH_BENCH_SITES
 if (out !== undefined && out !== "") {
-  const { FiberRuntime } = await import(new URL("../../node_modules/effect/dist/esm/internal/fiberRuntime.js", import.meta.url).href)
   /** The primitive's field holding the function the step runs, by op code; the others count under the op's name. */
   const functionOf = {
     Sync: "effect_instruction_i0",
@@ -20,8 +20,6 @@ if (out !== undefined && out !== "") {
     OnFailure: "effect_instruction_i1",
     OnSuccessAndFailure: "effect_instruction_i1"
   }
-  const ops = ["Sync", "Success", "Failure", "OnSuccess", "OnFailure", "OnSuccessAndFailure", "Async", "Yield", "WithRuntime",
-    "UpdateRuntimeFlags", "While", "Iterator", "Commit", "Left", "Right", "Some", "None", "Tag"]
   const names = new WeakMap()
   const nameOf = (fn) => {
     let name = names.get(fn)
@@ -34,21 +32,15 @@ if (out !== undefined && out !== "") {
   let counting = false
   let sites = new Map()
   const count = (key) => sites.set(key, (sites.get(key) ?? 0) + 1)
-  for (const op of ops) {
-    const step = FiberRuntime.prototype[op]
-    if (typeof step !== "function") throw new Error(`fiber-sites: FiberRuntime has no ${op} step (not effect 3.22?)`)
+  await onFiberStep("fiber-sites", (op, primitive) => {
+    if (!counting) return
     const field = functionOf[op]
-    FiberRuntime.prototype[op] = function (primitive) {
-      if (counting) {
-        if (field !== undefined && typeof primitive[field] === "function") count(`${op} ${nameOf(primitive[field])}`)
-        // A commit (an `Effect.suspend`, a class of Effect's own) is told apart by what it commits.
-        else if (op === "Commit" && typeof primitive.commit === "function") count(`Commit ${nameOf(primitive.commit)}`)
-        else if (op === "Tag") count(`Tag ${String(primitive.key)}`)
-        else count(op)
-      }
-      return step.call(this, primitive)
-    }
-  }
+    if (field !== undefined && typeof primitive[field] === "function") count(`${op} ${nameOf(primitive[field])}`)
+    // A commit (an `Effect.suspend`, a class of Effect's own) is told apart by what it commits.
+    else if (op === "Commit" && typeof primitive.commit === "function") count(`Commit ${nameOf(primitive.commit)}`)
+    else if (op === "Tag") count(`Tag ${String(primitive.key)}`)
+    else count(op)
+  })
   const start = () => {
     sites = new Map()
     counting = true
