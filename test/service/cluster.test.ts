@@ -29,6 +29,7 @@ import * as SimulatorServer from "../../src/llm/SimulatorServer.js"
 import * as Simulator from "../../src/llm/Simulator.js"
 import * as Job from "../../src/service/Job.js"
 import * as JobApi from "../../src/service/JobApi.js"
+import { sum } from "../support/prometheus.js"
 import * as ServiceProcess from "../support/serviceProcess.js"
 import { sseEvents } from "../support/sse.js"
 
@@ -154,8 +155,7 @@ const itemsCountedBy = (runner: ServiceProcess.ServiceProcess) =>
     expect((yield* http.get(url!)).status).toBe(401)
     const response = yield* http.execute(HttpClientRequest.get(url!).pipe(HttpClientRequest.bearerToken(key)))
     expect(response.status).toBe(200)
-    const family = parse(yield* response.text).find((f) => f.name === "effect_batch_items_total")
-    return (family?.metrics ?? []).filter((m) => m.labels?.batch === "job").reduce((n, m) => n + Number(m.value ?? 0), 0)
+    return sum(parse(yield* response.text), "effect_batch_items_total", { batch: "job" })
   })
 
 const deleteRedisKey = (profile: string) =>

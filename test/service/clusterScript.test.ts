@@ -16,6 +16,7 @@ import { createInterface } from "node:readline"
 import { fileURLToPath } from "node:url"
 import { afterAll } from "vitest"
 import parse from "parse-prometheus-text-format"
+import { sum } from "../support/prometheus.js"
 
 const databaseUrl = process.env.DATABASE_URL
 const redisUrl = process.env.REDIS_URL
@@ -129,8 +130,7 @@ describe.skipIf(databaseUrl === undefined || redisUrl === undefined)("npm run se
     await script.lineMatching(new RegExp(`\\[runner 1\\]\\s+metrics\\s+http://127\\.0\\.0\\.1:${metricsPort}/metrics`))
     const scraped = await fetch(`http://127.0.0.1:${metricsPort}/metrics`, { headers })
     expect(scraped.status).toBe(200)
-    const items = parse(await scraped.text()).find((family) => family.name === "effect_batch_items_total")?.metrics ?? []
-    expect(items.filter((m) => m.labels?.batch === "job").reduce((n, m) => n + Number(m.value ?? 0), 0)).toBe(3)
+    expect(sum(parse(await scraped.text()), "effect_batch_items_total", { batch: "job" })).toBe(3)
 
     script.child.kill("SIGTERM")
     await once(script.child, "exit")

@@ -9,8 +9,8 @@ import { HttpClient, HttpClientRequest } from "@effect/platform"
 import { describe, expect, layer } from "@effect/vitest"
 import { Effect, Fiber, Stream } from "effect"
 import parse from "parse-prometheus-text-format"
-import type { Family } from "parse-prometheus-text-format"
 import { client, keyA, layer as serviceLayer, waitFor } from "../support/JobServiceTest.js"
+import { sum } from "../support/prometheus.js"
 
 const scrape = (key?: string) =>
   Effect.flatMap(HttpClient.HttpClient, (http) =>
@@ -22,12 +22,6 @@ const families = Effect.gen(function*() {
   expect(response.headers["content-type"]).toBe("text/plain; version=0.0.4; charset=utf-8")
   return parse(yield* response.text)
 })
-
-/** The sum of the samples of `name` whose labels include `labels`. */
-const sum = (all: ReadonlyArray<Family>, name: string, labels: Record<string, string> = {}) =>
-  (all.find((f) => f.name === name)?.metrics ?? [])
-    .filter((m) => Object.entries(labels).every(([k, v]) => m.labels?.[k] === v))
-    .reduce((total, m) => total + Number(m.value ?? m.count ?? 0), 0)
 
 const prompts = (n: number) => Array.from({ length: n }, (_, i) => `metrics prompt ${i}`)
 
