@@ -86,10 +86,13 @@ export interface ServeOptions {
   readonly otlp?: string | undefined
 }
 
-/** Where a server listens, as a URL to reach it by (`--host 0.0.0.0`: this machine's loopback). */
-const urlOf = (server: HttpServer.HttpServer, options: Pick<ServeOptions, "host" | "port">) => {
-  const port = server.address._tag === "TcpAddress" ? server.address.port : options.port
-  return `http://${options.host === "0.0.0.0" ? "127.0.0.1" : options.host}:${port}`
+/** An HTTP server on `port` of `host` (0: any free port). */
+const listenOn = (host: string, port: number) => NodeHttpServer.layer(() => createServer(), { port, host })
+
+/** Where a server asked for `port` of `host` listens, as a URL to reach it by (`0.0.0.0`: this machine's loopback). */
+const urlOf = (server: HttpServer.HttpServer, host: string, port: number) => {
+  const listening = server.address._tag === "TcpAddress" ? server.address.port : port
+  return `http://${host === "0.0.0.0" ? "127.0.0.1" : host}:${listening}`
 }
 
 /** Whether `--db` names a PostgreSQL database rather than a SQLite file. */
@@ -279,29 +282,27 @@ export const serve = (options: ServeOptions) =>
     const where = postgres ? shown(options.db) : options.db
     const storage = `${where}; ${note}`
     if (role === "runner") {
-      const metricsServer = options.metricsPort === undefined
-        ? undefined
-        : NodeHttpServer.layer(() => createServer(), { port: options.metricsPort, host: options.host })
-      const jobs = metricsServer === undefined
+      const metricsPort = options.metricsPort
+      const jobs = metricsPort === undefined
         ? layerJobs(serviceOptions)
-        : layerJobsWithMetrics(serviceOptions).pipe(Layer.provideMerge(metricsServer))
+        : layerJobsWithMetrics(serviceOptions).pipe(Layer.provideMerge(listenOn(options.host, metricsPort)))
       const built = yield* Layer.build(jobs.pipe(Layer.provide(database), Layer.provide(telemetry))).pipe(
         Effect.catchAllCause(startFailure(`cannot start the runner on ${where}`, {
-          http: options.metricsPort === undefined ? undefined : { flag: "--metrics-port", host: options.host, port: options.metricsPort },
+          http: metricsPort === undefined ? undefined : { flag: "--metrics-port", host: options.host, port: metricsPort },
           runner: { flag: "--runner-port", ...runnerAddress }
         }))
       )
       yield* Console.log(`effect-batch runner on ${runnerAddress.host}:${runnerAddress.port}`)
       yield* Console.log(`  storage    ${storage}`)
-      if (metricsServer !== undefined) {
-        const url = urlOf(Context.unsafeGet(built, HttpServer.HttpServer), options)
+      if (metricsPort !== undefined) {
+        const url = urlOf(Context.unsafeGet(built, HttpServer.HttpServer), options.host, metricsPort)
         yield* Console.log(`  metrics    ${url}/metrics   (Prometheus text; ${options.publicMetrics === true ? "public" : "needs an API key"})`)
         if (generated !== undefined && options.publicMetrics !== true) {
           yield* Console.log(`  API key    ${generated}   (for /metrics; made for this start — set EFFECT_BATCH_API_KEYS to keep keys)`)
         }
       }
     } else {
-      const httpServer = NodeHttpServer.layer(() => createServer(), { port: options.port, host: options.host })
+      const httpServer = listenOn(options.host, options.port)
       // The exporters' tracer (or none, untraced), set while the service's layers are built, is the one every fiber
       // they fork keeps.
       const service = layer(serviceOptions).pipe(Layer.provide(database), Layer.provide(telemetry))
@@ -311,7 +312,7 @@ export const serve = (options: ServeOptions) =>
           runner: postgres && role === "all" ? { flag: "--runner-port", ...runnerAddress } : undefined
         }))
       )
-      const url = urlOf(Context.get(built, HttpServer.HttpServer), options)
+      const url = urlOf(Context.get(built, HttpServer.HttpServer), options.host, options.port)
       yield* Console.log(`effect-batch job service on ${url}`)
       yield* Console.log(`  dashboard  ${url}/${generated === undefined ? "" : `#key=${generated}`}`)
       yield* Console.log(`  API        ${url}/jobs   (reference: ${url}/reference, OpenAPI: ${url}/openapi.json)`)
